@@ -1,0 +1,85 @@
+"""Assembly: collect each finished block's weights into the run directory and write the verified manifest."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from shared.assembly import load_assembled
+from shared.checkpoint import (MANIFEST_VERSION, CheckpointError, check_contiguous, read_block_meta,
+                               sha256_file, write_manifest)
+from shared.config import Config
+from shared.data import DATASETS
+from shared.generate import class_labels, generate, step_sigmas
+from shared.images import save_grid
+from shared.model import count_params
+from shared.partition import BlockSpec
+from workers.job import net_spec
+
+from coordinator.store import BlockRecord, State
+
+
+def block_file(index: int) -> str:
+    return f"block_{index}.safetensors"
+
+
+def collect_block(checkpoint_path: str, run_dir: Path, spec: BlockSpec) -> tuple[str, str]:
+    """Copy a block's final weights from its Ray checkpoint into the run dir; refuse a file for another block.
+
+    Returns (file name, sha256)."""
+    source = Path(checkpoint_path) / "block.safetensors"
+    meta = read_block_meta(source)
+    if meta["block"] != spec.to_dict():
+        raise CheckpointError(f"{source}: holds block {meta['block']}, expected {spec.to_dict()}")
+    target = run_dir / block_file(spec.index)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+    return target.name, sha256_file(target)
+
+
+def assemble(config: Config, specs: list[BlockSpec], boundaries: list[float], blocks: list[BlockRecord],
+             run_dir: Path) -> dict:
+    """Verify every block finished with its file intact and ranges contiguous, then write manifest.json."""
+    unfinished = [b.index for b in blocks if b.state != State.SUCCEEDED]
+    if unfinished:
+        raise CheckpointError(f"cannot assemble: blocks {unfinished} have not succeeded")
+    entries = []
+    for spec, record in zip(specs, sorted(blocks, key=lambda b: b.index)):
+        if sha256_file(run_dir / record.weights_file) != record.sha256:
+            raise CheckpointError(f"block {spec.index}: {record.weights_file} changed since it was collected")
+        entries.append({"index": spec.index, "sigma_lo": spec.sigma_lo, "sigma_hi": spec.sigma_hi,
+                        "train_sigma_lo": spec.train_sigma_lo, "train_sigma_hi": spec.train_sigma_hi,
+                        "layers": spec.layers, "file": record.weights_file, "sha256": record.sha256,
+                        "num_params": count_params(net_spec(config, spec.num_layers)),
+                        "steps": record.step, "attempts": record.attempt})
+    check_contiguous(boundaries, entries)
+    manifest = {"manifest_version": MANIFEST_VERSION, "config_hash": config.hash(), "mode": config.train.mode,
+                "dataset": config.data.dataset, "boundaries": boundaries, "blocks": entries}
+    write_manifest(run_dir, manifest)
+    return manifest
+
+
+def sample_run(run_dir: Path, config: Config, *, num_per_class: int, num_steps: int, cfg_scale: float,
+               seed: int, weights: str = "ema") -> tuple[torch.Tensor, torch.Tensor]:
+    """(samples, labels) from an assembled run, class-balanced."""
+    denoiser, _ = load_assembled(run_dir, weights)
+    info, noise, sample = DATASETS[config.data.dataset], config.noise, config.sample
+    sigmas = step_sigmas(schedule=sample.schedule, num_steps=num_steps, sigma_min=noise.sigma_min,
+                         sigma_max=noise.sigma_max, rho=sample.rho, p_mean=noise.p_mean, p_std=noise.p_std)
+    labels = class_labels(info.num_classes, num_per_class)
+    samples = generate(denoiser, labels=labels, image_shape=(info.channels, info.image_size, info.image_size),
+                       sigmas=sigmas, cfg_scale=cfg_scale, null_label=info.num_classes,
+                       sampler=sample.sampler, seed=seed)
+    return samples, labels
+
+
+def write_samples_png(run_dir: Path, config: Config, path: Path | None = None) -> Path:
+    s = config.sample
+    samples, _ = sample_run(run_dir, config, num_per_class=s.num_per_class, num_steps=s.num_steps,
+                            cfg_scale=s.cfg_scale, seed=s.seed, weights=s.weights)
+    path = path or run_dir / "samples.png"
+    save_grid(samples, s.num_per_class, path)
+    return path

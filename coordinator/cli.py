@@ -1,0 +1,133 @@
+"""`dblocks` command line: plan, train, sample (and eval). Config errors exit 2 before anything starts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+import yaml
+
+from shared.checkpoint import CheckpointError
+from shared.config import Config, ConfigError, load_config, parse_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="dblocks: train a DiffusionBlocks model block by block on Ray.\n\n"
+                       "Example: dblocks train configs/quickstart.yaml --set train.steps_per_block=500")
+
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override: section.field=value (repeatable).")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _config(path: Path, overrides: list[str] | None) -> Config:
+    try:
+        return load_config(path, overrides or [])
+    except ConfigError as err:
+        _fail(str(err))
+
+
+def _run_config(run_dir: Path) -> Config:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        _fail(f"{run_dir} is not a run directory (no config.yaml)")
+    return parse_config(yaml.safe_load(path.read_text()))
+
+
+@app.command()
+def plan(config: Path, set_: SetOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Print the block plan (noise boundaries, ranges, layers, parameters). Starts nothing.
+
+    Example: dblocks plan configs/quickstart.yaml --set blocks.num_blocks=4 --json
+    """
+    from coordinator.plan import plan_json
+
+    doc = plan_json(_config(config, set_))
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    typer.echo(f"boundaries: {', '.join(f'{b:.5g}' for b in doc['boundaries'])}")
+    for b in doc["blocks"]:
+        typer.echo(f"block {b['index']}: sigma [{b['sigma_lo']:.5g}, {b['sigma_hi']:.5g}] trains on "
+                   f"[{b['train_sigma_lo']:.5g}, {b['train_sigma_hi']:.5g}] layers {b['layers']} "
+                   f"params {b['num_params']:,}")
+
+
+@app.command()
+def train(config: Path, set_: SetOpt = None,
+          out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<run id>).")] = None) -> None:
+    """Train every block as its own Ray Train job, assemble them, write samples.png.
+
+    Example: dblocks train configs/quickstart.yaml --out runs/demo
+    """
+    cfg = _config(config, set_)
+    from coordinator.dispatch import RayDispatcher
+    from coordinator.runner import RunDriver, create_run, new_run_id
+    from coordinator.settings import Settings
+    from coordinator.store import State, Store, connect
+
+    settings = Settings.from_env()
+    run_id = new_run_id(cfg)
+    run_dir = (out or settings.storage / run_id).absolute()
+    if (run_dir / "manifest.json").exists() or (run_dir / "config.yaml").exists():
+        _fail(f"--out {run_dir} already holds a run; choose another directory")
+    store = Store(connect(settings.redis_url, settings.storage / ".redis"), settings.key_prefix)
+    dispatcher = RayDispatcher(address=settings.ray_address, auth_mode=settings.ray_auth_mode)
+    dispatcher.connect()
+    create_run(cfg, store=store, run_id=run_id, run_dir=run_dir)
+    typer.echo(f"run {run_id} -> {run_dir}")
+    try:
+        state = RunDriver(run_id, store=store, dispatcher=dispatcher, log=typer.echo).drive()
+    finally:
+        dispatcher.shutdown()
+    if state != State.SUCCEEDED:
+        raise typer.Exit(1)
+
+
+@app.command()
+def sample(run_dir: Path,
+           out: Annotated[Path, typer.Option(help="FILE.png (grid) or FILE.npz (samples, labels).")],
+           num_per_class: Annotated[Optional[int], typer.Option(help="Samples per class.")] = None,
+           steps: Annotated[Optional[int], typer.Option(help="Sampler steps.")] = None,
+           cfg: Annotated[Optional[float], typer.Option("--cfg", help="Guidance scale.")] = None,
+           seed: Annotated[Optional[int], typer.Option(help="Sampling seed.")] = None,
+           weights: Annotated[Optional[str], typer.Option(help="ema or raw.")] = None) -> None:
+    """Sample from an assembled run directory (the manifest is verified first).
+
+    Example: dblocks sample runs/demo --num-per-class 8 --out grid.png
+    """
+    from coordinator.assemble import sample_run
+    from shared.images import save_grid
+
+    config = _run_config(run_dir)
+    s = config.sample
+    if out.suffix not in (".png", ".npz"):
+        _fail(f"--out {out}: must end in .png or .npz")
+    if weights not in (None, "ema", "raw"):
+        _fail(f"--weights {weights!r}: must be 'ema' or 'raw'")
+    n = num_per_class or s.num_per_class
+    try:
+        samples, labels = sample_run(run_dir, config, num_per_class=n, num_steps=steps or s.num_steps,
+                                     cfg_scale=s.cfg_scale if cfg is None else cfg,
+                                     seed=s.seed if seed is None else seed, weights=weights or s.weights)
+    except CheckpointError as err:
+        _fail(str(err), 1)
+    if out.suffix == ".png":
+        save_grid(samples, n, out)
+    else:
+        np.savez(out, samples=samples.numpy().astype(np.float32), labels=labels.numpy())
+    typer.echo(f"wrote {len(labels)} samples to {out}")
+
+
+def main() -> None:
+    app(prog_name="dblocks")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

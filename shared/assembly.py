@@ -1,0 +1,63 @@
+"""The assembled model: B trained blocks chained by noise level, behind the ordinary denoiser signature.
+
+Samplers call `assembled(z, sigma, labels)` and never learn that blocks exist; each example is routed to the
+block whose interval owns its sigma (`shared.partition.block_for_sigma`, lower-noise block owns its upper edge).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from shared.checkpoint import CheckpointError, load_block_weights, load_manifest
+from shared.model import BlockNet, NetSpec
+from shared.partition import block_for_sigma
+from shared.precond import Denoiser
+
+
+class AssembledDenoiser(nn.Module):
+    def __init__(self, denoisers: list[nn.Module], boundaries: list[float]):
+        super().__init__()
+        assert len(denoisers) == len(boundaries) - 1
+        self.blocks = nn.ModuleList(denoisers)
+        self.boundaries = list(boundaries)
+
+    def route(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Block index per example, (N,)."""
+        return torch.tensor([block_for_sigma(self.boundaries, s) for s in sigma.tolist()], device=sigma.device)
+
+    def forward(self, z: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        owners = self.route(sigma)
+        first = int(owners[0])
+        if bool((owners == first).all()):  # the sampling case: one sigma for the whole batch
+            return self.blocks[first](z, sigma, labels)
+        out = torch.empty_like(z)
+        for index in owners.unique().tolist():
+            mask = owners == index
+            out[mask] = self.blocks[index](z[mask], sigma[mask], labels[mask])
+        return out
+
+
+def load_block_denoiser(path: str | Path, which: str = "ema") -> tuple[Denoiser, dict]:
+    """Build one block from its self-describing weights file and load it (strict: every tensor must match)."""
+    state, meta = load_block_weights(path, which)
+    net = BlockNet(NetSpec(**meta["net"]))
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not match their NetSpec: {err}") from None
+    return Denoiser(net, float(meta["sigma_data"])).eval(), meta
+
+
+def load_assembled(run_dir: str | Path, which: str = "ema") -> tuple[AssembledDenoiser, dict]:
+    """(assembled denoiser, manifest) of a finished run directory, after verifying the manifest."""
+    manifest = load_manifest(run_dir)
+    denoisers = []
+    for block in manifest["blocks"]:
+        denoiser, meta = load_block_denoiser(Path(run_dir) / block["file"], which)
+        if meta["block"]["index"] != block["index"]:
+            raise CheckpointError(f"{block['file']}: holds block {meta['block']['index']}, not {block['index']}")
+        denoisers.append(denoiser)
+    return AssembledDenoiser(denoisers, manifest["boundaries"]), manifest

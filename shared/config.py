@@ -1,0 +1,198 @@
+"""Typed run configuration (pydantic v2): frozen, keyword-only, unknown fields rejected, parsed once.
+
+`load_config(path, overrides)` is the one entry point; errors come out as `ConfigError` whose message names
+each bad field (`blocks.num_blocks: ...`). Nothing else in the project reads YAML config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared.data import DATASETS
+
+
+class ConfigError(ValueError):
+    """A config that cannot be run; the message names the field and the reason."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    dataset: str = Field("mnist", description=f"Dataset name; one of {sorted(DATASETS)}.")
+    num_test: int = Field(1000, ge=1, description="Images held out as the test split (never trained on).")
+    split_seed: int = Field(0, description="Seed of the fixed train/test shuffle.")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        if name not in DATASETS:
+            raise ValueError(f"dataset {name!r} does not exist; available: {sorted(DATASETS)}")
+        return name
+
+
+class ModelConfig(_Section):
+    num_layers: int = Field(6, ge=1, description="Transformer layers L of the whole network.")
+    hidden_size: int = Field(64, ge=8, description="Token width d.")
+    num_heads: int = Field(4, ge=1, description="Attention heads; must divide hidden_size.")
+    patch_size: int = Field(4, ge=1, description="Patch side; must divide the image size.")
+    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width / d.")
+    label_dropout: float = Field(0.1, ge=0, lt=1, description="Training label drop rate (for CFG).")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelConfig":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        return self
+
+
+class BlocksConfig(_Section):
+    num_blocks: int = Field(3, ge=1, description="Number of blocks B (each trains alone).")
+    overlap_gamma: float = Field(0.05, ge=0, le=1, description="Train-range widening per side, in log-sigma.")
+    partition: Literal["equiprobable", "uniform_log"] = Field(
+        "equiprobable", description="Noise partition: equal log-normal mass, or equal log-sigma width."
+    )
+    layers: list[int] | None = Field(None, description="Uneven layer split, e.g. [2, 4, 6]; default equal.")
+
+
+class NoiseConfig(_Section):
+    p_mean: float = Field(-1.2, description="Mean of ln(sigma) in training.")
+    p_std: float = Field(1.2, gt=0, description="Std of ln(sigma) in training.")
+    sigma_min: float = Field(0.002, gt=0, description="Lowest noise level.")
+    sigma_max: float = Field(80.0, gt=0, description="Highest noise level (sampling starts here).")
+    sigma_data: float = Field(0.5, gt=0, description="Data standard deviation for EDM preconditioning.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "NoiseConfig":
+        if self.sigma_min >= self.sigma_max:
+            raise ValueError(f"sigma_min {self.sigma_min} must be < sigma_max {self.sigma_max}")
+        return self
+
+
+class TrainConfig(_Section):
+    mode: Literal["blockwise", "end_to_end"] = Field(
+        "blockwise", description="blockwise = B independent blocks; end_to_end = one network, all layers."
+    )
+    steps_per_block: int = Field(2000, ge=1, description="Optimiser steps each block (or the e2e net) takes.")
+    batch_size: int = Field(128, ge=1, description="Examples per step.")
+    lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps, then cosine decay.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final lr as a fraction of lr.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
+    ema_halflife_steps: float = Field(100.0, ge=0, description="EMA half-life in steps; 0 disables EMA.")
+    seed: int = Field(0, description="Run seed; each block's seed derives from (seed, block index).")
+    checkpoint_every_steps: int = Field(500, ge=1, description="Steps between resumable checkpoints.")
+    log_every_steps: int = Field(50, ge=1, description="Steps between metric reports.")
+    max_failures: int = Field(2, ge=0, description="Ray Train restarts of a block's workers on failure.")
+    max_attempts: int = Field(3, ge=1, description="Coordinator attempts per block before the run fails.")
+
+
+class ResourcesConfig(_Section):
+    cpus_per_block: float = Field(1.0, gt=0, description="CPUs per block worker (also its torch threads).")
+    gpus_per_block: float = Field(0.0, ge=0, description="GPUs per block worker.")
+    num_workers_per_block: int = Field(1, ge=1, description="Data-parallel workers inside one block.")
+
+
+class SampleConfig(_Section):
+    num_steps: int = Field(50, ge=1, description="Sampler steps.")
+    cfg_scale: float = Field(2.0, ge=0, description="Classifier-free guidance scale (1 = no guidance).")
+    sampler: Literal["euler", "heun"] = Field("euler", description="ODE solver.")
+    schedule: Literal["karras", "equiprobable"] = Field("karras", description="Step spacing.")
+    rho: float = Field(7.0, gt=0, description="Karras schedule exponent.")
+    num_per_class: int = Field(10, ge=1, description="Samples per class in samples.png.")
+    seed: int = Field(0, description="Sampling seed.")
+    weights: Literal["ema", "raw"] = Field("ema", description="Which weights sample: EMA or raw.")
+
+
+class Config(_Section):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_-]{1,40}$", description="Run name prefix.")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    blocks: BlocksConfig = BlocksConfig()
+    noise: NoiseConfig = NoiseConfig()
+    train: TrainConfig = TrainConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    sample: SampleConfig = SampleConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Config":
+        info = DATASETS[self.data.dataset]
+        if info.image_size % self.model.patch_size:
+            raise ValueError(
+                f"model.patch_size {self.model.patch_size} does not divide the {info.name} image size {info.image_size}"
+            )
+        blocks = self.blocks
+        if blocks.layers is not None and len(blocks.layers) != blocks.num_blocks:
+            raise ValueError(f"blocks.layers has {len(blocks.layers)} entries, expected num_blocks={blocks.num_blocks}")
+        if blocks.layers is not None and (sum(blocks.layers) != self.model.num_layers or min(blocks.layers) < 1):
+            raise ValueError(f"blocks.layers must be positive and sum to model.num_layers={self.model.num_layers}")
+        if blocks.layers is None and self.model.num_layers % blocks.num_blocks:
+            raise ValueError(
+                f"blocks.num_blocks {blocks.num_blocks} does not divide model.num_layers {self.model.num_layers}"
+            )
+        return self
+
+    def hash(self) -> str:
+        """sha256 of the canonical JSON of the resolved config."""
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(), sort_keys=False)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `section.field=value` overrides (value parsed as YAML) to a raw config dict."""
+    merged = json.loads(json.dumps(raw))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected section.field=value")
+        node = merged
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part} is not a section")
+        node[parts[-1]] = yaml.safe_load(value)
+    return merged
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "config"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"{where}: {msg}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def parse_config(raw: dict | None, overrides: list[str] = ()) -> Config:
+    """Validate a raw dict (plus overrides) into a Config, or raise ConfigError naming each bad field."""
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError("invalid config: the top level must be a mapping of sections")
+    try:
+        return Config.model_validate(apply_overrides(raw or {}, list(overrides)))
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read a YAML config file, apply overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+    return parse_config(raw, overrides)

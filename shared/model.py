@@ -1,0 +1,133 @@
+"""One block's network F: a DiT-style transformer with adaLN-Zero conditioning (Peebles & Xie 2023).
+
+Every block owns PRIVATE copies of the patch embedding, noise embedder, class embedding and output head, so
+blocks share nothing and train with zero communication (METHOD.md, "What a block is"). The net sees
+c_in * z and c_noise only; EDM scaling lives in `shared.precond.Denoiser`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetSpec:
+    """Architecture of one block network — stored with every checkpoint so it is self-describing."""
+
+    image_size: int
+    channels: int
+    num_classes: int
+    patch_size: int
+    hidden_size: int
+    num_heads: int
+    mlp_ratio: float
+    num_layers: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sincos_2d(num_side: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding, (num_side**2, dim)."""
+    quarter = dim // 4
+    freqs = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    coords = torch.arange(num_side, dtype=torch.float64)
+    grid_y, grid_x = torch.meshgrid(coords, coords, indexing="ij")
+    parts = []
+    for axis in (grid_y.flatten(), grid_x.flatten()):
+        angles = axis[:, None] * freqs[None, :]
+        parts += [angles.sin(), angles.cos()]
+    emb = torch.cat(parts, dim=1)
+    return F.pad(emb, (0, dim - emb.shape[1])).float()
+
+
+def fourier_features(c_noise: torch.Tensor, dim: int = 256) -> torch.Tensor:
+    """Sinusoidal features of the (scalar per example) noise conditioning, (N, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, device=c_noise.device) / half)
+    angles = 1000.0 * c_noise[:, None].float() * freqs[None, :]  # c_noise = ln(sigma)/4 is O(1): spread it
+    return torch.cat([angles.cos(), angles.sin()], dim=1)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None, :]) + shift[:, None, :]
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm attention + MLP, each gated and modulated by adaLN-Zero from the conditioning vector."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        mlp_hidden = int(hidden_size * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(hidden_size, mlp_hidden), nn.GELU(approximate="tanh"),
+                                 nn.Linear(mlp_hidden, hidden_size))
+        self.ada = nn.Linear(hidden_size, 6 * hidden_size)
+        nn.init.zeros_(self.ada.weight)
+        nn.init.zeros_(self.ada.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        n, t, d = x.shape  # (N, T, D)
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(cond)).chunk(6, dim=1)
+        h = modulate(self.norm1(x), shift1, scale1)
+        q, k, v = self.qkv(h).view(n, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(q, k, v)  # (N, H, T, D/H)
+        x = x + gate1[:, None, :] * self.proj(attn.transpose(1, 2).reshape(n, t, d))
+        x = x + gate2[:, None, :] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        return x
+
+
+class BlockNet(nn.Module):
+    """F(c_in * z, c_noise, labels) for one block: private embeddings, `num_layers` layers, private head.
+
+    Labels are class indices; index `num_classes` is the null class used for classifier-free guidance.
+    With its zero-initialised head a fresh block outputs F = 0, so the denoiser starts as D(z) = c_skip * z.
+    """
+
+    def __init__(self, spec: NetSpec):
+        super().__init__()
+        self.spec = spec
+        d, p = spec.hidden_size, spec.patch_size
+        self.num_side = spec.image_size // p
+        self.patch_embed = nn.Conv2d(spec.channels, d, kernel_size=p, stride=p)
+        self.register_buffer("pos_embed", sincos_2d(self.num_side, d), persistent=False)
+        self.noise_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
+        self.class_embed = nn.Embedding(spec.num_classes + 1, d)  # unit-scale init: see METHOD.md pitfall 2
+        self.layers = nn.ModuleList(
+            TransformerLayer(d, spec.num_heads, spec.mlp_ratio) for _ in range(spec.num_layers)
+        )
+        self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Linear(d, 2 * d)
+        self.head = nn.Linear(d, p * p * spec.channels)
+        for zeroed in (self.ada_out, self.head):
+            nn.init.zeros_(zeroed.weight)
+            nn.init.zeros_(zeroed.bias)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed  # (N, T, D)
+        cond = self.noise_embed(fourier_features(c_noise)) + self.class_embed(labels)  # (N, D)
+        for layer in self.layers:
+            tokens = layer(tokens, cond)
+        shift, scale = self.ada_out(F.silu(cond)).chunk(2, dim=1)
+        out = self.head(modulate(self.norm_out(tokens), shift, scale))  # (N, T, p*p*C)
+        return self.unpatchify(out)
+
+    def unpatchify(self, out: torch.Tensor) -> torch.Tensor:
+        n, s, p, c = out.shape[0], self.num_side, self.spec.patch_size, self.spec.channels
+        out = out.view(n, s, s, p, p, c).permute(0, 5, 1, 3, 2, 4)  # (N, C, s, p, s, p)
+        return out.reshape(n, c, s * p, s * p)
+
+
+def count_params(spec: NetSpec) -> int:
+    """Parameters of one block network, without allocating it."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in BlockNet(spec).parameters())

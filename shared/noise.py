@@ -1,0 +1,61 @@
+"""EDM noise model (Karras et al. 2022), as DiffusionBlocks uses it.
+
+z = y + sigma * eps; ln(sigma) ~ N(p_mean, p_std^2) truncated to [sigma_min, sigma_max];
+D(z, sigma) = c_skip * z + c_out * F(c_in * z, c_noise); loss weight w = (sigma^2 + sd^2) / (sigma * sd)^2.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import torch
+
+_STD_NORMAL = NormalDist()
+
+
+def edm_scalings(
+    sigma: torch.Tensor, sigma_data: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return (c_skip, c_out, c_in, c_noise) for noise levels `sigma` (any shape)."""
+    total = sigma**2 + sigma_data**2
+    c_skip = sigma_data**2 / total
+    c_out = sigma * sigma_data / total.sqrt()
+    c_in = 1.0 / total.sqrt()
+    c_noise = sigma.log() / 4.0
+    return c_skip, c_out, c_in, c_noise
+
+
+def loss_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """EDM's lambda(sigma) = (sigma^2 + sd^2) / (sigma * sd)^2 — makes the effective target unit-variance."""
+    return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+
+
+def lognormal_cdf(sigma: float, p_mean: float, p_std: float) -> float:
+    """q(sigma) = Phi((ln sigma - p_mean) / p_std), in float64."""
+    return _STD_NORMAL.cdf((math.log(sigma) - p_mean) / p_std)
+
+
+def lognormal_icdf(q: float, p_mean: float, p_std: float) -> float:
+    """Inverse of `lognormal_cdf`, in float64."""
+    return math.exp(p_mean + p_std * _STD_NORMAL.inv_cdf(q))
+
+
+def sample_sigmas(
+    num: int,
+    sigma_lo: float,
+    sigma_hi: float,
+    p_mean: float,
+    p_std: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Draw `num` sigmas from the log-normal truncated to [sigma_lo, sigma_hi] by inverse CDF.
+
+    Computed in float64 (the tails matter: q(0.002) ~ 1e-4) and returned as float32, shape (num,).
+    """
+    q_lo = lognormal_cdf(sigma_lo, p_mean, p_std)
+    q_hi = lognormal_cdf(sigma_hi, p_mean, p_std)
+    u = torch.rand(num, generator=generator, dtype=torch.float64)
+    q = q_lo + u * (q_hi - q_lo)
+    sigma = torch.exp(p_mean + p_std * torch.special.ndtri(q))
+    return sigma.clamp(sigma_lo, sigma_hi).float()

@@ -1,0 +1,58 @@
+"""A block job: the plain data one worker needs to train one block, serialisable to a dict for Ray."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.config import Config
+from shared.data import DATASETS
+from shared.model import NetSpec
+from shared.partition import BlockSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlockJob:
+    run_id: str
+    config: Config
+    block: BlockSpec
+
+    @property
+    def net(self) -> NetSpec:
+        return net_spec(self.config, self.block.num_layers)
+
+    @property
+    def seed(self) -> int:
+        return block_seed(self.config.train.seed, self.block.index)
+
+    def to_dict(self) -> dict:
+        return {"run_id": self.run_id, "config": self.config.model_dump(), "block": self.block.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BlockJob":
+        return cls(run_id=data["run_id"], config=Config.model_validate(data["config"]),
+                   block=BlockSpec(**data["block"]))
+
+
+def net_spec(config: Config, num_layers: int) -> NetSpec:
+    info, model = DATASETS[config.data.dataset], config.model
+    return NetSpec(image_size=info.image_size, channels=info.channels, num_classes=info.num_classes,
+                   patch_size=model.patch_size, hidden_size=model.hidden_size, num_heads=model.num_heads,
+                   mlp_ratio=model.mlp_ratio, num_layers=num_layers)
+
+
+def block_seed(run_seed: int, block_index: int) -> int:
+    """Per-block seed from (run seed, block index): independent of scheduling order."""
+    digest = hashlib.sha256(f"dblocks:{run_seed}:{block_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def run_name(run_id: str, block_index: int) -> str:
+    """Ray Train run name of a block: deterministic, so re-submitting it resumes from its checkpoints."""
+    return f"{run_id}-block{block_index}"
+
+
+def progress_path(storage_path: str, job: BlockJob) -> str:
+    """Where rank 0 writes live metrics: beside Ray's own run directory on the shared storage."""
+    return str(Path(storage_path) / run_name(job.run_id, job.block.index) / "progress.json")

@@ -1,0 +1,86 @@
+"""The one Ray-aware part of the workers: a Ray Train V2 TorchTrainer that trains one block.
+
+Deterministic run name per block (`<run id>-block<i>`): constructing the trainer again with the same
+(storage_path, name) makes Ray Train reload its checkpoint snapshot, and `ray.train.get_checkpoint()` below
+resumes from the latest checkpoint — after a worker crash (FailureConfig) and after a coordinator restart alike.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ray.train
+import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from shared.checkpoint import load_training_state
+from shared.data import load_split
+from workers.job import BlockJob, progress_path, run_name
+from workers.reporting import ProgressFileReporter, TeeReporter
+from workers.train_block import train_block
+
+CHECKPOINTS_KEPT = 2
+
+
+class RayReporter:
+    """Reporter over `ray.train.report` (a barrier across the block's workers; rank 0 holds the checkpoint)."""
+
+    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    job = BlockJob.from_dict(loop_config["job"])
+    context = ray.train.get_context()
+    torch.set_num_threads(max(1, int(job.config.resources.cpus_per_block)))
+    device = ray.train.torch.get_device()
+    resume = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            resume = load_training_state(directory)
+    data = load_split(job.config.data.dataset, "train", num_test=job.config.data.num_test,
+                      split_seed=job.config.data.split_seed)
+    wrap = ray.train.torch.prepare_model if context.get_world_size() > 1 else (lambda m: m)
+    reporter = RayReporter()
+    if context.get_world_rank() == 0:
+        reporter = TeeReporter(ProgressFileReporter(loop_config["progress_path"]), reporter)
+    train_block(job, data=data, reporter=reporter, resume=resume, device=device,
+                rank=context.get_world_rank(), wrap_model=wrap)
+
+
+def make_trainer(job: BlockJob, *, storage_path: str) -> TorchTrainer:
+    resources = job.config.resources
+    per_worker = {"CPU": resources.cpus_per_block}
+    if resources.gpus_per_block:
+        per_worker["GPU"] = resources.gpus_per_block
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": job.to_dict(), "progress_path": progress_path(storage_path, job)},
+        scaling_config=ScalingConfig(num_workers=resources.num_workers_per_block,
+                                     use_gpu=resources.gpus_per_block > 0, resources_per_worker=per_worker),
+        run_config=RunConfig(
+            name=run_name(job.run_id, job.block.index),
+            storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=job.config.train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(resources.cpus_per_block)))}},
+        ),
+    )
+
+
+def fit_block(job_dict: dict, storage_path: str) -> dict:
+    """Run one block to completion; returns {"ok", "checkpoint_path", "metrics", "error"} (never raises)."""
+    job = BlockJob.from_dict(job_dict)
+    try:
+        result = make_trainer(job, storage_path=storage_path).fit()
+    except Exception as err:  # TrainingFailedError and friends: the coordinator decides what to do next
+        return {"ok": False, "error": f"{type(err).__name__}: {err}", "checkpoint_path": None, "metrics": {}}
+    if result.error is not None or result.checkpoint is None:
+        return {"ok": False, "error": str(result.error or "no checkpoint"), "checkpoint_path": None,
+                "metrics": result.metrics or {}}
+    return {"ok": True, "error": None, "checkpoint_path": result.checkpoint.path,
+            "metrics": result.metrics or {}, "node": os.uname().nodename}

@@ -1,0 +1,160 @@
+"""Train one block as a denoiser for its own noise interval. No Ray here: the loop runs anywhere.
+
+Phases: build (only this block) -> restore (if resuming) -> loop (sample batch, sigmas in the block's widened
+range, weighted EDM loss, clip, AdamW, EMA) -> periodic reports and checkpoints -> final checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from shared.checkpoint import save_training_state
+from shared.model import BlockNet
+from shared.noise import sample_sigmas
+from shared.precond import Denoiser, denoising_loss
+from workers.job import BlockJob
+from workers.reporting import Reporter
+
+
+def lr_at(step: int, *, lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """Linear warm-up to `lr`, then cosine decay to `min_lr_ratio * lr` at `total_steps`."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def ema_decay(step: int, halflife_steps: float) -> float:
+    """Per-step EMA decay with the given half-life, warmed up so early steps do not freeze the average."""
+    if halflife_steps <= 0:
+        return 0.0
+    return min(0.5 ** (1.0 / halflife_steps), (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1.0 - decay)
+
+
+def sample_batch(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    index = torch.randint(len(labels), (batch_size,), generator=generator, device=images.device)
+    return images[index], labels[index]
+
+
+def drop_labels(labels: torch.Tensor, rate: float, null_label: int, generator: torch.Generator) -> torch.Tensor:
+    """Replace a `rate` fraction of labels with the null class (trains the unconditional model for CFG)."""
+    drop = torch.rand(labels.shape, generator=generator, device=labels.device) < rate
+    return torch.where(drop, torch.full_like(labels, null_label), labels)
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def build_block(job: BlockJob) -> nn.Module:
+    """This block's net and nothing else, initialised from the block's own seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(job.seed)
+        return BlockNet(job.net)
+
+
+def train_block(
+    job: BlockJob,
+    *,
+    data: tuple[torch.Tensor, torch.Tensor],
+    reporter: Reporter,
+    resume: dict | None = None,
+    device: torch.device = torch.device("cpu"),
+    rank: int = 0,
+    wrap_model: Callable[[nn.Module], nn.Module] = lambda m: m,
+) -> dict:
+    """Train `job.block` for `steps_per_block` steps (from `resume["step"]` if given); return final metrics."""
+    cfg, noise, spec = job.config.train, job.config.noise, job.block
+    images, labels = data[0].to(device), data[1].to(device)
+    null_label = job.net.num_classes
+
+    # Build: only this block's parameters exist in this process.
+    net = build_block(job).to(device)
+    ema = copy.deepcopy(net).requires_grad_(False)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    generator = torch.Generator(device=device).manual_seed(job.seed + rank)
+    start_step = 0
+
+    # Restore: weights, EMA, optimiser moments and the data generator, so a resumed run continues exactly.
+    if resume is not None:
+        net.load_state_dict(resume["model"])
+        ema.load_state_dict(resume["ema"])
+        optimizer.load_state_dict(resume["optimizer"])
+        generator.set_state(resume["rng_state"])
+        start_step = resume["step"]
+
+    model = wrap_model(Denoiser(net, noise.sigma_data))
+    meta = {"block": spec.to_dict(), "net": job.net.to_dict(), "sigma_data": noise.sigma_data,
+            "run_id": job.run_id}
+    metrics: dict = {"step": start_step, "block": spec.index, "resumed_from_step": start_step}
+    loss_sum, loss_count, window_start, window_step = 0.0, 0, time.perf_counter(), start_step
+    checkpoint_s = 0.0
+
+    def checkpoint(step: int) -> None:
+        with tempfile.TemporaryDirectory(prefix="dblocks-") as tmp:
+            if rank == 0:
+                save_training_state(tmp, model=net.state_dict(), ema=ema.state_dict(),
+                                    optimizer=optimizer.state_dict(), rng_state=generator.get_state(),
+                                    step=step, meta=meta, metrics=metrics)
+            reporter.report(metrics, checkpoint_dir=tmp if rank == 0 else None)
+
+    for step in range(start_step, cfg.steps_per_block):
+        # One step: batch, sigmas inside this block's widened range, weighted denoising loss.
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                                total_steps=cfg.steps_per_block, min_lr_ratio=cfg.min_lr_ratio)
+        clean, batch_labels = sample_batch(images, labels, cfg.batch_size, generator)
+        sigma = sample_sigmas(cfg.batch_size, spec.train_sigma_lo, spec.train_sigma_hi,
+                              noise.p_mean, noise.p_std, generator=generator).to(device)
+        eps = torch.randn(clean.shape, generator=generator, device=device)
+        batch_labels = drop_labels(batch_labels, job.config.model.label_dropout, null_label, generator)
+        loss = denoising_loss(model, clean, sigma, eps, batch_labels, noise.sigma_data)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        optimizer.step()
+        ema_update(ema, net, ema_decay(step, cfg.ema_halflife_steps))
+        loss_sum, loss_count = loss_sum + loss.detach(), loss_count + 1
+
+        # Report every log_every_steps (one host sync per window), checkpoint every checkpoint_every_steps.
+        done = step + 1
+        last = done == cfg.steps_per_block
+        save_now = done % cfg.checkpoint_every_steps == 0 or last
+        if save_now or done % cfg.log_every_steps == 0:
+            elapsed = time.perf_counter() - window_start
+            metrics = {"step": done, "block": spec.index, "loss": float(loss_sum) / loss_count,
+                       "grad_norm": float(grad_norm), "lr": optimizer.param_groups[0]["lr"],
+                       "steps_per_s": (done - window_step) / elapsed,
+                       "samples_per_s": (done - window_step) * cfg.batch_size / elapsed,
+                       "peak_memory_bytes": peak_memory_bytes(device), "resumed_from_step": start_step,
+                       "checkpoint_s": checkpoint_s}
+            if save_now:
+                started = time.perf_counter()
+                checkpoint(done)
+                checkpoint_s = time.perf_counter() - started
+            else:
+                reporter.report(metrics)
+            loss_sum, loss_count, window_start, window_step = 0.0, 0, time.perf_counter(), done
+
+    if start_step >= cfg.steps_per_block:  # resumed after the last step: still leave a final checkpoint
+        checkpoint(start_step)
+    return metrics
