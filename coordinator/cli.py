@@ -125,6 +125,38 @@ def sample(run_dir: Path,
     typer.echo(f"wrote {len(labels)} samples to {out}")
 
 
+@app.command("eval")
+def eval_(run_dir: Path,
+          num_samples: Annotated[int, typer.Option(help="Class-balanced samples to draw.")] = 1000,
+          seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+          weights: Annotated[str, typer.Option(help="ema or raw.")] = "ema",
+          steps: Annotated[Optional[int], typer.Option(help="Sampler steps (default: the run's).")] = None,
+          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Frechet distance (classifier features) and class accuracy of a run's samples vs held-out test images.
+
+    Example: dblocks eval runs/demo --num-samples 1000 --json
+    """
+    from coordinator.quality import evaluate_run
+    from coordinator.settings import Settings
+
+    config = _run_config(run_dir)
+    if weights not in ("ema", "raw"):
+        _fail(f"--weights {weights!r}: must be 'ema' or 'raw'")
+    if num_samples < 10:
+        _fail(f"--num-samples {num_samples}: need at least one sample per class")
+    try:
+        result = evaluate_run(run_dir, config, num_samples=num_samples, seed=seed, weights=weights,
+                              num_steps=steps, cache_dir=Settings.from_env().cache_dir)
+    except CheckpointError as err:
+        _fail(str(err), 1)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(f"FD {result['fd']:.2f} (floor {result['fd_floor']:.2f})  class accuracy "
+                   f"{result['class_accuracy']:.3f}  ({result['num_samples']} samples, classifier test accuracy "
+                   f"{result['classifier_test_accuracy']:.3f})")
+
+
 def main() -> None:
     app(prog_name="dblocks")
 

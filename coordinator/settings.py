@@ -14,6 +14,7 @@ class Settings:
     storage: Path  # checkpoint and run root; every Ray node must see it at the same path
     ray_auth_mode: str  # passed to Ray explicitly (2.61 turns token auth on by default)
     key_prefix: str  # every Redis key lives under "<prefix>:"
+    cache_dir: Path  # evaluation classifier and other derived, re-creatable files
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -24,4 +25,5 @@ class Settings:
             storage=Path(env.get("DBLOCKS_STORAGE", "runs")).absolute(),
             ray_auth_mode=env.get("RAY_AUTH_MODE", "disabled"),
             key_prefix=env.get("DBLOCKS_KEY_PREFIX", "dblocks"),
+            cache_dir=Path(env.get("DBLOCKS_CACHE", Path.home() / ".cache" / "dblocks")).absolute(),
         )

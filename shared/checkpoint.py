@@ -53,8 +53,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def save_block_weights(path: str | Path, *, model: dict, ema: dict, meta: dict) -> None:
-    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.items()}
-    tensors |= {f"ema.{k}": v.detach().contiguous().cpu() for k, v in ema.items()}
+    tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in model.items()}
+    tensors |= {f"ema.{k}": v.detach().cpu().clone() for k, v in ema.items()}
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
     metadata |= {k: json.dumps(v) for k, v in meta.items()}
     path = Path(path)

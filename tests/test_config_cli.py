@@ -1,0 +1,82 @@
+"""Config validation and the CLI contract: plan output, and bad configs that start and write nothing."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from coordinator.cli import app
+from shared.config import ConfigError, load_config, parse_config
+from tests.conftest import REPO
+
+QUICKSTART = REPO / "configs" / "quickstart.yaml"
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (["blocks.num_blocks=0"], "blocks.num_blocks"),
+    (["noise.sigma_min=80", "noise.sigma_max=1"], "sigma_min"),
+    (["data.dataset=cifar99"], "data.dataset"),
+    (["train.bogus=1"], "train.bogus"),
+    (["blocks.num_blocks=4"], "num_blocks"),          # 6 layers do not split into 4 blocks
+    (["model.patch_size=5"], "patch_size"),           # does not divide 28
+    (["model.hidden_size=30"], "num_heads"),
+    (["blocks.layers=[1,2]"], "blocks.layers"),
+    (["train.lr=-1"], "train.lr"),
+])
+def test_bad_config_names_the_field(overrides, field):
+    with pytest.raises(ConfigError) as err:
+        load_config(QUICKSTART, overrides)
+    assert field in str(err.value)
+
+
+def test_unknown_section_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="bogus: unknown field"):
+        parse_config({"bogus": {}})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_overrides_parse_yaml_values():
+    config = load_config(QUICKSTART, ["blocks.layers=[1, 2, 3]", "train.lr=3e-4", "train.mode=end_to_end"])
+    assert config.blocks.layers == [1, 2, 3] and config.train.lr == 3e-4 and config.train.mode == "end_to_end"
+
+
+@pytest.mark.parametrize("num_blocks, layers, boundaries", [
+    (2, 6, [0.002, 0.3012, 80]), (3, 6, [0.002, 0.17963, 0.50504, 80]),
+    (4, 8, [0.002, 0.13408, 0.3012, 0.67665, 80]),
+])
+def test_plan_json_matches_method_table(num_blocks, layers, boundaries):
+    result = runner.invoke(app, ["plan", str(QUICKSTART), "--set", f"blocks.num_blocks={num_blocks}",
+                                 "--set", f"model.num_layers={layers}", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["boundaries"] == pytest.approx(boundaries, rel=5e-5)
+    blocks = plan["blocks"]
+    assert [b["index"] for b in blocks] == list(range(num_blocks))
+    assert blocks[0]["sigma_hi"] == 80 and blocks[-1]["sigma_lo"] == 0.002  # block 0 = highest noise
+    for b in blocks:
+        assert b["train_sigma_lo"] <= b["sigma_lo"] < b["sigma_hi"] <= b["train_sigma_hi"]
+        assert len(b["layers"]) == layers // num_blocks and b["num_params"] > 0
+
+
+def test_train_with_bad_config_exits_nonzero_and_writes_nothing(tmp_path, redis_url, redis_client, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("DBLOCKS_STORAGE", str(tmp_path / "storage"))
+    monkeypatch.setenv("DBLOCKS_KEY_PREFIX", "t-bad")
+    keys_before = set(redis_client.keys("*"))
+    result = runner.invoke(app, ["train", str(QUICKSTART), "--set", "blocks.num_blocks=0",
+                                 "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "blocks.num_blocks" in result.output
+    assert not (tmp_path / "run").exists() and not (tmp_path / "storage").exists()
+    assert set(redis_client.keys("*")) == keys_before
+
+
+def test_sample_refuses_a_directory_that_is_not_a_run(tmp_path):
+    result = runner.invoke(app, ["sample", str(tmp_path), "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 2 and "not a run directory" in result.output

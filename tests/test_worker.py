@@ -1,0 +1,114 @@
+"""The block worker: holds only its own block, resumes exactly, is deterministic."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from coordinator.plan import block_specs
+from shared.checkpoint import load_training_state
+from shared.config import load_config
+from shared.data import load_split
+from shared.model import BlockNet, count_params
+from tests.conftest import REPO, TINY
+from workers.job import BlockJob, block_seed
+from workers.reporting import ListReporter
+from workers.train_block import ema_decay, lr_at, train_block
+
+PROBE = r"""
+import gc, json, sys, torch
+from coordinator.plan import block_specs
+from shared.config import load_config
+from shared.data import load_split
+from workers.job import BlockJob
+from workers.train_block import train_block
+
+class Probe:
+    seen = None
+    def report(self, metrics, checkpoint_dir=None):
+        params = [o for o in gc.get_objects() if isinstance(o, torch.nn.Parameter)]
+        Probe.seen = {"numel": sum(p.numel() for p in params), "count": len(params)}
+
+config = load_config(sys.argv[1], ["model.num_layers=6", "blocks.num_blocks=3", "train.steps_per_block=2",
+                                   "train.log_every_steps=1"])
+spec = block_specs(config)[int(sys.argv[2])]
+train_block(BlockJob(run_id="p", config=config, block=spec), data=load_split("mnist", "train", num_test=1000,
+            split_seed=0), reporter=Probe())
+print(json.dumps(Probe.seen))
+"""
+
+
+def tiny(*overrides):
+    return load_config(TINY, list(overrides))
+
+
+def data():
+    return load_split("mnist", "train", num_test=1000, split_seed=0)
+
+
+@pytest.mark.parametrize("index", [0, 2])
+def test_a_worker_process_holds_only_its_own_block(index):
+    """Every nn.Parameter alive in a fresh worker process is its block's (raw + EMA copy): no other block's."""
+    out = subprocess.run([sys.executable, "-c", PROBE, str(TINY), str(index)], capture_output=True, text=True,
+                         cwd=REPO, check=True)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    config = tiny("model.num_layers=6", "blocks.num_blocks=3")
+    spec = block_specs(config)[index]
+    one_block = count_params(BlockJob(run_id="p", config=config, block=spec).net)
+    whole_net = sum(count_params(BlockJob(run_id="p", config=config, block=s).net) for s in block_specs(config))
+    assert seen["numel"] == 2 * one_block  # weights + their EMA, nothing else
+    assert seen["numel"] < whole_net
+
+
+def test_checkpoint_holds_exactly_the_blocks_parameter_names():
+    config = tiny("train.steps_per_block=3", "train.checkpoint_every_steps=3")
+    job = BlockJob(run_id="t", config=config, block=block_specs(config)[1])
+    reporter = ListReporter()
+    train_block(job, data=data(), reporter=reporter)
+    state = load_training_state(reporter.latest_checkpoint)
+    expected = BlockNet(job.net).state_dict()
+    assert set(state["model"]) == set(expected) == set(state["ema"])
+    assert sum(v.numel() for v in state["model"].values()) == count_params(job.net)
+    assert state["meta"]["block"] == job.block.to_dict() and state["step"] == 3
+
+
+def test_same_seed_same_loss_and_resume_continues_exactly():
+    config = tiny("train.steps_per_block=20", "train.checkpoint_every_steps=10", "train.log_every_steps=10")
+    job = BlockJob(run_id="t", config=config, block=block_specs(config)[0])
+    first, second = ListReporter(), ListReporter()
+    train_block(job, data=data(), reporter=first)
+    train_block(job, data=data(), reporter=second)
+    assert [m["loss"] for m in first.metrics] == [m["loss"] for m in second.metrics]
+
+    # Resume from the step-10 checkpoint: steps 11..20 must reproduce the uninterrupted run.
+    resumed = ListReporter()
+    state = load_training_state(first.keep_dir / "step_00000010")
+    final = train_block(job, data=data(), reporter=resumed, resume=state)
+    assert final["resumed_from_step"] == 10 and resumed.metrics[0]["step"] == 20
+    assert resumed.metrics[-1]["loss"] == pytest.approx(first.metrics[-1]["loss"], rel=1e-6)
+    end = load_training_state(resumed.latest_checkpoint)["model"]
+    reference = load_training_state(first.latest_checkpoint)["model"]
+    assert all(torch.allclose(end[k], reference[k], atol=1e-6) for k in reference)
+
+
+def test_block_seeds_are_distinct_and_stable():
+    assert block_seed(0, 0) != block_seed(0, 1) != block_seed(1, 0)
+    assert block_seed(7, 2) == block_seed(7, 2)
+
+
+def test_lr_schedule_and_ema_decay():
+    kw = dict(lr=1.0, warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
+    assert lr_at(0, **kw) == pytest.approx(0.1) and lr_at(9, **kw) == pytest.approx(1.0)
+    assert lr_at(110, **kw) == pytest.approx(0.1) and lr_at(60, **kw) == pytest.approx(0.55)
+    assert ema_decay(10_000, 100) == pytest.approx(0.5 ** (1 / 100))
+    assert ema_decay(0, 100) == pytest.approx(0.1) and ema_decay(5, 0) == 0.0
+
+
+def test_local_entry_point_trains_one_block(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "workers", str(TINY), "--block", "1", "--out", str(tmp_path),
+                          "--set", "train.steps_per_block=4"], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["step"] == 4
+    assert (tmp_path / "block_1.safetensors").is_file()
