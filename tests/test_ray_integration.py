@@ -34,7 +34,8 @@ def test_train_assemble_sample(tmp_path, ray_env, redis_url):
     assert manifest["blocks"][0]["sigma_hi"] == 80.0 and manifest["blocks"][1]["sigma_lo"] == 0.002
     assert (run_dir / "config.yaml").is_file()
     grid = Image.open(run_dir / "samples.png")
-    assert grid.format == "PNG" and grid.width > grid.height  # 10 rows (classes) x 2 columns, scaled 2x
+    assert grid.format == "PNG"
+    assert grid.size == (2 * (2 * 30 + 2), 2 * (10 * 30 + 2))  # 2 columns x 10 rows (one per class), 2x scale
 
     # Durable state in Redis: the run and both blocks succeeded, on their first attempt.
     store = Store(redis.Redis.from_url(redis_url), prefix="t-ray")
