@@ -157,6 +157,46 @@ def eval_(run_dir: Path,
                    f"{result['classifier_test_accuracy']:.3f})")
 
 
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON and write under benchmarks/results/.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("quality")
+def bench_quality_cmd(
+        budget: Annotated[str, typer.Option(help="small (<= 30 min on 2 CPU cores) or full.")] = "small",
+        config: Annotated[Path, typer.Option(help="Base config.")] = Path("configs/quickstart.yaml"),
+        num_samples: Annotated[int, typer.Option(help="Samples per evaluated run.")] = 1000,
+        doc: Annotated[Optional[Path], typer.Option(help="Markdown report to write.")] = Path("docs/quality.md"),
+        as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """End-to-end vs DiffusionBlocks (equi-probability and uniform_log) at equal layer-updates.
+
+    Example: dblocks bench quality --budget small --json
+    """
+    from coordinator.bench_quality import bench_quality, dump, write_quality_doc
+    from coordinator.dispatch import RayDispatcher
+    from coordinator.settings import Settings
+    from coordinator.store import Store, connect
+
+    if budget not in ("small", "full"):
+        _fail(f"--budget {budget!r}: must be 'small' or 'full'")
+    _config(config, [])
+    settings = Settings.from_env()
+    store = Store(connect(settings.redis_url, settings.storage / ".redis"), settings.key_prefix)
+    dispatcher = RayDispatcher(address=settings.ray_address, auth_mode=settings.ray_auth_mode)
+    dispatcher.connect()
+    log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
+    try:
+        report = bench_quality(budget, config, settings.storage / "bench", store=store, dispatcher=dispatcher,
+                               cache_dir=settings.cache_dir, num_samples=num_samples, log=log)
+    finally:
+        dispatcher.shutdown()
+    dump(report, Path("benchmarks/results") / f"quality-{budget}.json")
+    if doc is not None:
+        write_quality_doc(report, doc, doc.with_name(f"quality_fd_vs_b_{budget}.png"),
+                          f"dblocks bench quality --budget {budget} --json")
+    typer.echo(json.dumps(report, indent=2) if as_json else f"wrote benchmarks/results/quality-{budget}.json")
+
+
 def main() -> None:
     app(prog_name="dblocks")
 
