@@ -33,7 +33,8 @@ class Case:
 
 def cases(budget: str) -> tuple[list[Case], list[int], tuple[str, ...]]:
     """(cases, seeds, overrides common to every case) of a budget."""
-    small = [Case("end_to_end", ("train.mode=end_to_end",)),
+    # end_to_end is one job: give it both CPUs the block-parallel cases use at once (equal resources).
+    small = [Case("end_to_end", ("train.mode=end_to_end", "resources.cpus_per_block=2")),
              Case("B=3 equiprobable gamma=0.05", ("blocks.num_blocks=3",)),
              Case("B=3 uniform_log", ("blocks.num_blocks=3", "blocks.partition=uniform_log"))]
     if budget == "small":

@@ -197,6 +197,40 @@ def bench_quality_cmd(
     typer.echo(json.dumps(report, indent=2) if as_json else f"wrote benchmarks/results/quality-{budget}.json")
 
 
+@bench_app.command("memory")
+def bench_memory_cmd(config: Annotated[Path, typer.Argument(help="Config (default configs/memory.yaml).")]
+                     = Path("configs/memory.yaml"), set_: SetOpt = None,
+                     as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Peak training memory: end-to-end, end-to-end with activation checkpointing, and each block.
+
+    Each case runs in its own fresh process. Example: dblocks bench memory --json
+    """
+    from coordinator.bench_perf import bench_memory, write_result
+
+    cfg = _config(config, set_)
+    result = bench_memory(config, cfg, set_ or [])
+    path = write_result(result, f"memory-{result['machine']['device'].replace(' ', '_')}")
+    typer.echo(json.dumps(result, indent=2) if as_json else f"ratio {result['ratio']:.2f} -> {path}")
+
+
+@bench_app.command("sampling")
+def bench_sampling_cmd(run_dir: Annotated[Optional[Path], typer.Argument(help="Assembled run (optional).")] = None,
+                       config: Annotated[Path, typer.Option(help="Config when no RUN_DIR.")] = Path("configs/memory.yaml"),
+                       batch: Annotated[int, typer.Option(help="Samples per batch (x2 with CFG).")] = 32,
+                       steps: Annotated[int, typer.Option(help="Euler steps timed.")] = 20,
+                       as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Time per Euler step of the assembled model vs the end-to-end network, same batch and CFG.
+
+    Example: dblocks bench sampling --json
+    """
+    from coordinator.bench_perf import bench_sampling, write_result
+
+    cfg = _run_config(run_dir) if run_dir else _config(config, [])
+    result = bench_sampling(cfg, run_dir, batch=batch, num_steps=steps)
+    path = write_result(result, f"sampling-{result['machine']['device'].replace(' ', '_')}")
+    typer.echo(json.dumps(result, indent=2) if as_json else f"ratio {result['ratio']:.2f} -> {path}")
+
+
 def main() -> None:
     app(prog_name="dblocks")
 

@@ -53,8 +53,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def save_block_weights(path: str | Path, *, model: dict, ema: dict, meta: dict) -> None:
-    tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in model.items()}
-    tensors |= {f"ema.{k}": v.detach().cpu().clone() for k, v in ema.items()}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.items()}
+    tensors |= {f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.items()}
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
     metadata |= {k: json.dumps(v) for k, v in meta.items()}
     path = Path(path)
@@ -95,10 +95,10 @@ def save_training_state(directory: str | Path, *, model: dict, ema: dict, optimi
                         rng_state: torch.Tensor, step: int, meta: dict, metrics: dict) -> None:
     directory = Path(directory)
     save_block_weights(directory / "block.safetensors", model=model, ema=ema, meta={**meta, "step": step})
-    tensors = {"rng.data": rng_state.clone()}
+    tensors = {"rng.data": rng_state}
     for index, entry in optimizer["state"].items():
         for key, value in entry.items():
-            tensors[f"state.{index}.{key}"] = torch.as_tensor(value).clone()
+            tensors[f"state.{index}.{key}"] = torch.as_tensor(value).contiguous()
     save_file(tensors, str(directory / "optimizer.safetensors"))
     state = {"format_version": FORMAT_VERSION, "step": step, "param_groups": optimizer["param_groups"],
              "metrics": metrics}

@@ -93,6 +93,7 @@ class TrainConfig(_Section):
     log_every_steps: int = Field(50, ge=1, description="Steps between metric reports.")
     max_failures: int = Field(2, ge=0, description="Ray Train restarts of a block's workers on failure.")
     max_attempts: int = Field(3, ge=1, description="Coordinator attempts per block before the run fails.")
+    activation_checkpointing: bool = Field(False, description="Recompute layer activations in backward.")
 
 
 class ResourcesConfig(_Section):

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,9 +94,10 @@ class BlockNet(nn.Module):
     With its zero-initialised head a fresh block outputs F = 0, so the denoiser starts as D(z) = c_skip * z.
     """
 
-    def __init__(self, spec: NetSpec):
+    def __init__(self, spec: NetSpec, *, activation_checkpointing: bool = False):
         super().__init__()
         self.spec = spec
+        self.activation_checkpointing = activation_checkpointing  # recompute each layer in backward
         d, p = spec.hidden_size, spec.patch_size
         self.num_side = spec.image_size // p
         self.patch_embed = nn.Conv2d(spec.channels, d, kernel_size=p, stride=p)
@@ -116,7 +118,10 @@ class BlockNet(nn.Module):
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed  # (N, T, D)
         cond = self.noise_embed(fourier_features(c_noise)) + self.class_embed(labels)  # (N, D)
         for layer in self.layers:
-            tokens = layer(tokens, cond)
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                tokens = checkpoint(layer, tokens, cond, use_reentrant=False)
+            else:
+                tokens = layer(tokens, cond)
         shift, scale = self.ada_out(F.silu(cond)).chunk(2, dim=1)
         out = self.head(modulate(self.norm_out(tokens), shift, scale))  # (N, T, p*p*C)
         return self.unpatchify(out)

@@ -22,7 +22,8 @@ def write_run(tmp_path):
         net = BlockNet(SPEC)
         lo, hi = BOUNDS[1 - index], BOUNDS[2 - index]
         block = {"index": index, "sigma_lo": lo, "sigma_hi": hi}
-        save_block_weights(tmp_path / f"block_{index}.safetensors", model=net.state_dict(), ema=net.state_dict(),
+        ema = {k: v.clone() for k, v in net.state_dict().items()}
+        save_block_weights(tmp_path / f"block_{index}.safetensors", model=net.state_dict(), ema=ema,
                            meta={"block": block, "net": SPEC.to_dict(), "sigma_data": 0.5})
         blocks.append({**block, "file": f"block_{index}.safetensors",
                        "sha256": sha256_file(tmp_path / f"block_{index}.safetensors")})
@@ -72,7 +73,7 @@ def test_weights_that_do_not_match_their_spec_are_refused(tmp_path):
     net = BlockNet(SPEC)
     state = net.state_dict()
     state.pop("head.bias")
-    save_block_weights(tmp_path / "b.safetensors", model=state, ema=state,
+    save_block_weights(tmp_path / "b.safetensors", model=state, ema={k: v.clone() for k, v in state.items()},
                        meta={"block": {"index": 0}, "net": SPEC.to_dict(), "sigma_data": 0.5})
     with pytest.raises(CheckpointError, match="do not match"):
         load_block_denoiser(tmp_path / "b.safetensors")

@@ -80,3 +80,22 @@ def test_train_with_bad_config_exits_nonzero_and_writes_nothing(tmp_path, redis_
 def test_sample_refuses_a_directory_that_is_not_a_run(tmp_path):
     result = runner.invoke(app, ["sample", str(tmp_path), "--out", str(tmp_path / "x.png")])
     assert result.exit_code == 2 and "not a run directory" in result.output
+
+
+def test_end_to_end_is_the_one_block_plan_of_the_same_backbone():
+    result = runner.invoke(app, ["plan", str(QUICKSTART), "--set", "train.mode=end_to_end", "--json"])
+    plan = json.loads(result.output)
+    (block,) = plan["blocks"]
+    assert plan["mode"] == "end_to_end" and plan["boundaries"] == [0.002, 80.0]
+    assert block["layers"] == list(range(6)) and block["train_sigma_lo"] == 0.002 and block["train_sigma_hi"] == 80
+    blockwise = json.loads(runner.invoke(app, ["plan", str(QUICKSTART), "--json"]).output)
+    # Same backbone: e2e has the 6 layers once plus one set of embeddings/head; blocks have 3 sets.
+    assert block["num_params"] < sum(b["num_params"] for b in blockwise["blocks"])
+
+
+def test_uneven_layer_split_and_uniform_partition_in_the_plan():
+    result = runner.invoke(app, ["plan", str(QUICKSTART), "--set", "model.num_layers=12", "--set",
+                                 "blocks.layers=[2,4,6]", "--set", "blocks.partition=uniform_log", "--json"])
+    plan = json.loads(result.output)
+    assert [len(b["layers"]) for b in plan["blocks"]] == [2, 4, 6]
+    assert plan["boundaries"][1] == pytest.approx((0.002 ** 2 * 80) ** (1 / 3), rel=1e-9)

@@ -57,3 +57,14 @@ def test_train_assemble_sample(tmp_path, ray_env, redis_url):
     assert data["samples"].shape == (30, 1, 28, 28) and data["samples"].dtype == np.float32
     assert data["labels"].tolist() == [c for c in range(10) for _ in range(3)]
     assert np.isfinite(data["samples"]).all()
+
+
+def test_end_to_end_baseline_goes_through_the_same_path(tmp_path, ray_env):
+    run_dir = tmp_path / "e2e"
+    result = dblocks("train", str(TINY), "--set", "train.mode=end_to_end", "--set", "train.steps_per_block=10",
+                     "--out", str(run_dir), env=ray_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = load_manifest(run_dir)
+    assert manifest["mode"] == "end_to_end" and manifest["boundaries"] == [0.002, 80.0]
+    assert [b["layers"] for b in manifest["blocks"]] == [[0, 1]]
+    assert (run_dir / "samples.png").is_file()

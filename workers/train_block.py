@@ -69,7 +69,7 @@ def build_block(job: BlockJob) -> nn.Module:
     """This block's net and nothing else, initialised from the block's own seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(job.seed)
-        return BlockNet(job.net)
+        return BlockNet(job.net, activation_checkpointing=job.config.train.activation_checkpointing)
 
 
 def train_block(
@@ -90,7 +90,7 @@ def train_block(
     # Build: only this block's parameters exist in this process.
     net = build_block(job).to(device)
     ema = copy.deepcopy(net).requires_grad_(False)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     generator = torch.Generator(device=device).manual_seed(job.seed + rank)
     start_step = 0
 

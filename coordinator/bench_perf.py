@@ -1,0 +1,108 @@
+"""Performance benchmarks that print JSON: memory (fresh process per case) and sampling cost per Euler step."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from shared.config import Config, apply_overrides, parse_config
+from shared.model import BlockNet, NetSpec, count_params
+from shared.precond import Denoiser
+from shared.sampling import euler_step, guided
+from shared.assembly import AssembledDenoiser, load_assembled
+from workers.job import net_spec
+
+from coordinator.plan import block_specs, boundaries
+
+# Fixed glibc mmap threshold: freed large buffers go back to the OS, so resident memory tracks live tensors.
+PROBE_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch": torch.__version__,
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+
+
+def probe(config_path: Path, case: str, block: int = 0, steps: int = 3, overrides: list[str] = ()) -> dict:
+    args = [sys.executable, "-m", "workers.memory_probe", str(config_path), "--case", case, "--block", str(block),
+            "--steps", str(steps), *(a for o in overrides for a in ("--set", o))]
+    out = subprocess.run(args, capture_output=True, text=True, env={**os.environ, **PROBE_ENV}, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def private_params(config: Config) -> int:
+    """Parameters a block owns besides its layers: embeddings, noise embedder, head."""
+    return count_params(net_spec(config, 0))
+
+
+def bench_memory(config_path: Path, config: Config, overrides: list[str] = ()) -> dict:
+    e2e = probe(config_path, "e2e", overrides=overrides)
+    e2e_ckpt = probe(config_path, "e2e_checkpointed", overrides=overrides)
+    blocks = [probe(config_path, "block", block=s.index, overrides=overrides) for s in block_specs(config)]
+    block_bytes = [b["measured_bytes"] for b in blocks]
+    return {
+        "benchmark": "memory", "machine": machine(), "config": str(config_path), "overrides": list(overrides),
+        "num_blocks": config.blocks.num_blocks, "e2e_bytes": e2e["measured_bytes"],
+        "e2e_checkpointed_bytes": e2e_ckpt["measured_bytes"], "block_bytes": block_bytes,
+        "ratio": e2e["measured_bytes"] / max(block_bytes),
+        "ratio_vs_checkpointed": e2e_ckpt["measured_bytes"] / max(block_bytes),
+        "analytic": {"e2e": e2e["analytic"], "e2e_checkpointed": e2e_ckpt["analytic"],
+                     "blocks": [b["analytic"] for b in blocks],
+                     "ratio": e2e["analytic"]["total_bytes"] / max(b["analytic"]["total_bytes"] for b in blocks)},
+        "private_params_per_block": private_params(config),
+        "private_overhead_fraction": config.blocks.num_blocks * private_params(config) / e2e["analytic"]["params"],
+        "method": "fresh process per case; peak RSS (VmHWM reset after imports, data loading and a warm-up) "
+                  "minus RSS at that point; glibc MALLOC_MMAP_THRESHOLD_=65536; float32; AdamW + EMA",
+    }
+
+
+def _time_euler_steps(denoiser, z: torch.Tensor, sigmas: list[float], labels: torch.Tensor, null_label: int,
+                      cfg_scale: float) -> float:
+    fn = guided(denoiser, cfg_scale, null_label)
+    with torch.no_grad():
+        fn(z, torch.full((len(z),), sigmas[0]), labels)  # warm-up
+        started = time.perf_counter()
+        for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
+            z = euler_step(z, fn(z, torch.full((len(z),), sigma), labels), sigma, sigma_next)
+        return (time.perf_counter() - started) / (len(sigmas) - 1)
+
+
+def bench_sampling(config: Config, run_dir: Path | None, *, batch: int, num_steps: int) -> dict:
+    """Seconds per Euler step: assembled blocks (each step runs ONE block) vs the end-to-end network."""
+    if run_dir is not None:
+        assembled, _ = load_assembled(run_dir)
+    else:
+        nets = [Denoiser(BlockNet(net_spec(config, s.num_layers)), config.noise.sigma_data).eval()
+                for s in block_specs(config)]
+        assembled = AssembledDenoiser(nets, boundaries(config))
+    e2e_config = parse_config(apply_overrides(config.model_dump(), ["train.mode=end_to_end"]))
+    e2e = Denoiser(BlockNet(net_spec(e2e_config, config.model.num_layers)), config.noise.sigma_data).eval()
+    spec: NetSpec = net_spec(config, 1)
+    g = torch.Generator().manual_seed(0)
+    z = config.noise.sigma_max * torch.randn(batch, spec.channels, spec.image_size, spec.image_size, generator=g)
+    labels = torch.arange(batch) % spec.num_classes
+    sigmas = torch.logspace(torch.log10(torch.tensor(config.noise.sigma_max)),
+                            torch.log10(torch.tensor(config.noise.sigma_min)), num_steps + 1).tolist()
+    kw = dict(labels=labels, null_label=spec.num_classes, cfg_scale=config.sample.cfg_scale)
+    t_blocks = _time_euler_steps(assembled, z, sigmas, **kw)
+    t_e2e = _time_euler_steps(e2e, z, sigmas, **kw)
+    return {"benchmark": "sampling", "machine": machine(), "num_blocks": config.blocks.num_blocks,
+            "batch": batch, "cfg_scale": config.sample.cfg_scale, "num_steps": num_steps,
+            "threads": torch.get_num_threads(), "run_dir": str(run_dir) if run_dir else None,
+            "blockwise_s_per_step": t_blocks, "e2e_s_per_step": t_e2e, "ratio": t_e2e / t_blocks,
+            "blockwise_samples_per_s": batch / (t_blocks * num_steps), "e2e_samples_per_s": batch / (t_e2e * num_steps)}
+
+
+def write_result(result: dict, name: str) -> Path:
+    path = Path("benchmarks/results") / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    return path
