@@ -231,6 +231,55 @@ def bench_sampling_cmd(run_dir: Annotated[Optional[Path], typer.Argument(help="A
     typer.echo(json.dumps(result, indent=2) if as_json else f"ratio {result['ratio']:.2f} -> {path}")
 
 
+def _ray_bench(kind: str, config: Path, set_: list[str] | None, defaults: list[str]) -> dict:
+    from coordinator import bench_ray
+    from coordinator.dispatch import RayDispatcher
+    from coordinator.settings import Settings
+    from coordinator.store import Store, connect
+
+    cfg = _config(config, [*defaults, *(set_ or [])])
+    settings = Settings.from_env()
+    store = Store(connect(settings.redis_url, settings.storage / ".redis"), settings.key_prefix)
+    dispatcher = RayDispatcher(address=settings.ray_address, auth_mode=settings.ray_auth_mode)
+    dispatcher.connect()
+    log = lambda m: typer.echo(m, err=True)  # noqa: E731
+    try:
+        bench = getattr(bench_ray, f"bench_{kind}")
+        return bench(cfg, settings.storage / "bench", store=store, dispatcher=dispatcher, log=log)
+    finally:
+        dispatcher.shutdown()
+
+
+@bench_app.command("scaling")
+def bench_scaling_cmd(config: Annotated[Path, typer.Argument(help="Config (default quickstart, B=2).")]
+                      = Path("configs/quickstart.yaml"), set_: SetOpt = None,
+                      as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """B blocks concurrently vs each alone (parallel efficiency), and block-parallel vs end-to-end wall time.
+
+    Default: B=2, 1 CPU (thread) per block, 300 steps. Example: dblocks bench scaling --json
+    """
+    from coordinator.bench_perf import write_result
+
+    result = _ray_bench("scaling", config, set_, ["blocks.num_blocks=2", "train.steps_per_block=300"])
+    path = write_result(result, f"scaling-{result['machine']['device'].replace(' ', '_')}")
+    typer.echo(json.dumps(result, indent=2) if as_json else f"efficiency {result['efficiency']:.2f} -> {path}")
+
+
+@bench_app.command("dispatch")
+def bench_dispatch_cmd(config: Annotated[Path, typer.Argument(help="Config (default quickstart, B=2).")]
+                       = Path("configs/quickstart.yaml"), set_: SetOpt = None,
+                       as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Seconds from creating a run to each block's first training step; coordinator overhead per block.
+
+    Example: dblocks bench dispatch --json
+    """
+    from coordinator.bench_perf import write_result
+
+    result = _ray_bench("dispatch", config, set_, ["blocks.num_blocks=2", "train.steps_per_block=100"])
+    path = write_result(result, f"dispatch-{result['machine']['device'].replace(' ', '_')}")
+    typer.echo(json.dumps(result, indent=2) if as_json else f"first step {result['first_step_s']:.1f} s -> {path}")
+
+
 def main() -> None:
     app(prog_name="dblocks")
 

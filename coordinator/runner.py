@@ -57,7 +57,7 @@ class RunDriver:
     """Drives one run to a terminal state. Holds only in-process handles; all state is in Redis."""
 
     def __init__(self, run_id: str, *, store: Store, dispatcher: RayDispatcher, log: Log = print,
-                 poll_s: float = 1.0):
+                 poll_s: float = 1.0, max_in_flight: int | None = None):
         run = store.get_run(run_id)
         if run is None:
             raise KeyError(f"no run {run_id!r} in the store")
@@ -66,6 +66,7 @@ class RunDriver:
         self.config = parse_config(yaml.safe_load(run.config_yaml))
         self.specs = block_specs(self.config)
         self.demand = block_demand(self.config)
+        self.max_in_flight = max_in_flight  # optional per-run concurrency limit on top of cluster capacity
 
     def drive(self) -> State:
         self.store.set_run_state(self.run_id, State.RUNNING)
@@ -93,7 +94,7 @@ class RunDriver:
             if outcome is not None:
                 return outcome
             in_flight = self.dispatcher.in_flight(self.run_id)
-            for index in launches(blocks, in_flight, self.demand, self.dispatcher.capacity()):
+            for index in launches(blocks, in_flight, self.demand, self._capacity()):
                 self._launch(blocks[index])
             for result in self.dispatcher.wait(self.poll_s):
                 self._on_outcome(result)
@@ -102,12 +103,19 @@ class RunDriver:
                 last_log = time.monotonic()
                 self._log_progress()
 
+    def _capacity(self) -> Demand:
+        capacity = self.dispatcher.capacity()
+        if self.max_in_flight is None:
+            return capacity
+        limit = self.demand.times(self.max_in_flight)
+        return Demand(min(capacity.cpu, limit.cpu), min(capacity.gpu, limit.gpu))
+
     def _launch(self, block: BlockRecord) -> None:
         job = BlockJob(run_id=self.run_id, config=self.config, block=self.specs[block.index])
         name = self.dispatcher.submit(job, checkpoint_root(self.run_dir))
         attempt = block.attempt + 1 if block.state == State.PENDING else block.attempt
         self.store.transition_block(self.run_id, block.index, State.RUNNING, attempt=attempt, ray_name=name,
-                                    error="")
+                                    error="", launched_at=time.time())
         self.log(f"block {block.index}: launched {name} (attempt {attempt})")
 
     def _on_outcome(self, result: Outcome) -> None:
@@ -122,7 +130,8 @@ class RunDriver:
                 self.store.transition_block(
                     self.run_id, index, State.SUCCEEDED, checkpoint=result.checkpoint_path, weights_file=file,
                     sha256=digest, step=int(result.metrics.get("step", block.step)),
-                    loss=result.metrics.get("loss"), node=result.node)
+                    loss=result.metrics.get("loss"), node=result.node, finished_at=time.time(),
+                    train_s=result.metrics.get("train_s", 0.0), first_step_at=result.metrics.get("first_step_at") or 0.0)
                 self.log(f"block {index}: SUCCEEDED at step {result.metrics.get('step')} "
                          f"loss {result.metrics.get('loss', float('nan')):.4f}")
                 return
@@ -139,7 +148,8 @@ class RunDriver:
             except (OSError, ValueError):
                 continue
             self.store.update_progress(self.run_id, index, step=metrics["step"], loss=metrics["loss"],
-                                       resumed_from_step=metrics.get("resumed_from_step", 0))
+                                       resumed_from_step=metrics.get("resumed_from_step", 0),
+                                       first_step_at=metrics.get("first_step_at") or 0.0)
 
     def _log_progress(self) -> None:
         parts = []

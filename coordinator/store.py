@@ -62,6 +62,10 @@ class BlockRecord:
     sha256: str = ""
     node: str = ""
     error: str = ""
+    launched_at: float = 0.0  # wall clock when this attempt was submitted
+    first_step_at: float = 0.0  # wall clock of this block's first training step (from the worker)
+    train_s: float = 0.0  # seconds the worker spent in its training loop (last attempt)
+    finished_at: float = 0.0
     updated_at: float = 0.0
 
 

@@ -107,7 +107,7 @@ def train_block(
             "run_id": job.run_id}
     metrics: dict = {"step": start_step, "block": spec.index, "resumed_from_step": start_step}
     loss_sum, loss_count, window_start, window_step = 0.0, 0, time.perf_counter(), start_step
-    checkpoint_s = 0.0
+    checkpoint_s, loop_start, started_at, first_step_at = 0.0, time.perf_counter(), time.time(), None
 
     def checkpoint(step: int) -> None:
         with tempfile.TemporaryDirectory(prefix="dblocks-") as tmp:
@@ -134,6 +134,8 @@ def train_block(
         optimizer.step()
         ema_update(ema, net, ema_decay(step, cfg.ema_halflife_steps))
         loss_sum, loss_count = loss_sum + loss.detach(), loss_count + 1
+        if first_step_at is None:
+            first_step_at = time.time()
 
         # Report every log_every_steps (one host sync per window), checkpoint every checkpoint_every_steps.
         done = step + 1
@@ -146,7 +148,8 @@ def train_block(
                        "steps_per_s": (done - window_step) / elapsed,
                        "samples_per_s": (done - window_step) * cfg.batch_size / elapsed,
                        "peak_memory_bytes": peak_memory_bytes(device), "resumed_from_step": start_step,
-                       "checkpoint_s": checkpoint_s}
+                       "checkpoint_s": checkpoint_s, "train_s": time.perf_counter() - loop_start,
+                       "started_at": started_at, "first_step_at": first_step_at}
             if save_now:
                 started = time.perf_counter()
                 checkpoint(done)

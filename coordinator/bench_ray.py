@@ -1,0 +1,74 @@
+"""Benchmarks through the real coordinator + Ray path: block-parallel scaling and dispatch latency.
+
+scaling  B block jobs concurrently on B equal workers vs the same jobs one at a time (each then runs alone), same
+         steps each: parallel efficiency = mean train time alone / mean train time concurrent. Plus the wall time of
+         the block-parallel run vs end-to-end training at equal layer-updates, on the same total CPUs.
+dispatch time from creating a run to each block's first training step, and coordinator overhead per block
+         (launch -> SUCCEEDED minus the worker's own training time).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from shared.config import Config, apply_overrides, parse_config
+
+from coordinator.bench_perf import machine
+from coordinator.dispatch import RayDispatcher
+from coordinator.runner import RunDriver, create_run
+from coordinator.store import State, Store
+
+
+def _variant(config: Config, overrides: list[str]) -> Config:
+    return parse_config(apply_overrides(config.model_dump(), overrides))
+
+
+def timed_run(config: Config, label: str, out_dir: Path, *, store: Store, dispatcher: RayDispatcher,
+              max_in_flight: int | None = None, log: Callable[[str], None]) -> dict:
+    run_id = f"{label}-{time.strftime('%Y%m%d-%H%M%S')}-{config.hash()[:6]}"
+    started = time.time()
+    create_run(config, store=store, run_id=run_id, run_dir=out_dir / run_id)
+    state = RunDriver(run_id, store=store, dispatcher=dispatcher, log=log, poll_s=0.2,
+                      max_in_flight=max_in_flight).drive()
+    if state != State.SUCCEEDED:
+        raise RuntimeError(f"{run_id}: {state}")
+    blocks = store.get_blocks(run_id)
+    last_trained = max(b.finished_at for b in blocks)
+    return {"run_id": run_id, "created_at": started, "blocks_wall_s": last_trained - started,
+            "train_s": [b.train_s for b in blocks],
+            "first_step_s": [b.first_step_at - started for b in blocks],
+            "launch_to_first_step_s": [b.first_step_at - b.launched_at for b in blocks],
+            "overhead_s": [(b.finished_at - b.launched_at) - b.train_s for b in blocks]}
+
+
+def bench_scaling(config: Config, out_dir: Path, *, store: Store, dispatcher: RayDispatcher,
+                  log: Callable[[str], None]) -> dict:
+    b = config.blocks.num_blocks
+    blockwise = _variant(config, ["resources.cpus_per_block=1", "resources.num_workers_per_block=1"])
+    together = timed_run(blockwise, "scaling-parallel", out_dir, store=store, dispatcher=dispatcher, log=log)
+    alone = timed_run(blockwise, "scaling-alone", out_dir, store=store, dispatcher=dispatcher, max_in_flight=1,
+                      log=log)
+    e2e = timed_run(_variant(config, ["train.mode=end_to_end", f"resources.cpus_per_block={b}"]), "scaling-e2e",
+                    out_dir, store=store, dispatcher=dispatcher, log=log)
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    return {"benchmark": "scaling", "machine": machine(), "num_blocks": b,
+            "steps_per_block": config.train.steps_per_block,
+            "efficiency": mean(alone["train_s"]) / mean(together["train_s"]),
+            "block_train_s_alone": alone["train_s"], "block_train_s_concurrent": together["train_s"],
+            "blockwise_wall_s": together["blocks_wall_s"], "e2e_wall_s": e2e["blocks_wall_s"],
+            "e2e_cpus": b, "e2e_train_s": e2e["train_s"][0],
+            "wall_ratio_e2e_over_blockwise": e2e["blocks_wall_s"] / together["blocks_wall_s"],
+            "layer_updates": config.train.steps_per_block * config.model.num_layers}
+
+
+def bench_dispatch(config: Config, out_dir: Path, *, store: Store, dispatcher: RayDispatcher,
+                   log: Callable[[str], None], job_s_reference: float = 600.0) -> dict:
+    dispatcher.capacity()  # the cluster is up and warm before the clock starts
+    run = timed_run(config, "dispatch", out_dir, store=store, dispatcher=dispatcher, log=log)
+    overhead = max(run["overhead_s"])
+    return {"benchmark": "dispatch", "machine": machine(), "num_blocks": config.blocks.num_blocks,
+            "first_step_s": max(run["first_step_s"]), "first_step_s_per_block": run["first_step_s"],
+            "launch_to_first_step_s": run["launch_to_first_step_s"], "overhead_s_per_block": run["overhead_s"],
+            "overhead_fraction_of_10min_job": overhead / job_s_reference}
