@@ -67,11 +67,14 @@ def bench_memory(config_path: Path, config: Config, overrides: list[str] = ()) -
 def _time_euler_steps(denoiser, z: torch.Tensor, sigmas: list[float], labels: torch.Tensor, null_label: int,
                       cfg_scale: float) -> float:
     fn = guided(denoiser, cfg_scale, null_label)
+    sync = torch.cuda.synchronize if z.is_cuda else (lambda: None)
     with torch.no_grad():
-        fn(z, torch.full((len(z),), sigmas[0]), labels)  # warm-up
+        fn(z, torch.full((len(z),), sigmas[0], device=z.device), labels)  # warm-up
+        sync()
         started = time.perf_counter()
         for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
-            z = euler_step(z, fn(z, torch.full((len(z),), sigma), labels), sigma, sigma_next)
+            z = euler_step(z, fn(z, torch.full((len(z),), sigma, device=z.device), labels), sigma, sigma_next)
+        sync()
         return (time.perf_counter() - started) / (len(sigmas) - 1)
 
 
@@ -86,9 +89,11 @@ def bench_sampling(config: Config, run_dir: Path | None, *, batch: int, num_step
     e2e_config = parse_config(apply_overrides(config.model_dump(), ["train.mode=end_to_end"]))
     e2e = Denoiser(BlockNet(net_spec(e2e_config, config.model.num_layers)), config.noise.sigma_data).eval()
     spec: NetSpec = net_spec(config, 1)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assembled, e2e = assembled.to(device), e2e.to(device)
     g = torch.Generator().manual_seed(0)
     z = config.noise.sigma_max * torch.randn(batch, spec.channels, spec.image_size, spec.image_size, generator=g)
-    labels = torch.arange(batch) % spec.num_classes
+    z, labels = z.to(device), (torch.arange(batch) % spec.num_classes).to(device)
     sigmas = torch.logspace(torch.log10(torch.tensor(config.noise.sigma_max)),
                             torch.log10(torch.tensor(config.noise.sigma_min)), num_steps + 1).tolist()
     kw = dict(labels=labels, null_label=spec.num_classes, cfg_scale=config.sample.cfg_scale)

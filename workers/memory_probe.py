@@ -46,7 +46,7 @@ def analytic_bytes(num_params: int, *, batch: int, tokens: int, width: int, head
             "total_bytes": state + activations}
 
 
-def warm_up(config, data) -> None:
+def warm_up(config, data, device: torch.device) -> None:
     """Train a 1-layer, 32-wide block for 2 steps (with a checkpoint), so that code pages, thread pools and
     allocator arenas that any training touches are already resident in the baseline."""
     tiny = load_config_like(config, ["model.num_layers=1", "blocks.num_blocks=1", "blocks.layers=null", "model.hidden_size=32", "model.num_heads=2",
@@ -54,7 +54,7 @@ def warm_up(config, data) -> None:
     from coordinator.plan import block_specs
 
     train_block(BlockJob(run_id="warmup", config=tiny, block=block_specs(tiny)[0]), data=data,
-                reporter=NullReporter())
+                reporter=NullReporter(), device=device)
 
 
 def load_config_like(config, overrides: list[str]):
@@ -82,18 +82,26 @@ def main(argv: list[str] | None = None) -> int:
     spec = block_specs(config)[args.block if args.case == "block" else 0]
     job = BlockJob(run_id="memprobe", config=config, block=spec)
     torch.set_num_threads(1)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = load_split(config.data.dataset, "train", num_test=config.data.num_test, split_seed=config.data.split_seed)
-    warm_up(config, data)
-    baseline = _status("VmRSS")
-    reset_peak()
-    train_block(job, data=data, reporter=NullReporter())
-    measured = _status("VmHWM") - baseline
+    warm_up(config, data, device)
+    if device.type == "cuda":  # GPU: the allocator's own peak, from zero
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device)
+        train_block(job, data=data, reporter=NullReporter(), device=device)
+        measured = torch.cuda.max_memory_allocated(device) - baseline
+    else:  # CPU: peak resident memory over the baseline after imports, data and warm-up
+        baseline = _status("VmRSS")
+        reset_peak()
+        train_block(job, data=data, reporter=NullReporter())
+        measured = _status("VmHWM") - baseline
     net = job.net
     analytic = analytic_bytes(count_params(net), batch=config.train.batch_size,
                               tokens=(net.image_size // net.patch_size) ** 2, width=net.hidden_size,
                               heads=net.num_heads, num_layers=net.num_layers, mlp_ratio=net.mlp_ratio,
                               checkpointed=config.train.activation_checkpointing)
-    print(json.dumps({"case": args.case, "block": spec.index if args.case == "block" else None,
+    print(json.dumps({"case": args.case, "device": device.type, "block": spec.index if args.case == "block" else None,
                       "layers": spec.layers, "measured_bytes": measured, "baseline_bytes": baseline,
                       "analytic": analytic}))
     return 0
