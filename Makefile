@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: install run test test-fast lint clean
+.PHONY: install system-deps run test test-fast lint clean
 
 install: $(STAMP)
 
@@ -19,13 +19,20 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps mlxtend
 	touch $(STAMP)
 
+# Prometheus (and promtool) for the observability tests: the Debian package, installed when missing.
+system-deps:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	  else echo "install Prometheus 2.x (prometheus + promtool on PATH) to run the tests" >&2; exit 1; fi; }
+
 run: install
 	$(BIN)/dblocks train configs/quickstart.yaml
 
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test-fast: install system-deps
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:

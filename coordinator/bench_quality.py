@@ -17,7 +17,8 @@ from shared.config import Config, load_config
 
 from coordinator.dispatch import RayDispatcher
 from coordinator.quality import evaluate_run
-from coordinator.runner import RunDriver, create_run
+from coordinator.runner import create_run
+from coordinator.service import Coordinator
 from coordinator.store import State, Store
 
 # Paper, DiT-S/2 on CIFAR-10, test FID (for shape only: different data, model, and metric features).
@@ -58,7 +59,8 @@ def train_case(config: Config, run_id: str, run_dir: Path, *, store: Store, disp
     if not (run_dir / "manifest.json").exists():  # a finished case is reused when the bench is rerun
         if store.get_run(run_id) is None:
             create_run(config, store=store, run_id=run_id, run_dir=run_dir)
-        state = RunDriver(run_id, store=store, dispatcher=dispatcher, log=log).drive()
+        coordinator = Coordinator(store=store, dispatcher=dispatcher, log=log, only_runs={run_id})
+        state = coordinator.run_until_done(run_id)
         if state != State.SUCCEEDED:
             raise RuntimeError(f"{run_id}: {state}")
 

@@ -17,7 +17,8 @@ from shared.config import Config, apply_overrides, parse_config
 
 from coordinator.bench_perf import machine
 from coordinator.dispatch import RayDispatcher
-from coordinator.runner import RunDriver, create_run
+from coordinator.runner import create_run
+from coordinator.service import Coordinator
 from coordinator.store import State, Store
 
 
@@ -30,8 +31,9 @@ def timed_run(config: Config, label: str, out_dir: Path, *, store: Store, dispat
     run_id = f"{label}-{time.strftime('%Y%m%d-%H%M%S')}-{config.hash()[:6]}"
     started = time.time()
     create_run(config, store=store, run_id=run_id, run_dir=out_dir / run_id)
-    state = RunDriver(run_id, store=store, dispatcher=dispatcher, log=log, poll_s=0.2,
-                      max_in_flight=max_in_flight).drive()
+    coordinator = Coordinator(store=store, dispatcher=dispatcher, log=log, poll_s=0.2, max_in_flight=max_in_flight,
+                              only_runs={run_id})
+    state = coordinator.run_until_done(run_id)
     if state != State.SUCCEEDED:
         raise RuntimeError(f"{run_id}: {state}")
     blocks = store.get_blocks(run_id)

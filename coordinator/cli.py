@@ -68,7 +68,8 @@ def train(config: Path, set_: SetOpt = None,
     """
     cfg = _config(config, set_)
     from coordinator.dispatch import RayDispatcher
-    from coordinator.runner import RunDriver, create_run, new_run_id
+    from coordinator.runner import create_run, new_run_id
+    from coordinator.service import Coordinator
     from coordinator.settings import Settings
     from coordinator.store import State, Store, connect
 
@@ -83,7 +84,8 @@ def train(config: Path, set_: SetOpt = None,
     create_run(cfg, store=store, run_id=run_id, run_dir=run_dir)
     typer.echo(f"run {run_id} -> {run_dir}")
     try:
-        state = RunDriver(run_id, store=store, dispatcher=dispatcher, log=typer.echo).drive()
+        coordinator = Coordinator(store=store, dispatcher=dispatcher, log=typer.echo, only_runs={run_id})
+        state = coordinator.run_until_done(run_id)
     finally:
         dispatcher.shutdown()
     if state != State.SUCCEEDED:
@@ -123,6 +125,126 @@ def sample(run_dir: Path,
     else:
         np.savez(out, samples=samples.numpy().astype(np.float32), labels=labels.numpy())
     typer.echo(f"wrote {len(labels)} samples to {out}")
+
+
+ServerOpt = Annotated[str, typer.Option("--server", envvar="DBLOCKS_SERVER", help="Coordinator URL.")]
+
+
+def _client(server: str):
+    import httpx
+
+    from coordinator.settings import Settings
+
+    token = Settings.from_env().api_token
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=server, headers=headers, timeout=30)
+
+
+def _checked(response) -> dict:
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        _fail(f"{response.status_code}: {detail}", 1)
+    return response.json()
+
+
+@app.command()
+def serve(host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="HTTP port.")] = 8000) -> None:
+    """Run the coordinator service: HTTP API + the reconcile loop that owns all Ray dispatch.
+
+    Environment: REDIS_URL, RAY_ADDRESS, DBLOCKS_API_TOKEN, DBLOCKS_STORAGE. Example: dblocks serve --port 8000
+    """
+    import threading
+
+    import uvicorn
+
+    from coordinator.api import create_app
+    from coordinator.dispatch import RayDispatcher
+    from coordinator.service import Coordinator
+    from coordinator.settings import Settings
+    from coordinator.store import Store, connect
+
+    settings = Settings.from_env()
+    client = connect(settings.redis_url, settings.storage / ".redis")
+    store = Store(client, settings.key_prefix)
+    dispatcher = RayDispatcher(address=settings.ray_address, auth_mode=settings.ray_auth_mode)
+    dispatcher.connect()
+    from coordinator.metrics import Metrics
+
+    metrics = Metrics()
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port)
+    coordinator = Coordinator(store=store, dispatcher=dispatcher, log=typer.echo, poll_s=settings.poll_s,
+                              lease_ttl_s=settings.lease_ttl_s, metrics=metrics)
+    stop = threading.Event()
+    loop = threading.Thread(target=coordinator.run_forever, args=(stop,), name="reconcile", daemon=True)
+    loop.start()
+
+    def ready() -> dict[str, bool]:
+        try:
+            redis_ok = bool(client.ping())
+        except Exception:
+            redis_ok = False
+        return {"redis": redis_ok, "ray": dispatcher.ready(), "reconcile_loop": loop.is_alive()}
+
+    api = create_app(store=store, storage=settings.storage, api_token=settings.api_token, ready=ready,
+                     metrics=metrics)
+    typer.echo(f"dblocks coordinator on http://{host}:{port} (storage {settings.storage})")
+    try:
+        uvicorn.run(api, host=host, port=port, log_level="warning")
+    finally:
+        stop.set()
+        loop.join(timeout=30)
+        dispatcher.shutdown()
+
+
+@app.command()
+def submit(config: Path, server: ServerOpt, set_: SetOpt = None) -> None:
+    """Submit a run to a coordinator service; prints its id. Example: dblocks submit cfg.yaml --server URL"""
+    cfg = _config(config, set_)
+    with _client(server) as c:
+        typer.echo(_checked(c.post("/v1/runs", json=cfg.model_dump()))["id"])
+
+
+@app.command()
+def status(run_id: str, server: ServerOpt, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """A run's state and its blocks'. Example: dblocks status RUN_ID --server http://127.0.0.1:8000"""
+    with _client(server) as c:
+        run = _checked(c.get(f"/v1/runs/{run_id}"))
+    if as_json:
+        typer.echo(json.dumps(run, indent=2))
+        return
+    typer.echo(f"{run['id']}: {run['state']} {run['error']}")
+    for b in run["blocks"]:
+        loss = f"{b['loss']:.4f}" if b["loss"] is not None else "-"
+        typer.echo(f"  block {b['index']}: {b['state']:9} step {b['step']}/{b['total_steps']} loss {loss} "
+                   f"attempt {b['attempt']} resumed_from {b['resumed_from_step']} {b['node']}")
+
+
+@app.command()
+def cancel(run_id: str, server: ServerOpt) -> None:
+    """Cancel a run. Example: dblocks cancel RUN_ID --server http://127.0.0.1:8000"""
+    with _client(server) as c:
+        _checked(c.post(f"/v1/runs/{run_id}/cancel"))
+    typer.echo(f"cancel requested for {run_id}")
+
+
+@app.command()
+def retrain(run_id: str, block: int, server: ServerOpt,
+            from_scratch: Annotated[bool, typer.Option("--from-scratch/--resume",
+                                                       help="New weights, or train on from its checkpoint.")] = True,
+            steps: Annotated[Optional[int], typer.Option(help="Total steps for the block.")] = None) -> None:
+    """Train one block of a finished run again and re-assemble; other blocks stay untouched.
+
+    Example: dblocks retrain RUN_ID 2 --resume --steps 4000 --server http://127.0.0.1:8000
+    """
+    with _client(server) as c:
+        _checked(c.post(f"/v1/runs/{run_id}/blocks/{block}/retrain",
+                        json={"from_scratch": from_scratch, "steps": steps}))
+    typer.echo(f"block {block} of {run_id} queued for retraining")
 
 
 @app.command("eval")

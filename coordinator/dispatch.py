@@ -13,7 +13,6 @@ import ray
 
 from coordinator.reconcile import Demand
 from workers.job import BlockJob
-from workers.job import run_name
 from workers.ray_entry import fit_block
 
 # Variables a local cluster's processes must inherit (Ray Train reads its own from the driver's environment).
@@ -35,6 +34,7 @@ class RayDispatcher:
         self.address = address
         self.auth_mode = auth_mode
         self._refs: dict[ray.ObjectRef, tuple[str, int]] = {}
+        self._demand: dict[ray.ObjectRef, Demand] = {}
         self._remote = ray.remote(num_cpus=0, max_retries=0)(fit_block)
 
     def connect(self, num_cpus: int | None = None) -> None:
@@ -53,10 +53,18 @@ class RayDispatcher:
     def in_flight(self, run_id: str) -> set[int]:
         return {index for rid, index in self._refs.values() if rid == run_id}
 
-    def submit(self, job: BlockJob, storage_path: str) -> str:
+    def held(self) -> Demand:
+        """Resources our in-flight block jobs hold, over every run."""
+        return Demand(sum(d.cpu for d in self._demand.values()), sum(d.gpu for d in self._demand.values()))
+
+    def ready(self) -> bool:
+        return ray.is_initialized() and bool(ray.cluster_resources())
+
+    def submit(self, job: BlockJob, storage_path: str, demand: Demand) -> str:
         ref = self._remote.remote(job.to_dict(), storage_path)
         self._refs[ref] = (job.run_id, job.block.index)
-        return run_name(job.run_id, job.block.index)
+        self._demand[ref] = demand
+        return job.name
 
     def wait(self, timeout_s: float) -> list[Outcome]:
         if not self._refs:
@@ -65,6 +73,7 @@ class RayDispatcher:
         outcomes = []
         for ref in done:
             key = self._refs.pop(ref)
+            self._demand.pop(ref, None)
             try:
                 result = ray.get(ref)
             except Exception as err:  # the task itself died (node lost, cancelled, ...)
@@ -79,6 +88,7 @@ class RayDispatcher:
             if rid == run_id:
                 ray.cancel(ref, force=True)
                 del self._refs[ref]
+                self._demand.pop(ref, None)
 
     def shutdown(self) -> None:
         if ray.is_initialized():

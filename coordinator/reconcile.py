@@ -24,18 +24,26 @@ class Demand:
         return self.cpu <= capacity.cpu + 1e-9 and self.gpu <= capacity.gpu + 1e-9
 
 
-def launches(blocks: list[BlockRecord], in_flight: set[int], demand: Demand, capacity: Demand) -> list[int]:
-    """Blocks to start now, in index order, without exceeding the capacity with what is in flight.
+def free(capacity: Demand, held: Demand) -> Demand:
+    return Demand(max(0.0, capacity.cpu - held.cpu), max(0.0, capacity.gpu - held.gpu))
+
+
+def launches(blocks: list[BlockRecord], in_flight: set[int], demand: Demand, capacity: Demand,
+             available: Demand | None = None) -> list[int]:
+    """Blocks to start now, in index order, that fit in `available` (default: capacity minus this run's
+    in-flight blocks). `capacity` is the whole cluster: a block that can never fit is an error.
 
     Candidates are PENDING blocks and RUNNING blocks that nobody is running (orphans of a dead coordinator,
     re-submitted under their old Ray name so they resume from their last checkpoint).
     """
     if not demand.fits(capacity):
         raise ValueError(f"one block needs {demand}, more than the whole cluster has ({capacity})")
+    if available is None:
+        available = free(capacity, demand.times(len(in_flight)))
     chosen: list[int] = []
     for block in sorted(blocks, key=lambda b: (b.state != State.RUNNING, b.index)):
         wanted = block.state == State.PENDING or (block.state == State.RUNNING and block.index not in in_flight)
-        if wanted and demand.times(len(in_flight) + len(chosen) + 1).fits(capacity):
+        if wanted and demand.times(len(chosen) + 1).fits(available):
             chosen.append(block.index)
     return chosen
 

@@ -15,6 +15,10 @@ class Settings:
     ray_auth_mode: str  # passed to Ray explicitly (2.61 turns token auth on by default)
     key_prefix: str  # every Redis key lives under "<prefix>:"
     cache_dir: Path  # evaluation classifier and other derived, re-creatable files
+    api_token: str | None  # DBLOCKS_API_TOKEN: when set, every /v1 request needs "Authorization: Bearer <token>"
+    lease_ttl_s: float  # leader lease of `dblocks serve` in Redis; a dead coordinator is replaced after this
+    poll_s: float  # reconcile tick
+    metrics_port: int  # Prometheus /metrics of `dblocks serve` (0 = off)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -26,4 +30,8 @@ class Settings:
             ray_auth_mode=env.get("RAY_AUTH_MODE", "disabled"),
             key_prefix=env.get("DBLOCKS_KEY_PREFIX", "dblocks"),
             cache_dir=Path(env.get("DBLOCKS_CACHE", Path.home() / ".cache" / "dblocks")).absolute(),
+            api_token=env.get("DBLOCKS_API_TOKEN") or None,
+            lease_ttl_s=float(env.get("DBLOCKS_LEASE_TTL_S", "10")),
+            poll_s=float(env.get("DBLOCKS_POLL_S", "1.0")),
+            metrics_port=int(env.get("DBLOCKS_METRICS_PORT", "9090")),
         )

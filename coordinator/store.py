@@ -20,6 +20,15 @@ import redis
 
 EVENTS_MAXLEN = 10_000
 
+_RENEW_LEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE_LEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
 
 class State(StrEnum):
     PENDING = "PENDING"
@@ -62,6 +71,7 @@ class BlockRecord:
     sha256: str = ""
     node: str = ""
     error: str = ""
+    generation: int = 0  # bumped by a from-scratch retrain: a fresh Ray run name
     launched_at: float = 0.0  # wall clock when this attempt was submitted
     first_step_at: float = 0.0  # wall clock of this block's first training step (from the worker)
     train_s: float = 0.0  # seconds the worker spent in its training loop (last attempt)
@@ -78,6 +88,7 @@ class RunRecord:
     config_hash: str = ""
     run_dir: str = ""
     error: str = ""
+    cancel_requested: bool = False
     created_at: float = 0.0
     updated_at: float = 0.0
 
@@ -128,6 +139,15 @@ class Store:
             pipe.hgetall(self.block_key(run_id, index))
         return [_decode(BlockRecord, raw) for raw in pipe.execute()]
 
+    def active_runs(self) -> list[str]:
+        """Runs that are not terminal, oldest first."""
+        ids = self.list_runs()
+        pipe = self.client.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hget(self.run_key(run_id), "state")
+        return [r for r, state in zip(ids, pipe.execute())
+                if state is not None and State(json.loads(state)) not in TERMINAL]
+
     def events(self, run_id: str) -> list[dict]:
         return [{"id": eid.decode(), **{k.decode(): v.decode() for k, v in data.items()}}
                 for eid, data in self.client.xrange(self.events_key(run_id))]
@@ -173,6 +193,61 @@ class Store:
                     return updated
                 except redis.WatchError:
                     continue
+
+    def request_cancel(self, run_id: str) -> None:
+        """Durable cancel request; the coordinator's loop acts on it (stops jobs, marks blocks CANCELLED)."""
+        self.client.hset(self.run_key(run_id), "cancel_requested", json.dumps(True))
+        pipe = self.client.pipeline(transaction=True)
+        self._event(pipe, run_id, "cancel_requested")
+        pipe.execute()
+
+    def reopen_block(self, run_id: str, index: int, *, from_scratch: bool, total_steps: int) -> BlockRecord:
+        """Retrain one block: a finished block goes back to PENDING and its run to PENDING, atomically.
+
+        From scratch bumps the block's generation (a new Ray run name: no checkpoint is reused); otherwise the
+        block resumes from its last checkpoint and trains on to `total_steps`."""
+        block_key, run_key = self.block_key(run_id, index), self.run_key(run_id)
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(block_key, run_key)
+                    run = _decode(RunRecord, pipe.hgetall(run_key))
+                    block = _decode(BlockRecord, pipe.hgetall(block_key))
+                    if run.state not in TERMINAL or block.state not in TERMINAL:
+                        raise TransitionError(f"run {run_id} is {run.state} and block {index} {block.state}: "
+                                              "retrain a block of a finished run")
+                    reopened = BlockRecord(**{**asdict(block), "state": State.PENDING, "attempt": 0, "error": "",
+                                              "generation": block.generation + (1 if from_scratch else 0),
+                                              "total_steps": total_steps, "resumed_from_step": 0,
+                                              "step": 0 if from_scratch else block.step,
+                                              "updated_at": time.time()})
+                    pipe.multi()
+                    pipe.hset(block_key, mapping=_encode(reopened))
+                    pipe.hset(run_key, mapping={"state": json.dumps(State.PENDING), "error": json.dumps(""),
+                                                "cancel_requested": json.dumps(False),
+                                                "updated_at": json.dumps(time.time())})
+                    self._event(pipe, run_id, "block_retrain", block=index, from_scratch=from_scratch,
+                                total_steps=total_steps)
+                    pipe.execute()
+                    return reopened
+                except redis.WatchError:
+                    continue
+
+    def acquire_lease(self, holder: str, ttl_s: float) -> bool:
+        """Leader lease: only the holder reconciles. Taken if free, renewed if ours; expires after ttl_s."""
+        key, ms = f"{self.prefix}:leader", int(ttl_s * 1000)
+        if self.client.set(key, holder, nx=True, px=ms):
+            return True
+        return bool(self.client.eval(_RENEW_LEASE, 1, key, holder, ms))
+
+    def release_lease(self, holder: str) -> None:
+        self.client.eval(_RELEASE_LEASE, 1, f"{self.prefix}:leader", holder)
+
+    def heartbeat(self, name: str, ttl_s: float, value: str = "1") -> None:
+        self.client.set(f"{self.prefix}:heartbeat:{name}", value, px=int(ttl_s * 1000))
+
+    def alive(self, name: str) -> bool:
+        return bool(self.client.exists(f"{self.prefix}:heartbeat:{name}"))
 
     def update_progress(self, run_id: str, index: int, **progress) -> None:
         """Live progress (step, loss, ...): no state change, no event."""

@@ -17,6 +17,16 @@ class BlockJob:
     run_id: str
     config: Config
     block: BlockSpec
+    total_steps: int | None = None  # None: config.train.steps_per_block (a retrain may ask for more)
+    generation: int = 0  # bumped by "retrain from scratch": a new Ray run name, so no checkpoint is reused
+
+    @property
+    def steps(self) -> int:
+        return self.total_steps or self.config.train.steps_per_block
+
+    @property
+    def name(self) -> str:
+        return run_name(self.run_id, self.block.index, self.generation)
 
     @property
     def net(self) -> NetSpec:
@@ -27,12 +37,14 @@ class BlockJob:
         return block_seed(self.config.train.seed, self.block.index)
 
     def to_dict(self) -> dict:
-        return {"run_id": self.run_id, "config": self.config.model_dump(), "block": self.block.to_dict()}
+        return {"run_id": self.run_id, "config": self.config.model_dump(), "block": self.block.to_dict(),
+                "total_steps": self.total_steps, "generation": self.generation}
 
     @classmethod
     def from_dict(cls, data: dict) -> "BlockJob":
         return cls(run_id=data["run_id"], config=Config.model_validate(data["config"]),
-                   block=BlockSpec(**data["block"]))
+                   block=BlockSpec(**data["block"]), total_steps=data.get("total_steps"),
+                   generation=data.get("generation", 0))
 
 
 def net_spec(config: Config, num_layers: int) -> NetSpec:
@@ -48,11 +60,11 @@ def block_seed(run_seed: int, block_index: int) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def run_name(run_id: str, block_index: int) -> str:
+def run_name(run_id: str, block_index: int, generation: int = 0) -> str:
     """Ray Train run name of a block: deterministic, so re-submitting it resumes from its checkpoints."""
-    return f"{run_id}-block{block_index}"
+    return f"{run_id}-block{block_index}" + (f"-g{generation}" if generation else "")
 
 
 def progress_path(storage_path: str, job: BlockJob) -> str:
     """Where rank 0 writes live metrics: beside Ray's own run directory on the shared storage."""
-    return str(Path(storage_path) / run_name(job.run_id, job.block.index) / "progress.json")
+    return str(Path(storage_path) / job.name / "progress.json")

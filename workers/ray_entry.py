@@ -17,17 +17,39 @@ from ray.train.torch import TorchTrainer
 
 from shared.checkpoint import load_training_state
 from shared.data import load_split
-from workers.job import BlockJob, progress_path, run_name
+from workers.job import BlockJob, progress_path
 from workers.reporting import ProgressFileReporter, TeeReporter
 from workers.train_block import train_block
 
 CHECKPOINTS_KEPT = 2
 
 
+# Worker-side metrics, exported by each node's Ray metrics agent with a `ray_` prefix
+# (e.g. ray_dblocks_worker_loss). One label: the block index (bounded).
+WORKER_GAUGES = {
+    "step": ("dblocks_worker_step", "Latest training step of the block."),
+    "loss": ("dblocks_worker_loss", "Training loss of the block (mean over the last window)."),
+    "samples_per_s": ("dblocks_worker_samples_per_second", "Training throughput of the block."),
+    "peak_memory_bytes": ("dblocks_worker_peak_memory_bytes", "Peak memory of the block's worker."),
+    "checkpoint_s": ("dblocks_worker_checkpoint_seconds", "Duration of the block's last checkpoint."),
+}
+
+
 class RayReporter:
-    """Reporter over `ray.train.report` (a barrier across the block's workers; rank 0 holds the checkpoint)."""
+    """Reporter over `ray.train.report` (a barrier across the block's workers; rank 0 holds the checkpoint),
+    plus the block's gauges through `ray.util.metrics`."""
+
+    def __init__(self, block_index: int):
+        from ray.util.metrics import Gauge
+
+        self.tags = {"block": str(block_index)}
+        self.gauges = {key: Gauge(name, description=doc, tag_keys=("block",))
+                       for key, (name, doc) in WORKER_GAUGES.items()}
 
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+        for key, gauge in self.gauges.items():
+            if metrics.get(key) is not None:
+                gauge.set(float(metrics[key]), tags=self.tags)
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -45,7 +67,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     data = load_split(job.config.data.dataset, "train", num_test=job.config.data.num_test,
                       split_seed=job.config.data.split_seed)
     wrap = ray.train.torch.prepare_model if context.get_world_size() > 1 else (lambda m: m)
-    reporter = RayReporter()
+    reporter = RayReporter(job.block.index)
     if context.get_world_rank() == 0:
         reporter = TeeReporter(ProgressFileReporter(loop_config["progress_path"]), reporter)
     train_block(job, data=data, reporter=reporter, resume=resume, device=device,
@@ -63,7 +85,7 @@ def make_trainer(job: BlockJob, *, storage_path: str) -> TorchTrainer:
         scaling_config=ScalingConfig(num_workers=resources.num_workers_per_block,
                                      use_gpu=resources.gpus_per_block > 0, resources_per_worker=per_worker),
         run_config=RunConfig(
-            name=run_name(job.run_id, job.block.index),
+            name=job.name,
             storage_path=storage_path,
             failure_config=FailureConfig(max_failures=job.config.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),

@@ -82,8 +82,8 @@ def train_block(
     rank: int = 0,
     wrap_model: Callable[[nn.Module], nn.Module] = lambda m: m,
 ) -> dict:
-    """Train `job.block` for `steps_per_block` steps (from `resume["step"]` if given); return final metrics."""
-    cfg, noise, spec = job.config.train, job.config.noise, job.block
+    """Train `job.block` for `job.steps` steps (from `resume["step"]` if given); return final metrics."""
+    cfg, noise, spec, total = job.config.train, job.config.noise, job.block, job.steps
     images, labels = data[0].to(device), data[1].to(device)
     null_label = job.net.num_classes
 
@@ -117,11 +117,11 @@ def train_block(
                                     step=step, meta=meta, metrics=metrics)
             reporter.report(metrics, checkpoint_dir=tmp if rank == 0 else None)
 
-    for step in range(start_step, cfg.steps_per_block):
+    for step in range(start_step, total):
         # One step: batch, sigmas inside this block's widened range, weighted denoising loss.
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
-                                total_steps=cfg.steps_per_block, min_lr_ratio=cfg.min_lr_ratio)
+                                total_steps=total, min_lr_ratio=cfg.min_lr_ratio)
         clean, batch_labels = sample_batch(images, labels, cfg.batch_size, generator)
         sigma = sample_sigmas(cfg.batch_size, spec.train_sigma_lo, spec.train_sigma_hi,
                               noise.p_mean, noise.p_std, generator=generator).to(device)
@@ -139,7 +139,7 @@ def train_block(
 
         # Report every log_every_steps (one host sync per window), checkpoint every checkpoint_every_steps.
         done = step + 1
-        last = done == cfg.steps_per_block
+        last = done == total
         save_now = done % cfg.checkpoint_every_steps == 0 or last
         if save_now or done % cfg.log_every_steps == 0:
             elapsed = time.perf_counter() - window_start
@@ -158,6 +158,6 @@ def train_block(
                 reporter.report(metrics)
             loss_sum, loss_count, window_start, window_step = 0.0, 0, time.perf_counter(), done
 
-    if start_step >= cfg.steps_per_block:  # resumed after the last step: still leave a final checkpoint
+    if start_step >= total:  # resumed after the last step: still leave a final checkpoint
         checkpoint(start_step)
     return metrics

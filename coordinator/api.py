@@ -1,0 +1,139 @@
+"""HTTP API of the coordinator service (FastAPI; OpenAPI at /docs). It reads and writes Redis through `Store`
+only; all Ray dispatch happens in the reconcile loop (coordinator/service.py)."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from shared.config import ConfigError, parse_config
+
+from coordinator.metrics import Metrics
+from coordinator.runner import create_run, new_run_id
+from coordinator.store import TERMINAL, Store, TransitionError
+
+
+class RetrainRequest(BaseModel):
+    from_scratch: bool = Field(True, description="True: new weights; False: resume its checkpoint, train on.")
+    steps: int | None = Field(None, ge=1, description="Total steps for the block (default: the run's).")
+
+
+def block_view(block) -> dict:
+    view = asdict(block)
+    view["state"] = str(block.state)
+    return view
+
+
+def create_app(*, store: Store, storage: Path, api_token: str | None,
+               ready: Callable[[], dict[str, bool]], metrics: Metrics | None = None) -> FastAPI:
+    app = FastAPI(title="dblocks coordinator", version="1")
+    metrics = metrics or Metrics()
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")  # the route template: bounded label values
+        metrics.api_requests.labels(request.method, path, str(response.status_code)).inc()
+        metrics.api_latency.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+
+    def authorised(request: Request) -> None:
+        if not api_token:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {api_token}".encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    def run_or_404(run_id: str):
+        run = store.get_run(run_id)
+        if run is None:
+            raise HTTPException(404, f"no run {run_id!r}")
+        return run
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"ok": True}
+
+    @app.get("/readyz")
+    def readyz() -> dict:
+        checks = ready()
+        if not all(checks.values()):
+            raise HTTPException(503, {"ready": False, **checks})
+        return {"ready": True, **checks}
+
+    @app.post("/v1/runs", status_code=201, dependencies=[Depends(authorised)])
+    def submit(config: dict) -> dict:
+        try:
+            parsed = parse_config(config)
+        except ConfigError as err:
+            raise HTTPException(422, str(err)) from None
+        run_id = new_run_id(parsed)
+        create_run(parsed, store=store, run_id=run_id, run_dir=storage / run_id)
+        return {"id": run_id}
+
+    @app.get("/v1/runs", dependencies=[Depends(authorised)])
+    def list_runs() -> list[dict]:
+        out = []
+        for run_id in store.list_runs():
+            run = store.get_run(run_id)
+            out.append({"id": run.id, "state": str(run.state), "num_blocks": run.num_blocks,
+                        "created_at": run.created_at})
+        return out
+
+    @app.get("/v1/runs/{run_id}", dependencies=[Depends(authorised)])
+    def get_run(run_id: str) -> dict:
+        run = run_or_404(run_id)
+        return {"id": run.id, "state": str(run.state), "error": run.error, "run_dir": run.run_dir,
+                "config_hash": run.config_hash, "created_at": run.created_at, "updated_at": run.updated_at,
+                "cancel_requested": run.cancel_requested,
+                "blocks": [block_view(b) for b in store.get_blocks(run_id)]}
+
+    @app.get("/v1/runs/{run_id}/events", dependencies=[Depends(authorised)])
+    def events(run_id: str) -> list[dict]:
+        run_or_404(run_id)
+        return store.events(run_id)
+
+    @app.post("/v1/runs/{run_id}/cancel", status_code=202, dependencies=[Depends(authorised)])
+    def cancel(run_id: str) -> dict:
+        run = run_or_404(run_id)
+        if run.state in TERMINAL:
+            raise HTTPException(409, f"run {run_id} is already {run.state}")
+        store.request_cancel(run_id)
+        return {"id": run_id, "cancel_requested": True}
+
+    @app.post("/v1/runs/{run_id}/blocks/{index}/retrain", status_code=202, dependencies=[Depends(authorised)])
+    def retrain(run_id: str, index: int, body: RetrainRequest | None = None) -> dict:
+        body = body or RetrainRequest()
+        run = run_or_404(run_id)
+        if not 0 <= index < run.num_blocks:
+            raise HTTPException(404, f"run {run_id} has blocks 0..{run.num_blocks - 1}, not {index}")
+        config = parse_config(yaml.safe_load(run.config_yaml))
+        steps = body.steps or config.train.steps_per_block
+        current = store.get_blocks(run_id)[index]
+        if not body.from_scratch and steps <= current.step:
+            raise HTTPException(422, f"steps {steps} must exceed the block's {current.step} to train on")
+        try:
+            block = store.reopen_block(run_id, index, from_scratch=body.from_scratch, total_steps=steps)
+        except TransitionError as err:
+            raise HTTPException(409, str(err)) from None
+        return {"id": run_id, "block": block_view(block)}
+
+    @app.get("/v1/runs/{run_id}/samples.png", dependencies=[Depends(authorised)])
+    def samples(run_id: str):
+        run = run_or_404(run_id)
+        path = Path(run.run_dir) / "samples.png"
+        if not path.is_file():
+            raise HTTPException(404, f"run {run_id} has no samples yet")
+        return FileResponse(path, media_type="image/png")
+
+    return app

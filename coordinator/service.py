@@ -1,0 +1,126 @@
+"""The coordinator loop over every active run: read state -> decide -> act, one tick at a time.
+
+All Ray dispatch goes through here. Admission is global: a block starts only if what all in-flight blocks hold
+plus its own demand fits the cluster (Ray alone would queue a trainer and retry every 60 s). With `lease_ttl_s`,
+only the holder of the Redis leader lease reconciles, so two coordinators on one Redis never both dispatch; a new
+coordinator takes over when the old one's lease expires and resumes every unfinished run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from coordinator.dispatch import RayDispatcher
+from coordinator.metrics import Metrics
+from coordinator.reconcile import Demand, free
+from coordinator.runner import RunReconciler
+from coordinator.store import TERMINAL, State, Store
+
+Log = Callable[[str], None]
+
+
+class Coordinator:
+    def __init__(self, *, store: Store, dispatcher: RayDispatcher, log: Log = print, poll_s: float = 1.0,
+                 max_in_flight: int | None = None, only_runs: set[str] | None = None,
+                 lease_ttl_s: float | None = None, progress_every_s: float = 15.0, metrics: Metrics | None = None):
+        self.store, self.dispatcher, self.log, self.poll_s = store, dispatcher, log, poll_s
+        self.max_in_flight = max_in_flight
+        self.only_runs = only_runs
+        self.lease_ttl_s = lease_ttl_s
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+        self.progress_every_s = progress_every_s
+        self.reconcilers: dict[str, RunReconciler] = {}
+        self.metrics = metrics or Metrics()
+        self._last_progress = 0.0
+
+    def active_runs(self) -> list[str]:
+        runs = self.store.active_runs()
+        return [r for r in runs if self.only_runs is None or r in self.only_runs]
+
+    def tick(self) -> None:
+        if self.lease_ttl_s is not None and not self.store.acquire_lease(self.holder, self.lease_ttl_s):
+            self.metrics.leader.set(0)
+            time.sleep(self.poll_s)
+            return
+        self.metrics.leader.set(1)
+        if self.lease_ttl_s is not None:
+            self.store.heartbeat("coordinator", self.lease_ttl_s, self.holder)
+        active = self.active_runs()
+        for run_id in active:
+            if run_id not in self.reconcilers:
+                self.reconcilers[run_id] = RunReconciler(run_id, store=self.store, dispatcher=self.dispatcher,
+                                                         log=lambda m, r=run_id: self.log(f"[{r}] {m}"),
+                                                         metrics=self.metrics)
+        capacity = self.dispatcher.capacity()
+        self._observe(active, capacity)
+        available = free(self._limit(capacity), self.dispatcher.held())
+        for run_id in active:
+            rec = self.reconcilers[run_id]
+            if rec.outcome() is None:
+                available = rec.launch_ready(capacity, available)
+        for result in self.dispatcher.wait(self.poll_s):
+            if result.key[0] in self.reconcilers:
+                self.reconcilers[result.key[0]].on_outcome(result)
+        for run_id in active:
+            rec = self.reconcilers[run_id]
+            rec.poll_progress()
+            outcome = rec.outcome()
+            if outcome is not None:
+                rec.finish(outcome)
+                del self.reconcilers[run_id]
+        if time.monotonic() - self._last_progress > self.progress_every_s:
+            self._last_progress = time.monotonic()
+            for run_id, rec in self.reconcilers.items():
+                self.log(f"[{run_id}] {rec.progress_line()}")
+
+    def _observe(self, active: list[str], capacity: Demand) -> None:
+        m = self.metrics
+        m.cluster_cpus.set(capacity.cpu)
+        m.cluster_gpus.set(capacity.gpu)
+        m.in_flight.set(sum(len(self.dispatcher.in_flight(r)) for r in active))
+        runs = {state: 0 for state in State}
+        for run_id in self.store.list_runs():
+            run = self.store.get_run(run_id)
+            runs[run.state] += 1
+        blocks = {state: 0 for state in State}
+        for run_id in active:
+            for block in self.store.get_blocks(run_id):
+                blocks[block.state] += 1
+        for state in State:
+            m.runs.labels(str(state)).set(runs[state])
+            m.blocks.labels(str(state)).set(blocks[state])
+
+    def _limit(self, capacity: Demand) -> Demand:
+        if self.max_in_flight is None:
+            return capacity
+        # a per-coordinator cap, in units of the largest block demand among active runs
+        demands = [r.demand for r in self.reconcilers.values()] or [Demand(1.0)]
+        largest = max(demands, key=lambda d: (d.gpu, d.cpu)).times(self.max_in_flight)
+        return Demand(min(capacity.cpu, largest.cpu), min(capacity.gpu, largest.gpu))
+
+    def run_until_done(self, run_id: str) -> State:
+        """Tick until `run_id` is terminal (the standalone `dblocks train` path)."""
+        try:
+            while True:
+                run = self.store.get_run(run_id)
+                if run.state in TERMINAL:
+                    return run.state
+                self.tick()
+        except KeyboardInterrupt:
+            self.store.request_cancel(run_id)
+            RunReconciler(run_id, store=self.store, dispatcher=self.dispatcher, log=self.log).finish(State.CANCELLED)
+            raise
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.tick()
+            except Exception as err:  # keep serving; the next tick re-reads all state from Redis
+                self.log(f"reconcile error: {type(err).__name__}: {err}")
+                time.sleep(self.poll_s)
+        if self.lease_ttl_s is not None:
+            self.store.release_lease(self.holder)

@@ -1,0 +1,106 @@
+"""The HTTP API against a real redis-server (no Ray: the API only reads and writes state)."""
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from coordinator.api import create_app
+from coordinator.metrics import Metrics
+from coordinator.store import State, Store
+from tests.conftest import TINY
+
+TOKEN = "s3cret"
+
+
+@pytest.fixture
+def api(redis_client, tmp_path):
+    store = Store(redis_client, prefix="t-api")
+    app = create_app(store=store, storage=tmp_path, api_token=TOKEN, ready=lambda: {"redis": True, "ray": True},
+                     metrics=Metrics())
+    client = TestClient(app)
+    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    return client, store
+
+
+def tiny_config():
+    return yaml.safe_load(TINY.read_text())
+
+
+def test_auth_is_required_except_for_health(api):
+    client, _ = api
+    anonymous = TestClient(client.app)
+    assert anonymous.get("/healthz").status_code == 200
+    assert anonymous.get("/v1/runs").status_code == 401
+    assert anonymous.get("/v1/runs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/v1/runs").status_code == 200
+
+
+def test_submit_get_list(api, tmp_path):
+    client, store = api
+    response = client.post("/v1/runs", json=tiny_config())
+    assert response.status_code == 201
+    run_id = response.json()["id"]
+    run = client.get(f"/v1/runs/{run_id}").json()
+    assert run["state"] == "PENDING" and len(run["blocks"]) == 2
+    block = run["blocks"][0]
+    assert {"index", "state", "step", "attempt", "resumed_from_step", "sigma_lo", "sigma_hi"} <= set(block)
+    assert block["sigma_hi"] == 80.0 and block["state"] == "PENDING"
+    assert [r["id"] for r in client.get("/v1/runs").json()] == [run_id]
+    assert (tmp_path / run_id / "config.yaml").is_file()
+
+
+def test_bad_config_is_a_422_naming_the_field_and_writes_nothing(api, tmp_path, redis_client):
+    client, _ = api
+    keys = set(redis_client.keys("t-api*"))
+    bad = tiny_config() | {"blocks": {"num_blocks": 0}}
+    response = client.post("/v1/runs", json=bad)
+    assert response.status_code == 422 and "blocks.num_blocks" in response.json()["detail"]
+    assert set(redis_client.keys("t-api*")) == keys and not list(tmp_path.iterdir())
+
+
+def test_unknown_run_and_block_are_404(api):
+    client, _ = api
+    assert client.get("/v1/runs/nope").status_code == 404
+    run_id = client.post("/v1/runs", json=tiny_config()).json()["id"]
+    assert client.post(f"/v1/runs/{run_id}/blocks/7/retrain", json={}).status_code == 404
+    assert client.get(f"/v1/runs/{run_id}/samples.png").status_code == 404
+
+
+def test_cancel_and_retrain_rules(api):
+    client, store = api
+    run_id = client.post("/v1/runs", json=tiny_config()).json()["id"]
+    assert client.post(f"/v1/runs/{run_id}/blocks/0/retrain", json={}).status_code == 409  # still running
+    assert client.post(f"/v1/runs/{run_id}/cancel").status_code == 202
+    assert store.get_run(run_id).cancel_requested
+    # Pretend the run finished: retrain one block from scratch -> that block PENDING with a new generation.
+    for i in range(2):
+        store.transition_block(run_id, i, State.RUNNING)
+        store.transition_block(run_id, i, State.SUCCEEDED, step=40)
+    store.set_run_state(run_id, State.SUCCEEDED)
+    assert client.post(f"/v1/runs/{run_id}/cancel").status_code == 409
+    assert client.post(f"/v1/runs/{run_id}/blocks/1/retrain", json={"from_scratch": False, "steps": 10}
+                       ).status_code == 422  # cannot "train on" to fewer steps than it has
+    response = client.post(f"/v1/runs/{run_id}/blocks/1/retrain", json={"from_scratch": True})
+    assert response.status_code == 202
+    blocks = store.get_blocks(run_id)
+    assert (blocks[0].state, blocks[1].state, blocks[1].generation) == (State.SUCCEEDED, State.PENDING, 1)
+    assert store.get_run(run_id).state == State.PENDING and not store.get_run(run_id).cancel_requested
+
+
+def test_readyz_reports_failing_dependencies(redis_client, tmp_path):
+    app = create_app(store=Store(redis_client, prefix="t-api"), storage=tmp_path, api_token=None,
+                     ready=lambda: {"redis": True, "ray": False})
+    response = TestClient(app).get("/readyz")
+    assert response.status_code == 503 and response.json()["detail"]["ray"] is False
+
+
+def test_requests_are_counted_by_route_template_not_by_run_id(redis_client, tmp_path):
+    metrics = Metrics()
+    app = create_app(store=Store(redis_client, prefix="t-api"), storage=tmp_path, api_token=None,
+                     ready=lambda: {"redis": True}, metrics=metrics)
+    client = TestClient(app)
+    client.get("/v1/runs/abc")
+    client.get("/v1/runs/def")
+    value = metrics.registry.get_sample_value(
+        "dblocks_api_requests_total", {"method": "GET", "route": "/v1/runs/{run_id}", "status": "404"})
+    assert value == 2.0
