@@ -114,7 +114,7 @@ class SampleConfig(_Section):
 
 
 class Config(_Section):
-    name: str = Field("run", pattern=r"^[A-Za-z0-9_-]{1,40}$", description="Run name prefix.")
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_-]{1,40}$", description="Run name prefix (letters, digits, _ and -).")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     blocks: BlocksConfig = BlocksConfig()

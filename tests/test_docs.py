@@ -1,0 +1,33 @@
+"""Docs that must stay true: the generated config reference, and help with an example on every command."""
+
+import pytest
+from pydantic import BaseModel
+from typer.testing import CliRunner
+
+from coordinator.cli import app
+from shared.config import Config
+from shared.config_doc import render
+from tests.conftest import REPO
+
+runner = CliRunner()
+
+
+def test_config_doc_is_in_sync_with_the_schema():
+    assert (REPO / "docs" / "config.md").read_text() == render(), \
+        "docs/config.md is stale: run `python -m shared.config_doc > docs/config.md`"
+
+
+def test_every_config_field_has_a_description():
+    for name, field in Config.model_fields.items():
+        fields = type(field.default).model_fields if isinstance(field.default, BaseModel) else {name: field}
+        for fname, f in fields.items():
+            assert f.description, f"{name}.{fname} has no description"
+
+
+@pytest.mark.parametrize("command", ["plan", "train", "sample", "eval", "serve", "submit", "status", "cancel",
+                                     "retrain", "bench quality", "bench memory", "bench sampling",
+                                     "bench scaling", "bench dispatch"])
+def test_every_command_has_help_with_an_example(command):
+    result = runner.invoke(app, [*command.split(), "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert "Example" in result.output, f"`dblocks {command} --help` shows no example"
