@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,7 @@ def train_case(config: Config, run_id: str, run_dir: Path, *, store: Store, disp
 def bench_quality(budget: str, base_config: Path, out_dir: Path, *, store: Store, dispatcher: RayDispatcher,
                   cache_dir: Path, num_samples: int = 1000, log: Callable[[str], None] = print) -> dict:
     case_list, seeds, common = cases(budget)
+    started = time.time()
     results = []
     for case in case_list:
         fds, accs = [], []
@@ -92,7 +94,7 @@ def bench_quality(budget: str, base_config: Path, out_dir: Path, *, store: Store
             "layer_updates": config.train.steps_per_block * config.model.num_layers,
             "paper_fid": PAPER.get(case.label),
         })
-    return {"budget": budget, "num_samples": num_samples, "fd_floor": ev["fd_floor"],
+    return {"budget": budget, "num_samples": num_samples, "fd_floor": ev["fd_floor"], "wall_s": time.time() - started,
             "classifier_test_accuracy": ev["classifier_test_accuracy"], "results": results}
 
 
@@ -108,7 +110,8 @@ def write_quality_doc(report: dict, doc_path: Path, plot_path: Path, command: st
     text = f"""# Quality: DiffusionBlocks vs end-to-end at equal layer-updates
 
 Produced by `{command}` (budget `{report['budget']}`, seeds {report['results'][0]['seeds']},
-{report['num_samples']} class-balanced samples per run, Euler 50 steps, CFG 2.0, EMA weights).
+{report['num_samples']} class-balanced samples per run, Euler 50 steps, CFG 2.0, EMA weights), in
+{report.get('wall_s', float('nan')) / 60:.0f} minutes of wall time on the machine in `benchmarks/results/`.
 FD is the Frechet distance in the features of a small CNN trained on the training split only (its held-out
 accuracy: {report['classifier_test_accuracy']:.3f}); the floor, real training vs held-out test images, is
 {report['fd_floor']:.2f}. Class accuracy is the fraction of samples that classifier recognises as the class they

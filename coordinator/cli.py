@@ -84,12 +84,44 @@ def train(config: Path, set_: SetOpt = None,
     create_run(cfg, store=store, run_id=run_id, run_dir=run_dir)
     typer.echo(f"run {run_id} -> {run_dir}")
     try:
-        coordinator = Coordinator(store=store, dispatcher=dispatcher, log=typer.echo, only_runs={run_id})
-        state = coordinator.run_until_done(run_id)
+        state = _drive_with_progress(run_id, store, dispatcher)
     finally:
         dispatcher.shutdown()
     if state != State.SUCCEEDED:
         raise typer.Exit(1)
+
+
+def _run_dict(store, run_id: str) -> dict:
+    from dataclasses import asdict
+
+    run = store.get_run(run_id)
+    blocks = [{**asdict(b), "state": str(b.state)} for b in store.get_blocks(run_id)]
+    return {"id": run.id, "state": str(run.state), "blocks": blocks}
+
+
+def _drive_with_progress(run_id: str, store, dispatcher):
+    """A live rich table on a terminal; plain lines (state changes + a progress line every 15 s) otherwise."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from coordinator import live
+    from coordinator.service import Coordinator
+
+    console = Console()
+    if not console.is_terminal:
+        return Coordinator(store=store, dispatcher=dispatcher, log=typer.echo, only_runs={run_id}).run_until_done(
+            run_id)
+    rates = live.Rates()
+    with Live(console=console, refresh_per_second=2, transient=False) as view:
+        coordinator = Coordinator(store=store, dispatcher=dispatcher, log=view.console.print, only_runs={run_id},
+                                  progress_every_s=float("inf"))
+
+        def refresh() -> None:
+            run = _run_dict(store, run_id)
+            live.observe(rates, run)
+            view.update(live.render(run, rates))
+
+        return coordinator.run_until_done(run_id, on_tick=refresh)
 
 
 @app.command()
@@ -210,8 +242,13 @@ def submit(config: Path, server: ServerOpt, set_: SetOpt = None) -> None:
 
 
 @app.command()
-def status(run_id: str, server: ServerOpt, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """A run's state and its blocks'. Example: dblocks status RUN_ID --server http://127.0.0.1:8000"""
+def status(run_id: str, server: ServerOpt, as_json: Annotated[bool, typer.Option("--json")] = False,
+           watch: Annotated[bool, typer.Option("--watch", help="Follow the run live until it ends.")] = False,
+           ) -> None:
+    """A run's state and its blocks'. Example: dblocks status RUN_ID --watch --server http://127.0.0.1:8000"""
+    if watch:
+        _watch(run_id, server)
+        return
     with _client(server) as c:
         run = _checked(c.get(f"/v1/runs/{run_id}"))
     if as_json:
@@ -222,6 +259,33 @@ def status(run_id: str, server: ServerOpt, as_json: Annotated[bool, typer.Option
         loss = f"{b['loss']:.4f}" if b["loss"] is not None else "-"
         typer.echo(f"  block {b['index']}: {b['state']:9} step {b['step']}/{b['total_steps']} loss {loss} "
                    f"attempt {b['attempt']} resumed_from {b['resumed_from_step']} {b['node']}")
+
+
+def _watch(run_id: str, server: str, interval_s: float = 2.0) -> None:
+    import time
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from coordinator import live
+
+    console, rates = Console(), live.Rates()
+    with _client(server) as c:
+        if not console.is_terminal:
+            while True:
+                run = _checked(c.get(f"/v1/runs/{run_id}"))
+                typer.echo(f"{run['state']}  {live.line(run)}")
+                if run["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
+                    return
+                time.sleep(interval_s * 5)
+        with Live(console=console, refresh_per_second=2) as view:
+            while True:
+                run = _checked(c.get(f"/v1/runs/{run_id}"))
+                live.observe(rates, run)
+                view.update(live.render(run, rates))
+                if run["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
+                    return
+                time.sleep(interval_s)
 
 
 @app.command()
@@ -271,12 +335,30 @@ def eval_(run_dir: Path,
                               num_steps=steps, cache_dir=Settings.from_env().cache_dir)
     except CheckpointError as err:
         _fail(str(err), 1)
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
         typer.echo(f"FD {result['fd']:.2f} (floor {result['fd_floor']:.2f})  class accuracy "
                    f"{result['class_accuracy']:.3f}  ({result['num_samples']} samples, classifier test accuracy "
                    f"{result['classifier_test_accuracy']:.3f})")
+
+
+@app.command()
+def report(run_dir: Path, out: Annotated[Optional[Path], typer.Option(help="HTML file (default RUN_DIR/report.html).")]
+           = None) -> None:
+    """One self-contained HTML page: config, plan, pictures, previews and metrics of a run.
+
+    Example: dblocks report runs/demo && xdg-open runs/demo/report.html
+    """
+    from coordinator.report import render_report
+
+    config = _run_config(run_dir)
+    if not (run_dir / "manifest.json").is_file():
+        _fail(f"{run_dir} has no manifest.json: the run has not finished")
+    path = out or run_dir / "report.html"
+    path.write_text(render_report(run_dir, config))
+    typer.echo(f"wrote {path}")
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON and write under benchmarks/results/.")

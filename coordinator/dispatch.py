@@ -60,8 +60,8 @@ class RayDispatcher:
     def ready(self) -> bool:
         return ray.is_initialized() and bool(ray.cluster_resources())
 
-    def submit(self, job: BlockJob, storage_path: str, demand: Demand) -> str:
-        ref = self._remote.remote(job.to_dict(), storage_path)
+    def submit(self, job: BlockJob, storage_path: str, demand: Demand, preview_dir: str | None = None) -> str:
+        ref = self._remote.remote(job.to_dict(), storage_path, preview_dir)
         self._refs[ref] = (job.run_id, job.block.index)
         self._demand[ref] = demand
         return job.name

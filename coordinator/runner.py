@@ -22,6 +22,7 @@ from workers.job import BlockJob, progress_path
 from coordinator.assemble import assemble, collect_block, write_samples_png
 from coordinator.dispatch import Outcome, RayDispatcher
 from coordinator.metrics import Metrics
+from coordinator.pictures import write_pictures
 from coordinator.plan import block_specs, boundaries
 from coordinator.reconcile import Demand, after_failure, launches, run_outcome
 from coordinator.store import BlockRecord, RunRecord, State, Store
@@ -86,7 +87,8 @@ class RunReconciler:
 
     def _launch(self, block: BlockRecord) -> None:
         job = self.job(block)
-        name = self.dispatcher.submit(job, checkpoint_root(self.run_dir), self.demand)
+        name = self.dispatcher.submit(job, checkpoint_root(self.run_dir), self.demand,
+                                      preview_dir=str(self.run_dir / "previews"))
         attempt = block.attempt + 1 if block.state == State.PENDING else block.attempt
         now = time.time()
         self.store.transition_block(self.run_id, block.index, State.RUNNING, attempt=attempt, ray_name=name,
@@ -143,7 +145,8 @@ class RunReconciler:
             self.metrics.block_loss.labels(str(index)).set(metrics["loss"])
             self.store.update_progress(self.run_id, index, step=metrics["step"], loss=metrics["loss"],
                                        resumed_from_step=metrics.get("resumed_from_step", 0),
-                                       first_step_at=metrics.get("first_step_at") or 0.0)
+                                       first_step_at=metrics.get("first_step_at") or 0.0,
+                                       node=metrics.get("node", ""))
 
     def progress_line(self) -> str:
         parts = []
@@ -180,6 +183,8 @@ class RunReconciler:
         manifest = assemble(self.config, self.specs, boundaries(self.config), self.store.get_blocks(self.run_id),
                             self.run_dir)
         png = write_samples_png(self.run_dir, self.config)
+        write_pictures(self.run_dir, self.config, manifest, checkpoint_root(self.run_dir), self.run_id,
+                       self.store.get_blocks(self.run_id))
         elapsed = time.perf_counter() - started
         self.metrics.assembly.observe(elapsed)
         self.store.set_run_state(self.run_id, State.SUCCEEDED, error="", assembly_s=elapsed)

@@ -102,7 +102,7 @@ class Coordinator:
         largest = max(demands, key=lambda d: (d.gpu, d.cpu)).times(self.max_in_flight)
         return Demand(min(capacity.cpu, largest.cpu), min(capacity.gpu, largest.gpu))
 
-    def run_until_done(self, run_id: str) -> State:
+    def run_until_done(self, run_id: str, on_tick: Callable[[], None] | None = None) -> State:
         """Tick until `run_id` is terminal (the standalone `dblocks train` path)."""
         try:
             while True:
@@ -110,6 +110,8 @@ class Coordinator:
                 if run.state in TERMINAL:
                     return run.state
                 self.tick()
+                if on_tick is not None:
+                    on_tick()
         except KeyboardInterrupt:
             self.store.request_cancel(run_id)
             RunReconciler(run_id, store=self.store, dispatcher=self.dispatcher, log=self.log).finish(State.CANCELLED)

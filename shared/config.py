@@ -94,6 +94,7 @@ class TrainConfig(_Section):
     max_failures: int = Field(2, ge=0, description="Ray Train restarts of a block's workers on failure.")
     max_attempts: int = Field(3, ge=1, description="Coordinator attempts per block before the run fails.")
     activation_checkpointing: bool = Field(False, description="Recompute layer activations in backward.")
+    preview_every_steps: int = Field(500, ge=0, description="Steps between per-block preview images; 0 = off.")
 
 
 class ResourcesConfig(_Section):

@@ -37,6 +37,16 @@ def test_train_assemble_sample(tmp_path, ray_env, redis_url):
     assert grid.format == "PNG"
     assert grid.size == (2 * (2 * 30 + 2), 2 * (10 * 30 + 2))  # 2 columns x 10 rows (one per class), 2x scale
 
+    # Pictures: hand-over trajectory (noise + 2 blocks + final = 4 columns), loss curves, sigma-loss, previews.
+    trajectory = Image.open(run_dir / "trajectory.png")
+    assert trajectory.size == (3 * (4 * 30 + 2), 3 * (6 * 30 + 2))
+    assert Image.open(run_dir / "loss_curves.png").format == "PNG"
+    assert Image.open(run_dir / "sigma_loss.png").format == "PNG"
+    previews = sorted(p.name for p in (run_dir / "previews").glob("*.png"))
+    assert previews == ["block_0_step_40.png", "block_1_step_40.png"]
+    report = dblocks("report", str(run_dir), env=ray_env)
+    assert report.returncode == 0 and (run_dir / "report.html").read_text().count("data:image/png") >= 6
+
     # Durable state in Redis: the run and both blocks succeeded, on their first attempt.
     store = Store(redis.Redis.from_url(redis_url), prefix="t-ray")
     (run_id,) = store.list_runs()

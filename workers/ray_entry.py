@@ -17,6 +17,8 @@ from ray.train.torch import TorchTrainer
 
 from shared.checkpoint import load_training_state
 from shared.data import load_split
+from shared.images import save_grid
+from shared.visualize import block_preview
 from workers.job import BlockJob, progress_path
 from workers.reporting import ProgressFileReporter, TeeReporter
 from workers.train_block import train_block
@@ -70,18 +72,37 @@ def train_loop_per_worker(loop_config: dict) -> None:
     reporter = RayReporter(job.block.index)
     if context.get_world_rank() == 0:
         reporter = TeeReporter(ProgressFileReporter(loop_config["progress_path"]), reporter)
+    preview = None
+    if loop_config.get("preview_dir") and context.get_world_rank() == 0:
+        preview = preview_writer(job, loop_config["preview_dir"], device)
     train_block(job, data=data, reporter=reporter, resume=resume, device=device,
-                rank=context.get_world_rank(), wrap_model=wrap)
+                rank=context.get_world_rank(), wrap_model=wrap, preview=preview)
 
 
-def make_trainer(job: BlockJob, *, storage_path: str) -> TorchTrainer:
+def preview_writer(job: BlockJob, preview_dir: str, device: torch.device):
+    """Renders what this block alone can do: held-out images noised into its own interval and denoised by it."""
+    d = job.config.data
+    images, labels = load_split(d.dataset, "test", num_test=d.num_test, split_seed=d.split_seed)
+    images, labels = images[:8].to(device), labels[:8].to(device)
+
+    def write(step: int, denoiser) -> None:
+        grid = block_preview(denoiser, images, labels, job.block.sigma_lo, job.block.sigma_hi,
+                             torch.Generator(device=device).manual_seed(step))
+        Path(preview_dir).mkdir(parents=True, exist_ok=True)
+        save_grid(grid.cpu(), len(images), Path(preview_dir) / f"block_{job.block.index}_step_{step}.png")
+
+    return write
+
+
+def make_trainer(job: BlockJob, *, storage_path: str, preview_dir: str | None = None) -> TorchTrainer:
     resources = job.config.resources
     per_worker = {"CPU": resources.cpus_per_block}
     if resources.gpus_per_block:
         per_worker["GPU"] = resources.gpus_per_block
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": job.to_dict(), "progress_path": progress_path(storage_path, job)},
+        train_loop_config={"job": job.to_dict(), "progress_path": progress_path(storage_path, job),
+                           "preview_dir": preview_dir},
         scaling_config=ScalingConfig(num_workers=resources.num_workers_per_block,
                                      use_gpu=resources.gpus_per_block > 0, resources_per_worker=per_worker),
         run_config=RunConfig(
@@ -94,11 +115,11 @@ def make_trainer(job: BlockJob, *, storage_path: str) -> TorchTrainer:
     )
 
 
-def fit_block(job_dict: dict, storage_path: str) -> dict:
+def fit_block(job_dict: dict, storage_path: str, preview_dir: str | None = None) -> dict:
     """Run one block to completion; returns {"ok", "checkpoint_path", "metrics", "error"} (never raises)."""
     job = BlockJob.from_dict(job_dict)
     try:
-        result = make_trainer(job, storage_path=storage_path).fit()
+        result = make_trainer(job, storage_path=storage_path, preview_dir=preview_dir).fit()
     except Exception as err:  # TrainingFailedError and friends: the coordinator decides what to do next
         return {"ok": False, "error": f"{type(err).__name__}: {err}", "checkpoint_path": None, "metrics": {}}
     if result.error is not None or result.checkpoint is None:

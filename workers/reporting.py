@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Protocol
@@ -41,18 +42,20 @@ class ListReporter:
 
 
 class ProgressFileReporter:
-    """Writes the latest metrics as JSON to a file on the shared storage, atomically.
-
-    The coordinator polls it for live progress, so workers never need a Redis connection.
-    """
+    """Writes the latest metrics as JSON to a file on the shared storage, atomically, and appends them to
+    `history.jsonl` beside it (the loss curves). The coordinator polls the file for live progress, so workers
+    never need a Redis connection."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({**metrics, "node": socket.gethostname()})
+        with open(self.path.with_name("history.jsonl"), "a") as f:
+            f.write(line + "\n")
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(metrics))
+        tmp.write_text(line)
         tmp.replace(self.path)
 
 

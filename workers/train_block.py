@@ -81,6 +81,7 @@ def train_block(
     device: torch.device = torch.device("cpu"),
     rank: int = 0,
     wrap_model: Callable[[nn.Module], nn.Module] = lambda m: m,
+    preview: Callable[[int, nn.Module], None] | None = None,
 ) -> dict:
     """Train `job.block` for `job.steps` steps (from `resume["step"]` if given); return final metrics."""
     cfg, noise, spec, total = job.config.train, job.config.noise, job.block, job.steps
@@ -157,6 +158,9 @@ def train_block(
             else:
                 reporter.report(metrics)
             loss_sum, loss_count, window_start, window_step = 0.0, 0, time.perf_counter(), done
+        if preview is not None and rank == 0 and cfg.preview_every_steps and (
+                done % cfg.preview_every_steps == 0 or last):
+            preview(done, Denoiser(ema, noise.sigma_data).eval())
 
     if start_step >= total:  # resumed after the last step: still leave a final checkpoint
         checkpoint(start_step)

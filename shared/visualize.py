@@ -1,0 +1,102 @@
+"""Pictures of what each block does: per-block previews, hand-over trajectories, loss curves, sigma-loss curves.
+
+Pure functions returning tensors or writing PNGs; randomness is passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from shared.noise import loss_weight
+from shared.partition import block_for_sigma
+from shared.sampling import euler_step, guided
+
+
+@torch.no_grad()
+def block_preview(denoiser, images: torch.Tensor, labels: torch.Tensor, sigma_lo: float, sigma_hi: float,
+                  generator: torch.Generator) -> torch.Tensor:
+    """Rows: clean held-out images, then for sigma at the low end, middle and high end of the block's own
+    interval: the noisy input and the block's denoised output. (7*N, C, H, W)."""
+    sigmas = [sigma_lo, math.sqrt(sigma_lo * sigma_hi), sigma_hi]
+    rows = [images]
+    for sigma in sigmas:
+        noisy = images + sigma * torch.randn(images.shape, generator=generator)
+        denoised = denoiser(noisy, torch.full((len(images),), sigma), labels)
+        rows += [noisy / math.sqrt(1 + sigma**2), denoised]  # noisy shown rescaled to about unit range
+    return torch.cat(rows)
+
+
+@torch.no_grad()
+def handover_trajectory(denoiser, z: torch.Tensor, sigmas: torch.Tensor, labels: torch.Tensor,
+                        boundaries: list[float], cfg_scale: float, null_label: int) -> list[torch.Tensor]:
+    """Euler sampling that records, per sample: the start noise, the denoised estimate at the last step of each
+    block's segment (what that block hands over), and the final image. Returns one (N, C, H, W) per column."""
+    fn = guided(denoiser, cfg_scale, null_label)
+    columns = [z / sigmas[0]]
+    values = sigmas.tolist()
+    for i, (sigma, sigma_next) in enumerate(zip(values[:-1], values[1:])):
+        denoised = fn(z, torch.full((len(z),), sigma), labels)
+        last_of_block = sigma_next == 0 or block_for_sigma(boundaries, sigma_next) != block_for_sigma(boundaries, sigma)
+        if last_of_block:
+            columns.append(denoised)
+        z = euler_step(z, denoised, sigma, sigma_next)
+    columns.append(z)
+    return columns
+
+
+@torch.no_grad()
+def sigma_loss_curve(denoiser, images: torch.Tensor, labels: torch.Tensor, sigmas: list[float], sigma_data: float,
+                     generator: torch.Generator) -> list[float]:
+    """Held-out weighted denoising loss w(sigma) * mean ||D(y + sigma*eps) - y||^2 at each sigma."""
+    out = []
+    for sigma in sigmas:
+        noisy = images + sigma * torch.randn(images.shape, generator=generator)
+        s = torch.full((len(images),), sigma)
+        err = (denoiser(noisy, s, labels) - images).pow(2).flatten(1).mean(1)
+        out.append(float((loss_weight(s, sigma_data) * err).mean()))
+    return out
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_loss_curves(histories: list[list[dict]], path: str | Path) -> None:
+    """One axis per block: block losses are not comparable to one another."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(histories), figsize=(3.2 * len(histories), 2.8), squeeze=False)
+    for index, (ax, history) in enumerate(zip(axes[0], histories)):
+        ax.plot([m["step"] for m in history], [m["loss"] for m in history], lw=1)
+        ax.set_title(f"block {index}")
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+    axes[0][0].set_ylabel("training loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_sigma_loss(sigmas: list[float], curves: dict[str, list[float]], boundaries: list[float],
+                    path: str | Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for label, losses in curves.items():
+        ax.plot(sigmas, losses, marker=".", label=label)
+    for b in boundaries[1:-1]:
+        ax.axvline(b, color="grey", ls="--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("sigma (dashed: block boundaries)")
+    ax.set_ylabel("held-out weighted loss")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
