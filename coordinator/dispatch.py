@@ -42,7 +42,9 @@ class RayDispatcher:
         if ray.is_initialized():
             return
         env_vars = {k: v for k, v in os.environ.items() if k.startswith(_PROPAGATED_PREFIXES)}
-        ray.init(address=self.address, num_cpus=None if self.address else num_cpus,
+        # "local": always start our own cluster; address=None would join whatever `ray start` left recorded
+        # in /tmp/ray/ray_current_cluster, even a dead one.
+        ray.init(address=self.address or "local", num_cpus=None if self.address else num_cpus,
                  include_dashboard=False, log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": env_vars} if env_vars else None)
 
