@@ -1,13 +1,34 @@
 #!/usr/bin/env bash
-# GPU measurements (memory per case, sampling cost per Euler step) for DiT-S and DiT-B widths; JSON under
-# benchmarks/results/. Needs a CUDA build of torch==2.13.0 in .venv (see README, "GPU install").
-# Not yet run on a GPU by this project: the result files appear once it has been.
+# GPU measurements for DiT-S- and DiT-B-size configs: peak training memory per case, training throughput and MFU
+# (fp32 and bf16), and sampling cost per Euler step. JSON goes to the folder given as the first argument.
+#   benchmarks/gpu.sh OUT_DIR            on a CUDA machine (CUDA build of torch==2.13.0 in .venv; README)
+#   TINY=1 benchmarks/gpu.sh OUT_DIR     the same commands on tiny configs, on CPU (tests/test_bench_perf.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+OUT=${1:?usage: benchmarks/gpu.sh OUT_DIR}
+mkdir -p "$OUT"
 BIN=${BIN:-.venv/bin}
-python_has_cuda=$($BIN/python -c "import torch; print(torch.cuda.is_available())")
-[ "$python_has_cuda" = "True" ] || { echo "no CUDA device visible to torch" >&2; exit 1; }
+STEPS=40
+SAMPLE_BATCH=256
+SET=()
+if [ "${TINY:-0}" = 1 ]; then
+  STEPS=4
+  SAMPLE_BATCH=4
+  SET=(--set model.num_layers=4 --set model.hidden_size=32 --set model.num_heads=2 --set model.patch_size=7
+       --set train.batch_size=4)
+else
+  [ "$($BIN/python -c 'import torch; print(torch.cuda.is_available())')" = True ] \
+    || { echo "no CUDA device visible to torch (TINY=1 runs the CPU check)" >&2; exit 1; }
+fi
+$BIN/python -c "import json, torch; print(json.dumps({'torch': torch.__version__, 'cuda': torch.cuda.is_available(),
+  'device': torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}))" > "$OUT/device.json"
 for cfg in configs/dit_s.yaml configs/dit_b.yaml; do
-  $BIN/dblocks bench memory "$cfg" --json
-  $BIN/dblocks bench sampling --config "$cfg" --batch 256 --steps 20 --json
+  name=$(basename "$cfg" .yaml); name=${name//_/-}
+  $BIN/dblocks bench memory "$cfg" "${SET[@]}" --results-dir "$OUT" --json > /dev/null
+  $BIN/dblocks bench throughput "$cfg" "${SET[@]}" --steps "$STEPS" --results-dir "$OUT" --json > /dev/null
+  $BIN/dblocks bench throughput "$cfg" "${SET[@]}" --set train.precision=bf16 --set name="$name-bf16" \
+    --steps "$STEPS" --results-dir "$OUT" --json > /dev/null
+  $BIN/dblocks bench sampling --config "$cfg" "${SET[@]}" --batch "$SAMPLE_BATCH" --steps 10 --results-dir "$OUT" \
+    --json > /dev/null
 done
+ls "$OUT"

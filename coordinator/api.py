@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from shared.config import ConfigError, parse_config
@@ -21,7 +21,12 @@ from coordinator.runner import create_run, new_run_id
 from coordinator.store import TERMINAL, Store, TransitionError
 
 
+MAX_BODY_BYTES = 1 << 20  # a config is a few KB; anything near a MiB is not one
+
+
 class RetrainRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+
     from_scratch: bool = Field(True, description="True: new weights; False: resume its checkpoint, train on.")
     steps: int | None = Field(None, ge=1, description="Total steps for the block (default: the run's).")
 
@@ -36,6 +41,20 @@ def create_app(*, store: Store, storage: Path, api_token: str | None,
                ready: Callable[[], dict[str, bool]], metrics: Metrics | None = None) -> FastAPI:
     app = FastAPI(title="dblocks coordinator", version="1")
     metrics = metrics or Metrics()
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+        if length is None and request.method in ("POST", "PUT", "PATCH"):
+            body = b""
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+            request._body = body
+        return await call_next(request)
 
     @app.middleware("http")
     async def observe(request: Request, call_next):

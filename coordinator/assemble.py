@@ -25,14 +25,16 @@ def block_file(index: int) -> str:
     return f"block_{index}.safetensors"
 
 
-def collect_block(checkpoint_path: str, run_dir: Path, spec: BlockSpec) -> tuple[str, str]:
-    """Copy a block's final weights from its Ray checkpoint into the run dir; refuse a file for another block.
-
-    Returns (file name, sha256)."""
+def collect_block(checkpoint_path: str, run_dir: Path, spec: BlockSpec, config_hash: str) -> tuple[str, str]:
+    """Copy a block's final weights from its Ray checkpoint into the run dir; refuse a file trained for another
+    block (sigma range, layers) or another config. Returns (file name, sha256)."""
     source = Path(checkpoint_path) / "block.safetensors"
     meta = read_block_meta(source)
     if meta["block"] != spec.to_dict():
         raise CheckpointError(f"{source}: holds block {meta['block']}, expected {spec.to_dict()}")
+    if meta.get("config_hash") != config_hash:
+        raise CheckpointError(f"{source}: trained under config {str(meta.get('config_hash'))[:12]}, "
+                              f"this run's is {config_hash[:12]}")
     target = run_dir / block_file(spec.index)
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.copyfile(source, tmp)

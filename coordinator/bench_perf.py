@@ -106,8 +106,54 @@ def bench_sampling(config: Config, run_dir: Path | None, *, batch: int, num_step
             "blockwise_samples_per_s": batch / (t_blocks * num_steps), "e2e_samples_per_s": batch / (t_e2e * num_steps)}
 
 
-def write_result(result: dict, name: str) -> Path:
-    path = Path("benchmarks/results") / f"{name}.json"
+def write_result(result: dict, name: str, results_dir: Path = Path("benchmarks/results")) -> Path:
+    path = Path(results_dir) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     return path
+
+
+# Dense bf16 peak FLOP/s by device name fragment (vendor datasheets); MFU is reported against these.
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
+
+
+def train_flops_per_step(config: Config, num_layers: int) -> float:
+    """Analytic matmul FLOPs of one training step (forward x 3): token-wise linears + attention scores."""
+    spec = net_spec(config, num_layers)
+    d, t = spec.hidden_size, (spec.image_size // spec.patch_size) ** 2
+    per_sample = num_layers * (2 * t * (4 + 2 * spec.mlp_ratio) * d * d + 4 * t * t * d)
+    return 3.0 * config.train.batch_size * per_sample
+
+
+def bench_throughput(config: Config, *, steps: int) -> dict:
+    """Training steps/s of one block and of the end-to-end net, in this process (no Ray), plus MFU on GPU."""
+    from shared.data import load_split
+    from workers.job import BlockJob
+    from workers.reporting import ListReporter
+    from workers.train_block import train_block
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    half = max(1, steps // 2)
+    timed = _variant_config(config, [f"train.steps_per_block={2 * half}", f"train.log_every_steps={half}",
+                                     "train.checkpoint_every_steps=1000000", "train.preview_every_steps=0"])
+    d = timed.data
+    data = load_split(d.dataset, "train", num_test=d.num_test, split_seed=d.split_seed)
+    out = {"benchmark": "throughput", "machine": machine(), "precision": timed.train.precision,
+           "compile": timed.train.compile, "batch_size": timed.train.batch_size, "timed_steps": half}
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in machine()["device"]), None)
+    for case, case_config in (("block", timed), ("e2e", _variant_config(timed, ["train.mode=end_to_end"]))):
+        spec = block_specs(case_config)[0]
+        reporter = ListReporter()
+        train_block(BlockJob(run_id="bench", config=case_config, block=spec), data=data, reporter=reporter,
+                    device=device)
+        steps_per_s = reporter.metrics[-1]["steps_per_s"]  # the second half: warm-up and compile excluded
+        flops = train_flops_per_step(case_config, spec.num_layers) * steps_per_s
+        out[case] = {"layers": spec.num_layers, "steps_per_s": steps_per_s,
+                     "samples_per_s": steps_per_s * case_config.train.batch_size, "achieved_tflops": flops / 1e12,
+                     "mfu_vs_bf16_peak": flops / peak if peak else None}
+    out["e2e_step_time_over_block"] = out["block"]["steps_per_s"] / out["e2e"]["steps_per_s"]
+    return out
+
+
+def _variant_config(config: Config, overrides: list[str]) -> Config:
+    return parse_config(apply_overrides(config.model_dump(), overrides))

@@ -159,6 +159,7 @@ def sample(run_dir: Path,
     typer.echo(f"wrote {len(labels)} samples to {out}")
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 ServerOpt = Annotated[str, typer.Option("--server", envvar="DBLOCKS_SERVER", help="Coordinator URL.")]
 
 
@@ -200,6 +201,8 @@ def serve(host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1"
     from coordinator.store import Store, connect
 
     settings = Settings.from_env()
+    if host not in LOOPBACK and not settings.api_token:
+        _fail(f"--host {host}: refusing to serve beyond loopback without DBLOCKS_API_TOKEN")
     client = connect(settings.redis_url, settings.storage / ".redis")
     store = Store(client, settings.key_prefix)
     dispatcher = RayDispatcher(address=settings.ray_address, auth_mode=settings.ray_auth_mode)
@@ -401,9 +404,13 @@ def bench_quality_cmd(
     typer.echo(json.dumps(report, indent=2) if as_json else f"wrote benchmarks/results/quality-{budget}.json")
 
 
+ResultsOpt = Annotated[Path, typer.Option(help="Folder for the JSON result.")]
+
+
 @bench_app.command("memory")
 def bench_memory_cmd(config: Annotated[Path, typer.Argument(help="Config (default configs/memory.yaml).")]
                      = Path("configs/memory.yaml"), set_: SetOpt = None,
+                     results_dir: ResultsOpt = Path("benchmarks/results"),
                      as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Peak training memory: end-to-end, end-to-end with activation checkpointing, and each block.
 
@@ -413,7 +420,7 @@ def bench_memory_cmd(config: Annotated[Path, typer.Argument(help="Config (defaul
 
     cfg = _config(config, set_)
     result = bench_memory(config, cfg, set_ or [])
-    path = write_result(result, f"memory-{result['machine']['device'].replace(' ', '_')}")
+    path = write_result(result, f"memory-{cfg.name}-{result['machine']['device'].replace(' ', '_')}", results_dir)
     typer.echo(json.dumps(result, indent=2) if as_json else f"ratio {result['ratio']:.2f} -> {path}")
 
 
@@ -422,6 +429,7 @@ def bench_sampling_cmd(run_dir: Annotated[Optional[Path], typer.Argument(help="A
                        config: Annotated[Path, typer.Option(help="Config when no RUN_DIR.")] = Path("configs/memory.yaml"),
                        batch: Annotated[int, typer.Option(help="Samples per batch (x2 with CFG).")] = 32,
                        steps: Annotated[int, typer.Option(help="Euler steps timed.")] = 20,
+                       set_: SetOpt = None, results_dir: ResultsOpt = Path("benchmarks/results"),
                        as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Time per Euler step of the assembled model vs the end-to-end network, same batch and CFG.
 
@@ -429,10 +437,29 @@ def bench_sampling_cmd(run_dir: Annotated[Optional[Path], typer.Argument(help="A
     """
     from coordinator.bench_perf import bench_sampling, write_result
 
-    cfg = _run_config(run_dir) if run_dir else _config(config, [])
+    cfg = _run_config(run_dir) if run_dir else _config(config, set_)
     result = bench_sampling(cfg, run_dir, batch=batch, num_steps=steps)
-    path = write_result(result, f"sampling-{result['machine']['device'].replace(' ', '_')}")
+    path = write_result(result, f"sampling-{cfg.name}-{result['machine']['device'].replace(' ', '_')}",
+                        results_dir)
     typer.echo(json.dumps(result, indent=2) if as_json else f"ratio {result['ratio']:.2f} -> {path}")
+
+
+@bench_app.command("throughput")
+def bench_throughput_cmd(config: Annotated[Path, typer.Argument(help="Config.")] = Path("configs/memory.yaml"),
+                         set_: SetOpt = None, steps: Annotated[int, typer.Option(help="Steps (half timed).")] = 20,
+                         results_dir: ResultsOpt = Path("benchmarks/results"),
+                         as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Training steps/s of one block vs the end-to-end net, achieved TFLOP/s and MFU (GPU).
+
+    Example: dblocks bench throughput configs/dit_s.yaml --set train.precision=bf16 --json
+    """
+    from coordinator.bench_perf import bench_throughput, write_result
+
+    cfg = _config(config, set_)
+    result = bench_throughput(cfg, steps=steps)
+    path = write_result(result, f"throughput-{cfg.name}-{result['machine']['device'].replace(' ', '_')}",
+                        results_dir)
+    typer.echo(json.dumps(result, indent=2) if as_json else f"-> {path}")
 
 
 def _ray_bench(kind: str, config: Path, set_: list[str] | None, defaults: list[str]) -> dict:

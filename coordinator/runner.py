@@ -111,7 +111,8 @@ class RunReconciler:
                 pass
         if result.ok:
             try:
-                file, digest = collect_block(result.checkpoint_path, self.run_dir, self.specs[index])
+                file, digest = collect_block(result.checkpoint_path, self.run_dir, self.specs[index],
+                                             self.config.hash())
             except (CheckpointError, OSError) as err:
                 result = Outcome(result.key, False, None, result.metrics, f"collect failed: {err}", result.node)
             else:

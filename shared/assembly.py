@@ -51,13 +51,23 @@ def load_block_denoiser(path: str | Path, which: str = "ema") -> tuple[Denoiser,
     return Denoiser(net, float(meta["sigma_data"])).eval(), meta
 
 
+def check_block_matches(meta: dict, entry: dict, config_hash: str) -> None:
+    """A block file must be the block the manifest says: same index, sigma range and config."""
+    got = meta["block"]
+    if (got["index"], got["sigma_lo"], got["sigma_hi"]) != (entry["index"], entry["sigma_lo"], entry["sigma_hi"]):
+        raise CheckpointError(f"{entry['file']}: holds block {got['index']} [{got['sigma_lo']}, {got['sigma_hi']}], "
+                              f"the manifest expects block {entry['index']} [{entry['sigma_lo']}, {entry['sigma_hi']}]")
+    if meta.get("config_hash") != config_hash:
+        raise CheckpointError(f"{entry['file']}: trained under config {str(meta.get('config_hash'))[:12]}, "
+                              f"the manifest's is {config_hash[:12]}")
+
+
 def load_assembled(run_dir: str | Path, which: str = "ema") -> tuple[AssembledDenoiser, dict]:
     """(assembled denoiser, manifest) of a finished run directory, after verifying the manifest."""
     manifest = load_manifest(run_dir)
     denoisers = []
     for block in manifest["blocks"]:
         denoiser, meta = load_block_denoiser(Path(run_dir) / block["file"], which)
-        if meta["block"]["index"] != block["index"]:
-            raise CheckpointError(f"{block['file']}: holds block {meta['block']['index']}, not {block['index']}")
+        check_block_matches(meta, block, manifest["config_hash"])
         denoisers.append(denoiser)
     return AssembledDenoiser(denoisers, manifest["boundaries"]), manifest

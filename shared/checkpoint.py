@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 FORMAT = "dblocks-block"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: block metadata carries the config hash
 MANIFEST_VERSION = 1
 
 

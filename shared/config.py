@@ -95,6 +95,8 @@ class TrainConfig(_Section):
     max_attempts: int = Field(3, ge=1, description="Coordinator attempts per block before the run fails.")
     activation_checkpointing: bool = Field(False, description="Recompute layer activations in backward.")
     preview_every_steps: int = Field(500, ge=0, description="Steps between per-block preview images; 0 = off.")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast forward/loss (use on GPU).")
+    compile: bool = Field(False, description="torch.compile the block (GPU; slow to start on CPU).")
 
 
 class ResourcesConfig(_Section):

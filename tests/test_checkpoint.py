@@ -24,10 +24,11 @@ def write_run(tmp_path):
         block = {"index": index, "sigma_lo": lo, "sigma_hi": hi}
         ema = {k: v.clone() for k, v in net.state_dict().items()}
         save_block_weights(tmp_path / f"block_{index}.safetensors", model=net.state_dict(), ema=ema,
-                           meta={"block": block, "net": SPEC.to_dict(), "sigma_data": 0.5})
+                           meta={"block": block, "net": SPEC.to_dict(), "sigma_data": 0.5, "config_hash": "h1"})
         blocks.append({**block, "file": f"block_{index}.safetensors",
                        "sha256": sha256_file(tmp_path / f"block_{index}.safetensors")})
-    write_manifest(tmp_path, {"manifest_version": MANIFEST_VERSION, "boundaries": BOUNDS, "blocks": blocks})
+    write_manifest(tmp_path, {"manifest_version": MANIFEST_VERSION, "boundaries": BOUNDS, "blocks": blocks,
+                              "config_hash": "h1"})
 
 
 def test_round_trip_and_assembly(tmp_path):
@@ -77,3 +78,20 @@ def test_weights_that_do_not_match_their_spec_are_refused(tmp_path):
                        meta={"block": {"index": 0}, "net": SPEC.to_dict(), "sigma_data": 0.5})
     with pytest.raises(CheckpointError, match="do not match"):
         load_block_denoiser(tmp_path / "b.safetensors")
+
+
+def test_block_from_another_config_or_range_is_refused(tmp_path):
+    write_run(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["config_hash"] = "other"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="trained under config"):
+        load_assembled(tmp_path)
+    # Swap the two block files (and their digests): ranges no longer match what the manifest expects.
+    write_run(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    a, b = manifest["blocks"]
+    a["file"], b["file"], a["sha256"], b["sha256"] = b["file"], a["file"], b["sha256"], a["sha256"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="the manifest expects block 0"):
+        load_assembled(tmp_path)

@@ -71,6 +71,13 @@ class Service:
                 self.proc.kill()
 
 
+def report_cost(failure: str, step_seen: int, resumed_from: int) -> None:
+    """Steps redone = last step the coordinator saw before the failure - the step training resumed from.
+    Printed for docs/failures.md (`pytest tests/test_service_failures.py -s`)."""
+    print(f"FAILURE-COST {failure}: last step seen {step_seen}, resumed from {resumed_from}, "
+          f"redone <= {max(0, step_seen - resumed_from)} steps (+ steps run after the last progress report)")
+
+
 def wait_for(predicate, timeout_s, what):
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -114,6 +121,7 @@ def test_killed_training_worker_resumes_from_its_checkpoint(service_env):
         resumed = [b for b in run["blocks"] if b["resumed_from_step"] > 0]
         assert len(resumed) == 1  # the killed block, and only it
         (block,) = resumed
+        report_cost("worker killed", steps_at_kill[block["index"]], block["resumed_from_step"])
         assert block["step"] == 2000
         # At most one checkpoint interval (100 steps) plus the progress lag is redone.
         assert block["resumed_from_step"] >= steps_at_kill[block["index"]] - 100 - 40
@@ -126,6 +134,7 @@ def test_killed_coordinator_is_replaced_and_runs_resume(service_env):
     run_id = submit(first)
     try:
         wait_for(lambda: all(b["step"] >= 300 for b in first.run(run_id)["blocks"]), 240, "blocks past step 300")
+        steps_at_kill = {b["index"]: b["step"] for b in first.run(run_id)["blocks"]}
     finally:
         first.kill()
     second = Service(service_env, free_port())
@@ -134,9 +143,82 @@ def test_killed_coordinator_is_replaced_and_runs_resume(service_env):
         run = second.run(run_id)
         assert run["state"] == "SUCCEEDED", run
         for block in run["blocks"]:
+            report_cost(f"coordinator killed (block {block['index']})", steps_at_kill[block["index"]],
+                        block["resumed_from_step"])
             assert block["step"] == 2000 and block["resumed_from_step"] >= 200, block  # not from 0
             assert block["attempt"] == 1  # a coordinator restart is not the block's failure
         events = [e for e in second.client.get(f"/v1/runs/{run_id}/events").json() if e["kind"] == "block_state"]
         assert sum(e["state"] == "RUNNING" for e in events) == 4  # each block launched twice, once per coordinator
     finally:
         second.stop()
+
+
+@pytest.fixture
+def multinode_cluster():
+    """A head with no CPUs and three 1-CPU worker nodes, each its own `ray start --block` process group."""
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+           # notice a dead node within seconds, not the default half minute
+           "RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "4"}
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    nodes = [subprocess.Popen([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=0",
+                               "--include-dashboard=false", "--block"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)]
+    wait_for(lambda: subprocess.run([ray_bin, "status", f"--address={address}"], env=env,
+                                    capture_output=True).returncode == 0, 60, "ray head")
+    for n in range(1, 4):  # one at a time: nodes started together on one host race for ports
+        nodes.append(subprocess.Popen([ray_bin, "start", f"--address={address}", "--num-cpus=1", "--block"],
+                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True))
+        wait_for(lambda: f"/{n}.0 CPU".encode() in subprocess.run(
+            [ray_bin, "status", f"--address={address}"], env=env, capture_output=True).stdout, 60,
+                 f"{n} worker nodes")
+    yield address, nodes
+    for node in reversed(nodes):
+        try:
+            os.killpg(node.pid, signal.SIGTERM)
+            node.wait(timeout=60)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+
+
+def node_process_of(pid, nodes):
+    """Which `ray start` node a process runs under (raylet-started workers sit in their own process groups)."""
+    ancestors = {p.pid for p in psutil.Process(pid).parents()}
+    return next((n for n in nodes if n.pid in ancestors), None)
+
+
+def kill_node(node) -> None:
+    """Everything the node runs dies at once: `ray start`, raylet, agents and its workers."""
+    procs = [psutil.Process(node.pid), *psutil.Process(node.pid).children(recursive=True)]
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def test_lost_node_moves_its_block_to_another_node(service_env, multinode_cluster):
+    address, nodes = multinode_cluster
+    service = Service({**service_env, "RAY_ADDRESS": address,
+                       "DBLOCKS_KEY_PREFIX": "t-svc-nodeloss"}, free_port())
+    try:
+        run_id = submit(service)
+        wait_for(lambda: all(b["step"] >= 300 for b in service.run(run_id)["blocks"]), 240, "blocks past step 300")
+        before = {b["index"]: (b["node"], b["step"]) for b in service.run(run_id)["blocks"]}
+        victim = node_process_of(train_worker_pids()[0], nodes[1:])
+        assert victim is not None
+        kill_node(victim)
+        wait_for(lambda: service.run(run_id)["state"] in ("SUCCEEDED", "FAILED"), 300, "run to finish")
+        run = service.run(run_id)
+        assert run["state"] == "SUCCEEDED", run
+        moved = [b for b in run["blocks"] if b["resumed_from_step"] > 0]
+        assert len(moved) == 1
+        (block,) = moved
+        old_node, old_step = before[block["index"]]
+        report_cost("node lost", old_step, block["resumed_from_step"])
+        assert block["node"] != old_node  # it finished on another node
+        assert block["resumed_from_step"] >= old_step - 100 - 40 and block["step"] == 2000
+    finally:
+        service.stop()

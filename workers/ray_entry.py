@@ -7,7 +7,7 @@ resumes from the latest checkpoint — after a worker crash (FailureConfig) and 
 
 from __future__ import annotations
 
-import os
+import socket
 from pathlib import Path
 
 import ray.train
@@ -41,9 +41,10 @@ class RayReporter:
     """Reporter over `ray.train.report` (a barrier across the block's workers; rank 0 holds the checkpoint),
     plus the block's gauges through `ray.util.metrics`."""
 
-    def __init__(self, block_index: int):
+    def __init__(self, block_index: int, node: str):
         from ray.util.metrics import Gauge
 
+        self.node = node
         self.tags = {"block": str(block_index)}
         self.gauges = {key: Gauge(name, description=doc, tag_keys=("block",))
                        for key, (name, doc) in WORKER_GAUGES.items()}
@@ -53,7 +54,7 @@ class RayReporter:
             if metrics.get(key) is not None:
                 gauge.set(float(metrics[key]), tags=self.tags)
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        ray.train.report({**metrics, "node": self.node}, checkpoint=checkpoint)
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -69,9 +70,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     data = load_split(job.config.data.dataset, "train", num_test=job.config.data.num_test,
                       split_seed=job.config.data.split_seed)
     wrap = ray.train.torch.prepare_model if context.get_world_size() > 1 else (lambda m: m)
-    reporter = RayReporter(job.block.index)
+    node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
+    reporter = RayReporter(job.block.index, node)
     if context.get_world_rank() == 0:
-        reporter = TeeReporter(ProgressFileReporter(loop_config["progress_path"]), reporter)
+        reporter = TeeReporter(ProgressFileReporter(loop_config["progress_path"], node=node), reporter)
     preview = None
     if loop_config.get("preview_dir") and context.get_world_rank() == 0:
         preview = preview_writer(job, loop_config["preview_dir"], device)
@@ -125,5 +127,6 @@ def fit_block(job_dict: dict, storage_path: str, preview_dir: str | None = None)
     if result.error is not None or result.checkpoint is None:
         return {"ok": False, "error": str(result.error or "no checkpoint"), "checkpoint_path": None,
                 "metrics": result.metrics or {}}
-    return {"ok": True, "error": None, "checkpoint_path": result.checkpoint.path,
-            "metrics": result.metrics or {}, "node": os.uname().nodename}
+    metrics = result.metrics or {}
+    return {"ok": True, "error": None, "checkpoint_path": result.checkpoint.path, "metrics": metrics,
+            "node": metrics.get("node", socket.gethostname())}

@@ -46,12 +46,13 @@ class ProgressFileReporter:
     `history.jsonl` beside it (the loss curves). The coordinator polls the file for live progress, so workers
     never need a Redis connection."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, node: str | None = None):
         self.path = Path(path)
+        self.node = node or socket.gethostname()
 
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({**metrics, "node": socket.gethostname()})
+        line = json.dumps({**metrics, "node": self.node})
         with open(self.path.with_name("history.jsonl"), "a") as f:
             f.write(line + "\n")
         tmp = self.path.with_name(f".{self.path.name}.tmp")

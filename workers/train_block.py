@@ -104,8 +104,11 @@ def train_block(
         start_step = resume["step"]
 
     model = wrap_model(Denoiser(net, noise.sigma_data))
+    if cfg.compile:
+        model = torch.compile(model)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     meta = {"block": spec.to_dict(), "net": job.net.to_dict(), "sigma_data": noise.sigma_data,
-            "run_id": job.run_id}
+            "run_id": job.run_id, "config_hash": job.config.hash()}
     metrics: dict = {"step": start_step, "block": spec.index, "resumed_from_step": start_step}
     loss_sum, loss_count, window_start, window_step = 0.0, 0, time.perf_counter(), start_step
     checkpoint_s, loop_start, started_at, first_step_at = 0.0, time.perf_counter(), time.time(), None
@@ -128,7 +131,8 @@ def train_block(
                               noise.p_mean, noise.p_std, generator=generator).to(device)
         eps = torch.randn(clean.shape, generator=generator, device=device)
         batch_labels = drop_labels(batch_labels, job.config.model.label_dropout, null_label, generator)
-        loss = denoising_loss(model, clean, sigma, eps, batch_labels, noise.sigma_data)
+        with autocast:
+            loss = denoising_loss(model, clean, sigma, eps, batch_labels, noise.sigma_data)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)

@@ -1,0 +1,119 @@
+"""Property-based: >= 1,000 generated bad configs and request bodies are all rejected with a message naming the
+field, and none writes a Redis key or a file (so none can start a job)."""
+
+import copy
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings, strategies as st
+from pydantic import BaseModel
+
+from coordinator.api import create_app
+from coordinator.store import Store
+from shared.config import Config, ConfigError, parse_config
+from tests.conftest import TINY
+
+BASE = yaml.safe_load(TINY.read_text())
+
+
+def schema_fields():
+    out = []
+    for section, field in Config.model_fields.items():
+        if isinstance(field.default, BaseModel):
+            out += [(section, name, f) for name, f in type(field.default).model_fields.items()]
+        else:
+            out.append((None, section, field))
+    return out
+
+
+FIELDS = schema_fields()
+
+
+def lower_bounds(f):
+    for meta in f.metadata:
+        for attr, delta in (("ge", -1), ("gt", 0)):
+            bound = getattr(meta, attr, None)
+            if bound is not None:
+                yield bound + delta if attr == "ge" else bound - (1 if isinstance(bound, int) else 1e-3) - abs(delta)
+
+
+def upper_bounds(f):
+    for meta in f.metadata:
+        for attr in ("le", "lt"):
+            bound = getattr(meta, attr, None)
+            if bound is not None:
+                yield bound + 1
+
+
+# A value no field of any type accepts: a mapping, or words that parse as no number, bool, name or enum member.
+WRONG_TYPE = st.one_of(st.dictionaries(st.text(min_size=1, max_size=5), st.integers(), min_size=1, max_size=2),
+                       st.text(alphabet="qxz", min_size=1, max_size=8).map(lambda t: f"not valid {t}"))
+
+RANGED = [(s, n, v) for s, n, f in FIELDS for v in [*lower_bounds(f), *upper_bounds(f)]]
+
+
+@st.composite
+def bad_config(draw):
+    config = copy.deepcopy(BASE)
+    kind = draw(st.sampled_from(["unknown", "wrong_type", "out_of_range"]))
+    if kind == "out_of_range":
+        section, name, value = draw(st.sampled_from(RANGED))
+    else:
+        section, name, _ = draw(st.sampled_from(FIELDS))
+        value = draw(WRONG_TYPE)
+        if kind == "unknown":
+            name = f"{name}_{draw(st.text(alphabet='abcxyz', min_size=1, max_size=6))}"
+            value = 1
+    if section is None:
+        config[name] = value
+        return config, name
+    config.setdefault(section, {})
+    config[section] = dict(config[section]) | {name: value}
+    return config, f"{section}.{name}"
+
+
+@settings(max_examples=600, deadline=None)
+@given(bad_config())
+def test_generated_bad_configs_are_rejected_naming_the_field(case):
+    config, field = case
+    with pytest.raises(ConfigError) as err:
+        parse_config(config)
+    assert field in str(err.value)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=bad_config())
+def test_generated_bad_request_bodies_are_4xx_and_write_nothing(case, redis_client, tmp_path):
+    config, field = case
+    client = TestClient(create_app(store=Store(redis_client, prefix="t-bad"), storage=tmp_path, api_token=None,
+                                   ready=lambda: {}))
+    response = client.post("/v1/runs", json=config)
+    assert response.status_code == 422 and field in response.json()["detail"]
+    assert not redis_client.keys("t-bad*") and not list(tmp_path.iterdir())
+
+
+BAD_RETRAIN = st.one_of(
+    st.lists(st.integers(), max_size=3), st.integers(), st.text(alphabet="qxz", max_size=5),
+    st.fixed_dictionaries({"bogus": st.integers()}),
+    st.fixed_dictionaries({"steps": st.integers(max_value=0)}),
+    st.fixed_dictionaries({"steps": st.text(alphabet="qxz", min_size=1, max_size=4)}),
+    st.fixed_dictionaries({"from_scratch": st.one_of(st.lists(st.booleans(), min_size=1),
+                                                     st.just("maybe"), st.none())}),
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=BAD_RETRAIN)
+def test_bad_retrain_bodies_are_422(body, redis_client, tmp_path):
+    client = TestClient(create_app(store=Store(redis_client, prefix="t-bad"), storage=tmp_path, api_token=None,
+                                   ready=lambda: {}))
+    assert client.post("/v1/runs/r/blocks/0/retrain", json=body).status_code == 422
+
+
+def test_oversized_bodies_are_413(redis_client, tmp_path):
+    client = TestClient(create_app(store=Store(redis_client, prefix="t-bad"), storage=tmp_path, api_token=None,
+                                   ready=lambda: {}))
+    response = client.post("/v1/runs", content=b"{" + b" " * (2 << 20) + b"}",
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413 and not redis_client.keys("t-bad*")
