@@ -31,7 +31,7 @@ def timed_run(config: Config, label: str, out_dir: Path, *, store: Store, dispat
     run_id = f"{label}-{time.strftime('%Y%m%d-%H%M%S')}-{config.hash()[:6]}"
     started = time.time()
     create_run(config, store=store, run_id=run_id, run_dir=out_dir / run_id)
-    coordinator = Coordinator(store=store, dispatcher=dispatcher, log=log, poll_s=0.2, max_in_flight=max_in_flight,
+    coordinator = Coordinator(store=store, dispatcher=dispatcher, log=log, max_in_flight=max_in_flight,
                               only_runs={run_id})
     state = coordinator.run_until_done(run_id)
     if state != State.SUCCEEDED:
@@ -42,7 +42,8 @@ def timed_run(config: Config, label: str, out_dir: Path, *, store: Store, dispat
             "train_s": [b.train_s for b in blocks],
             "first_step_s": [b.first_step_at - started for b in blocks],
             "launch_to_first_step_s": [b.first_step_at - b.launched_at for b in blocks],
-            "overhead_s": [(b.finished_at - b.launched_at) - b.train_s for b in blocks]}
+            "overhead_s": [(b.finished_at - b.launched_at) - b.train_s for b in blocks],
+            "teardown_s": [b.finished_at - (b.first_step_at + b.train_s) for b in blocks]}
 
 
 def bench_scaling(config: Config, out_dir: Path, *, store: Store, dispatcher: RayDispatcher,
@@ -55,7 +56,9 @@ def bench_scaling(config: Config, out_dir: Path, *, store: Store, dispatcher: Ra
     e2e = timed_run(_variant(config, ["train.mode=end_to_end", f"resources.cpus_per_block={b}"]), "scaling-e2e",
                     out_dir, store=store, dispatcher=dispatcher, log=log)
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    hardware = hardware_efficiency(blockwise, out_dir)
     return {"benchmark": "scaling", "machine": machine(), "num_blocks": b,
+            "hardware_efficiency": hardware["efficiency"], "hardware": hardware,
             "steps_per_block": config.train.steps_per_block,
             "efficiency": mean(alone["train_s"]) / mean(together["train_s"]),
             "block_train_s_alone": alone["train_s"], "block_train_s_concurrent": together["train_s"],
@@ -63,6 +66,35 @@ def bench_scaling(config: Config, out_dir: Path, *, store: Store, dispatcher: Ra
             "e2e_cpus": b, "e2e_train_s": e2e["train_s"][0],
             "wall_ratio_e2e_over_blockwise": e2e["blocks_wall_s"] / together["blocks_wall_s"],
             "layer_updates": config.train.steps_per_block * config.model.num_layers}
+
+
+def hardware_efficiency(config: Config, out_dir: Path) -> dict:
+    """The same block jobs as plain processes (`python -m workers`, no Ray, no coordinator): all at once vs one
+    at a time. What the machine itself allows; the gap to `efficiency` is the service's own overhead."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    path = out_dir / "scaling-hardware.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config.to_yaml())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def launch(index: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "workers", str(path), "--block", str(index), "--out",
+                                 str(out_dir / f"hw-{index}"), "--set", "train.preview_every_steps=0"],
+                                stdout=subprocess.PIPE, text=True, env=env)
+
+    def train_s(proc: subprocess.Popen) -> float:
+        out, _ = proc.communicate()
+        return json.loads(out.strip().splitlines()[-1])["train_s"]
+
+    indices = range(config.blocks.num_blocks)
+    alone = [train_s(launch(i)) for i in indices]
+    together = [train_s(p) for p in [launch(i) for i in indices]]
+    return {"efficiency": (sum(alone) / len(alone)) / (sum(together) / len(together)),
+            "train_s_alone": alone, "train_s_concurrent": together}
 
 
 def bench_dispatch(config: Config, out_dir: Path, *, store: Store, dispatcher: RayDispatcher,
@@ -73,4 +105,5 @@ def bench_dispatch(config: Config, out_dir: Path, *, store: Store, dispatcher: R
     return {"benchmark": "dispatch", "machine": machine(), "num_blocks": config.blocks.num_blocks,
             "first_step_s": max(run["first_step_s"]), "first_step_s_per_block": run["first_step_s"],
             "launch_to_first_step_s": run["launch_to_first_step_s"], "overhead_s_per_block": run["overhead_s"],
+            "teardown_s_per_block": run["teardown_s"],
             "overhead_fraction_of_10min_job": overhead / job_s_reference}

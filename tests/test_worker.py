@@ -27,9 +27,11 @@ from workers.train_block import train_block
 
 class Probe:
     seen = None
-    def report(self, metrics, checkpoint_dir=None):
+    def report(self, metrics):
         params = [o for o in gc.get_objects() if isinstance(o, torch.nn.Parameter)]
         Probe.seen = {"numel": sum(p.numel() for p in params), "count": len(params)}
+    def checkpoint(self, metrics, directory):
+        self.report(metrics)
 
 config = load_config(sys.argv[1], ["model.num_layers=6", "blocks.num_blocks=3", "train.steps_per_block=2",
                                    "train.log_every_steps=1"])

