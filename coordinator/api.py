@@ -4,6 +4,7 @@ only; all Ray dispatch happens in the reconcile loop (coordinator/service.py).""
 from __future__ import annotations
 
 import hmac
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -21,6 +22,7 @@ from coordinator.runner import create_run, new_run_id
 from coordinator.store import TERMINAL, Store, TransitionError
 
 
+PREVIEW_NAME = re.compile(r"block_\d+_step_\d+\.png")
 MAX_BODY_BYTES = 1 << 20  # a config is a few KB; anything near a MiB is not one
 
 
@@ -153,6 +155,21 @@ def create_app(*, store: Store, storage: Path, api_token: str | None,
         path = Path(run.run_dir) / "samples.png"
         if not path.is_file():
             raise HTTPException(404, f"run {run_id} has no samples yet")
+        return FileResponse(path, media_type="image/png")
+
+    @app.get("/v1/runs/{run_id}/previews", dependencies=[Depends(authorised)])
+    def previews(run_id: str) -> list[str]:
+        run = run_or_404(run_id)
+        return sorted(p.name for p in (Path(run.run_dir) / "previews").glob("block_*_step_*.png"))
+
+    @app.get("/v1/runs/{run_id}/previews/{name}", dependencies=[Depends(authorised)])
+    def preview(run_id: str, name: str):
+        run = run_or_404(run_id)
+        if not PREVIEW_NAME.fullmatch(name):  # a plain file name: nothing can escape the run directory
+            raise HTTPException(422, "name must look like block_<i>_step_<s>.png")
+        path = Path(run.run_dir) / "previews" / name
+        if not path.is_file():
+            raise HTTPException(404, f"run {run_id} has no preview {name}")
         return FileResponse(path, media_type="image/png")
 
     return app

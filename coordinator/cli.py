@@ -349,16 +349,27 @@ def eval_(run_dir: Path,
 
 @app.command()
 def report(run_dir: Path, out: Annotated[Optional[Path], typer.Option(help="HTML file (default RUN_DIR/report.html).")]
+           = None,
+           baseline: Annotated[Optional[Path], typer.Option(help="An end-to-end run to draw in sigma_loss.png.")]
            = None) -> None:
     """One self-contained HTML page: config, plan, pictures, previews and metrics of a run.
 
-    Example: dblocks report runs/demo && xdg-open runs/demo/report.html
+    Example: dblocks report runs/demo --baseline runs/e2e && xdg-open runs/demo/report.html
     """
+    from coordinator.pictures import write_sigma_loss
     from coordinator.report import render_report
 
     config = _run_config(run_dir)
     if not (run_dir / "manifest.json").is_file():
         _fail(f"{run_dir} has no manifest.json: the run has not finished")
+    if baseline is not None:
+        if not (baseline / "manifest.json").is_file():
+            _fail(f"--baseline {baseline}: not a finished run directory")
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        try:
+            write_sigma_loss(run_dir, config, manifest, baselines={f"baseline ({baseline.name})": baseline})
+        except CheckpointError as err:
+            _fail(str(err), 1)
     path = out or run_dir / "report.html"
     path.write_text(render_report(run_dir, config))
     typer.echo(f"wrote {path}")
@@ -484,6 +495,7 @@ def _ray_bench(kind: str, config: Path, set_: list[str] | None, defaults: list[s
 @bench_app.command("scaling")
 def bench_scaling_cmd(config: Annotated[Path, typer.Argument(help="Config (default quickstart, B=2).")]
                       = Path("configs/quickstart.yaml"), set_: SetOpt = None,
+                      results_dir: ResultsOpt = Path("benchmarks/results"),
                       as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """B blocks concurrently vs each alone (parallel efficiency), and block-parallel vs end-to-end wall time.
 
@@ -492,13 +504,14 @@ def bench_scaling_cmd(config: Annotated[Path, typer.Argument(help="Config (defau
     from coordinator.bench_perf import write_result
 
     result = _ray_bench("scaling", config, set_, ["blocks.num_blocks=2", "train.steps_per_block=300"])
-    path = write_result(result, f"scaling-{result['machine']['device'].replace(' ', '_')}")
+    path = write_result(result, f"scaling-{result['machine']['device'].replace(' ', '_')}", results_dir)
     typer.echo(json.dumps(result, indent=2) if as_json else f"efficiency {result['efficiency']:.2f} -> {path}")
 
 
 @bench_app.command("dispatch")
 def bench_dispatch_cmd(config: Annotated[Path, typer.Argument(help="Config (default quickstart, B=2).")]
                        = Path("configs/quickstart.yaml"), set_: SetOpt = None,
+                       results_dir: ResultsOpt = Path("benchmarks/results"),
                        as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Seconds from creating a run to each block's first training step; coordinator overhead per block.
 
@@ -507,7 +520,7 @@ def bench_dispatch_cmd(config: Annotated[Path, typer.Argument(help="Config (defa
     from coordinator.bench_perf import write_result
 
     result = _ray_bench("dispatch", config, set_, ["blocks.num_blocks=2", "train.steps_per_block=100"])
-    path = write_result(result, f"dispatch-{result['machine']['device'].replace(' ', '_')}")
+    path = write_result(result, f"dispatch-{result['machine']['device'].replace(' ', '_')}", results_dir)
     typer.echo(json.dumps(result, indent=2) if as_json else f"first step {result['first_step_s']:.1f} s -> {path}")
 
 

@@ -104,3 +104,20 @@ def test_requests_are_counted_by_route_template_not_by_run_id(redis_client, tmp_
     value = metrics.registry.get_sample_value(
         "dblocks_api_requests_total", {"method": "GET", "route": "/v1/runs/{run_id}", "status": "404"})
     assert value == 2.0
+
+
+def test_previews_are_listed_and_served_without_path_escape(api, tmp_path):
+    from shared.images import save_grid
+    import torch
+
+    client, store = api
+    run_id = client.post("/v1/runs", json=tiny_config()).json()["id"]
+    previews = tmp_path / run_id / "previews"
+    previews.mkdir()
+    save_grid(torch.zeros(2, 1, 28, 28), 2, previews / "block_0_step_20.png")
+    assert client.get(f"/v1/runs/{run_id}/previews").json() == ["block_0_step_20.png"]
+    response = client.get(f"/v1/runs/{run_id}/previews/block_0_step_20.png")
+    assert response.status_code == 200 and response.content[:4] == b"\x89PNG"
+    assert client.get(f"/v1/runs/{run_id}/previews/..%2Fconfig.yaml").status_code in (404, 422)
+    assert client.get(f"/v1/runs/{run_id}/previews/config.yaml").status_code == 422
+    assert client.get(f"/v1/runs/{run_id}/previews/block_1_step_20.png").status_code == 404

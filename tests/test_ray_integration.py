@@ -78,3 +78,21 @@ def test_end_to_end_baseline_goes_through_the_same_path(tmp_path, ray_env):
     assert manifest["mode"] == "end_to_end" and manifest["boundaries"] == [0.002, 80.0]
     assert [b["layers"] for b in manifest["blocks"]] == [[0, 1]]
     assert (run_dir / "samples.png").is_file()
+
+
+def test_scaling_and_dispatch_benchmarks_report_their_json(tmp_path, ray_env):
+    tiny = ["--set", "model.num_layers=2", "--set", "model.hidden_size=32", "--set", "model.num_heads=2",
+            "--set", "model.patch_size=7", "--set", "train.batch_size=8", "--set", "train.steps_per_block=20",
+            "--set", "train.log_every_steps=10", "--set", "train.preview_every_steps=0"]
+    for kind, keys in (("scaling", {"efficiency", "hardware_efficiency", "block_train_s_alone",
+                                    "block_train_s_concurrent", "blockwise_wall_s", "e2e_wall_s"}),
+                       ("dispatch", {"first_step_s", "overhead_s_per_block", "teardown_s_per_block",
+                                     "overhead_fraction_of_10min_job"})):
+        result = subprocess.run([sys.executable, "-m", "coordinator.cli", "bench", kind, str(REPO / "configs" /
+                                 "quickstart.yaml"), *tiny, "--results-dir", str(tmp_path), "--json"],
+                                capture_output=True, text=True, cwd=REPO, env=ray_env, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        doc = json.loads(result.stdout)
+        assert keys <= set(doc) and doc["num_blocks"] == 2, doc
+        assert all(v > 0 for v in doc.get("block_train_s_alone", [1])) and doc.get("first_step_s", 1) > 0
+        assert list(tmp_path.glob(f"{kind}-*.json"))
