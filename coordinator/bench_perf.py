@@ -66,16 +66,22 @@ def bench_memory(config_path: Path, config: Config, overrides: list[str] = ()) -
 
 def _time_euler_steps(denoiser, z: torch.Tensor, sigmas: list[float], labels: torch.Tensor, null_label: int,
                       cfg_scale: float) -> float:
+    """Seconds per Euler step, timed on a second pass: the first pass warms every block (kernels, allocator)."""
     fn = guided(denoiser, cfg_scale, null_label)
     sync = torch.cuda.synchronize if z.is_cuda else (lambda: None)
-    with torch.no_grad():
-        fn(z, torch.full((len(z),), sigmas[0], device=z.device), labels)  # warm-up
+
+    def one_pass() -> float:
+        x = z
         sync()
         started = time.perf_counter()
         for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
-            z = euler_step(z, fn(z, torch.full((len(z),), sigma, device=z.device), labels), sigma, sigma_next)
+            x = euler_step(x, fn(x, torch.full((len(x),), sigma, device=x.device), labels), sigma, sigma_next)
         sync()
         return (time.perf_counter() - started) / (len(sigmas) - 1)
+
+    with torch.no_grad():
+        one_pass()
+        return one_pass()
 
 
 def bench_sampling(config: Config, run_dir: Path | None, *, batch: int, num_steps: int) -> dict:
