@@ -12,13 +12,14 @@ from pathlib import Path
 
 import yaml
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from shared.config import ConfigError, parse_config
+from workers.job import previews_dir
 
 from coordinator.metrics import Metrics
-from coordinator.runner import create_run, new_run_id
+from coordinator.runner import create_run, new_run_id, run_storage
 from coordinator.store import TERMINAL, Store, TransitionError
 
 
@@ -40,7 +41,10 @@ def block_view(block) -> dict:
 
 
 def create_app(*, store: Store, storage: Path, api_token: str | None,
-               ready: Callable[[], dict[str, bool]], metrics: Metrics | None = None) -> FastAPI:
+               ready: Callable[[], dict[str, bool]], metrics: Metrics | None = None,
+               checkpoint_uri: str | None = None) -> FastAPI:
+    """`storage`: run directories (local); `checkpoint_uri`: where new runs keep checkpoints (default: their
+    run directory)."""
     app = FastAPI(title="dblocks coordinator", version="1")
     metrics = metrics or Metrics()
 
@@ -99,7 +103,7 @@ def create_app(*, store: Store, storage: Path, api_token: str | None,
         except ConfigError as err:
             raise HTTPException(422, str(err)) from None
         run_id = new_run_id(parsed)
-        create_run(parsed, store=store, run_id=run_id, run_dir=storage / run_id)
+        create_run(parsed, store=store, run_id=run_id, run_dir=storage / run_id, checkpoint_uri=checkpoint_uri)
         return {"id": run_id}
 
     @app.get("/v1/runs", dependencies=[Depends(authorised)])
@@ -160,16 +164,19 @@ def create_app(*, store: Store, storage: Path, api_token: str | None,
     @app.get("/v1/runs/{run_id}/previews", dependencies=[Depends(authorised)])
     def previews(run_id: str) -> list[str]:
         run = run_or_404(run_id)
-        return sorted(p.name for p in (Path(run.run_dir) / "previews").glob("block_*_step_*.png"))
+        checkpoints = run_storage(run)  # the workers write previews there while blocks train
+        return [n for n in checkpoints.list_names(previews_dir(checkpoints)) if PREVIEW_NAME.fullmatch(n)]
 
     @app.get("/v1/runs/{run_id}/previews/{name}", dependencies=[Depends(authorised)])
     def preview(run_id: str, name: str):
         run = run_or_404(run_id)
         if not PREVIEW_NAME.fullmatch(name):  # a plain file name: nothing can escape the run directory
             raise HTTPException(422, "name must look like block_<i>_step_<s>.png")
-        path = Path(run.run_dir) / "previews" / name
-        if not path.is_file():
-            raise HTTPException(404, f"run {run_id} has no preview {name}")
-        return FileResponse(path, media_type="image/png")
+        checkpoints = run_storage(run)
+        try:
+            data = checkpoints.read_bytes(f"{previews_dir(checkpoints)}/{name}")
+        except FileNotFoundError:
+            raise HTTPException(404, f"run {run_id} has no preview {name}") from None
+        return Response(data, media_type="image/png")
 
     return app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
@@ -16,7 +15,8 @@ from shared.generate import class_labels, generate, step_sigmas
 from shared.images import save_grid
 from shared.model import count_params
 from shared.partition import BlockSpec
-from workers.job import net_spec
+from shared.storage import Storage
+from workers.job import net_spec, previews_dir
 
 from coordinator.store import BlockRecord, State
 
@@ -25,21 +25,35 @@ def block_file(index: int) -> str:
     return f"block_{index}.safetensors"
 
 
-def collect_block(checkpoint_path: str, run_dir: Path, spec: BlockSpec, config_hash: str) -> tuple[str, str]:
-    """Copy a block's final weights from its Ray checkpoint into the run dir; refuse a file trained for another
-    block (sigma range, layers) or another config. Returns (file name, sha256)."""
-    source = Path(checkpoint_path) / "block.safetensors"
-    meta = read_block_meta(source)
-    if meta["block"] != spec.to_dict():
-        raise CheckpointError(f"{source}: holds block {meta['block']}, expected {spec.to_dict()}")
-    if meta.get("config_hash") != config_hash:
-        raise CheckpointError(f"{source}: trained under config {str(meta.get('config_hash'))[:12]}, "
-                              f"this run's is {config_hash[:12]}")
+def collect_block(storage: Storage, checkpoint_path: str, run_dir: Path, spec: BlockSpec,
+                  config_hash: str) -> tuple[str, str]:
+    """Copy a block's final weights from its Ray checkpoint (on `storage`) into the run dir; refuse a file
+    trained for another block (sigma range, layers) or another config. Returns (file name, sha256)."""
+    source = f"{checkpoint_path}/block.safetensors"
     target = run_dir / block_file(spec.index)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
+    tmp = target.with_name(f".{target.name}.incoming")
+    storage.download(source, tmp)
+    try:
+        meta = read_block_meta(tmp)
+        if meta["block"] != spec.to_dict():
+            raise CheckpointError(f"{source}: holds block {meta['block']}, expected {spec.to_dict()}")
+        if meta.get("config_hash") != config_hash:
+            raise CheckpointError(f"{source}: trained under config {str(meta.get('config_hash'))[:12]}, "
+                                  f"this run's is {config_hash[:12]}")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(target)
     return target.name, sha256_file(target)
+
+
+def collect_previews(storage: Storage, run_dir: Path) -> int:
+    """Copy the previews the workers wrote on the checkpoint storage into run_dir/previews; returns how many."""
+    directory = previews_dir(storage)
+    names = storage.list_names(directory)
+    for name in names:
+        storage.download(f"{directory}/{name}", run_dir / "previews" / name)
+    return len(names)
 
 
 def assemble(config: Config, specs: list[BlockSpec], boundaries: list[float], blocks: list[BlockRecord],

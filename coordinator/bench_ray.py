@@ -42,6 +42,8 @@ def timed_run(config: Config, label: str, out_dir: Path, *, store: Store, dispat
             "train_s": [b.train_s for b in blocks],
             "first_step_s": [b.first_step_at - started for b in blocks],
             "launch_to_first_step_s": [b.first_step_at - b.launched_at for b in blocks],
+            "ray_train_start_s": [b.entered_at - b.launched_at for b in blocks],
+            "worker_setup_s": [b.first_step_at - b.entered_at for b in blocks],
             "overhead_s": [(b.finished_at - b.launched_at) - b.train_s for b in blocks],
             "teardown_s": [b.finished_at - (b.first_step_at + b.train_s) for b in blocks]}
 
@@ -104,6 +106,7 @@ def bench_dispatch(config: Config, out_dir: Path, *, store: Store, dispatcher: R
     overhead = max(run["overhead_s"])
     return {"benchmark": "dispatch", "machine": machine(), "num_blocks": config.blocks.num_blocks,
             "first_step_s": max(run["first_step_s"]), "first_step_s_per_block": run["first_step_s"],
-            "launch_to_first_step_s": run["launch_to_first_step_s"], "overhead_s_per_block": run["overhead_s"],
+            "launch_to_first_step_s": run["launch_to_first_step_s"], "ray_train_start_s": run["ray_train_start_s"],
+            "worker_setup_s": run["worker_setup_s"], "overhead_s_per_block": run["overhead_s"],
             "teardown_s_per_block": run["teardown_s"],
             "overhead_fraction_of_10min_job": overhead / job_s_reference}

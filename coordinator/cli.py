@@ -81,7 +81,7 @@ def train(config: Path, set_: SetOpt = None,
     store = Store(connect(settings.redis_url, settings.storage / ".redis"), settings.key_prefix)
     dispatcher = RayDispatcher(address=settings.ray_address, auth_mode=settings.ray_auth_mode)
     dispatcher.connect()
-    create_run(cfg, store=store, run_id=run_id, run_dir=run_dir)
+    create_run(cfg, store=store, run_id=run_id, run_dir=run_dir, checkpoint_uri=settings.checkpoint_uri)
     typer.echo(f"run {run_id} -> {run_dir}")
     try:
         state = _drive_with_progress(run_id, store, dispatcher)
@@ -226,7 +226,7 @@ def serve(host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1"
         return {"redis": redis_ok, "ray": dispatcher.ready(), "reconcile_loop": loop.is_alive()}
 
     api = create_app(store=store, storage=settings.storage, api_token=settings.api_token, ready=ready,
-                     metrics=metrics)
+                     metrics=metrics, checkpoint_uri=settings.checkpoint_uri)
     typer.echo(f"dblocks coordinator on http://{host}:{port} (storage {settings.storage})")
     try:
         uvicorn.run(api, host=host, port=port, log_level="warning")

@@ -7,6 +7,7 @@ to completion; the Train workers it starts hold the block's CPUs/GPUs. Cancellin
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 import ray
@@ -16,7 +17,8 @@ from workers.job import BlockJob
 from workers.ray_entry import fit_block
 
 # Variables a local cluster's processes must inherit (Ray Train reads its own from the driver's environment).
-_PROPAGATED_PREFIXES = ("RAY_TRAIN_", "OMP_NUM_THREADS")
+# AWS_*: credentials and endpoint of an S3-compatible checkpoint store, needed wherever a block trains.
+_PROPAGATED_PREFIXES = ("RAY_TRAIN_", "OMP_NUM_THREADS", "AWS_")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,12 @@ class Outcome:
     metrics: dict
     error: str | None
     node: str
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class RayDispatcher:
@@ -42,28 +50,37 @@ class RayDispatcher:
         if ray.is_initialized():
             return
         env_vars = {k: v for k, v in os.environ.items() if k.startswith(_PROPAGATED_PREFIXES)}
+        if self.address:
+            ray.init(address=self.address, log_to_driver=False, configure_logging=False,
+                     runtime_env={"env_vars": env_vars} if env_vars else None)
+            return
         # "local": always start our own cluster; address=None would join whatever `ray start` left recorded
-        # in /tmp/ray/ray_current_cluster, even a dead one.
-        ray.init(address=self.address or "local", num_cpus=None if self.address else num_cpus,
-                 include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": env_vars} if env_vars else None)
+        # in /tmp/ray/ray_current_cluster, even a dead one. Ray Train's placement-group cleaner asks the State
+        # API whether the controller lives, and without an address it too looks up that file: a stale one
+        # made every fit() wait 12 s at teardown for its timeout. So we run the dashboard (the State API
+        # server) on loopback and tell every process of the cluster where it is.
+        port = _free_loopback_port()
+        env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                 dashboard_port=port, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": env_vars})
 
     def capacity(self) -> Demand:
         total = ray.cluster_resources()
-        return Demand(cpu=total.get("CPU", 0.0), gpu=total.get("GPU", 0.0))
+        return Demand(cpu=total.get("CPU", 0.0), gpu=total.get("GPU", 0.0), memory=total.get("memory", 0.0))
 
     def in_flight(self, run_id: str) -> set[int]:
         return {index for rid, index in self._refs.values() if rid == run_id}
 
     def held(self) -> Demand:
         """Resources our in-flight block jobs hold, over every run."""
-        return Demand(sum(d.cpu for d in self._demand.values()), sum(d.gpu for d in self._demand.values()))
+        return sum(self._demand.values(), Demand(0.0))
 
     def ready(self) -> bool:
         return ray.is_initialized() and bool(ray.cluster_resources())
 
-    def submit(self, job: BlockJob, storage_path: str, demand: Demand, preview_dir: str | None = None) -> str:
-        ref = self._remote.remote(job.to_dict(), storage_path, preview_dir)
+    def submit(self, job: BlockJob, storage_uri: str, demand: Demand, previews: bool = True) -> str:
+        ref = self._remote.remote(job.to_dict(), storage_uri, previews)
         self._refs[ref] = (job.run_id, job.block.index)
         self._demand[ref] = demand
         return job.name

@@ -14,21 +14,22 @@ from shared.config import Config
 from shared.data import DATASETS, load_split
 from shared.generate import step_sigmas
 from shared.images import save_grid
+from shared.storage import Storage
 from shared.visualize import handover_trajectory, plot_loss_curves, plot_sigma_loss, sigma_loss_curve
-from workers.job import BlockJob, progress_path
+from workers.job import BlockJob, history_path
 
 from coordinator.plan import block_specs
 
 SIGMA_GRID = 24
 
 
-def block_history(storage_path: str, job: BlockJob) -> list[dict]:
+def block_history(storage: Storage, job: BlockJob) -> list[dict]:
     """A block's reported metrics, by step (the last report wins where a restart repeated steps)."""
-    path = Path(progress_path(storage_path, job)).with_name("history.jsonl")
-    if not path.is_file():
+    path = history_path(storage, job)
+    if not storage.exists(path):
         return []
     by_step = {}
-    for line in path.read_text().splitlines():
+    for line in storage.read_text(path).splitlines():
         metrics = json.loads(line)
         by_step[metrics["step"]] = metrics
     return [by_step[s] for s in sorted(by_step)]
@@ -68,11 +69,11 @@ def write_sigma_loss(run_dir: Path, config: Config, manifest: dict, baselines: d
     return path
 
 
-def write_loss_curves(run_dir: Path, config: Config, storage_path: str, run_id: str, blocks) -> Path | None:
+def write_loss_curves(run_dir: Path, config: Config, storage: Storage, run_id: str, blocks) -> Path | None:
     histories = []
     for spec, record in zip(block_specs(config), blocks):
         job = BlockJob(run_id=run_id, config=config, block=spec, generation=record.generation)
-        histories.append(block_history(storage_path, job))
+        histories.append(block_history(storage, job))
     if not all(histories):
         return None
     path = run_dir / "loss_curves.png"
@@ -81,7 +82,7 @@ def write_loss_curves(run_dir: Path, config: Config, storage_path: str, run_id: 
 
 
 
-def write_pictures(run_dir: Path, config: Config, manifest: dict, storage_path: str, run_id: str, blocks) -> None:
+def write_pictures(run_dir: Path, config: Config, manifest: dict, storage: Storage, run_id: str, blocks) -> None:
     write_trajectory(run_dir, config, manifest)
     write_sigma_loss(run_dir, config, manifest)
-    write_loss_curves(run_dir, config, storage_path, run_id, blocks)
+    write_loss_curves(run_dir, config, storage, run_id, blocks)

@@ -17,14 +17,15 @@ import yaml
 
 from shared.checkpoint import CheckpointError, atomic_write_text
 from shared.config import Config, parse_config
+from shared.storage import Storage
 from workers.job import BlockJob, progress_path
 
-from coordinator.assemble import assemble, collect_block, write_samples_png
+from coordinator.assemble import assemble, collect_block, collect_previews, write_samples_png
 from coordinator.dispatch import Outcome, RayDispatcher
 from coordinator.metrics import Metrics
 from coordinator.pictures import write_pictures
 from coordinator.plan import block_specs, boundaries
-from coordinator.reconcile import Demand, after_failure, launches, run_outcome
+from coordinator.reconcile import NOTHING, Demand, Unschedulable, after_failure, free, launches, run_outcome
 from coordinator.store import BlockRecord, RunRecord, State, Store
 
 Log = Callable[[str], None]
@@ -35,23 +36,28 @@ def new_run_id(config: Config) -> str:
     return f"{config.name}-{stamp}-{config.hash()[:6]}"
 
 
-def block_demand(config: Config) -> Demand:
-    r = config.resources
-    return Demand(cpu=r.cpus_per_block * r.num_workers_per_block, gpu=r.gpus_per_block * r.num_workers_per_block)
+def block_demand(config: Config, index: int) -> Demand:
+    """What block `index` holds in the cluster while it trains: its workers' resources, all together."""
+    r = config.resources.for_block(index)
+    return Demand(cpu=r.cpus, gpu=r.gpus, memory=float(r.memory_bytes)).times(r.num_workers)
 
 
-def create_run(config: Config, *, store: Store, run_id: str, run_dir: Path) -> None:
-    """Write the resolved config and the run + PENDING block records (one transaction)."""
+def create_run(config: Config, *, store: Store, run_id: str, run_dir: Path, checkpoint_uri: str | None = None) -> None:
+    """Write the resolved config and the run + PENDING block records (one transaction). Checkpoints go under
+    `checkpoint_uri/<run id>` (a shared path or s3://bucket/prefix), by default `run_dir/checkpoints`."""
+    checkpoints = Storage.from_uri(f"{checkpoint_uri.rstrip('/')}/{run_id}" if checkpoint_uri
+                                   else run_dir / "checkpoints")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", config.to_yaml())
     records = [BlockRecord(index=s.index, sigma_lo=s.sigma_lo, sigma_hi=s.sigma_hi,
                            total_steps=config.train.steps_per_block) for s in block_specs(config)]
     store.create_run(RunRecord(id=run_id, config_yaml=config.to_yaml(), config_hash=config.hash(),
-                               run_dir=str(run_dir)), records)
+                               run_dir=str(run_dir), checkpoint_uri=checkpoints.uri), records)
 
 
-def checkpoint_root(run_dir: Path) -> str:
-    return str((run_dir / "checkpoints").absolute())
+def run_storage(run: RunRecord) -> Storage:
+    """The run's checkpoint storage (runs created before checkpoint_uri existed: run_dir/checkpoints)."""
+    return Storage.from_uri(run.checkpoint_uri or Path(run.run_dir) / "checkpoints")
 
 
 class RunReconciler:
@@ -64,9 +70,10 @@ class RunReconciler:
             raise KeyError(f"no run {run_id!r} in the store")
         self.run_id, self.store, self.dispatcher, self.log = run_id, store, dispatcher, log
         self.run_dir = Path(run.run_dir)
+        self.storage = run_storage(run)
         self.config = parse_config(yaml.safe_load(run.config_yaml))
         self.specs = block_specs(self.config)
-        self.demand = block_demand(self.config)
+        self.demands = [block_demand(self.config, spec.index) for spec in self.specs]
         self.metrics = metrics or Metrics()
 
     def job(self, block: BlockRecord) -> BlockJob:
@@ -79,16 +86,20 @@ class RunReconciler:
         if run.state == State.PENDING:
             self.store.set_run_state(self.run_id, State.RUNNING)
         blocks = self.store.get_blocks(self.run_id)
-        chosen = launches(blocks, self.dispatcher.in_flight(self.run_id), self.demand, capacity, available)
+        try:
+            chosen = launches(blocks, self.dispatcher.in_flight(self.run_id), self.demands, capacity, available)
+        except Unschedulable as err:  # this run fails (naming the block and what it asked for); others go on
+            if blocks[err.index].state == State.PENDING:
+                self.store.transition_block(self.run_id, err.index, State.FAILED, error=str(err))
+            self.log(str(err))
+            return available
         for index in chosen:
             self._launch(blocks[index])
-        used = self.demand.times(len(chosen))
-        return Demand(available.cpu - used.cpu, available.gpu - used.gpu)
+        return free(available, sum((self.demands[i] for i in chosen), NOTHING))
 
     def _launch(self, block: BlockRecord) -> None:
         job = self.job(block)
-        name = self.dispatcher.submit(job, checkpoint_root(self.run_dir), self.demand,
-                                      preview_dir=str(self.run_dir / "previews"))
+        name = self.dispatcher.submit(job, self.storage.uri, self.demands[block.index])
         attempt = block.attempt + 1 if block.state == State.PENDING else block.attempt
         now = time.time()
         self.store.transition_block(self.run_id, block.index, State.RUNNING, attempt=attempt, ray_name=name,
@@ -111,7 +122,7 @@ class RunReconciler:
                 pass
         if result.ok:
             try:
-                file, digest = collect_block(result.checkpoint_path, self.run_dir, self.specs[index],
+                file, digest = collect_block(self.storage, result.checkpoint_path, self.run_dir, self.specs[index],
                                              self.config.hash())
             except (CheckpointError, OSError) as err:
                 result = Outcome(result.key, False, None, result.metrics, f"collect failed: {err}", result.node)
@@ -121,10 +132,12 @@ class RunReconciler:
                     self.run_id, index, State.SUCCEEDED, checkpoint=result.checkpoint_path, weights_file=file,
                     sha256=digest, step=int(m.get("step", block.step)), loss=m.get("loss"), node=result.node,
                     finished_at=time.time(), train_s=m.get("train_s", 0.0),
-                    first_step_at=m.get("first_step_at") or 0.0,
+                    first_step_at=m.get("first_step_at") or 0.0, entered_at=m.get("entered_at") or 0.0,
                     resumed_from_step=m.get("resumed_from_step", block.resumed_from_step))
                 self.metrics.job_duration.labels("succeeded").observe(duration)
-                self.log(f"block {index}: SUCCEEDED at step {m.get('step')} loss {m.get('loss', float('nan')):.4f}")
+                loss = m.get("loss")
+                self.log(f"block {index}: SUCCEEDED at step {m.get('step')}"
+                         + (f" loss {loss:.4f}" if isinstance(loss, (int, float)) else ""))
                 return
         state = after_failure(block, self.config.train.max_attempts)
         self.store.transition_block(self.run_id, index, state, error=result.error or "unknown error")
@@ -137,16 +150,19 @@ class RunReconciler:
     def poll_progress(self) -> None:
         blocks = self.store.get_blocks(self.run_id)
         for index in self.dispatcher.in_flight(self.run_id):
-            path = Path(progress_path(checkpoint_root(self.run_dir), self.job(blocks[index])))
             try:
-                metrics = json.loads(path.read_text())
-            except (OSError, ValueError):
+                metrics = json.loads(self.storage.read_text(progress_path(self.storage, self.job(blocks[index]))))
+                step, loss = int(metrics["step"]), metrics.get("loss")
+                loss = None if loss is None else float(loss)
+            except (OSError, ValueError, TypeError, KeyError):  # not there yet, or not ours to trust: skip
                 continue
-            self.metrics.block_step.labels(str(index)).set(metrics["step"])
-            self.metrics.block_loss.labels(str(index)).set(metrics["loss"])
-            self.store.update_progress(self.run_id, index, step=metrics["step"], loss=metrics["loss"],
+            self.metrics.block_step.labels(str(index)).set(step)
+            if loss is not None:
+                self.metrics.block_loss.labels(str(index)).set(loss)
+            self.store.update_progress(self.run_id, index, step=step, loss=loss,
                                        resumed_from_step=metrics.get("resumed_from_step", 0),
                                        first_step_at=metrics.get("first_step_at") or 0.0,
+                                       entered_at=metrics.get("entered_at") or 0.0,
                                        node=metrics.get("node", ""))
 
     def progress_line(self) -> str:
@@ -184,7 +200,8 @@ class RunReconciler:
         manifest = assemble(self.config, self.specs, boundaries(self.config), self.store.get_blocks(self.run_id),
                             self.run_dir)
         png = write_samples_png(self.run_dir, self.config)
-        write_pictures(self.run_dir, self.config, manifest, checkpoint_root(self.run_dir), self.run_id,
+        collect_previews(self.storage, self.run_dir)
+        write_pictures(self.run_dir, self.config, manifest, self.storage, self.run_id,
                        self.store.get_blocks(self.run_id))
         elapsed = time.perf_counter() - started
         self.metrics.assembly.observe(elapsed)

@@ -98,9 +98,10 @@ class Coordinator:
         if self.max_in_flight is None:
             return capacity
         # a per-coordinator cap, in units of the largest block demand among active runs
-        demands = [r.demand for r in self.reconcilers.values()] or [Demand(1.0)]
-        largest = max(demands, key=lambda d: (d.gpu, d.cpu)).times(self.max_in_flight)
-        return Demand(min(capacity.cpu, largest.cpu), min(capacity.gpu, largest.gpu))
+        demands = [d for r in self.reconcilers.values() for d in r.demands] or [Demand(1.0)]
+        largest = max(demands, key=lambda d: (d.gpu, d.cpu, d.memory)).times(self.max_in_flight)
+        return Demand(min(capacity.cpu, largest.cpu), min(capacity.gpu, largest.gpu),
+                      min(capacity.memory, largest.memory) if largest.memory else capacity.memory)
 
     def run_until_done(self, run_id: str, on_tick: Callable[[], None] | None = None) -> State:
         """Tick until `run_id` is terminal (the standalone `dblocks train` path)."""

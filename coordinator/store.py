@@ -73,6 +73,7 @@ class BlockRecord:
     error: str = ""
     generation: int = 0  # bumped by a from-scratch retrain: a fresh Ray run name
     launched_at: float = 0.0  # wall clock when this attempt was submitted
+    entered_at: float = 0.0  # wall clock when the worker entered its entry point (from the worker)
     first_step_at: float = 0.0  # wall clock of this block's first training step (from the worker)
     train_s: float = 0.0  # seconds the worker spent in its training loop (last attempt)
     finished_at: float = 0.0
@@ -87,6 +88,7 @@ class RunRecord:
     config_yaml: str = ""
     config_hash: str = ""
     run_dir: str = ""
+    checkpoint_uri: str = ""  # where the blocks' Ray runs, checkpoints, progress and previews live (path or s3://)
     error: str = ""
     cancel_requested: bool = False
     created_at: float = 0.0

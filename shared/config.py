@@ -99,10 +99,42 @@ class TrainConfig(_Section):
     compile: bool = Field(False, description="torch.compile the block (GPU; slow to start on CPU).")
 
 
+class BlockResources(_Section):
+    """One block's own resources; a field left out takes the `resources` default."""
+
+    cpus: float | None = Field(None, gt=0, description="CPUs per worker of this block.")
+    gpus: float | None = Field(None, ge=0, description="GPUs per worker of this block.")
+    memory_gb: float | None = Field(None, ge=0, description="Memory (GB) reserved per worker of this block.")
+
+
 class ResourcesConfig(_Section):
     cpus_per_block: float = Field(1.0, gt=0, description="CPUs per block worker (also its torch threads).")
     gpus_per_block: float = Field(0.0, ge=0, description="GPUs per block worker.")
+    memory_gb_per_block: float = Field(
+        0.0, ge=0, description="Memory (GB) Ray reserves per block worker; 0 = reserve none (admission ignores memory)."
+    )
     num_workers_per_block: int = Field(1, ge=1, description="Data-parallel workers inside one block.")
+    per_block: dict[int, BlockResources] = Field(
+        {}, description="Per-block overrides by block index, e.g. {2: {gpus: 1, memory_gb: 40}}: bigger blocks on bigger machines."
+    )
+
+    def for_block(self, index: int) -> "WorkerResources":
+        """What each worker of block `index` holds (the override, else the defaults)."""
+        own = self.per_block.get(index, BlockResources())
+        pick = lambda value, default: default if value is None else value  # noqa: E731
+        return WorkerResources(cpus=pick(own.cpus, self.cpus_per_block), gpus=pick(own.gpus, self.gpus_per_block),
+                               memory_bytes=int(pick(own.memory_gb, self.memory_gb_per_block) * 1e9),
+                               num_workers=self.num_workers_per_block)
+
+
+class WorkerResources(BaseModel):
+    """Resolved resources of one block: per worker, times `num_workers` data-parallel workers."""
+
+    model_config = ConfigDict(frozen=True)
+    cpus: float
+    gpus: float
+    memory_bytes: int
+    num_workers: int
 
 
 class SampleConfig(_Section):
@@ -142,11 +174,16 @@ class Config(_Section):
             raise ValueError(
                 f"blocks.num_blocks {blocks.num_blocks} does not divide model.num_layers {self.model.num_layers}"
             )
+        planned = 1 if self.train.mode == "end_to_end" else blocks.num_blocks
+        for index in self.resources.per_block:
+            if not 0 <= index < planned:
+                raise ValueError(f"resources.per_block.{index}: no such block; this plan has blocks 0..{planned - 1}")
         return self
 
     def hash(self) -> str:
-        """sha256 of the canonical JSON of the resolved config."""
-        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()
+        """sha256 of the canonical JSON of the fields that differ from their defaults: a config hashes the same
+        whether or not it spells out a default, and adding an optional field later changes no existing hash."""
+        return hashlib.sha256(json.dumps(self.model_dump(exclude_defaults=True), sort_keys=True).encode()).hexdigest()
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(), sort_keys=False)

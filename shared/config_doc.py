@@ -9,12 +9,17 @@ import sys
 
 from pydantic import BaseModel
 
-from shared.config import Config
+from shared.config import BlockResources, Config
 
 
 def _type_name(annotation) -> str:
     text = getattr(annotation, "__name__", None) if not getattr(annotation, "__args__", None) else None
-    return text or str(annotation).replace("typing.", "")
+    return text or str(annotation).replace("typing.", "").replace("shared.config.", "").replace(" | ", " or ")
+
+
+def _rows(prefix: str, section: type[BaseModel]) -> list[str]:
+    return [f"| `{prefix}.{fname}` | `{_type_name(f.annotation)}` | `{f.default!r}` | {f.description or ''} |"
+            for fname, f in section.model_fields.items()]
 
 
 def render() -> str:
@@ -26,10 +31,12 @@ def render() -> str:
         if isinstance(field.default, BaseModel):
             section = type(field.default)
             lines += [f"## `{name}`", "", "| field | type | default | meaning |", "|---|---|---|---|"]
-            for fname, f in section.model_fields.items():
-                lines.append(f"| `{name}.{fname}` | `{_type_name(f.annotation)}` | `{f.default!r}` | "
-                             f"{f.description or ''} |")
+            lines += _rows(name, section)
             lines.append("")
+            if name == "resources":
+                lines += ["Each `resources.per_block.<index>` entry may set:", "",
+                          "| field | type | default | meaning |", "|---|---|---|---|",
+                          *_rows("resources.per_block.<index>", BlockResources), ""]
         else:
             lines += [f"## `{name}`", "", f"`{_type_name(field.annotation)}`, default `{field.default!r}`: "
                       f"{field.description or ''}", ""]

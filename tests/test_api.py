@@ -112,8 +112,8 @@ def test_previews_are_listed_and_served_without_path_escape(api, tmp_path):
 
     client, store = api
     run_id = client.post("/v1/runs", json=tiny_config()).json()["id"]
-    previews = tmp_path / run_id / "previews"
-    previews.mkdir()
+    previews = tmp_path / run_id / "checkpoints" / "previews"  # where the workers write them (run_storage)
+    previews.mkdir(parents=True)
     save_grid(torch.zeros(2, 1, 28, 28), 2, previews / "block_0_step_20.png")
     assert client.get(f"/v1/runs/{run_id}/previews").json() == ["block_0_step_20.png"]
     response = client.get(f"/v1/runs/{run_id}/previews/block_0_step_20.png")

@@ -23,11 +23,28 @@ runner = CliRunner()
     (["model.hidden_size=30"], "num_heads"),
     (["blocks.layers=[1,2]"], "blocks.layers"),
     (["train.lr=-1"], "train.lr"),
+    (["resources.per_block={3: {gpus: 1}}"], "resources.per_block.3"),   # quickstart has blocks 0..2
+    (["resources.per_block={0: {memory_gb: -1}}"], "resources.per_block.0.memory_gb"),
+    (["resources.memory_gb_per_block=-2"], "resources.memory_gb_per_block"),
 ])
 def test_bad_config_names_the_field(overrides, field):
     with pytest.raises(ConfigError) as err:
         load_config(QUICKSTART, overrides)
     assert field in str(err.value)
+
+
+def test_per_block_resources_override_the_defaults_field_by_field():
+    config = load_config(QUICKSTART, ["resources.memory_gb_per_block=1.5",
+                                      "resources.per_block={2: {gpus: 1, memory_gb: 40}}"])
+    small, large = config.resources.for_block(0), config.resources.for_block(2)
+    assert (small.cpus, small.gpus, small.memory_bytes) == (1.0, 0.0, 1_500_000_000)
+    assert (large.cpus, large.gpus, large.memory_bytes) == (1.0, 1.0, 40_000_000_000)
+
+
+def test_config_hash_ignores_spelled_out_defaults_but_not_changes():
+    base = load_config(QUICKSTART)
+    assert load_config(QUICKSTART, ["resources.per_block={}", "train.compile=false"]).hash() == base.hash()
+    assert load_config(QUICKSTART, ["train.lr=0.002"]).hash() != base.hash()
 
 
 def test_unknown_section_and_bad_yaml(tmp_path):

@@ -99,10 +99,12 @@ def test_scaling_and_dispatch_benchmarks_report_their_json(tmp_path, ray_env):
 
 
 def test_data_parallel_inside_one_block(tmp_path, ray_env):
-    """num_workers_per_block=2: one block trained by two DDP workers (gloo on CPU); weights saved unwrapped."""
+    """num_workers_per_block=2: one block trained by two DDP workers (gloo on CPU); weights saved unwrapped.
+    Each worker also reserves Ray's `memory` resource (resources.memory_gb_per_block)."""
     run_dir = tmp_path / "ddp"
     result = dblocks("train", str(TINY), "--set", "train.mode=end_to_end", "--set", "train.steps_per_block=10",
-                     "--set", "resources.num_workers_per_block=2", "--out", str(run_dir), env=ray_env)
+                     "--set", "resources.num_workers_per_block=2", "--set", "resources.memory_gb_per_block=0.25",
+                     "--out", str(run_dir), env=ray_env)
     assert result.returncode == 0, result.stdout + result.stderr
     from shared.assembly import load_assembled
 

@@ -10,28 +10,54 @@ def blocks(*states, attempt=0):
     return [BlockRecord(index=i, state=s, attempt=attempt) for i, s in enumerate(states)]
 
 
+def each(demand, n=3):
+    return [demand] * n
+
+
 def test_admits_only_what_the_free_resources_fit_in_index_order():
     three = blocks(State.PENDING, State.PENDING, State.PENDING)
-    assert launches(three, set(), Demand(1), Demand(2)) == [0, 1]
-    assert launches(three, set(), Demand(1), Demand(8)) == [0, 1, 2]
-    assert launches(three, set(), Demand(0.5), Demand(1.0)) == [0, 1]
-    assert launches(three, set(), Demand(1, 1), Demand(8, 1)) == [0]
+    assert launches(three, set(), each(Demand(1)), Demand(2)) == [0, 1]
+    assert launches(three, set(), each(Demand(1)), Demand(8)) == [0, 1, 2]
+    assert launches(three, set(), each(Demand(0.5)), Demand(1.0)) == [0, 1]
+    assert launches(three, set(), each(Demand(1, 1)), Demand(8, 1)) == [0]
 
 
 def test_in_flight_jobs_count_against_capacity():
     mixed = blocks(State.RUNNING, State.PENDING, State.PENDING)
-    assert launches(mixed, {0}, Demand(1), Demand(2)) == [1]
-    assert launches(mixed, {0}, Demand(2), Demand(2)) == []
+    assert launches(mixed, {0}, each(Demand(1)), Demand(2)) == [1]
+    assert launches(mixed, {0}, each(Demand(2)), Demand(2)) == []
 
 
 def test_orphaned_running_blocks_are_relaunched_first():
     mixed = blocks(State.PENDING, State.RUNNING, State.SUCCEEDED)
-    assert launches(mixed, set(), Demand(1), Demand(1)) == [1]
+    assert launches(mixed, set(), each(Demand(1)), Demand(1)) == [1]
 
 
 def test_a_block_bigger_than_the_cluster_is_an_error_not_a_hang():
     with pytest.raises(ValueError, match="more than the whole cluster"):
-        launches(blocks(State.PENDING), set(), Demand(1, 1), Demand(4, 0))
+        launches(blocks(State.PENDING), set(), [Demand(1, 1)], Demand(4, 0))
+
+
+def test_each_block_has_its_own_demand_including_memory():
+    GB = 1e9
+    three = blocks(State.PENDING, State.PENDING, State.PENDING)
+    small, large = Demand(1, memory=2 * GB), Demand(1, memory=10 * GB)
+    capacity = Demand(8, memory=12 * GB)
+    assert launches(three, set(), [small, large, small], capacity) == [0, 1]
+    # the large block in flight leaves room for one small one only
+    assert launches(blocks(State.PENDING, State.RUNNING, State.PENDING), {1}, [small, large, small], capacity) == [0]
+    # strictly in order: a large block that does not fit now is not overtaken by a small one behind it
+    assert launches(blocks(State.SUCCEEDED, State.PENDING, State.PENDING), set(), [small, large, small],
+                    capacity, available=Demand(8, memory=4 * GB)) == []
+    with pytest.raises(ValueError, match="block 1 needs"):
+        launches(three, set(), [small, Demand(1, memory=13 * GB), small], capacity)
+
+
+def test_gpu_blocks_wait_for_gpus_while_cpu_blocks_start():
+    three = blocks(State.PENDING, State.PENDING, State.PENDING)
+    demands = [Demand(1), Demand(1), Demand(1, 1)]
+    assert launches(three, set(), demands, Demand(4, 1)) == [0, 1, 2]
+    assert launches(three, set(), demands, Demand(4, 1), available=Demand(4, 0)) == [0, 1]
 
 
 def test_retry_until_attempts_run_out():

@@ -94,6 +94,13 @@ def test_same_seed_same_loss_and_resume_continues_exactly():
     reference = load_training_state(first.latest_checkpoint)["model"]
     assert all(torch.allclose(end[k], reference[k], atol=1e-6) for k in reference)
 
+    # Resumed after the last step (a restart during teardown): no step runs, yet the final checkpoint's
+    # metrics still carry the loss it was saved with.
+    after_end = ListReporter()
+    final = train_block(job, data=data(), reporter=after_end, resume=load_training_state(first.latest_checkpoint))
+    assert final["step"] == 20 and final["loss"] == pytest.approx(first.metrics[-1]["loss"])
+    assert after_end.metrics[-1]["loss"] == final["loss"]
+
 
 def test_block_seeds_are_distinct_and_stable():
     assert block_seed(0, 0) != block_seed(0, 1) != block_seed(1, 0)

@@ -10,6 +10,7 @@ from shared.config import Config
 from shared.data import DATASETS
 from shared.model import NetSpec
 from shared.partition import BlockSpec
+from shared.storage import Storage
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +66,16 @@ def run_name(run_id: str, block_index: int, generation: int = 0) -> str:
     return f"{run_id}-block{block_index}" + (f"-g{generation}" if generation else "")
 
 
-def progress_path(storage_path: str, job: BlockJob) -> str:
-    """Where rank 0 writes live metrics: beside Ray's own run directory on the shared storage."""
-    return str(Path(storage_path) / job.name / "progress.json")
+def progress_path(storage: Storage, job: BlockJob) -> str:
+    """Where rank 0 writes live metrics: beside Ray's own run directory on the checkpoint storage."""
+    return storage.path(job.name, "progress.json")
+
+
+def history_path(storage: Storage, job: BlockJob) -> str:
+    """Every report of the block, one JSON line each (the loss curves)."""
+    return storage.path(job.name, "history.jsonl")
+
+
+def previews_dir(storage: Storage) -> str:
+    """Where rank 0 of each block writes its preview images."""
+    return storage.path("previews")

@@ -8,6 +8,8 @@ resumes from the latest checkpoint — after a worker crash (FailureConfig) and 
 from __future__ import annotations
 
 import socket
+import tempfile
+import time
 from pathlib import Path
 
 import ray.train
@@ -18,8 +20,9 @@ from ray.train.torch import TorchTrainer
 from shared.checkpoint import load_training_state
 from shared.data import load_split
 from shared.images import save_grid
+from shared.storage import Storage
 from shared.visualize import block_preview
-from workers.job import BlockJob, progress_path
+from workers.job import BlockJob, history_path, previews_dir, progress_path
 from workers.reporting import ProgressFileReporter, TeeReporter
 from workers.train_block import train_block
 
@@ -62,9 +65,10 @@ class RayReporter:
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
+    entered_at = time.time()
     job = BlockJob.from_dict(loop_config["job"])
     context = ray.train.get_context()
-    torch.set_num_threads(max(1, int(job.config.resources.cpus_per_block)))
+    torch.set_num_threads(max(1, int(job.config.resources.for_block(job.block.index).cpus)))
     device = ray.train.torch.get_device()
     resume = None
     checkpoint = ray.train.get_checkpoint()
@@ -76,16 +80,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
     wrap = ray.train.torch.prepare_model if context.get_world_size() > 1 else (lambda m: m)
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
     reporter = RayReporter(job.block.index, node)
+    storage = Storage.from_uri(loop_config["storage_uri"])
     if context.get_world_rank() == 0:
-        reporter = TeeReporter(ProgressFileReporter(loop_config["progress_path"], node=node), reporter)
+        progress = ProgressFileReporter(storage, progress_path(storage, job), history_path(storage, job), node=node)
+        reporter = TeeReporter(progress, reporter)
     preview = None
-    if loop_config.get("preview_dir") and context.get_world_rank() == 0:
-        preview = preview_writer(job, loop_config["preview_dir"], device)
+    if loop_config.get("previews") and context.get_world_rank() == 0:
+        preview = preview_writer(job, storage, device)
     train_block(job, data=data, reporter=reporter, resume=resume, device=device,
-                rank=context.get_world_rank(), wrap_model=wrap, preview=preview)
+                rank=context.get_world_rank(), wrap_model=wrap, preview=preview, entered_at=entered_at)
 
 
-def preview_writer(job: BlockJob, preview_dir: str, device: torch.device):
+def preview_writer(job: BlockJob, storage: Storage, device: torch.device):
     """Renders what this block alone can do: held-out images noised into its own interval and denoised by it."""
     d = job.config.data
     images, labels = load_split(d.dataset, "test", num_test=d.num_test, split_seed=d.split_seed)
@@ -94,38 +100,43 @@ def preview_writer(job: BlockJob, preview_dir: str, device: torch.device):
     def write(step: int, denoiser) -> None:
         grid = block_preview(denoiser, images, labels, job.block.sigma_lo, job.block.sigma_hi,
                              torch.Generator(device=device).manual_seed(step))
-        Path(preview_dir).mkdir(parents=True, exist_ok=True)
-        save_grid(grid.cpu(), len(images), Path(preview_dir) / f"block_{job.block.index}_step_{step}.png")
+        name = f"block_{job.block.index}_step_{step}.png"
+        with tempfile.TemporaryDirectory(prefix="dblocks-preview-") as tmp:
+            save_grid(grid.cpu(), len(images), Path(tmp) / name)
+            storage.write_bytes(f"{previews_dir(storage)}/{name}", (Path(tmp) / name).read_bytes())
 
     return write
 
 
-def make_trainer(job: BlockJob, *, storage_path: str, preview_dir: str | None = None) -> TorchTrainer:
-    resources = job.config.resources
-    per_worker = {"CPU": resources.cpus_per_block}
-    if resources.gpus_per_block:
-        per_worker["GPU"] = resources.gpus_per_block
+def make_trainer(job: BlockJob, *, storage_uri: str, previews: bool = True) -> TorchTrainer:
+    """A TorchTrainer for one block; its Ray run and checkpoints live under `storage_uri` (a path or s3://)."""
+    storage = Storage.from_uri(storage_uri)
+    resources = job.config.resources.for_block(job.block.index)
+    per_worker = {"CPU": resources.cpus}
+    if resources.gpus:
+        per_worker["GPU"] = resources.gpus
+    if resources.memory_bytes:
+        per_worker["memory"] = resources.memory_bytes
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": job.to_dict(), "progress_path": progress_path(storage_path, job),
-                           "preview_dir": preview_dir},
-        scaling_config=ScalingConfig(num_workers=resources.num_workers_per_block,
-                                     use_gpu=resources.gpus_per_block > 0, resources_per_worker=per_worker),
+        train_loop_config={"job": job.to_dict(), "storage_uri": storage.uri, "previews": previews},
+        scaling_config=ScalingConfig(num_workers=resources.num_workers, use_gpu=resources.gpus > 0,
+                                     resources_per_worker=per_worker),
         run_config=RunConfig(
             name=job.name,
-            storage_path=storage_path,
+            **storage.ray_storage(),
             failure_config=FailureConfig(max_failures=job.config.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
-            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(resources.cpus_per_block)))}},
+            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(resources.cpus)))}},
         ),
     )
 
 
-def fit_block(job_dict: dict, storage_path: str, preview_dir: str | None = None) -> dict:
+def fit_block(job_dict: dict, storage_uri: str, previews: bool = True) -> dict:
     """Run one block to completion; returns {"ok", "checkpoint_path", "metrics", "error"} (never raises)."""
     job = BlockJob.from_dict(job_dict)
     try:
-        result = make_trainer(job, storage_path=storage_path, preview_dir=preview_dir).fit()
+        result = make_trainer(job, storage_uri=storage_uri, previews=previews).fit()
     except Exception as err:  # TrainingFailedError and friends: the coordinator decides what to do next
         return {"ok": False, "error": f"{type(err).__name__}: {err}", "checkpoint_path": None, "metrics": {}}
     if result.error is not None or result.checkpoint is None:

@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
+from shared.storage import Storage
+
 
 class Reporter(Protocol):
     def report(self, metrics: dict) -> None:
@@ -51,25 +53,24 @@ class ListReporter:
 
 
 class ProgressFileReporter:
-    """Writes the latest metrics as JSON to a file on the shared storage, atomically, and appends them to
-    `history.jsonl` beside it (the loss curves). The coordinator polls the file for live progress, so workers
-    never need a Redis connection."""
+    """Writes the latest metrics as one JSON object to `progress_path` on the checkpoint storage (local or S3),
+    and every report to `history_path` (JSON lines: the loss curves). Each write replaces the whole object, so a
+    reader never sees half of one; a restarted worker picks the history up where it was. The coordinator polls
+    the progress file, so workers never need a Redis connection."""
 
-    def __init__(self, path: str | Path, node: str | None = None):
-        self.path = Path(path)
+    def __init__(self, storage: Storage, progress_path: str, history_path: str, node: str | None = None):
+        self.storage, self.progress_path, self.history_path = storage, progress_path, history_path
         self.node = node or socket.gethostname()
+        self.history = storage.read_text(history_path) if storage.exists(history_path) else ""
 
     def checkpoint(self, metrics: dict, directory: str | None) -> None:
         self.report(metrics)
 
     def report(self, metrics: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({**metrics, "node": self.node})
-        with open(self.path.with_name("history.jsonl"), "a") as f:
-            f.write(line + "\n")
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(line)
-        tmp.replace(self.path)
+        self.history += line + "\n"
+        self.storage.write_text(self.history_path, self.history)
+        self.storage.write_text(self.progress_path, line)
 
 
 class TeeReporter:

@@ -82,8 +82,11 @@ def train_block(
     rank: int = 0,
     wrap_model: Callable[[nn.Module], nn.Module] = lambda m: m,
     preview: Callable[[int, nn.Module], None] | None = None,
+    entered_at: float | None = None,
 ) -> dict:
-    """Train `job.block` for `job.steps` steps (from `resume["step"]` if given); return final metrics."""
+    """Train `job.block` for `job.steps` steps (from `resume["step"]` if given); return final metrics.
+
+    `entered_at`: wall clock when the worker entered its entry point, before loading data (dispatch timing)."""
     cfg, noise, spec, total = job.config.train, job.config.noise, job.block, job.steps
     images, labels = data[0].to(device), data[1].to(device)
     null_label = job.net.num_classes
@@ -109,7 +112,9 @@ def train_block(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     meta = {"block": spec.to_dict(), "net": job.net.to_dict(), "sigma_data": noise.sigma_data,
             "run_id": job.run_id, "config_hash": job.config.hash()}
-    metrics: dict = {"step": start_step, "block": spec.index, "resumed_from_step": start_step}
+    # Until the first report, the metrics are those saved with the checkpoint we resumed from (if any).
+    metrics: dict = {**(resume or {}).get("metrics", {}), "step": start_step, "block": spec.index,
+                     "resumed_from_step": start_step}
     loss_sum, loss_count, window_start, window_step = 0.0, 0, time.perf_counter(), start_step
     checkpoint_s, loop_start, started_at, first_step_at = 0.0, time.perf_counter(), time.time(), None
 
@@ -154,7 +159,8 @@ def train_block(
                        "samples_per_s": (done - window_step) * cfg.batch_size / elapsed,
                        "peak_memory_bytes": peak_memory_bytes(device), "resumed_from_step": start_step,
                        "checkpoint_s": checkpoint_s, "train_s": time.perf_counter() - loop_start,
-                       "started_at": started_at, "first_step_at": first_step_at}
+                       "started_at": started_at, "entered_at": entered_at or started_at,
+                       "first_step_at": first_step_at}
             if save_now:
                 started = time.perf_counter()
                 checkpoint(done)

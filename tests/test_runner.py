@@ -1,0 +1,58 @@
+"""The run reconciler against a real Redis: what a worker writes on the shared storage cannot crash it."""
+
+from pathlib import Path
+
+from coordinator.reconcile import Demand
+from coordinator.runner import RunReconciler, create_run
+from coordinator.store import State, Store
+from shared.config import load_config
+from tests.conftest import REPO
+from workers.job import progress_path
+
+
+class InFlight:
+    """The one dispatcher question progress polling asks: which blocks of the run are running now."""
+
+    def __init__(self, indices: set[int]):
+        self.indices = indices
+
+    def in_flight(self, run_id: str) -> set[int]:
+        return self.indices
+
+
+def test_progress_files_that_are_partial_or_garbage_are_skipped(redis_client, tmp_path):
+    store = Store(redis_client, prefix="t-runner")
+    config = load_config(REPO / "tests" / "tiny.yaml")
+    create_run(config, store=store, run_id="r1", run_dir=tmp_path / "r1")
+    store.transition_block("r1", 0, State.RUNNING, attempt=1)
+    reconciler = RunReconciler("r1", store=store, dispatcher=InFlight({0}))
+    path = Path(progress_path(reconciler.storage, reconciler.job(store.get_blocks("r1")[0])))
+    path.parent.mkdir(parents=True)
+
+    for text in ["{not json", "[1, 2]", '{"loss": 0.5}', '{"step": "many"}', '{"step": 3, "loss": "low"}']:
+        path.write_text(text)
+        reconciler.poll_progress()  # must not raise
+        assert store.get_blocks("r1")[0].step == 0, text
+
+    path.write_text('{"step": 4}')  # a report without a loss (e.g. a restart after the last step)
+    reconciler.poll_progress()
+    assert store.get_blocks("r1")[0].step == 4 and store.get_blocks("r1")[0].loss is None
+    path.write_text('{"step": 5, "loss": 0.25, "node": "n1"}')
+    reconciler.poll_progress()
+    block = store.get_blocks("r1")[0]
+    assert (block.step, block.loss, block.node, block.state) == (5, 0.25, "n1", State.RUNNING)
+
+
+def test_a_block_no_machine_can_hold_fails_its_run_with_the_reason(redis_client, tmp_path):
+    store = Store(redis_client, prefix="t-runner-big")
+    config = load_config(REPO / "tests" / "tiny.yaml", ["resources.per_block={1: {memory_gb: 64}}"])
+    create_run(config, store=store, run_id="r1", run_dir=tmp_path / "r1")
+    reconciler = RunReconciler("r1", store=store, dispatcher=InFlight(set()), log=lambda _: None)
+    assert [d.memory for d in reconciler.demands] == [0.0, 64e9]
+
+    cluster = Demand(cpu=8, memory=32e9)
+    left = reconciler.launch_ready(cluster, cluster)  # raises nothing: the service goes on with other runs
+    assert left == cluster
+    block = store.get_blocks("r1")[1]
+    assert block.state == State.FAILED and "block 1 needs" in block.error and "memory=64000000000" in block.error
+    assert reconciler.outcome() == State.FAILED

@@ -1,0 +1,105 @@
+"""Checkpoints on S3-compatible storage: a real S3 server (moto's, from PyPI) on loopback, the same pyarrow
+filesystem Ray Train writes through, and one real run whose blocks checkpoint, report progress and write
+previews to the bucket while the run directory stays local."""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+
+from coordinator.settings import Settings
+from shared.checkpoint import load_manifest
+from shared.storage import Storage, StorageError
+from tests.conftest import REPO, TINY, free_port
+
+BUCKET = "dblocks-test"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("moto_server did not start")
+            time.sleep(0.2)
+    pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", allow_bucket_creation=True,
+                      access_key="testing", secret_key="testing", region="us-east-1").create_dir(BUCKET)
+    yield endpoint
+    server.kill()
+    server.wait()
+
+
+@pytest.fixture
+def s3_env(s3_endpoint, monkeypatch):
+    for key, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": s3_endpoint}.items():
+        monkeypatch.setenv(key, value)
+    return {**CREDENTIALS, "AWS_ENDPOINT_URL": s3_endpoint}
+
+
+def test_storage_round_trip_on_s3(s3_env, tmp_path):
+    storage = Storage.from_uri(f"s3://{BUCKET}/unit")
+    assert not storage.is_local and storage.root == f"{BUCKET}/unit"
+    path = storage.path("run-block0", "progress.json")
+    assert not storage.exists(path)
+    storage.write_text(path, '{"step": 1}')
+    storage.write_text(path, '{"step": 2}')  # replaced whole
+    assert storage.read_text(path) == '{"step": 2}' and storage.exists(path)
+    assert storage.list_names(storage.path("run-block0")) == ["progress.json"]
+    assert storage.list_names(storage.path("nothing-here")) == []
+    storage.download(path, tmp_path / "copy.json")
+    assert (tmp_path / "copy.json").read_text() == '{"step": 2}'
+    assert storage.ray_storage()["storage_path"] == f"{BUCKET}/unit"
+
+
+@pytest.mark.parametrize("uri, reason", [("gs://bucket/x", "unsupported storage scheme"),
+                                         ("s3:///no-bucket", "needs a bucket")])
+def test_unusable_storage_uris_are_refused_when_settings_are_read(uri, reason):
+    with pytest.raises(StorageError, match=reason):
+        Settings.from_env({"DBLOCKS_CHECKPOINT_URI": uri})
+
+
+def test_storage_setting_that_is_a_uri_holds_the_checkpoints_and_runs_stay_local(tmp_path):
+    settings = Settings.from_env({"DBLOCKS_STORAGE": f"s3://{BUCKET}/ckpt", "DBLOCKS_RUNS": str(tmp_path)})
+    assert settings.checkpoint_uri == f"s3://{BUCKET}/ckpt" and settings.storage == tmp_path
+
+
+@pytest.mark.slow
+def test_a_run_checkpoints_to_s3_and_assembles_locally(tmp_path, ray_env, s3_env):
+    run_dir = tmp_path / "run"
+    env = {**ray_env, **s3_env, "DBLOCKS_CHECKPOINT_URI": f"s3://{BUCKET}/ckpt"}
+    result = subprocess.run([sys.executable, "-m", "coordinator.cli", "train", str(TINY), "--out", str(run_dir),
+                             "--set", "train.steps_per_block=20", "--set", "train.checkpoint_every_steps=10",
+                             "--set", "train.preview_every_steps=20"],
+                            capture_output=True, text=True, cwd=REPO, env=env, timeout=400)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+
+    manifest = load_manifest(run_dir)  # the run directory is local; its weights were collected from the bucket
+    assert [b["steps"] for b in manifest["blocks"]] == [20, 20]
+    assert not (run_dir / "checkpoints").exists()
+    assert sorted(p.name for p in (run_dir / "previews").iterdir()) == ["block_0_step_20.png", "block_1_step_20.png"]
+
+    run_id = next(line.split()[1] for line in result.stdout.splitlines() if line.startswith("run "))
+    bucket = Storage.from_uri(f"s3://{BUCKET}/ckpt/{run_id}")
+    for index in (0, 1):
+        block_dir = bucket.path(f"{run_id}-block{index}")
+        assert {"progress.json", "history.jsonl"} <= set(bucket.list_names(block_dir))
+        selector = pafs.FileSelector(block_dir, recursive=True)
+        checkpoints = {i.path.rsplit("/", 1)[0] for i in bucket.fs.get_file_info(selector)
+                       if i.path.endswith("block.safetensors")}
+        assert len(checkpoints) >= 1, f"no Ray Train checkpoint of block {index} in the bucket"
+    assert os.path.getsize(run_dir / manifest["blocks"][0]["file"]) > 0
