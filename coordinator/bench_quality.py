@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.config import Config, load_config
+from shared.visualize import figure
 
 from coordinator.dispatch import RayDispatcher
 from coordinator.quality import evaluate_run
@@ -128,22 +129,14 @@ end-to-end; equi-probability beats uniform), not the values.
 
 
 def _plot_fd_vs_blocks(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for r in report["results"]:
-        marker = "s" if r["mode"] == "end_to_end" else ("o" if r["partition"] == "equiprobable" else "^")
-        ax.errorbar(r["num_blocks"], r["fd"]["mean"], yerr=r["fd"]["std"], fmt=marker, capsize=3,
-                    label=r["label"])
-    ax.set_xlabel("number of blocks B (1 = end-to-end)")
-    ax.set_ylabel("FD (classifier features)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, figsize=(5, 3.5), dpi=120) as (_, (ax,)):
+        for r in report["results"]:
+            marker = "s" if r["mode"] == "end_to_end" else ("o" if r["partition"] == "equiprobable" else "^")
+            ax.errorbar(r["num_blocks"], r["fd"]["mean"], yerr=r["fd"]["std"], fmt=marker, capsize=3,
+                        label=r["label"])
+        ax.set_xlabel("number of blocks B (1 = end-to-end)")
+        ax.set_ylabel("FD (classifier features)")
+        ax.legend(fontsize=7)
 
 
 def dump(report: dict, path: Path) -> None:

@@ -21,6 +21,8 @@ class Metrics:
         self.in_flight = Gauge("dblocks_block_jobs_in_flight", "Block jobs dispatched to Ray now.", registry=r)
         self.cluster_cpus = Gauge("dblocks_cluster_cpus", "CPUs in the Ray cluster.", registry=r)
         self.cluster_gpus = Gauge("dblocks_cluster_gpus", "GPUs in the Ray cluster.", registry=r)
+        self.cluster_memory = Gauge("dblocks_cluster_memory_bytes", "Ray's schedulable memory in the cluster.",
+                                    registry=r)
         self.job_duration = Histogram("dblocks_block_job_duration_seconds",
                                       "Launch to finish of a block job attempt.", ["outcome"],
                                       buckets=DURATION_BUCKETS, registry=r)

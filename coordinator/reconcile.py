@@ -33,12 +33,10 @@ class Demand:
 NOTHING = Demand(0.0)
 
 
-class Unschedulable(ValueError):
-    """A block needs more than the whole cluster has: waiting would never end."""
-
-    def __init__(self, index: int, demand: Demand, capacity: Demand):
-        super().__init__(f"block {index} needs {demand}, more than the whole cluster has ({capacity})")
-        self.index = index
+def too_big(demands: Sequence[Demand], capacity: Demand) -> dict[int, str]:
+    """Blocks that need more than the whole cluster has right now, with the reason (they wait for it to grow)."""
+    return {i: f"block {i} needs {d}, more than the whole cluster has now ({capacity})"
+            for i, d in enumerate(demands) if not d.fits(capacity)}
 
 
 def free(capacity: Demand, held: Demand) -> Demand:
@@ -48,23 +46,22 @@ def free(capacity: Demand, held: Demand) -> Demand:
 
 def launches(blocks: list[BlockRecord], in_flight: set[int], demands: Sequence[Demand], capacity: Demand,
              available: Demand | None = None) -> list[int]:
-    """Blocks to start now, strictly in order, while they fit in `available` (default: capacity minus this
-    run's in-flight blocks); `demands[i]` is block i's. `capacity` is the whole cluster: a block that can never
-    fit is an error. In order means a large block waiting for room is not overtaken by smaller ones behind it.
+    """Blocks to start now, in order, while they fit in `available` (default: capacity minus this run's
+    in-flight blocks); `demands[i]` is block i's. In order means a block waiting for room is not overtaken by
+    the blocks behind it, so large blocks do not starve. A block bigger than the whole cluster (`capacity`) is
+    passed over instead: nothing could start it until the cluster grows (an autoscaler, a node joining).
 
     Candidates are RUNNING blocks that nobody is running (orphans of a dead coordinator, re-submitted under
     their old Ray name so they resume from their last checkpoint), then PENDING blocks by index.
     """
-    for index, demand in enumerate(demands):
-        if not demand.fits(capacity):
-            raise Unschedulable(index, demand, capacity)
+    big = too_big(demands, capacity)
     if available is None:
         available = free(capacity, sum((demands[i] for i in in_flight), NOTHING))
     chosen: list[int] = []
     taken = NOTHING
     for block in sorted(blocks, key=lambda b: (b.state != State.RUNNING, b.index)):
         wanted = block.state == State.PENDING or (block.state == State.RUNNING and block.index not in in_flight)
-        if not wanted:
+        if not wanted or block.index in big:
             continue
         if not (taken + demands[block.index]).fits(available):
             break

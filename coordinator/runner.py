@@ -25,7 +25,7 @@ from coordinator.dispatch import Outcome, RayDispatcher
 from coordinator.metrics import Metrics
 from coordinator.pictures import write_pictures
 from coordinator.plan import block_specs, boundaries
-from coordinator.reconcile import NOTHING, Demand, Unschedulable, after_failure, free, launches, run_outcome
+from coordinator.reconcile import NOTHING, Demand, after_failure, free, launches, run_outcome, too_big
 from coordinator.store import BlockRecord, RunRecord, State, Store
 
 Log = Callable[[str], None]
@@ -86,13 +86,11 @@ class RunReconciler:
         if run.state == State.PENDING:
             self.store.set_run_state(self.run_id, State.RUNNING)
         blocks = self.store.get_blocks(self.run_id)
-        try:
-            chosen = launches(blocks, self.dispatcher.in_flight(self.run_id), self.demands, capacity, available)
-        except Unschedulable as err:  # this run fails (naming the block and what it asked for); others go on
-            if blocks[err.index].state == State.PENDING:
-                self.store.transition_block(self.run_id, err.index, State.FAILED, error=str(err))
-            self.log(str(err))
-            return available
+        for index, reason in too_big(self.demands, capacity).items():  # say why it waits, once
+            if blocks[index].state == State.PENDING and blocks[index].error != f"waiting: {reason}":
+                self.store.update_progress(self.run_id, index, error=f"waiting: {reason}")
+                self.log(f"waiting: {reason}")
+        chosen = launches(blocks, self.dispatcher.in_flight(self.run_id), self.demands, capacity, available)
         for index in chosen:
             self._launch(blocks[index])
         return free(available, sum((self.demands[i] for i in chosen), NOTHING))

@@ -81,11 +81,11 @@ class Coordinator:
         m = self.metrics
         m.cluster_cpus.set(capacity.cpu)
         m.cluster_gpus.set(capacity.gpu)
+        m.cluster_memory.set(capacity.memory)
         m.in_flight.set(sum(len(self.dispatcher.in_flight(r)) for r in active))
         runs = {state: 0 for state in State}
-        for run_id in self.store.list_runs():
-            run = self.store.get_run(run_id)
-            runs[run.state] += 1
+        for state in self.store.run_states().values():
+            runs[state] += 1
         blocks = {state: 0 for state in State}
         for run_id in active:
             for block in self.store.get_blocks(run_id):

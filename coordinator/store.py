@@ -141,14 +141,17 @@ class Store:
             pipe.hgetall(self.block_key(run_id, index))
         return [_decode(BlockRecord, raw) for raw in pipe.execute()]
 
-    def active_runs(self) -> list[str]:
-        """Runs that are not terminal, oldest first."""
+    def run_states(self) -> dict[str, State]:
+        """Every run's state, oldest run first, in one round trip."""
         ids = self.list_runs()
         pipe = self.client.pipeline(transaction=False)
         for run_id in ids:
             pipe.hget(self.run_key(run_id), "state")
-        return [r for r, state in zip(ids, pipe.execute())
-                if state is not None and State(json.loads(state)) not in TERMINAL]
+        return {r: State(json.loads(state)) for r, state in zip(ids, pipe.execute()) if state is not None}
+
+    def active_runs(self) -> list[str]:
+        """Runs that are not terminal, oldest first."""
+        return [r for r, state in self.run_states().items() if state not in TERMINAL]
 
     def events(self, run_id: str) -> list[dict]:
         return [{"id": eid.decode(), **{k.decode(): v.decode() for k, v in data.items()}}

@@ -6,6 +6,7 @@ Pure functions returning tensors or writing PNGs; randomness is passed in.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -60,43 +61,43 @@ def sigma_loss_curve(denoiser, images: torch.Tensor, labels: torch.Tensor, sigma
     return out
 
 
-def _pyplot():
+@contextmanager
+def figure(path: str | Path, *, figsize: tuple[float, float], ncols: int = 1, dpi: int = 110):
+    """A headless matplotlib figure with one row of `ncols` axes, saved to `path` and closed on exit."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt
+    fig, axes = plt.subplots(1, ncols, figsize=figsize, squeeze=False)
+    try:
+        yield fig, list(axes[0])
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi)
+    finally:
+        plt.close(fig)
 
 
 def plot_loss_curves(histories: list[list[dict]], path: str | Path) -> None:
     """One axis per block: block losses are not comparable to one another."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(histories), figsize=(3.2 * len(histories), 2.8), squeeze=False)
-    for index, (ax, history) in enumerate(zip(axes[0], histories)):
-        ax.plot([m["step"] for m in history], [m["loss"] for m in history], lw=1)
-        ax.set_title(f"block {index}")
-        ax.set_xlabel("step")
-        ax.set_yscale("log")
-    axes[0][0].set_ylabel("training loss")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, figsize=(3.2 * len(histories), 2.8), ncols=len(histories)) as (_, axes):
+        for index, (ax, history) in enumerate(zip(axes, histories)):
+            ax.plot([m["step"] for m in history], [m["loss"] for m in history], lw=1)
+            ax.set_title(f"block {index}")
+            ax.set_xlabel("step")
+            ax.set_yscale("log")
+        axes[0].set_ylabel("training loss")
 
 
 def plot_sigma_loss(sigmas: list[float], curves: dict[str, list[float]], boundaries: list[float],
                     path: str | Path) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for label, losses in curves.items():
-        ax.plot(sigmas, losses, marker=".", label=label)
-    for b in boundaries[1:-1]:
-        ax.axvline(b, color="grey", ls="--", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("sigma (dashed: block boundaries)")
-    ax.set_ylabel("held-out weighted loss")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, figsize=(5.5, 3.5)) as (_, (ax,)):
+        for label, losses in curves.items():
+            ax.plot(sigmas, losses, marker=".", label=label)
+        for b in boundaries[1:-1]:
+            ax.axvline(b, color="grey", ls="--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("sigma (dashed: block boundaries)")
+        ax.set_ylabel("held-out weighted loss")
+        ax.legend(fontsize=8)

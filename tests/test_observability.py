@@ -55,10 +55,20 @@ def test_prometheus_config_and_alert_rules_pass_promtool():
 def test_compose_files_validate_with_the_real_compose_binary():
     env = {**os.environ, **dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
                                 if line and not line.startswith("#"))}
-    for files in (["docker-compose.yml"], ["docker-compose.yml", "docker-compose.gpu.yml"]):
+    for files in (["docker-compose.yml"], ["docker-compose.yml", "docker-compose.gpu.yml"],
+                  ["docker-compose.yml", "docker-compose.s3.yml"]):
         args = [compose_binary(), *(a for f in files for a in ("-f", f)), "config", "--quiet"]
         out = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
+    # The S3 override gives the coordinator and every Ray node the same bucket and endpoint.
+    merged = subprocess.run([compose_binary(), "-f", "docker-compose.yml", "-f", "docker-compose.s3.yml", "config"],
+                            cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    services = yaml.safe_load(merged.stdout)["services"]
+    for name in ("coordinator", "ray-head", "ray-worker"):
+        environment = services[name]["environment"]
+        assert environment["DBLOCKS_CHECKPOINT_URI"] == "s3://dblocks/checkpoints", name
+        assert environment["AWS_ENDPOINT_URL"] == "http://minio:9000" and environment["AWS_SECRET_ACCESS_KEY"], name
+    assert "mc mb" in " ".join(services["minio-init"]["command"])
     # Secrets are required, not defaulted: without them compose refuses.
     bare = {k: v for k, v in os.environ.items() if k not in ("REDIS_PASSWORD", "DBLOCKS_API_TOKEN")}
     out = subprocess.run([compose_binary(), "-f", "docker-compose.yml", "config", "--quiet"], cwd=REPO, env=bare,

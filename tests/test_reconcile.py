@@ -1,8 +1,6 @@
 """Pure coordinator decisions: admission by capacity, retry, run outcome."""
 
-import pytest
-
-from coordinator.reconcile import Demand, after_failure, launches, run_outcome
+from coordinator.reconcile import Demand, after_failure, launches, run_outcome, too_big
 from coordinator.store import BlockRecord, State
 
 
@@ -33,9 +31,14 @@ def test_orphaned_running_blocks_are_relaunched_first():
     assert launches(mixed, set(), each(Demand(1)), Demand(1)) == [1]
 
 
-def test_a_block_bigger_than_the_cluster_is_an_error_not_a_hang():
-    with pytest.raises(ValueError, match="more than the whole cluster"):
-        launches(blocks(State.PENDING), set(), [Demand(1, 1)], Demand(4, 0))
+def test_a_block_bigger_than_the_whole_cluster_waits_without_holding_back_the_rest():
+    three = blocks(State.PENDING, State.PENDING, State.PENDING)
+    demands = [Demand(1, 1), Demand(1), Demand(1)]
+    assert launches(three, set(), demands, Demand(4, 0)) == [1, 2]  # no GPU yet: block 0 waits for one
+    assert too_big(demands, Demand(4, 0)) == {0: "block 0 needs Demand(cpu=1, gpu=1, memory=0.0), more than the "
+                                                 "whole cluster has now (Demand(cpu=4, gpu=0, memory=0.0))"}
+    assert launches(three, set(), demands, Demand(4, 1)) == [0, 1, 2]  # a GPU node joined
+    assert too_big(demands, Demand(4, 1)) == {}
 
 
 def test_each_block_has_its_own_demand_including_memory():
@@ -49,8 +52,7 @@ def test_each_block_has_its_own_demand_including_memory():
     # strictly in order: a large block that does not fit now is not overtaken by a small one behind it
     assert launches(blocks(State.SUCCEEDED, State.PENDING, State.PENDING), set(), [small, large, small],
                     capacity, available=Demand(8, memory=4 * GB)) == []
-    with pytest.raises(ValueError, match="block 1 needs"):
-        launches(three, set(), [small, Demand(1, memory=13 * GB), small], capacity)
+    assert launches(three, set(), [small, Demand(1, memory=13 * GB), small], capacity) == [0, 2]
 
 
 def test_gpu_blocks_wait_for_gpus_while_cpu_blocks_start():

@@ -11,13 +11,19 @@ from workers.job import progress_path
 
 
 class InFlight:
-    """The one dispatcher question progress polling asks: which blocks of the run are running now."""
+    """The dispatcher seam the reconciler uses: which blocks run now, and submitting one (recorded, not run)."""
 
     def __init__(self, indices: set[int]):
         self.indices = indices
+        self.submitted: list[int] = []
 
     def in_flight(self, run_id: str) -> set[int]:
         return self.indices
+
+    def submit(self, job, storage_uri, demand) -> str:
+        self.submitted.append(job.block.index)
+        self.indices.add(job.block.index)
+        return job.name
 
 
 def test_progress_files_that_are_partial_or_garbage_are_skipped(redis_client, tmp_path):
@@ -43,16 +49,24 @@ def test_progress_files_that_are_partial_or_garbage_are_skipped(redis_client, tm
     assert (block.step, block.loss, block.node, block.state) == (5, 0.25, "n1", State.RUNNING)
 
 
-def test_a_block_no_machine_can_hold_fails_its_run_with_the_reason(redis_client, tmp_path):
+def test_a_block_bigger_than_the_cluster_waits_with_its_reason_until_the_cluster_grows(redis_client, tmp_path):
     store = Store(redis_client, prefix="t-runner-big")
-    config = load_config(REPO / "tests" / "tiny.yaml", ["resources.per_block={1: {memory_gb: 64}}"])
+    config = load_config(REPO / "tests" / "tiny.yaml", ["resources.per_block={0: {memory_gb: 64}}"])
     create_run(config, store=store, run_id="r1", run_dir=tmp_path / "r1")
-    reconciler = RunReconciler("r1", store=store, dispatcher=InFlight(set()), log=lambda _: None)
-    assert [d.memory for d in reconciler.demands] == [0.0, 64e9]
+    dispatcher = InFlight(set())
+    reconciler = RunReconciler("r1", store=store, dispatcher=dispatcher, log=lambda _: None)
+    assert [d.memory for d in reconciler.demands] == [64e9, 0.0]
 
-    cluster = Demand(cpu=8, memory=32e9)
-    left = reconciler.launch_ready(cluster, cluster)  # raises nothing: the service goes on with other runs
-    assert left == cluster
-    block = store.get_blocks("r1")[1]
-    assert block.state == State.FAILED and "block 1 needs" in block.error and "memory=64000000000" in block.error
-    assert reconciler.outcome() == State.FAILED
+    small = Demand(cpu=8, memory=32e9)
+    left = reconciler.launch_ready(small, small)
+    assert dispatcher.submitted == [1]  # block 1 fits and starts; block 0 waits for a bigger machine
+    assert left == Demand(cpu=7, memory=32e9)
+    waiting = store.get_blocks("r1")[0]
+    assert waiting.state == State.PENDING and waiting.error.startswith("waiting: block 0 needs")
+    assert "memory=64000000000" in waiting.error and reconciler.outcome() is None
+
+    big = Demand(cpu=8, memory=128e9)  # a node with more memory joined
+    reconciler.launch_ready(big, big)
+    assert dispatcher.submitted == [1, 0]
+    block = store.get_blocks("r1")[0]
+    assert block.state == State.RUNNING and block.error == ""
