@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.data import DATASETS
+from shared.partition import split_layers
 
 
 class ConfigError(ValueError):
@@ -166,14 +167,11 @@ class Config(_Section):
                 f"model.patch_size {self.model.patch_size} does not divide the {info.name} image size {info.image_size}"
             )
         blocks = self.blocks
-        if blocks.layers is not None and len(blocks.layers) != blocks.num_blocks:
-            raise ValueError(f"blocks.layers has {len(blocks.layers)} entries, expected num_blocks={blocks.num_blocks}")
-        if blocks.layers is not None and (sum(blocks.layers) != self.model.num_layers or min(blocks.layers) < 1):
-            raise ValueError(f"blocks.layers must be positive and sum to model.num_layers={self.model.num_layers}")
-        if blocks.layers is None and self.model.num_layers % blocks.num_blocks:
-            raise ValueError(
-                f"blocks.num_blocks {blocks.num_blocks} does not divide model.num_layers {self.model.num_layers}"
-            )
+        try:  # the one rule for splitting layers into blocks lives in shared/partition.py
+            split_layers(self.model.num_layers, blocks.num_blocks, blocks.layers)
+        except ValueError as err:
+            field = "blocks.layers" if blocks.layers is not None else "blocks.num_blocks"
+            raise ValueError(f"{field}: {err}") from None
         planned = 1 if self.train.mode == "end_to_end" else blocks.num_blocks
         for index in self.resources.per_block:
             if not 0 <= index < planned:
