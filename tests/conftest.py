@@ -32,6 +32,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_redis(url: str, server: subprocess.Popen, timeout_s: float = 10) -> None:
+    """Until the freshly started `server` answers PING at `url`; it is killed if it never does."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     port = free_port()
@@ -40,16 +54,7 @@ def redis_url(tmp_path_factory):
                              "--appendonly", "no", "--dir", str(workdir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis.from_url(url).ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
+    wait_for_redis(url, proc)
     yield url
     proc.terminate()
     proc.wait(timeout=10)

@@ -3,7 +3,6 @@ Makefile installs), a certificate made here, and the store's own `connect()`."""
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import redis
 from coordinator.runner import create_run
 from coordinator.store import State, Store, connect
 from shared.config import load_config
-from tests.conftest import TINY, free_port
+from tests.conftest import TINY, free_port, wait_for_redis
 
 PASSWORD = "s3cret-pw"
 
@@ -42,16 +41,7 @@ def tls_url(tmp_path_factory):
                                PASSWORD, "--save", "", "--dir", str(workdir)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis.from_url(url).ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise
-            time.sleep(0.05)
+    wait_for_redis(url, server)
     yield url, port
     server.terminate()
     server.wait(timeout=10)
