@@ -31,6 +31,13 @@ class Outcome:
     node: str
 
 
+_WARM_WORKERS = 8
+
+
+def _import_entry_point() -> None:
+    import workers.ray_entry  # noqa: F401
+
+
 def _free_loopback_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -53,7 +60,11 @@ class RayDispatcher:
         if self.address:
             ray.init(address=self.address, log_to_driver=False, configure_logging=False,
                      runtime_env={"env_vars": env_vars} if env_vars else None)
-            return
+        else:
+            self._start_local_cluster(num_cpus, env_vars)
+        self._warm_task_workers()
+
+    def _start_local_cluster(self, num_cpus: int | None, env_vars: dict[str, str]) -> None:
         # "local": always start our own cluster; address=None would join whatever `ray start` left recorded
         # in /tmp/ray/ray_current_cluster, even a dead one. Ray Train's placement-group cleaner asks the State
         # API whether the controller lives, and without an address it too looks up that file: a stale one
@@ -64,6 +75,14 @@ class RayDispatcher:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
                  dashboard_port=port, log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": env_vars})
+
+    def _warm_task_workers(self) -> None:
+        """Import the block entry point (Ray Train + torch, ~2.5 s in a fresh process) in as many pooled task
+        workers as blocks can start at once, so the first blocks do not pay it (measured: first step 13.3 -> 10.9 s,
+        docs/benchmarks.md). Ray reuses an idle worker of the same job for the next task."""
+        count = max(1, min(_WARM_WORKERS, int(ray.cluster_resources().get("CPU", 1))))
+        warm = ray.remote(num_cpus=0)(_import_entry_point)
+        ray.get([warm.remote() for _ in range(count)])
 
     def capacity(self) -> Demand:
         total = ray.cluster_resources()
