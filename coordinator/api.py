@@ -8,16 +8,20 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from typing import Annotated, Literal
 from pathlib import Path
 
 import yaml
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from shared.checkpoint import CheckpointError
 from shared.config import ConfigError, parse_config
+from shared.images import grid_png
 from workers.job import previews_dir
 
+from coordinator.assemble import sample_run
 from coordinator.metrics import Metrics
 from coordinator.runner import create_run, new_run_id, run_storage
 from coordinator.store import TERMINAL, Store, TransitionError
@@ -25,6 +29,8 @@ from coordinator.store import TERMINAL, Store, TransitionError
 
 PREVIEW_NAME = re.compile(r"block_\d+_step_\d+\.png")
 MAX_BODY_BYTES = 1 << 20  # a config is a few KB; anything near a MiB is not one
+MAX_SAMPLES_PER_CLASS = 64  # on-demand sampling runs on the coordinator: bounded work per request
+MAX_SAMPLE_STEPS = 1000
 
 
 class RetrainRequest(BaseModel):
@@ -154,12 +160,30 @@ def create_app(*, store: Store, storage: Path, api_token: str | None,
         return {"id": run_id, "block": block_view(block)}
 
     @app.get("/v1/runs/{run_id}/samples.png", dependencies=[Depends(authorised)])
-    def samples(run_id: str):
+    def samples(run_id: str,
+                num_per_class: Annotated[int | None, Query(ge=1, le=MAX_SAMPLES_PER_CLASS)] = None,
+                steps: Annotated[int | None, Query(ge=1, le=MAX_SAMPLE_STEPS)] = None,
+                cfg: Annotated[float | None, Query(ge=0, le=20)] = None,
+                seed: Annotated[int | None, Query(ge=0)] = None,
+                weights: Annotated[Literal["ema", "raw"] | None, Query()] = None):
+        """The run's samples.png; with any parameter, a fresh grid drawn from the assembled model (one row per
+        class), the run's `sample` config filling in what is not given."""
         run = run_or_404(run_id)
-        path = Path(run.run_dir) / "samples.png"
-        if not path.is_file():
-            raise HTTPException(404, f"run {run_id} has no samples yet")
-        return FileResponse(path, media_type="image/png")
+        if (num_per_class, steps, cfg, seed, weights) == (None,) * 5:
+            path = Path(run.run_dir) / "samples.png"
+            if not path.is_file():
+                raise HTTPException(404, f"run {run_id} has no samples yet")
+            return FileResponse(path, media_type="image/png")
+        config = parse_config(yaml.safe_load(run.config_yaml))
+        s = config.sample
+        n = num_per_class or s.num_per_class
+        try:
+            images, _ = sample_run(Path(run.run_dir), config, num_per_class=n, num_steps=steps or s.num_steps,
+                                   cfg_scale=s.cfg_scale if cfg is None else cfg,
+                                   seed=s.seed if seed is None else seed, weights=weights or s.weights)
+        except CheckpointError as err:
+            raise HTTPException(409, f"run {run_id} has no assembled model to sample: {err}") from None
+        return Response(grid_png(images, n), media_type="image/png")
 
     @app.get("/v1/runs/{run_id}/previews", dependencies=[Depends(authorised)])
     def previews(run_id: str) -> list[str]:

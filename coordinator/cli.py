@@ -125,26 +125,43 @@ def _drive_with_progress(run_id: str, store, dispatcher):
 
 
 @app.command()
-def sample(run_dir: Path,
+def sample(run_dir: Annotated[Path, typer.Argument(help="Run directory, or a run id with --server.")],
            out: Annotated[Path, typer.Option(help="FILE.png (grid) or FILE.npz (samples, labels).")],
            num_per_class: Annotated[Optional[int], typer.Option(help="Samples per class.")] = None,
            steps: Annotated[Optional[int], typer.Option(help="Sampler steps.")] = None,
            cfg: Annotated[Optional[float], typer.Option("--cfg", help="Guidance scale.")] = None,
            seed: Annotated[Optional[int], typer.Option(help="Sampling seed.")] = None,
-           weights: Annotated[Optional[str], typer.Option(help="ema or raw.")] = None) -> None:
-    """Sample from an assembled run directory (the manifest is verified first).
+           weights: Annotated[Optional[str], typer.Option(help="ema or raw.")] = None,
+           server: Annotated[Optional[str], typer.Option(
+               "--server", envvar="DBLOCKS_SERVER",
+               help="Coordinator URL: sample a run of the service by id (used unless RUN_DIR is a directory).")]
+           = None) -> None:
+    """Sample from an assembled run directory (the manifest is verified first), or through the service.
 
-    Example: dblocks sample runs/demo --num-per-class 8 --out grid.png
+    Examples: dblocks sample runs/demo --num-per-class 8 --out grid.png;
+    dblocks sample RUN_ID --server http://127.0.0.1:8000 --steps 30 --out grid.png
     """
     from coordinator.assemble import sample_run
     from shared.images import save_grid
 
-    config = _run_config(run_dir)
-    s = config.sample
     if out.suffix not in (".png", ".npz"):
         _fail(f"--out {out}: must end in .png or .npz")
     if weights not in (None, "ema", "raw"):
         _fail(f"--weights {weights!r}: must be 'ema' or 'raw'")
+    if server and not run_dir.is_dir():
+        if out.suffix != ".png":
+            _fail(f"--out {out}: the service returns a .png grid")
+        params = {k: v for k, v in {"num_per_class": num_per_class, "steps": steps, "cfg": cfg, "seed": seed,
+                                    "weights": weights}.items() if v is not None}
+        with _client(server) as c:
+            response = c.get(f"/v1/runs/{run_dir}/samples.png", params=params, timeout=600)
+        if response.status_code >= 400:
+            _checked(response)
+        out.write_bytes(response.content)
+        typer.echo(f"wrote the samples of {run_dir} to {out}")
+        return
+    config = _run_config(run_dir)
+    s = config.sample
     n = num_per_class or s.num_per_class
     try:
         samples, labels = sample_run(run_dir, config, num_per_class=n, num_steps=steps or s.num_steps,

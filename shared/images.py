@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +30,15 @@ def grid(images: torch.Tensor, num_cols: int, pad: int = 2) -> np.ndarray:
     return canvas
 
 
-def save_grid(images: torch.Tensor, num_cols: int, path: str | Path, scale: int = 2) -> None:
+def grid_png(images: torch.Tensor, num_cols: int, scale: int = 2) -> bytes:
+    """The grid of `images`, `num_cols` per row, enlarged `scale` times, as PNG bytes."""
     canvas = grid(images, num_cols)
     image = Image.fromarray(canvas[..., 0] if canvas.shape[-1] == 1 else canvas)
     image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    image.save(path)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def save_grid(images: torch.Tensor, num_cols: int, path: str | Path, scale: int = 2) -> None:
+    Path(path).write_bytes(grid_png(images, num_cols, scale))

@@ -1,13 +1,22 @@
 """The HTTP API against a real redis-server (no Ray: the API only reads and writes state)."""
 
+import io
+import threading
+import time
+
 import pytest
+import uvicorn
 import yaml
 from fastapi.testclient import TestClient
+from PIL import Image
+from typer.testing import CliRunner
 
 from coordinator.api import create_app
+from coordinator.cli import app as cli_app
 from coordinator.metrics import Metrics
 from coordinator.store import State, Store
-from tests.conftest import TINY
+from tests.conftest import TINY, free_port
+from tests.test_checkpoint import write_run
 
 TOKEN = "s3cret"
 
@@ -121,3 +130,51 @@ def test_previews_are_listed_and_served_without_path_escape(api, tmp_path):
     assert client.get(f"/v1/runs/{run_id}/previews/..%2Fconfig.yaml").status_code in (404, 422)
     assert client.get(f"/v1/runs/{run_id}/previews/config.yaml").status_code == 422
     assert client.get(f"/v1/runs/{run_id}/previews/block_1_step_20.png").status_code == 404
+
+
+def test_fresh_samples_are_drawn_on_request_within_bounds(api, tmp_path):
+    client, _ = api
+    run_id = client.post("/v1/runs", json=tiny_config()).json()["id"]
+    assert client.get(f"/v1/runs/{run_id}/samples.png", params={"steps": 4}).status_code == 409  # not assembled
+    write_run(tmp_path / run_id)
+
+    params = {"num_per_class": 3, "steps": 4, "seed": 1}
+    response = client.get(f"/v1/runs/{run_id}/samples.png", params=params)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(response.content)).size == (2 * (3 * 30 + 2), 2 * (10 * 30 + 2))  # 3 x 10 classes
+    assert client.get(f"/v1/runs/{run_id}/samples.png", params=params).content == response.content  # seeded
+    assert client.get(f"/v1/runs/{run_id}/samples.png", params={**params, "seed": 2}).content != response.content
+    for bad in ({"num_per_class": 0}, {"num_per_class": 65}, {"steps": 0}, {"steps": 1001}, {"cfg": -1},
+                {"weights": "best"}, {"seed": "x"}):
+        response = client.get(f"/v1/runs/{run_id}/samples.png", params=bad)
+        assert response.status_code == 422, bad
+        assert next(iter(bad)) in response.text
+
+
+def test_cli_samples_a_run_through_the_service(redis_client, tmp_path):
+    store = Store(redis_client, prefix="t-api-cli")
+    app = create_app(store=store, storage=tmp_path, api_token=TOKEN, ready=lambda: {"redis": True})
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}"
+        client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"})
+        run_id = client.post("/v1/runs", json=tiny_config()).json()["id"]
+        write_run(tmp_path / run_id)
+        out = tmp_path / "grid.png"
+        result = CliRunner().invoke(cli_app, ["sample", run_id, "--server", url, "--steps", "4", "--num-per-class",
+                                              "2", "--out", str(out)], env={"DBLOCKS_API_TOKEN": TOKEN})
+        assert result.exit_code == 0, result.output
+        assert Image.open(out).size == (2 * (2 * 30 + 2), 2 * (10 * 30 + 2))
+        result = CliRunner().invoke(cli_app, ["sample", "no-such-run", "--server", url, "--steps", "4", "--out",
+                                              str(out)], env={"DBLOCKS_API_TOKEN": TOKEN})
+        assert result.exit_code == 1 and "404" in result.output
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
