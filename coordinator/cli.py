@@ -230,7 +230,8 @@ def serve(host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1"
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
     coordinator = Coordinator(store=store, dispatcher=dispatcher, log=typer.echo, poll_s=settings.poll_s,
-                              lease_ttl_s=settings.lease_ttl_s, metrics=metrics)
+                              lease_ttl_s=settings.lease_ttl_s, max_in_flight=settings.max_in_flight,
+                              metrics=metrics)
     stop = threading.Event()
     loop = threading.Thread(target=coordinator.run_forever, args=(stop,), name="reconcile", daemon=True)
     loop.start()

@@ -91,6 +91,10 @@ class RayDispatcher:
     def in_flight(self, run_id: str) -> set[int]:
         return {index for rid, index in self._refs.values() if rid == run_id}
 
+    def num_in_flight(self) -> int:
+        """Block jobs in flight over every run."""
+        return len(self._refs)
+
     def held(self) -> Demand:
         """Resources our in-flight block jobs hold, over every run."""
         return sum(self._demand.values(), Demand(0.0))

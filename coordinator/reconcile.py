@@ -45,14 +45,15 @@ def free(capacity: Demand, held: Demand) -> Demand:
 
 
 def launches(blocks: list[BlockRecord], in_flight: set[int], demands: Sequence[Demand], capacity: Demand,
-             available: Demand | None = None) -> list[int]:
+             available: Demand | None = None, max_new: int | None = None) -> list[int]:
     """Blocks to start now, in order, while they fit in `available` (default: capacity minus this run's
     in-flight blocks); `demands[i]` is block i's. In order means a block waiting for room is not overtaken by
     the blocks behind it, so large blocks do not starve. A block bigger than the whole cluster (`capacity`) is
     passed over instead: nothing could start it until the cluster grows (an autoscaler, a node joining).
 
     Candidates are RUNNING blocks that nobody is running (orphans of a dead coordinator, re-submitted under
-    their old Ray name so they resume from their last checkpoint), then PENDING blocks by index.
+    their old Ray name so they resume from their last checkpoint), then PENDING blocks by index. At most
+    `max_new` are chosen (the service's cap on block jobs in flight).
     """
     big = too_big(demands, capacity)
     if available is None:
@@ -63,7 +64,7 @@ def launches(blocks: list[BlockRecord], in_flight: set[int], demands: Sequence[D
         wanted = block.state == State.PENDING or (block.state == State.RUNNING and block.index not in in_flight)
         if not wanted or block.index in big:
             continue
-        if not (taken + demands[block.index]).fits(available):
+        if not (taken + demands[block.index]).fits(available) or len(chosen) == max_new:
             break
         taken = taken + demands[block.index]
         chosen.append(block.index)

@@ -80,8 +80,9 @@ class RunReconciler:
         return BlockJob(run_id=self.run_id, config=self.config, block=self.specs[block.index],
                         total_steps=block.total_steps or None, generation=block.generation)
 
-    def launch_ready(self, capacity: Demand, available: Demand) -> Demand:
-        """Launch what fits in `available`; return what is still available after."""
+    def launch_ready(self, capacity: Demand, available: Demand, max_new: int | None = None) -> tuple[Demand, int]:
+        """Launch what fits in `available` (at most `max_new`); return what is still available, and how many
+        were launched."""
         run = self.store.get_run(self.run_id)
         if run.state == State.PENDING:
             self.store.set_run_state(self.run_id, State.RUNNING)
@@ -90,10 +91,11 @@ class RunReconciler:
             if blocks[index].state == State.PENDING and blocks[index].error != f"waiting: {reason}":
                 self.store.update_progress(self.run_id, index, error=f"waiting: {reason}")
                 self.log(f"waiting: {reason}")
-        chosen = launches(blocks, self.dispatcher.in_flight(self.run_id), self.demands, capacity, available)
+        chosen = launches(blocks, self.dispatcher.in_flight(self.run_id), self.demands, capacity, available,
+                          max_new)
         for index in chosen:
             self._launch(blocks[index])
-        return free(available, sum((self.demands[i] for i in chosen), NOTHING))
+        return free(available, sum((self.demands[i] for i in chosen), NOTHING)), len(chosen)
 
     def _launch(self, block: BlockRecord) -> None:
         job = self.job(block)

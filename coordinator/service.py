@@ -57,11 +57,13 @@ class Coordinator:
                                                          metrics=self.metrics)
         capacity = self.dispatcher.capacity()
         self._observe(active, capacity)
-        available = free(self._limit(capacity), self.dispatcher.held())
+        available = free(capacity, self.dispatcher.held())
+        slots = None if self.max_in_flight is None else max(0, self.max_in_flight - self.dispatcher.num_in_flight())
         for run_id in active:
             rec = self.reconcilers[run_id]
             if rec.outcome() is None:
-                available = rec.launch_ready(capacity, available)
+                available, launched = rec.launch_ready(capacity, available, slots)
+                slots = None if slots is None else slots - launched
         for result in self.dispatcher.wait(self.poll_s):
             if result.key[0] in self.reconcilers:
                 self.reconcilers[result.key[0]].on_outcome(result)
@@ -93,15 +95,6 @@ class Coordinator:
         for state in State:
             m.runs.labels(str(state)).set(runs[state])
             m.blocks.labels(str(state)).set(blocks[state])
-
-    def _limit(self, capacity: Demand) -> Demand:
-        if self.max_in_flight is None:
-            return capacity
-        # a per-coordinator cap, in units of the largest block demand among active runs
-        demands = [d for r in self.reconcilers.values() for d in r.demands] or [Demand(1.0)]
-        largest = max(demands, key=lambda d: (d.gpu, d.cpu, d.memory)).times(self.max_in_flight)
-        return Demand(min(capacity.cpu, largest.cpu), min(capacity.gpu, largest.gpu),
-                      min(capacity.memory, largest.memory) if largest.memory else capacity.memory)
 
     def run_until_done(self, run_id: str, on_tick: Callable[[], None] | None = None) -> State:
         """Tick until `run_id` is terminal (the standalone `dblocks train` path)."""

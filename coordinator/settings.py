@@ -25,6 +25,7 @@ class Settings:
     lease_ttl_s: float  # leader lease of `dblocks serve` in Redis; a dead coordinator is replaced after this
     poll_s: float  # reconcile tick
     metrics_port: int  # Prometheus /metrics of `dblocks serve` (0 = off)
+    max_in_flight: int | None  # DBLOCKS_MAX_IN_FLIGHT: cap on block jobs running at once over all runs (unset: what fits)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -47,4 +48,14 @@ class Settings:
             lease_ttl_s=float(env.get("DBLOCKS_LEASE_TTL_S", "10")),
             poll_s=float(env.get("DBLOCKS_POLL_S", "1.0")),
             metrics_port=int(env.get("DBLOCKS_METRICS_PORT", "9090")),
+            max_in_flight=_positive_int(env, "DBLOCKS_MAX_IN_FLIGHT"),
         )
+
+
+def _positive_int(env: dict[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name}={raw!r}: expected a positive integer")
+    return int(raw)

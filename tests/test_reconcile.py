@@ -26,6 +26,13 @@ def test_in_flight_jobs_count_against_capacity():
     assert launches(mixed, {0}, each(Demand(2)), Demand(2)) == []
 
 
+def test_the_service_cap_on_jobs_in_flight_limits_new_launches():
+    three = blocks(State.PENDING, State.PENDING, State.PENDING)
+    assert launches(three, set(), each(Demand(1)), Demand(8), max_new=2) == [0, 1]
+    assert launches(three, set(), each(Demand(1)), Demand(8), max_new=0) == []
+    assert launches(three, set(), each(Demand(1)), Demand(8), max_new=None) == [0, 1, 2]
+
+
 def test_orphaned_running_blocks_are_relaunched_first():
     mixed = blocks(State.PENDING, State.RUNNING, State.SUCCEEDED)
     assert launches(mixed, set(), each(Demand(1)), Demand(1)) == [1]

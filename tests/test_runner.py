@@ -58,8 +58,8 @@ def test_a_block_bigger_than_the_cluster_waits_with_its_reason_until_the_cluster
     assert [d.memory for d in reconciler.demands] == [64e9, 0.0]
 
     small = Demand(cpu=8, memory=32e9)
-    left = reconciler.launch_ready(small, small)
-    assert dispatcher.submitted == [1]  # block 1 fits and starts; block 0 waits for a bigger machine
+    left, launched = reconciler.launch_ready(small, small)
+    assert dispatcher.submitted == [1] and launched == 1  # block 1 fits and starts; block 0 waits for a bigger one
     assert left == Demand(cpu=7, memory=32e9)
     waiting = store.get_blocks("r1")[0]
     assert waiting.state == State.PENDING and waiting.error.startswith("waiting: block 0 needs")

@@ -1,0 +1,17 @@
+"""Environment settings are read once and refuse bad values, naming the variable."""
+
+import pytest
+
+from coordinator.settings import Settings
+
+
+def test_defaults_and_the_in_flight_cap():
+    settings = Settings.from_env({})
+    assert settings.max_in_flight is None and settings.checkpoint_uri is None and settings.storage.name == "runs"
+    assert Settings.from_env({"DBLOCKS_MAX_IN_FLIGHT": "3"}).max_in_flight == 3
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_a_bad_in_flight_cap_is_refused_naming_the_variable(value):
+    with pytest.raises(ValueError, match="DBLOCKS_MAX_IN_FLIGHT"):
+        Settings.from_env({"DBLOCKS_MAX_IN_FLIGHT": value})
