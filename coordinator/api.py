@@ -18,10 +18,9 @@ from pydantic import BaseModel, Field
 
 from shared.checkpoint import CheckpointError
 from shared.config import ConfigError, parse_config
-from shared.images import grid_png
 from workers.job import previews_dir
 
-from coordinator.assemble import sample_run
+from coordinator.assemble import sample_grid_png
 from coordinator.metrics import Metrics
 from coordinator.runner import create_run, new_run_id, run_storage
 from coordinator.store import TERMINAL, Store, TransitionError
@@ -175,15 +174,12 @@ def create_app(*, store: Store, storage: Path, api_token: str | None,
                 raise HTTPException(404, f"run {run_id} has no samples yet")
             return FileResponse(path, media_type="image/png")
         config = parse_config(yaml.safe_load(run.config_yaml))
-        s = config.sample
-        n = num_per_class or s.num_per_class
         try:
-            images, _ = sample_run(Path(run.run_dir), config, num_per_class=n, num_steps=steps or s.num_steps,
-                                   cfg_scale=s.cfg_scale if cfg is None else cfg,
-                                   seed=s.seed if seed is None else seed, weights=weights or s.weights)
+            png = sample_grid_png(Path(run.run_dir), config, num_per_class=num_per_class, num_steps=steps,
+                                  cfg_scale=cfg, seed=seed, weights=weights)
         except CheckpointError as err:
             raise HTTPException(409, f"run {run_id} has no assembled model to sample: {err}") from None
-        return Response(grid_png(images, n), media_type="image/png")
+        return Response(png, media_type="image/png")
 
     @app.get("/v1/runs/{run_id}/previews", dependencies=[Depends(authorised)])
     def previews(run_id: str) -> list[str]:

@@ -12,7 +12,7 @@ from shared.checkpoint import (MANIFEST_VERSION, CheckpointError, check_contiguo
 from shared.config import Config
 from shared.data import DATASETS
 from shared.generate import class_labels, generate, step_sigmas
-from shared.images import save_grid
+from shared.images import grid_png
 from shared.model import count_params
 from shared.partition import BlockSpec
 from shared.storage import Storage
@@ -78,11 +78,17 @@ def assemble(config: Config, specs: list[BlockSpec], boundaries: list[float], bl
     return manifest
 
 
-def sample_run(run_dir: Path, config: Config, *, num_per_class: int, num_steps: int, cfg_scale: float,
-               seed: int, weights: str = "ema") -> tuple[torch.Tensor, torch.Tensor]:
-    """(samples, labels) from an assembled run, class-balanced."""
-    denoiser, _ = load_assembled(run_dir, weights)
-    info, noise, sample = DATASETS[config.data.dataset], config.noise, config.sample
+def sample_run(run_dir: Path, config: Config, *, num_per_class: int | None = None, num_steps: int | None = None,
+               cfg_scale: float | None = None, seed: int | None = None,
+               weights: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(samples, labels) from an assembled run, class-balanced (class by class); whatever is not given comes
+    from the run's `sample` config."""
+    sample = config.sample
+    pick = lambda value, default: default if value is None else value  # noqa: E731
+    num_per_class, num_steps = pick(num_per_class, sample.num_per_class), pick(num_steps, sample.num_steps)
+    cfg_scale, seed = pick(cfg_scale, sample.cfg_scale), pick(seed, sample.seed)
+    denoiser, _ = load_assembled(run_dir, pick(weights, sample.weights))
+    info, noise = DATASETS[config.data.dataset], config.noise
     sigmas = step_sigmas(schedule=sample.schedule, num_steps=num_steps, sigma_min=noise.sigma_min,
                          sigma_max=noise.sigma_max, rho=sample.rho, p_mean=noise.p_mean, p_std=noise.p_std)
     labels = class_labels(info.num_classes, num_per_class)
@@ -92,10 +98,13 @@ def sample_run(run_dir: Path, config: Config, *, num_per_class: int, num_steps: 
     return samples, labels
 
 
+def sample_grid_png(run_dir: Path, config: Config, **overrides) -> bytes:
+    """`sample_run` as a PNG grid: one row per class."""
+    samples, labels = sample_run(run_dir, config, **overrides)
+    return grid_png(samples, len(labels) // DATASETS[config.data.dataset].num_classes)
+
+
 def write_samples_png(run_dir: Path, config: Config, path: Path | None = None) -> Path:
-    s = config.sample
-    samples, _ = sample_run(run_dir, config, num_per_class=s.num_per_class, num_steps=s.num_steps,
-                            cfg_scale=s.cfg_scale, seed=s.seed, weights=s.weights)
     path = path or run_dir / "samples.png"
-    save_grid(samples, s.num_per_class, path)
+    path.write_bytes(sample_grid_png(run_dir, config))
     return path

@@ -142,6 +142,7 @@ def sample(run_dir: Annotated[Path, typer.Argument(help="Run directory, or a run
     dblocks sample RUN_ID --server http://127.0.0.1:8000 --steps 30 --out grid.png
     """
     from coordinator.assemble import sample_run
+    from shared.data import DATASETS
     from shared.images import save_grid
 
     if out.suffix not in (".png", ".npz"):
@@ -161,16 +162,13 @@ def sample(run_dir: Annotated[Path, typer.Argument(help="Run directory, or a run
         typer.echo(f"wrote the samples of {run_dir} to {out}")
         return
     config = _run_config(run_dir)
-    s = config.sample
-    n = num_per_class or s.num_per_class
     try:
-        samples, labels = sample_run(run_dir, config, num_per_class=n, num_steps=steps or s.num_steps,
-                                     cfg_scale=s.cfg_scale if cfg is None else cfg,
-                                     seed=s.seed if seed is None else seed, weights=weights or s.weights)
+        samples, labels = sample_run(run_dir, config, num_per_class=num_per_class, num_steps=steps,
+                                     cfg_scale=cfg, seed=seed, weights=weights)
     except CheckpointError as err:
         _fail(str(err), 1)
     if out.suffix == ".png":
-        save_grid(samples, n, out)
+        save_grid(samples, len(labels) // DATASETS[config.data.dataset].num_classes, out)
     else:
         np.savez(out, samples=samples.numpy().astype(np.float32), labels=labels.numpy())
     typer.echo(f"wrote {len(labels)} samples to {out}")

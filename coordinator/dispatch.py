@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import ray
 
-from coordinator.reconcile import Demand
+from coordinator.reconcile import NOTHING, Demand
 from workers.job import BlockJob
 from workers.ray_entry import fit_block
 
@@ -97,7 +97,7 @@ class RayDispatcher:
 
     def held(self) -> Demand:
         """Resources our in-flight block jobs hold, over every run."""
-        return sum(self._demand.values(), Demand(0.0))
+        return sum(self._demand.values(), NOTHING)
 
     def ready(self) -> bool:
         return ray.is_initialized() and bool(ray.cluster_resources())

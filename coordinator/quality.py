@@ -30,10 +30,8 @@ def evaluate_run(run_dir: Path, config: Config, *, num_samples: int, seed: int, 
     ref = reference_stats(config, cache_dir)
     num_classes = DATASETS[config.data.dataset].num_classes
     per_class = max(1, num_samples // num_classes)
-    samples, labels = sample_run(run_dir, config, num_per_class=per_class,
-                                 num_steps=num_steps or config.sample.num_steps,
-                                 cfg_scale=config.sample.cfg_scale if cfg_scale is None else cfg_scale,
-                                 seed=seed, weights=weights)
+    samples, labels = sample_run(run_dir, config, num_per_class=per_class, num_steps=num_steps,
+                                 cfg_scale=cfg_scale, seed=seed, weights=weights)
     result = evaluate_samples(ref["classifier"], samples, labels, ref["test_images"])
     return {**result, "fd_floor": ref["fd_floor"], "classifier_test_accuracy": ref["classifier_test_accuracy"],
             "weights": weights, "seed": seed, "num_steps": num_steps or config.sample.num_steps,

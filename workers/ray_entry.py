@@ -8,9 +8,7 @@ resumes from the latest checkpoint — after a worker crash (FailureConfig) and 
 from __future__ import annotations
 
 import socket
-import tempfile
 import time
-from pathlib import Path
 
 import ray.train
 import torch
@@ -19,7 +17,7 @@ from ray.train.torch import TorchTrainer
 
 from shared.checkpoint import load_training_state
 from shared.data import load_split
-from shared.images import save_grid
+from shared.images import grid_png
 from shared.storage import Storage
 from shared.visualize import block_preview
 from workers.job import BlockJob, history_path, previews_dir, progress_path
@@ -101,9 +99,7 @@ def preview_writer(job: BlockJob, storage: Storage, device: torch.device):
         grid = block_preview(denoiser, images, labels, job.block.sigma_lo, job.block.sigma_hi,
                              torch.Generator(device=device).manual_seed(step))
         name = f"block_{job.block.index}_step_{step}.png"
-        with tempfile.TemporaryDirectory(prefix="dblocks-preview-") as tmp:
-            save_grid(grid.cpu(), len(images), Path(tmp) / name)
-            storage.write_bytes(f"{previews_dir(storage)}/{name}", (Path(tmp) / name).read_bytes())
+        storage.write_bytes(f"{previews_dir(storage)}/{name}", grid_png(grid.cpu(), len(images)))
 
     return write
 
