@@ -8,6 +8,7 @@ Equal layer-updates: B blocks x K steps x L/B layers = K steps x L layers, so ev
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -23,9 +24,14 @@ from coordinator.runner import create_run
 from coordinator.service import Coordinator
 from coordinator.store import State, Store
 
-# Paper, DiT-S/2 on CIFAR-10, test FID (for shape only: different data, model, and metric features).
-PAPER = {"end_to_end": 39.83, "B=3 equiprobable gamma=0.05": 37.20, "B=3 uniform_log": 43.53,
-         "B=3 equiprobable gamma=0": 38.03, "B=2 equiprobable gamma=0": 35.47, "B=4 equiprobable gamma=0": 45.43}
+# Paper (DiT-S/2, CIFAR-10, test FID; shape only: other data, model and metric features). Table 2 compares
+# end-to-end with B=3 at gamma 0.05; the partition and block-count ablations (Table 7) ran at gamma 0.
+PAPER = {"end_to_end": (39.83, "Table 2"), "B=3 equiprobable gamma=0.05": (37.20, "Table 2"),
+         "B=3 equiprobable gamma=0": (38.03, "Table 7, gamma 0"),
+         "B=3 uniform_log gamma=0": (43.53, "Table 7, gamma 0"),
+         "B=2 equiprobable gamma=0.05": (35.47, "Table 7 at gamma 0"),
+         "B=4 equiprobable gamma=0.05": (45.43, "Table 7 at gamma 0")}
+WEIGHTS = ("ema", "raw")
 
 
 @dataclass(frozen=True)
@@ -34,21 +40,48 @@ class Case:
     overrides: tuple[str, ...]
 
 
-def cases(budget: str) -> tuple[list[Case], list[int], tuple[str, ...]]:
-    """(cases, seeds, overrides common to every case) of a budget."""
-    # end_to_end is one job: give it both CPUs the block-parallel cases use at once (equal resources).
-    small = [Case("end_to_end", ("train.mode=end_to_end", "resources.cpus_per_block=2")),
-             Case("B=3 equiprobable gamma=0.05", ("blocks.num_blocks=3",)),
-             Case("B=3 uniform_log", ("blocks.num_blocks=3", "blocks.partition=uniform_log"))]
-    if budget == "small":
-        return small, [0], ("train.steps_per_block=2000",)
+@dataclass(frozen=True)
+class Budget:
+    cases: list[Case]
+    seeds: list[int]
+    common: tuple[str, ...]  # overrides shared by every case
+
+
+# end_to_end is one job: give it both CPUs the block-parallel cases use at once (equal resources).
+END_TO_END = Case("end_to_end", ("train.mode=end_to_end", "resources.cpus_per_block=2"))
+
+
+def _equi(num_blocks: int, gamma: float) -> Case:
+    return Case(f"B={num_blocks} equiprobable gamma={gamma:g}",
+                (f"blocks.num_blocks={num_blocks}", f"blocks.overlap_gamma={gamma}"))
+
+
+def budget_spec(budget: str) -> Budget:
+    """The cases, seeds and common overrides of a budget (costs on this project's 2-core CPU machine in
+    docs/quality.md)."""
+    if budget == "small":  # ~30 min: the quickstart model, one seed
+        return Budget([END_TO_END, _equi(3, 0.05),
+                       Case("B=3 uniform_log", ("blocks.num_blocks=3", "blocks.partition=uniform_log"))],
+                      [0], ("train.steps_per_block=2000",))
+    if budget == "medium":  # <= 2.5 h: the paper's Tables 2 and 7 in shape, 3 seeds; 12 layers so B=4 divides
+        medium = [END_TO_END, _equi(2, 0.05), _equi(3, 0.05), _equi(4, 0.05), _equi(3, 0),
+                  Case("B=3 uniform_log gamma=0", ("blocks.num_blocks=3", "blocks.partition=uniform_log",
+                                                   "blocks.overlap_gamma=0")),
+                  Case("B=3 layers [2,4,6] gamma=0.05", ("blocks.num_blocks=3", "blocks.layers=[2,4,6]"))]
+        return Budget(medium, [0, 1, 2], ("model.num_layers=12", "model.hidden_size=48", "train.batch_size=64",
+                                          "train.steps_per_block=1000"))
+    if budget == "long":  # does block-wise still win once end-to-end is good? 3x the small budget's steps
+        return Budget([END_TO_END, _equi(3, 0.05)], [0], ("train.steps_per_block=6000",))
     if budget == "full":
-        extra = [Case(f"B={b} equiprobable gamma=0.05", (f"blocks.num_blocks={b}",)) for b in (2, 4, 6)]
-        extra += [Case(f"B=3 equiprobable gamma={g}", ("blocks.num_blocks=3", f"blocks.overlap_gamma={g}"))
-                  for g in (0, 0.1)]
-        extra += [Case("B=3 layers [2,4,6]", ("blocks.num_blocks=3", "blocks.layers=[2,4,6]"))]
-        return small + extra, [0, 1, 2], ("model.num_layers=12", "train.steps_per_block=8000")
-    raise ValueError(f"budget must be 'small' or 'full', got {budget!r}")
+        extra = [_equi(b, 0.05) for b in (2, 4, 6)] + [_equi(3, g) for g in (0, 0.1)]
+        extra += [Case("B=3 layers [2,4,6] gamma=0.05", ("blocks.num_blocks=3", "blocks.layers=[2,4,6]"))]
+        return Budget([END_TO_END, _equi(3, 0.05), Case("B=3 uniform_log", ("blocks.num_blocks=3",
+                                                                          "blocks.partition=uniform_log")),
+                       *extra], [0, 1, 2], ("model.num_layers=12", "train.steps_per_block=8000"))
+    raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
+
+
+BUDGETS = ("small", "medium", "long", "full")
 
 
 def mean_std(values: list[float]) -> dict:
@@ -67,63 +100,125 @@ def train_case(config: Config, run_id: str, run_dir: Path, *, store: Store, disp
             raise RuntimeError(f"{run_id}: {state}")
 
 
-def bench_quality(budget: str, base_config: Path, out_dir: Path, *, store: Store, dispatcher: RayDispatcher,
-                  cache_dir: Path, num_samples: int = 1000, log: Callable[[str], None] = print) -> dict:
-    case_list, seeds, common = cases(budget)
-    started = time.time()
+def _run_id(budget: str, case: Case, seed: int, config: Config) -> str:
+    slug = f"{budget}-{case.label.replace(' ', '_').replace('=', '').replace(',', '-')}-seed{seed}"
+    slug = "".join(c for c in slug if c.isalnum() or c in "_-.")
+    return f"bench-{slug}-{config.hash()[:8]}"
+
+
+def summarise(budget: str, spec: Budget, runs: list[dict], base: dict) -> dict:
+    """Per case: FD and class accuracy over the seeds evaluated so far, raw and EMA."""
     results = []
-    for case in case_list:
-        fds, accs = [], []
-        for seed in seeds:
-            config = load_config(base_config, [*common, *case.overrides, f"train.seed={seed}", "name=bench"])
-            slug = f"{budget}-{case.label.replace(' ', '_').replace('=', '').replace(',', '-')}-seed{seed}"
-            slug = "".join(c for c in slug if c.isalnum() or c in "_-.")
-            run_id = f"bench-{slug}-{config.hash()[:8]}"
+    for case in spec.cases:
+        done = [r for r in runs if r["label"] == case.label]
+        if not done:
+            continue
+        first = done[0]
+        row = {key: first[key] for key in ("label", "mode", "num_blocks", "partition", "overlap_gamma", "layers",
+                                          "steps_per_block", "layer_updates")}
+        row["seeds"] = [r["seed"] for r in done]
+        for which in WEIGHTS:
+            row[which] = {"fd": mean_std([r[which]["fd"] for r in done]),
+                          "class_accuracy": mean_std([r[which]["class_accuracy"] for r in done])}
+        row["fd"], row["class_accuracy"] = row["ema"]["fd"], row["ema"]["class_accuracy"]  # the default weights
+        paper = PAPER.get(case.label)
+        row["paper_fid"], row["paper_setting"] = (paper if paper else (None, None))
+        results.append(row)
+    expected = len(spec.cases) * len(spec.seeds)
+    return {"budget": budget, **base, "runs": runs, "results": results, "complete": len(runs) == expected,
+            "runs_done": len(runs), "runs_expected": expected}
+
+
+def bench_quality(budget: str, base_config: Path, out_dir: Path, *, store: Store, dispatcher: RayDispatcher,
+                  cache_dir: Path, num_samples: int = 1000, log: Callable[[str], None] = print,
+                  previous: dict | None = None, save: Callable[[dict], None] = lambda report: None) -> dict:
+    """Train and evaluate every (case, seed) of a budget, seed by seed, so partial results cover every case.
+
+    Runs already in `previous` (the committed JSON of an earlier, interrupted invocation) are kept, not redone;
+    `save` gets the report after every run, so an interruption loses at most one run.
+    """
+    spec = budget_spec(budget)
+    runs = [r for r in (previous or {}).get("runs", []) if r.get("num_samples") == num_samples]
+    base = {"num_samples": num_samples, "wall_s": (previous or {}).get("wall_s", 0.0)}
+    for seed in spec.seeds:
+        for case in spec.cases:
+            if any(r["label"] == case.label and r["seed"] == seed for r in runs):
+                continue
+            started = time.time()
+            config = load_config(base_config, [*spec.common, *case.overrides, f"train.seed={seed}", "name=bench"])
+            run_id = _run_id(budget, case, seed, config)
             run_dir = out_dir / run_id
             log(f"== {case.label}, seed {seed}: {run_dir}")
             train_case(config, run_id, run_dir, store=store, dispatcher=dispatcher, log=log)
-            ev = evaluate_run(run_dir, config, num_samples=num_samples, seed=0, cache_dir=cache_dir)
-            log(f"   FD {ev['fd']:.2f}  class accuracy {ev['class_accuracy']:.3f}")
-            fds.append(ev["fd"])
-            accs.append(ev["class_accuracy"])
-        results.append({
-            "label": case.label, "mode": config.train.mode,
-            "num_blocks": 1 if config.train.mode == "end_to_end" else config.blocks.num_blocks,
-            "partition": config.blocks.partition, "overlap_gamma": config.blocks.overlap_gamma,
-            "layers": config.blocks.layers, "fd": mean_std(fds), "class_accuracy": mean_std(accs),
-            "seeds": seeds, "steps_per_block": config.train.steps_per_block,
-            "layer_updates": config.train.steps_per_block * config.model.num_layers,
-            "paper_fid": PAPER.get(case.label),
-        })
-    return {"budget": budget, "num_samples": num_samples, "fd_floor": ev["fd_floor"], "wall_s": time.time() - started,
-            "classifier_test_accuracy": ev["classifier_test_accuracy"], "results": results}
+            evals = {which: evaluate_run(run_dir, config, num_samples=num_samples, seed=0, cache_dir=cache_dir,
+                                         weights=which) for which in WEIGHTS}
+            for which, ev in evals.items():
+                log(f"   {which}: FD {ev['fd']:.2f}  class accuracy {ev['class_accuracy']:.3f}")
+            ev = evals["ema"]
+            base.update(fd_floor=ev["fd_floor"], classifier_test_accuracy=ev["classifier_test_accuracy"])
+            base["wall_s"] += time.time() - started
+            runs.append({
+                "label": case.label, "seed": seed, "mode": config.train.mode,
+                "num_blocks": 1 if config.train.mode == "end_to_end" else config.blocks.num_blocks,
+                "partition": config.blocks.partition, "overlap_gamma": config.blocks.overlap_gamma,
+                "layers": config.blocks.layers, "steps_per_block": config.train.steps_per_block,
+                "layer_updates": config.train.steps_per_block * config.model.num_layers,
+                "num_samples": num_samples, "wall_s": time.time() - started,
+                **{which: {"fd": e["fd"], "class_accuracy": e["class_accuracy"]} for which, e in evals.items()},
+            })
+            save(summarise(budget, spec, runs, base))
+    return summarise(budget, spec, runs, base)
+
+
+def difference(a: dict, b: dict) -> tuple[float, float]:
+    """(mean_a - mean_b, its standard error) from two `mean_std` records (0 spread with a single seed)."""
+    na, nb = len(a["values"]), len(b["values"])
+    return a["mean"] - b["mean"], math.sqrt(a["std"] ** 2 / na + b["std"] ** 2 / nb)
+
+
+def _vs(row: dict, ref: dict | None, key: str) -> str:
+    if ref is None or ref is row:
+        return "—"
+    diff, se = difference(row["ema"][key], ref["ema"][key])
+    if len(row["seeds"]) < 2 or len(ref["seeds"]) < 2:
+        return f"{diff:+.2f} (1 seed: no spread)"
+    verdict = "beyond 2 SE" if abs(diff) > 2 * se else "within 2 SE"
+    return f"{diff:+.2f} ± {se:.2f} ({verdict})"
 
 
 def write_quality_doc(report: dict, doc_path: Path, plot_path: Path, command: str) -> None:
-    rows = ["| run | B | FD (mean ± std) | class accuracy | layer-updates | paper FID (CIFAR-10, shape only) |",
-            "|---|---|---|---|---|---|"]
-    for r in report["results"]:
-        paper = f"{r['paper_fid']:.2f}" if r["paper_fid"] else "—"
-        rows.append(f"| {r['label']} | {r['num_blocks']} | {r['fd']['mean']:.2f} ± {r['fd']['std']:.2f} | "
-                    f"{r['class_accuracy']['mean']:.3f} ± {r['class_accuracy']['std']:.3f} | "
-                    f"{r['layer_updates']:,} | {paper} |")
+    """A generated page per budget: EMA and raw weights, the paper beside, differences with their uncertainty."""
+    results = report["results"]
+    e2e = next((r for r in results if r["mode"] == "end_to_end"), None)
+    rows = ["| run | B | seeds | FD EMA | FD raw | accuracy EMA | accuracy raw | FD vs end-to-end (EMA) | "
+            "paper FID (setting) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        paper = f"{r['paper_fid']:.2f} ({r['paper_setting']})" if r["paper_fid"] else "—"
+        cells = [f"{r[w][k]['mean']:.{p}f} ± {r[w][k]['std']:.{p}f}"
+                 for k, p in (("fd", 2), ("class_accuracy", 3)) for w in WEIGHTS]
+        rows.append(f"| {r['label']} | {r['num_blocks']} | {len(r['seeds'])} | {' | '.join(cells)} | "
+                    f"{_vs(r, e2e, 'fd')} | {paper} |")
     _plot_fd_vs_blocks(report, plot_path)
-    text = f"""# Quality: DiffusionBlocks vs end-to-end at equal layer-updates
+    status = ("complete" if report["complete"] else
+              f"PARTIAL: {report['runs_done']} of {report['runs_expected']} runs so far; rerunning the command "
+              "continues from the committed JSON")
+    text = f"""# Quality, budget `{report['budget']}` (generated)
 
-Produced by `{command}` (budget `{report['budget']}`, seeds {report['results'][0]['seeds']},
-{report['num_samples']} class-balanced samples per run, Euler 50 steps, CFG 2.0, EMA weights), in
-{report.get('wall_s', float('nan')) / 60:.0f} minutes of wall time on the machine in `benchmarks/results/`.
-FD is the Frechet distance in the features of a small CNN trained on the training split only (its held-out
-accuracy: {report['classifier_test_accuracy']:.3f}); the floor, real training vs held-out test images, is
-{report['fd_floor']:.2f}. Class accuracy is the fraction of samples that classifier recognises as the class they
-were asked for. Differences in FD under ~10 are within seed noise at 1,000 samples (METHOD.md).
+Produced by `{command}` ({status}); {report['num_samples']} class-balanced samples per run, Euler 50 steps,
+CFG 2.0; {report.get('wall_s', 0.0) / 60:.0f} minutes of wall time so far on this project's 2-core CPU machine.
+Every case trains at the same layer-updates ({results[0]['layer_updates']:,} per case). FD: Frechet distance in
+the features of a small CNN trained on the training split only (held-out accuracy
+{report['classifier_test_accuracy']:.3f}; floor, real train vs held-out: {report['fd_floor']:.2f}). Class
+accuracy: the fraction of samples that classifier recognises as the class they were asked for. Values are mean ±
+standard deviation over seeds; "vs end-to-end" is the difference of means ± its standard error, and says whether it
+exceeds twice that (a rough two-sided 95 % bar with 3 seeds; with 3 seeds a standard deviation is itself uncertain).
 
 {chr(10).join(rows)}
 
 ![FD vs number of blocks]({plot_path.name})
 
-The paper's column is DiT-S/2 on CIFAR-10 with Inception FID: compare the *shape* (block-wise matches or beats
-end-to-end; equi-probability beats uniform), not the values.
+The paper's column is DiT-S/2 on CIFAR-10 with Inception FID: compare the *shape* (which setting wins), not the
+values. Its partition and block-count ablations ran at gamma 0; where our row is at gamma 0.05 the setting says so.
 """
     doc_path.write_text(text)
 
@@ -132,10 +227,10 @@ def _plot_fd_vs_blocks(report: dict, path: Path) -> None:
     with figure(path, figsize=(5, 3.5), dpi=120) as (_, (ax,)):
         for r in report["results"]:
             marker = "s" if r["mode"] == "end_to_end" else ("o" if r["partition"] == "equiprobable" else "^")
-            ax.errorbar(r["num_blocks"], r["fd"]["mean"], yerr=r["fd"]["std"], fmt=marker, capsize=3,
-                        label=r["label"])
+            ax.errorbar(r["num_blocks"], r["ema"]["fd"]["mean"], yerr=r["ema"]["fd"]["std"], fmt=marker,
+                        capsize=3, label=r["label"])
         ax.set_xlabel("number of blocks B (1 = end-to-end)")
-        ax.set_ylabel("FD (classifier features)")
+        ax.set_ylabel("FD, EMA weights (mean ± std over seeds)")
         ax.legend(fontsize=7)
 
 

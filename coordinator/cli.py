@@ -397,38 +397,50 @@ app.add_typer(bench_app, name="bench")
 
 @bench_app.command("quality")
 def bench_quality_cmd(
-        budget: Annotated[str, typer.Option(help="small (<= 30 min on 2 CPU cores) or full.")] = "small",
+        budget: Annotated[str, typer.Option(help="small (~30 min on 2 CPU cores), medium (<= 2.5 h, 3 seeds), "
+                                                 "long (the 3x pair) or full.")] = "small",
         config: Annotated[Path, typer.Option(help="Base config.")] = Path("configs/quickstart.yaml"),
         num_samples: Annotated[int, typer.Option(help="Samples per evaluated run.")] = 1000,
-        doc: Annotated[Optional[Path], typer.Option(help="Markdown report to write.")] = Path("docs/quality.md"),
+        results_dir: Annotated[Path, typer.Option(help="Folder of the JSON result.")] = Path("benchmarks/results"),
+        doc_dir: Annotated[Optional[Path], typer.Option(help="Folder for the generated quality-BUDGET.md.")] =
+        Path("docs"),
         as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """End-to-end vs DiffusionBlocks (equi-probability and uniform_log) at equal layer-updates.
+    """End-to-end vs DiffusionBlocks at equal layer-updates; EMA and raw weights; resumable.
 
-    Example: dblocks bench quality --budget small --json
+    Runs already in RESULTS_DIR/quality-BUDGET.json are kept: rerunning an interrupted budget continues it.
+    Example: dblocks bench quality --budget medium --json
     """
-    from coordinator.bench_quality import bench_quality, dump, write_quality_doc
+    from coordinator.bench_quality import BUDGETS, bench_quality, dump, write_quality_doc
     from coordinator.dispatch import RayDispatcher
     from coordinator.settings import Settings
     from coordinator.store import Store, connect
 
-    if budget not in ("small", "full"):
-        _fail(f"--budget {budget!r}: must be 'small' or 'full'")
+    if budget not in BUDGETS:
+        _fail(f"--budget {budget!r}: must be one of {', '.join(BUDGETS)}")
     _config(config, [])
     settings = Settings.from_env()
     store = Store(connect(settings.redis_url, settings.storage / ".redis"), settings.key_prefix)
     dispatcher = RayDispatcher(address=settings.ray_address, auth_mode=settings.ray_auth_mode)
     dispatcher.connect()
     log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
+    out = results_dir / f"quality-{budget}.json"
+    previous = json.loads(out.read_text()) if out.is_file() else None
+    command = f"dblocks bench quality --budget {budget} --json"
+
+    def save(report: dict) -> None:
+        dump(report, out)
+        if doc_dir is not None:
+            write_quality_doc(report, doc_dir / f"quality-{budget}.md", doc_dir / f"quality_fd_vs_b_{budget}.png",
+                              command)
+
     try:
         report = bench_quality(budget, config, settings.storage / "bench", store=store, dispatcher=dispatcher,
-                               cache_dir=settings.cache_dir, num_samples=num_samples, log=log)
+                               cache_dir=settings.cache_dir, num_samples=num_samples, log=log,
+                               previous=previous, save=save)
     finally:
         dispatcher.shutdown()
-    dump(report, Path("benchmarks/results") / f"quality-{budget}.json")
-    if doc is not None:
-        write_quality_doc(report, doc, doc.with_name(f"quality_fd_vs_b_{budget}.png"),
-                          f"dblocks bench quality --budget {budget} --json")
-    typer.echo(json.dumps(report, indent=2) if as_json else f"wrote benchmarks/results/quality-{budget}.json")
+    save(report)
+    typer.echo(json.dumps(report, indent=2) if as_json else f"wrote {out}")
 
 
 ResultsOpt = Annotated[Path, typer.Option(help="Folder for the JSON result.")]

@@ -13,7 +13,6 @@ from torch import nn
 
 from shared.checkpoint import CheckpointError, load_block_weights, load_manifest
 from shared.model import BlockNet, NetSpec
-from shared.partition import block_for_sigma
 from shared.precond import Denoiser
 
 
@@ -25,8 +24,14 @@ class AssembledDenoiser(nn.Module):
         self.boundaries = list(boundaries)
 
     def route(self, sigma: torch.Tensor) -> torch.Tensor:
-        """Block index per example, (N,)."""
-        return torch.tensor([block_for_sigma(self.boundaries, s) for s in sigma.tolist()], device=sigma.device)
+        """Block index per example, (N,), on sigma's device.
+
+        The inner boundaries are rounded to sigma's own dtype, so a schedule point that lies on a boundary (see
+        `shared.sampling.equiprobable_sigmas`) rounds to it exactly and the tie-break of `block_for_sigma` holds:
+        `bucketize(right=False)` puts sigma == boundary into the interval below, the lower-noise block.
+        """
+        inner = torch.tensor(self.boundaries[1:-1], dtype=sigma.dtype, device=sigma.device)
+        return len(self.blocks) - 1 - torch.bucketize(sigma, inner, right=False)
 
     def forward(self, z: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         owners = self.route(sigma)

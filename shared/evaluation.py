@@ -43,13 +43,13 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     """Translate each image by up to `max_shift` pixels (padding with the background value -1)."""
     n, _, h, w = x.shape
     padded = F.pad(x, (max_shift,) * 4, value=-1.0)
-    dy, dx = (torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator)).tolist()
+    dy, dx = (torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator, device=generator.device)).tolist()
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes: int, seed: int = 0,
                      epochs: int = 12, batch_size: int = 128) -> Classifier:
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device="cpu").manual_seed(seed)  # the evaluation classifier trains on the CPU
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Classifier(images.shape[1], num_classes)
@@ -58,7 +58,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes:
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)
     model.train()
     for _ in range(epochs):
-        order = torch.randperm(len(labels), generator=generator)
+        order = torch.randperm(len(labels), generator=generator, device="cpu")
         for i in range(len(labels) // batch_size):
             index = order[i * batch_size:(i + 1) * batch_size]
             loss = F.cross_entropy(model(random_shift(images[index], 2, generator)), labels[index])

@@ -18,10 +18,15 @@ def step_sigmas(*, schedule: str, num_steps: int, sigma_min: float, sigma_max: f
 
 @torch.no_grad()
 def generate(denoiser, *, labels: torch.Tensor, image_shape: tuple[int, int, int], sigmas: torch.Tensor,
-             cfg_scale: float, null_label: int, sampler: str, seed: int, batch_size: int = 500) -> torch.Tensor:
-    """Samples (N, C, H, W) in the data scale for the requested `labels`, from z = sigma_max * randn."""
-    generator = torch.Generator().manual_seed(seed)
-    z = sigmas[0] * torch.randn((len(labels), *image_shape), generator=generator)
+             cfg_scale: float, null_label: int, sampler: str, seed: int, batch_size: int = 500,
+             device: torch.device | str = "cpu") -> torch.Tensor:
+    """Samples (N, C, H, W) in the data scale for the requested `labels`, from z = sigma_max * randn, on `device`.
+
+    The start noise is drawn on the CPU from `seed`, so a seed gives the same samples on any device.
+    """
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    z = sigmas[0] * torch.randn((len(labels), *image_shape), generator=generator, device="cpu")
+    z, labels = z.to(device, torch.float32), labels.to(device)
     fn, solve = guided(denoiser, cfg_scale, null_label), SAMPLERS[sampler]
     chunks = [solve(fn, z[i:i + batch_size], sigmas, labels=labels[i:i + batch_size])
               for i in range(0, len(labels), batch_size)]
@@ -30,4 +35,4 @@ def generate(denoiser, *, labels: torch.Tensor, image_shape: tuple[int, int, int
 
 def class_labels(num_classes: int, num_per_class: int) -> torch.Tensor:
     """0,0,...,1,1,... — one grid row per class."""
-    return torch.arange(num_classes).repeat_interleave(num_per_class)
+    return torch.arange(num_classes, device="cpu").repeat_interleave(num_per_class)

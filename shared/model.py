@@ -36,8 +36,8 @@ class NetSpec:
 def sincos_2d(num_side: int, dim: int) -> torch.Tensor:
     """Fixed 2-D sine-cosine position embedding, (num_side**2, dim)."""
     quarter = dim // 4
-    freqs = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
-    coords = torch.arange(num_side, dtype=torch.float64)
+    freqs = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64, device="cpu") / quarter)  # a buffer: moves with .to()
+    coords = torch.arange(num_side, dtype=torch.float64, device="cpu")
     grid_y, grid_x = torch.meshgrid(coords, coords, indexing="ij")
     parts = []
     for axis in (grid_y.flatten(), grid_x.flatten()):

@@ -51,11 +51,13 @@ def sample_sigmas(
 ) -> torch.Tensor:
     """Draw `num` sigmas from the log-normal truncated to [sigma_lo, sigma_hi] by inverse CDF.
 
-    Computed in float64 (the tails matter: q(0.002) ~ 1e-4) and returned as float32, shape (num,).
+    Computed in float64 (the tails matter: q(0.002) ~ 1e-4) and returned as float32, shape (num,), on the
+    generator's device (a CUDA generator cannot draw into a CPU tensor).
     """
     q_lo = lognormal_cdf(sigma_lo, p_mean, p_std)
     q_hi = lognormal_cdf(sigma_hi, p_mean, p_std)
-    u = torch.rand(num, generator=generator, dtype=torch.float64)
+    device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(num, generator=generator, dtype=torch.float64, device=device)
     q = q_lo + u * (q_hi - q_lo)
     sigma = torch.exp(p_mean + p_std * torch.special.ndtri(q))
     return sigma.clamp(sigma_lo, sigma_hi).float()

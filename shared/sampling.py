@@ -17,24 +17,30 @@ DenoiseFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def karras_sigmas(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
-    """num_steps + 1 descending sigmas, sigma_max ... sigma_min, then 0 (EDM eq. 5)."""
-    ramp = torch.linspace(0, 1, num_steps, dtype=torch.float64)
+    """num_steps + 1 descending sigmas, sigma_max ... sigma_min, then 0 (EDM eq. 5), float64."""
+    ramp = torch.linspace(0, 1, num_steps, dtype=torch.float64, device="cpu")
     inv_rho = 1.0 / rho
     sigmas = (sigma_max**inv_rho + ramp * (sigma_min**inv_rho - sigma_max**inv_rho)) ** rho
-    return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)]).float()
+    return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64, device="cpu")])
 
 
 def equiprobable_sigmas(
     num_steps: int, sigma_min: float, sigma_max: float, p_mean: float, p_std: float
 ) -> torch.Tensor:
-    """num_steps + 1 descending sigmas at equal steps of log-normal mass, then 0 (even steps per block)."""
+    """num_steps + 1 descending sigmas at equal steps of log-normal mass, then 0 (even steps per block), float64.
+
+    Grid point i sits at mass fraction (n - i) / n, n = num_steps - 1, by the same expression as
+    `shared.partition.equiprobable_boundaries`: where a fraction equals b / B the point is bit-identical to the
+    boundary, so routing applies the plan's tie-break instead of a rounding accident.
+    """
     q_min, q_max = lognormal_cdf(sigma_min, p_mean, p_std), lognormal_cdf(sigma_max, p_mean, p_std)
     if num_steps == 1:
         sigmas = [sigma_max]
     else:
-        qs = [q_max - (i / (num_steps - 1)) * (q_max - q_min) for i in range(num_steps)]
-        sigmas = [sigma_max, *(lognormal_icdf(q, p_mean, p_std) for q in qs[1:-1]), sigma_min]
-    return torch.tensor([*sigmas, 0.0], dtype=torch.float32)
+        n = num_steps - 1
+        inner = [lognormal_icdf(q_min + ((n - i) / n) * (q_max - q_min), p_mean, p_std) for i in range(1, n)]
+        sigmas = [sigma_max, *inner, sigma_min]
+    return torch.tensor([*sigmas, 0.0], dtype=torch.float64, device="cpu")  # schedules are host data
 
 
 def euler_step(z: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Pictures of what each block does: per-block previews, hand-over trajectories, loss curves, sigma-loss curves.
 
-Pure functions returning tensors or writing PNGs; randomness is passed in.
+Functions returning tensors (previews, trajectories, loss curves) or writing PNG plots; randomness is passed in
+as a generator on the images' device.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ def block_preview(denoiser, images: torch.Tensor, labels: torch.Tensor, sigma_lo
     sigmas = [sigma_lo, math.sqrt(sigma_lo * sigma_hi), sigma_hi]
     rows = [images]
     for sigma in sigmas:
-        noisy = images + sigma * torch.randn(images.shape, generator=generator)
-        denoised = denoiser(noisy, torch.full((len(images),), sigma), labels)
+        noisy = images + sigma * torch.randn(images.shape, generator=generator, device=images.device)
+        denoised = denoiser(noisy, torch.full((len(images),), sigma, device=images.device), labels)
         rows += [noisy / math.sqrt(1 + sigma**2), denoised]  # noisy shown rescaled to about unit range
     return torch.cat(rows)
 
@@ -39,7 +40,7 @@ def handover_trajectory(denoiser, z: torch.Tensor, sigmas: torch.Tensor, labels:
     columns = [z / sigmas[0]]
     values = sigmas.tolist()
     for i, (sigma, sigma_next) in enumerate(zip(values[:-1], values[1:])):
-        denoised = fn(z, torch.full((len(z),), sigma), labels)
+        denoised = fn(z, torch.full((len(z),), sigma, device=z.device), labels)
         last_of_block = sigma_next == 0 or block_for_sigma(boundaries, sigma_next) != block_for_sigma(boundaries, sigma)
         if last_of_block:
             columns.append(denoised)
@@ -54,8 +55,8 @@ def sigma_loss_curve(denoiser, images: torch.Tensor, labels: torch.Tensor, sigma
     """Held-out weighted denoising loss w(sigma) * mean ||D(y + sigma*eps) - y||^2 at each sigma."""
     out = []
     for sigma in sigmas:
-        noisy = images + sigma * torch.randn(images.shape, generator=generator)
-        s = torch.full((len(images),), sigma)
+        noisy = images + sigma * torch.randn(images.shape, generator=generator, device=images.device)
+        s = torch.full((len(images),), sigma, device=images.device)
         err = (denoiser(noisy, s, labels) - images).pow(2).flatten(1).mean(1)
         out.append(float((loss_weight(s, sigma_data) * err).mean()))
     return out
