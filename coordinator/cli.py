@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -200,11 +201,17 @@ def _checked(response) -> dict:
 
 @app.command()
 def serve(host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="HTTP port.")] = 8000) -> None:
+          port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+          ray_node: Annotated[bool, typer.Option(
+              "--ray-node", help="Join RAY_ADDRESS as a Ray node (no CPUs, GPUs or memory offered) before "
+                                 "connecting, and live and die with it: needed wherever this host runs no Ray "
+                                 "node, as in the compose coordinator container.")] = False) -> None:
     """Run the coordinator service: HTTP API + the reconcile loop that owns all Ray dispatch.
 
-    Environment: REDIS_URL, RAY_ADDRESS, DBLOCKS_API_TOKEN, DBLOCKS_STORAGE. Example: dblocks serve --port 8000
+    Environment: REDIS_URL, RAY_ADDRESS, DBLOCKS_API_TOKEN, DBLOCKS_STORAGE.
+    Example: dblocks serve --port 8000   (in a container: RAY_ADDRESS=ray-head:6380 dblocks serve --ray-node)
     """
+    import signal
     import threading
 
     import uvicorn
@@ -218,8 +225,22 @@ def serve(host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1"
     settings = Settings.from_env()
     if host not in LOOPBACK and not settings.api_token:
         _fail(f"--host {host}: refusing to serve beyond loopback without DBLOCKS_API_TOKEN")
+    if ray_node and not settings.ray_address:
+        _fail("--ray-node: set RAY_ADDRESS to the cluster to join (without it, serve starts its own local cluster)")
     client = connect(settings.redis_url, settings.storage / ".redis")
     store = Store(client, settings.key_prefix)
+    node = None
+    if ray_node:
+        from coordinator.ray_node import RayNode, RayNodeError
+
+        node = RayNode(settings.ray_address)
+        try:
+            node.start()
+        except RayNodeError as err:
+            _fail(f"--ray-node: {err}")
+        node_exit: list[int] = []
+        node.watch(lambda code: (node_exit.append(code), typer.echo(f"ray node exited ({code}); stopping", err=True),
+                                 os.kill(os.getpid(), signal.SIGTERM)))
     dispatcher = RayDispatcher(address=settings.ray_address, auth_mode=settings.ray_auth_mode)
     dispatcher.connect()
     from coordinator.metrics import Metrics
@@ -239,7 +260,8 @@ def serve(host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1"
             redis_ok = bool(client.ping())
         except Exception:
             redis_ok = False
-        return {"redis": redis_ok, "ray": dispatcher.ready(), "reconcile_loop": loop.is_alive()}
+        checks = {"redis": redis_ok, "ray": dispatcher.ready(), "reconcile_loop": loop.is_alive()}
+        return {**checks, "ray_node": node.alive()} if node is not None else checks
 
     api = create_app(store=store, storage=settings.storage, api_token=settings.api_token, ready=ready,
                      metrics=metrics, checkpoint_uri=settings.checkpoint_uri)
@@ -250,6 +272,10 @@ def serve(host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1"
         stop.set()
         loop.join(timeout=30)
         dispatcher.shutdown()
+        if node is not None:
+            node.stop()
+    if node is not None and node_exit:  # the node died under us: a non-zero exit restarts the container
+        raise typer.Exit(1)
 
 
 @app.command()
