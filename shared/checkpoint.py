@@ -80,11 +80,17 @@ def read_block_meta(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: metadata is not valid JSON ({err})") from None
 
 
+# Which weights, by the names users give them (`sample.weights`, `--weights`, `?weights=`), to tensor prefixes.
+WEIGHT_PREFIXES = {"ema": "ema.", "raw": "model.", "model": "model."}
+
+
 def load_block_weights(path: str | Path, which: str = "ema") -> tuple[dict, dict]:
-    """(state dict of `which` weights — 'ema' or 'model' —, metadata)."""
+    """(state dict of `which` weights — 'ema', or 'raw' (also called 'model') —, metadata)."""
+    if which not in WEIGHT_PREFIXES:
+        raise ValueError(f"weights {which!r}: expected one of {sorted(WEIGHT_PREFIXES)}")
     meta = read_block_meta(path)
     tensors = load_file(str(path))
-    prefix = f"{which}."
+    prefix = WEIGHT_PREFIXES[which]
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     if not state:
         raise CheckpointError(f"{path}: holds no {which!r} weights")

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+STAGE = "/mnt"  # where each host sees the rehearsal's work folder (a private bind mount)
+
+
 def missing_prerequisites() -> str | None:
     if os.geteuid() != 0:
         return "needs root (network and mount namespaces)"
@@ -95,27 +98,28 @@ class Network:
 
     def run(self, host: Host, command: list[str], *, env: dict[str, str], volumes: list[dict],
             cwd: str | None = None, log: Path | None = None) -> subprocess.Popen:
-        """Start `command` as a process of `host`: its network namespace, a new mount namespace with a private
-        /tmp, this network's /etc/hosts and the service's volumes."""
-        mounts = ["mount --make-rprivate /", "mount -t tmpfs tmpfs /tmp",
-                  f"mount --bind {shlex.quote(str(self.hosts_file))} /etc/hosts"]
-        for volume in volumes:
-            source = self._volume_source(volume)
-            target = volume["target"]
-            if source.is_dir():
-                mounts.append(f"mkdir -p {shlex.quote(target)}")
-            elif not os.path.exists(target):  # a file into a missing place: a private tmpfs at its folder
-                mounts.append(f"mount -t tmpfs tmpfs {shlex.quote(os.path.dirname(target))}")
-                mounts.append(f"touch {shlex.quote(target)}")
-            ro = ",ro" if volume.get("read_only") else ""
-            mounts.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(target)}")
-            if ro:
-                mounts.append(f"mount -o remount,bind,ro {shlex.quote(target)}")
+        """Start `command` as a process of `host`: its network namespace, new mount and UTS namespaces (a private
+        /tmp, this network's /etc/hosts, the service's volumes, the host's name as hostname)."""
+        # The work folder may itself lie under /tmp: it is reached through STAGE once /tmp is the private tmpfs.
+        mounts = [f"echo {shlex.quote(host.name)} > /proc/sys/kernel/hostname",  # a UTS namespace of its own
+                  "mount --make-rprivate /", f"mount --bind {shlex.quote(str(self.workdir))} {STAGE}",
+                  "mount -t tmpfs tmpfs /tmp", f"mount --bind {STAGE}/{self.hosts_file.name} /etc/hosts"]
+        sources = [(volume, self._volume_source(volume)) for volume in volumes]
+        # files into a place that does not exist here: a private tmpfs at their folder, made before any bind
+        missing = {os.path.dirname(v["target"]) for v, src in sources if not src.is_dir()
+                   and not os.path.exists(v["target"])}
+        mounts += [f"mount -t tmpfs tmpfs {shlex.quote(folder)}" for folder in sorted(missing)]
+        for volume, source in sources:
+            target = shlex.quote(volume["target"])
+            mounts.append(f"mkdir -p {target}" if source.is_dir() else f"touch {target}")
+            mounts.append(f"mount --bind {shlex.quote(self.staged(source))} {target}")
+            if volume.get("read_only"):
+                mounts.append(f"mount -o remount,bind,ro {target}")
         if cwd:
             mounts.append(f"mkdir -p {shlex.quote(cwd)} && cd {shlex.quote(cwd)}")
         script = " && ".join(mounts) + " && exec " + shlex.join(command)
         out = open(log, "ab") if log else subprocess.DEVNULL
-        proc = subprocess.Popen(["ip", "netns", "exec", host.netns, "unshare", "--mount", "sh", "-c", script],
+        proc = subprocess.Popen(["ip", "netns", "exec", host.netns, "unshare", "--mount", "--uts", "sh", "-c", script],
                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         host.procs.append(proc)
         return proc
@@ -125,6 +129,13 @@ class Network:
         """A one-off command in the host's network namespace (a healthcheck)."""
         return subprocess.run(["ip", "netns", "exec", host.netns, *command], env=env, capture_output=True,
                               text=True, timeout=timeout_s)
+
+    def staged(self, path: Path) -> str:
+        """Where `path` is seen inside a host (paths under the work folder move to STAGE)."""
+        try:
+            return f"{STAGE}/{path.relative_to(self.workdir)}"
+        except ValueError:
+            return str(path)
 
     def _volume_source(self, volume: dict) -> Path:
         if volume["type"] == "bind":

@@ -95,3 +95,19 @@ def test_block_from_another_config_or_range_is_refused(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="the manifest expects block 0"):
         load_assembled(tmp_path)
+
+
+def test_raw_and_ema_weights_load_by_their_user_facing_names(tmp_path):
+    net = BlockNet(SPEC)
+    raw = net.state_dict()
+    ema = {k: v + 1.0 for k, v in raw.items()}  # distinguishable
+    path = tmp_path / "block.safetensors"
+    save_block_weights(path, model=raw, ema=ema, meta={"block": {}, "net": SPEC.to_dict(), "sigma_data": 0.5})
+    from shared.checkpoint import load_block_weights
+
+    got_raw, _ = load_block_weights(path, "raw")
+    got_ema, _ = load_block_weights(path, "ema")
+    name = next(iter(raw))
+    assert torch.equal(got_raw[name], raw[name]) and torch.equal(got_ema[name], ema[name])
+    with pytest.raises(ValueError, match="weights 'best'"):
+        load_block_weights(path, "best")

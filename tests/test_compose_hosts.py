@@ -1,0 +1,169 @@
+"""The compose stack rehearsed as separate hosts: every service of docker-compose.yml in its own network and mount
+namespace (private /tmp, its volumes, service names resolved through a private /etc/hosts), running the command
+and environment that `docker compose config` resolves from the committed file. A tiny run submitted to the
+coordinator's published API trains on the ray-worker hosts, assembles, and Prometheus scrapes the coordinator and
+the Ray nodes. The same coordinator without its Ray node (`--ray-node` removed) never becomes ready.
+
+What differs from `docker compose up`, and why: images are this checkout's .venv (plus Debian's redis-server and
+prometheus) instead of built images; grafana is not started (no binary here; its dashboards are checked in
+tests/test_observability.py); two test-only settings shorten waits (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S,
+DBLOCKS_POLL_S). Needs root and `ip netns`: elsewhere the test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import REPO, TINY, redis_server_binary
+from tests.hosts import STAGE, Network, compose_config, missing_prerequisites
+from tests.test_observability import compose_binary
+
+BIN = REPO / ".venv" / "bin"
+SECRETS = {"REDIS_PASSWORD": "rehearsal-redis", "DBLOCKS_API_TOKEN": "rehearsal-token",
+           "GRAFANA_ADMIN_PASSWORD": "rehearsal-grafana"}
+TEST_ONLY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "DBLOCKS_POLL_S": "0.3"}
+NUM_RAY_WORKERS = 2
+# The entrypoints of the third-party images (compose's `command` is their argument list).
+IMAGE_ENTRYPOINTS = {"prom/prometheus": ["prometheus"]}
+
+pytestmark = pytest.mark.slow
+
+
+def image_env() -> dict[str, str]:
+    """What the image provides: its ENV lines, and the programs on PATH (here: .venv, redis-server, prometheus)."""
+    env = {"HOME": "/root", "LANG": "C.UTF-8",
+           "PATH": os.pathsep.join([str(BIN), str(Path(redis_server_binary()).parent), "/usr/local/sbin",
+                                    "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"])}
+    for line in (REPO / "deploy" / "Dockerfile").read_text().splitlines():
+        if line.startswith("ENV "):
+            env.update(item.split("=", 1) for item in line[4:].split())
+    return env
+
+
+def healthy(net: Network, host, service: dict, env: dict[str, str]) -> bool:
+    test = service.get("healthcheck", {}).get("test")
+    if not test:
+        return True
+    test = [arg.replace("$$", "$") for arg in test]  # compose's escape, undone when it creates the container
+    command = ["sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
+    try:
+        return net.exec(host, command, env=env, timeout_s=20).returncode == 0
+    except Exception:
+        return False
+
+
+def wait_until(predicate, timeout_s: float, what: str, on_timeout=lambda: "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{on_timeout()}")
+        time.sleep(1)
+
+
+def tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    reason = missing_prerequisites()
+    if reason:
+        pytest.skip(f"namespace rehearsal of the compose stack: {reason}")
+    workdir = tmp_path_factory.mktemp("compose-hosts")
+    model = compose_config(compose_binary(), [REPO / "docker-compose.yml"], {**os.environ, **SECRETS})
+    services = model["services"]
+    Path("/data").mkdir(exist_ok=True)  # mount point of the `runs` volume (bind-mounted in each namespace only)
+    net = Network(workdir)
+    started = {}
+    try:
+        order = ["redis", "ray-head", *[f"ray-worker-{i + 1}" for i in range(NUM_RAY_WORKERS)], "coordinator",
+                 "prometheus"]
+        for name in order:
+            service = services[name.rsplit("-", 1)[0] if name.startswith("ray-worker") else name]
+            host = net.add_host(name)
+            env = {**image_env(), **service.get("environment", {}), **TEST_ONLY_ENV}
+            log = workdir / f"{name}.log"
+            entrypoint = IMAGE_ENTRYPOINTS.get(service.get("image", "").split(":")[0], [])
+            proc = net.run(host, [*entrypoint, *service["command"]], env=env, volumes=service.get("volumes", []),
+                           cwd=service.get("working_dir") or ("/data" if name == "redis" else f"{STAGE}/{name}"),
+                           log=log)
+            wait_until(lambda: healthy(net, host, service, env) or proc.poll() is not None, 180,
+                       f"{name} to be healthy", lambda: tail(log))
+            assert proc.poll() is None, f"{name} exited with {proc.returncode}:\n{tail(log)}"
+            started[name] = (host, service, env, log)
+        yield net, started, workdir
+    finally:
+        net.close()
+
+
+def api_client(host) -> httpx.Client:
+    return httpx.Client(base_url=f"http://{host.address}:8000",
+                        headers={"Authorization": f"Bearer {SECRETS['DBLOCKS_API_TOKEN']}"}, timeout=20)
+
+
+def test_a_run_submitted_to_the_published_api_trains_on_the_worker_hosts(stack):
+    net, started, workdir = stack
+    coordinator, _, _, coordinator_log = started["coordinator"]
+    api = api_client(coordinator)
+    config = yaml.safe_load(TINY.read_text())
+    config["train"].update({"steps_per_block": 60, "log_every_steps": 10})
+    response = api.post("/v1/runs", json=config)
+    assert response.status_code == 201, response.text
+    run_id = response.json()["id"]
+
+    def finished() -> bool:
+        return api.get(f"/v1/runs/{run_id}").json()["state"] in ("SUCCEEDED", "FAILED", "CANCELLED")
+
+    wait_until(finished, 420, "the run to finish", lambda: tail(coordinator_log))
+    run = api.get(f"/v1/runs/{run_id}").json()
+    assert run["state"] == "SUCCEEDED", (run, tail(coordinator_log))
+    worker_hostnames = {f"ray-worker-{i + 1}" for i in range(NUM_RAY_WORKERS)}
+    for block in run["blocks"]:  # a block's node is "<hostname>/<node id>"; each host has its own hostname
+        assert block["node"].split("/")[0] in worker_hostnames, block
+    assert api.get(f"/v1/runs/{run_id}/samples.png").content.startswith(b"\x89PNG")
+
+    prometheus, _, _, _ = started["prometheus"]
+    prom = httpx.Client(base_url=f"http://{prometheus.address}:9090", timeout=10)
+
+    def query(expr: str) -> list:
+        try:
+            return prom.get("/api/v1/query", params={"query": expr}).json()["data"]["result"]
+        except (httpx.TransportError, KeyError, ValueError):
+            return []
+
+    wait_until(lambda: any(float(r["value"][1]) >= 1 for r in query('dblocks_runs{state="SUCCEEDED"}')), 90,
+               "Prometheus to scrape the coordinator")
+    wait_until(lambda: {r["metric"].get("instance", "").split(":")[0] for r in query("ray_node_cpu_count")}
+               >= {net.hosts[h].address for h in worker_hostnames}, 90, "Prometheus to scrape every worker node")
+
+
+def test_without_its_ray_node_the_coordinator_never_becomes_ready(stack):
+    net, started, workdir = stack
+    _, service, env, _ = started["coordinator"]
+    command = [arg for arg in service["command"] if arg != "--ray-node"]
+    assert command != service["command"], "the compose coordinator no longer passes --ray-node"
+    host = net.add_host("coordinator-without-node")
+    log = workdir / "coordinator-without-node.log"
+    proc = net.run(host, command, env=env, volumes=service.get("volumes", []), cwd=f"{STAGE}/noray", log=log)
+    api = api_client(host)
+
+    def ready() -> bool:
+        try:
+            return api.get("/readyz", timeout=3).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        assert not ready(), "a coordinator with no Ray node on its host became ready"
+        time.sleep(2)
+    net.kill_host(host)
+    text = tail(log, 20000)
+    assert proc.poll() is not None
+    assert "raylet" in text or "Failed to connect" in text or proc.returncode != 0, text[-2000:]
