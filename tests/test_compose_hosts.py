@@ -13,6 +13,7 @@ DBLOCKS_POLL_S). Needs root and `ip netns`: elsewhere the test is skipped with t
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import yaml
 
 from tests.conftest import REPO, TINY, redis_server_binary
 from tests.hosts import STAGE, Network, compose_config, missing_prerequisites
-from tests.test_observability import compose_binary
+from tests.test_observability import compose_binary, dashboard_metrics
 
 BIN = REPO / ".venv" / "bin"
 SECRETS = {"REDIS_PASSWORD": "rehearsal-redis", "DBLOCKS_API_TOKEN": "rehearsal-token",
@@ -141,6 +142,16 @@ def test_a_run_submitted_to_the_published_api_trains_on_the_worker_hosts(stack):
                "Prometheus to scrape the coordinator")
     wait_until(lambda: {r["metric"].get("instance", "").split(":")[0] for r in query("ray_node_cpu_count")}
                >= {net.hosts[h].address for h in worker_hostnames}, 90, "Prometheus to scrape every worker node")
+    wait_until(lambda: query("ray_dblocks_worker_step"), 90, "Prometheus to scrape the block workers' metrics")
+
+    # Every metric a Grafana panel queries is exported: declared by the coordinator (a family with no running
+    # block has no series yet) or scraped by Prometheus from the Ray nodes.
+    names = set(prom.get("/api/v1/label/__name__/values").json()["data"])
+    declared = httpx.get(f"http://{coordinator.address}:9090/metrics", timeout=10).text
+    names |= set(re.findall(r"^# TYPE (\S+) ", declared, flags=re.M))
+    exported = names | {re.sub(r"_(bucket|sum|count|total|created)$", "", n) for n in names}
+    missing = {m for m in dashboard_metrics() if m not in exported and re.sub(r"_total$", "", m) not in exported}
+    assert not missing, f"dashboard panels query metrics nobody exports: {missing}"
 
 
 def test_without_its_ray_node_the_coordinator_never_becomes_ready(stack):
