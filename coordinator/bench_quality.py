@@ -45,6 +45,8 @@ class Budget:
     cases: list[Case]
     seeds: list[int]
     common: tuple[str, ...]  # overrides shared by every case
+    num_samples: int = 1000  # evaluated samples per run and weights
+    num_steps: int | None = None  # sampler steps for the evaluation (None: the config's, 50)
 
 
 # end_to_end is one job on one CPU, as each block is. Quality is compared at equal layer-updates, not equal wall
@@ -70,8 +72,10 @@ def budget_spec(budget: str) -> Budget:
                   Case("B=3 uniform_log gamma=0", ("blocks.num_blocks=3", "blocks.partition=uniform_log",
                                                    "blocks.overlap_gamma=0")),
                   Case("B=3 layers [2,4,6] gamma=0.05", ("blocks.num_blocks=3", "blocks.layers=[2,4,6]"))]
+        # Evaluation at 500 samples and 32 Euler steps: sampling 1,000 x 50 steps through the 12-layer end-to-end
+        # network took ~7 min per weights file here, more than its training.
         return Budget(medium, [0, 1, 2], ("model.num_layers=12", "model.hidden_size=48", "train.batch_size=64",
-                                          "train.steps_per_block=800"))
+                                          "train.steps_per_block=800"), num_samples=500, num_steps=32)
     if budget == "long":  # does block-wise still win once end-to-end is good? 3x the small budget's steps
         return Budget([END_TO_END, _equi(3, 0.05)], [0], ("train.steps_per_block=6000",))
     if budget == "full":
@@ -132,7 +136,7 @@ def summarise(budget: str, spec: Budget, runs: list[dict], base: dict) -> dict:
 
 
 def bench_quality(budget: str, base_config: Path, out_dir: Path, *, store: Store, dispatcher: RayDispatcher,
-                  cache_dir: Path, num_samples: int = 1000, log: Callable[[str], None] = print,
+                  cache_dir: Path, num_samples: int | None = None, log: Callable[[str], None] = print,
                   previous: dict | None = None, save: Callable[[dict], None] = lambda report: None) -> dict:
     """Train and evaluate every (case, seed) of a budget, seed by seed, so partial results cover every case.
 
@@ -140,8 +144,10 @@ def bench_quality(budget: str, base_config: Path, out_dir: Path, *, store: Store
     `save` gets the report after every run, so an interruption loses at most one run.
     """
     spec = budget_spec(budget)
+    num_samples = num_samples or spec.num_samples
     runs = [r for r in (previous or {}).get("runs", []) if r.get("num_samples") == num_samples]
-    base = {"num_samples": num_samples, "wall_s": (previous or {}).get("wall_s", 0.0)}
+    base = {"num_samples": num_samples, "num_steps": spec.num_steps or 50,
+            "wall_s": (previous or {}).get("wall_s", 0.0)}
     for seed in spec.seeds:
         for case in spec.cases:
             if any(r["label"] == case.label and r["seed"] == seed for r in runs):
@@ -153,7 +159,7 @@ def bench_quality(budget: str, base_config: Path, out_dir: Path, *, store: Store
             log(f"== {case.label}, seed {seed}: {run_dir}")
             train_case(config, run_id, run_dir, store=store, dispatcher=dispatcher, log=log)
             evals = {which: evaluate_run(run_dir, config, num_samples=num_samples, seed=0, cache_dir=cache_dir,
-                                         weights=which) for which in WEIGHTS}
+                                         weights=which, num_steps=spec.num_steps) for which in WEIGHTS}
             for which, ev in evals.items():
                 log(f"   {which}: FD {ev['fd']:.2f}  class accuracy {ev['class_accuracy']:.3f}")
             ev = evals["ema"]
@@ -206,8 +212,8 @@ def write_quality_doc(report: dict, doc_path: Path, plot_path: Path, command: st
               "continues from the committed JSON")
     text = f"""# Quality, budget `{report['budget']}` (generated)
 
-Produced by `{command}` ({status}); {report['num_samples']} class-balanced samples per run, Euler 50 steps,
-CFG 2.0; {report.get('wall_s', 0.0) / 60:.0f} minutes of wall time so far on this project's 2-core CPU machine.
+Produced by `{command}` ({status}); {report['num_samples']} class-balanced samples per run and weights, Euler
+{report.get('num_steps', 50)} steps (Karras spacing), CFG 2.0; {report.get('wall_s', 0.0) / 60:.0f} minutes of wall time so far on this project's 2-core CPU machine.
 Every case trains at the same layer-updates ({results[0]['layer_updates']:,} per case). FD: Frechet distance in
 the features of a small CNN trained on the training split only (held-out accuracy
 {report['classifier_test_accuracy']:.3f}; floor, real train vs held-out: {report['fd_floor']:.2f}). Class

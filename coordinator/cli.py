@@ -426,7 +426,8 @@ def bench_quality_cmd(
         budget: Annotated[str, typer.Option(help="small (~30 min on 2 CPU cores), medium (<= 2.5 h, 3 seeds), "
                                                  "long (the 3x pair) or full.")] = "small",
         config: Annotated[Path, typer.Option(help="Base config.")] = Path("configs/quickstart.yaml"),
-        num_samples: Annotated[int, typer.Option(help="Samples per evaluated run.")] = 1000,
+        num_samples: Annotated[Optional[int], typer.Option(help="Samples per evaluated run (default: the "
+                                                                "budget's, 1000; medium 500).")] = None,
         results_dir: Annotated[Path, typer.Option(help="Folder of the JSON result.")] = Path("benchmarks/results"),
         doc_dir: Annotated[Optional[Path], typer.Option(help="Folder for the generated quality-BUDGET.md.")] =
         Path("docs"),
