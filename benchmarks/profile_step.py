@@ -7,13 +7,13 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from coordinator.plan import block_specs
+from shared.plan import block_specs
 from shared.config import load_config
 from shared.data import load_split
 from shared.generate import class_labels, generate, step_sigmas
 from shared.model import BlockNet
 from shared.precond import Denoiser
-from workers.job import BlockJob
+from shared.job import BlockJob
 from workers.reporting import NullReporter
 from workers.train_block import train_block
 

@@ -7,7 +7,6 @@ import hmac
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Annotated, Literal
 from pathlib import Path
 
@@ -18,12 +17,13 @@ from pydantic import BaseModel, Field
 
 from shared.checkpoint import CheckpointError
 from shared.config import ConfigError, parse_config
-from workers.job import previews_dir
+from shared.job import previews_dir
 
-from coordinator.assemble import sample_grid_png
+from coordinator.artefacts.sample import sample_grid_png
 from coordinator.metrics import Metrics
-from coordinator.runner import create_run, new_run_id, run_storage
-from coordinator.store import TERMINAL, Store, TransitionError
+from coordinator.runs import create_run, new_run_id, run_storage
+from coordinator.records import TERMINAL, block_view, run_view
+from coordinator.store import Store, TransitionError
 
 
 PREVIEW_NAME = re.compile(r"block_\d+_step_\d+\.png")
@@ -37,12 +37,6 @@ class RetrainRequest(BaseModel):
 
     from_scratch: bool = Field(True, description="True: new weights; False: resume its checkpoint, train on.")
     steps: int | None = Field(None, ge=1, description="Total steps for the block (default: the run's).")
-
-
-def block_view(block) -> dict:
-    view = asdict(block)
-    view["state"] = str(block.state)
-    return view
 
 
 def create_app(*, store: Store, storage: Path, api_token: str | None,
@@ -122,11 +116,7 @@ def create_app(*, store: Store, storage: Path, api_token: str | None,
 
     @app.get("/v1/runs/{run_id}", dependencies=[Depends(authorised)])
     def get_run(run_id: str) -> dict:
-        run = run_or_404(run_id)
-        return {"id": run.id, "state": str(run.state), "error": run.error, "run_dir": run.run_dir,
-                "config_hash": run.config_hash, "created_at": run.created_at, "updated_at": run.updated_at,
-                "cancel_requested": run.cancel_requested,
-                "blocks": [block_view(b) for b in store.get_blocks(run_id)]}
+        return run_view(run_or_404(run_id), store.get_blocks(run_id))
 
     @app.get("/v1/runs/{run_id}/events", dependencies=[Depends(authorised)])
     def events(run_id: str) -> list[dict]:

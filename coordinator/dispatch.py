@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import ray
 
 from coordinator.reconcile import NOTHING, Demand
-from workers.job import BlockJob
+from shared.job import BlockJob
 from workers.ray_entry import fit_block
 
 # Variables a local cluster's processes must inherit (Ray Train reads its own from the driver's environment).

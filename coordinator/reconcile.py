@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from coordinator.store import BlockRecord, State
+from coordinator.records import BlockRecord, State
 
 
 @dataclass(frozen=True)

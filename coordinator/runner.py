@@ -10,54 +10,26 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
-from shared.checkpoint import CheckpointError, atomic_write_text
-from shared.config import Config, parse_config
-from shared.storage import Storage
-from workers.job import BlockJob, progress_path
+from shared.checkpoint import CheckpointError
+from shared.config import parse_config
+from shared.job import BlockJob, progress_path
 
-from coordinator.assemble import assemble, collect_block, collect_previews, write_samples_png
+from coordinator.artefacts.assemble import assemble, collect_block, collect_previews
+from coordinator.artefacts.sample import write_samples_png
 from coordinator.dispatch import Outcome, RayDispatcher
 from coordinator.metrics import Metrics
-from coordinator.pictures import write_pictures
-from coordinator.plan import block_specs, boundaries
+from coordinator.artefacts.pictures import write_pictures
+from shared.plan import block_specs, boundaries
 from coordinator.reconcile import NOTHING, Demand, after_failure, free, launches, run_outcome, too_big
-from coordinator.store import BlockRecord, RunRecord, State, Store
+from coordinator.records import BlockRecord, State
+from coordinator.runs import block_demand, run_storage
+from coordinator.store import Store
 
 Log = Callable[[str], None]
-
-
-def new_run_id(config: Config) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
-    return f"{config.name}-{stamp}-{config.hash()[:6]}"
-
-
-def block_demand(config: Config, index: int) -> Demand:
-    """What block `index` holds in the cluster while it trains: its workers' resources, all together."""
-    r = config.resources.for_block(index)
-    return Demand(cpu=r.cpus, gpu=r.gpus, memory=float(r.memory_bytes)).times(r.num_workers)
-
-
-def create_run(config: Config, *, store: Store, run_id: str, run_dir: Path, checkpoint_uri: str | None = None) -> None:
-    """Write the resolved config and the run + PENDING block records (one transaction). Checkpoints go under
-    `checkpoint_uri/<run id>` (a shared path or s3://bucket/prefix), by default `run_dir/checkpoints`."""
-    checkpoints = Storage.from_uri(f"{checkpoint_uri.rstrip('/')}/{run_id}" if checkpoint_uri
-                                   else run_dir / "checkpoints")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", config.to_yaml())
-    records = [BlockRecord(index=s.index, sigma_lo=s.sigma_lo, sigma_hi=s.sigma_hi,
-                           total_steps=config.train.steps_per_block) for s in block_specs(config)]
-    store.create_run(RunRecord(id=run_id, config_yaml=config.to_yaml(), config_hash=config.hash(),
-                               run_dir=str(run_dir), checkpoint_uri=checkpoints.uri), records)
-
-
-def run_storage(run: RunRecord) -> Storage:
-    """The run's checkpoint storage (runs created before checkpoint_uri existed: run_dir/checkpoints)."""
-    return Storage.from_uri(run.checkpoint_uri or Path(run.run_dir) / "checkpoints")
 
 
 class RunReconciler:

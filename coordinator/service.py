@@ -18,9 +18,14 @@ from coordinator.dispatch import RayDispatcher
 from coordinator.metrics import Metrics
 from coordinator.reconcile import Demand, free
 from coordinator.runner import RunReconciler
-from coordinator.store import TERMINAL, State, Store
+from coordinator.records import TERMINAL, State
+from coordinator.store import Store
 
 Log = Callable[[str], None]
+
+
+class RunNotSucceeded(RuntimeError):
+    """A run driven to its end finished FAILED or CANCELLED."""
 
 
 class Coordinator:
@@ -96,12 +101,16 @@ class Coordinator:
             m.runs.labels(str(state)).set(runs[state])
             m.blocks.labels(str(state)).set(blocks[state])
 
-    def run_until_done(self, run_id: str, on_tick: Callable[[], None] | None = None) -> State:
-        """Tick until `run_id` is terminal (the standalone `dblocks train` path)."""
+    def run_until_done(self, run_id: str, on_tick: Callable[[], None] | None = None, *,
+                       require_success: bool = False) -> State:
+        """Tick until `run_id` is terminal (the standalone `dblocks train` path); with `require_success`, a run
+        that ends other than SUCCEEDED raises `RunNotSucceeded` with its error."""
         try:
             while True:
                 run = self.store.get_run(run_id)
                 if run.state in TERMINAL:
+                    if require_success and run.state != State.SUCCEEDED:
+                        raise RunNotSucceeded(f"run {run_id} ended {run.state}: {run.error}")
                     return run.state
                 self.tick()
                 if on_tick is not None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
-from enum import StrEnum
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import redis
+
+from coordinator.records import BLOCK_TRANSITIONS, TERMINAL, BlockRecord, RunRecord, State
 
 EVENTS_MAXLEN = 10_000
 
@@ -30,69 +31,8 @@ return 0
 """
 
 
-class State(StrEnum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-
-TERMINAL = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
-
-# Allowed transitions of a block job. A RUNNING block may go back to PENDING to be retried.
-BLOCK_TRANSITIONS: dict[State, frozenset[State]] = {
-    State.PENDING: frozenset({State.RUNNING, State.CANCELLED, State.FAILED}),
-    State.RUNNING: frozenset({State.PENDING, State.RUNNING, State.SUCCEEDED, State.FAILED, State.CANCELLED}),
-    State.SUCCEEDED: frozenset({State.PENDING}),  # retrain one block
-    State.FAILED: frozenset({State.PENDING}),
-    State.CANCELLED: frozenset({State.PENDING}),
-}
-
-
 class TransitionError(RuntimeError):
     pass
-
-
-@dataclass(kw_only=True)
-class BlockRecord:
-    index: int
-    state: State = State.PENDING
-    attempt: int = 0
-    step: int = 0
-    total_steps: int = 0
-    loss: float | None = None
-    resumed_from_step: int = 0
-    sigma_lo: float = 0.0
-    sigma_hi: float = 0.0
-    ray_name: str = ""
-    checkpoint: str = ""
-    weights_file: str = ""
-    sha256: str = ""
-    node: str = ""
-    error: str = ""
-    generation: int = 0  # bumped by a from-scratch retrain: a fresh Ray run name
-    launched_at: float = 0.0  # wall clock when this attempt was submitted
-    entered_at: float = 0.0  # wall clock when the worker entered its entry point (from the worker)
-    first_step_at: float = 0.0  # wall clock of this block's first training step (from the worker)
-    train_s: float = 0.0  # seconds the worker spent in its training loop (last attempt)
-    finished_at: float = 0.0
-    updated_at: float = 0.0
-
-
-@dataclass(kw_only=True)
-class RunRecord:
-    id: str
-    state: State = State.PENDING
-    num_blocks: int = 0
-    config_yaml: str = ""
-    config_hash: str = ""
-    run_dir: str = ""
-    checkpoint_uri: str = ""  # where the blocks' Ray runs, checkpoints, progress and previews live (path or s3://)
-    error: str = ""
-    cancel_requested: bool = False
-    created_at: float = 0.0
-    updated_at: float = 0.0
 
 
 def _encode(record) -> dict[str, str]:

@@ -172,11 +172,20 @@ class Config(_Section):
         except ValueError as err:
             field = "blocks.layers" if blocks.layers is not None else "blocks.num_blocks"
             raise ValueError(f"{field}: {err}") from None
-        planned = 1 if self.train.mode == "end_to_end" else blocks.num_blocks
+        planned = self.planned_blocks
         for index in self.resources.per_block:
             if not 0 <= index < planned:
                 raise ValueError(f"resources.per_block.{index}: no such block; this plan has blocks 0..{planned - 1}")
         return self
+
+    @property
+    def planned_blocks(self) -> int:
+        """Blocks this config trains: end_to_end is the B = 1 plan (one network, all layers, the whole range)."""
+        return 1 if self.train.mode == "end_to_end" else self.blocks.num_blocks
+
+    def with_overrides(self, overrides: list[str]) -> "Config":
+        """A variant of this config with `section.field=value` overrides, validated like any other."""
+        return parse_config(self.model_dump(), overrides)
 
     def hash(self) -> str:
         """sha256 of the canonical JSON of the fields that differ from their defaults: a config hashes the same

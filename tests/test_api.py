@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from coordinator.api import create_app
 from coordinator.cli import app as cli_app
 from coordinator.metrics import Metrics
-from coordinator.store import State, Store
+from coordinator.records import State
+from coordinator.store import Store
 from tests.conftest import TINY, free_port
 from tests.test_checkpoint import write_run
 

@@ -3,7 +3,7 @@ results summarised honestly, differences carry their uncertainty (no training he
 
 import pytest
 
-from coordinator.bench_quality import BUDGETS, PAPER, budget_spec, difference, summarise, write_quality_doc
+from coordinator.bench.quality import BUDGETS, PAPER, budget_spec, difference, summarise, write_quality_doc
 
 
 def test_every_paper_entry_names_a_case_of_some_budget():

@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 from rich.console import Console
 
-from coordinator import live
-from coordinator.report import render_report
+from coordinator.cli import live
+from coordinator.artefacts.report import render_report
 from shared.config import load_config
 from shared.images import save_grid
 from shared.model import BlockNet, NetSpec

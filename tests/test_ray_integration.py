@@ -10,7 +10,8 @@ import pytest
 import redis
 from PIL import Image
 
-from coordinator.store import State, Store
+from coordinator.records import State
+from coordinator.store import Store
 from shared.checkpoint import load_manifest
 from tests.conftest import REPO, TINY
 

@@ -1,7 +1,7 @@
 """Pure coordinator decisions: admission by capacity, retry, run outcome."""
 
 from coordinator.reconcile import Demand, after_failure, launches, run_outcome, too_big
-from coordinator.store import BlockRecord, State
+from coordinator.records import BlockRecord, State
 
 
 def blocks(*states, attempt=0):

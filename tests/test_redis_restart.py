@@ -7,7 +7,8 @@ import time
 import redis
 import yaml
 
-from coordinator.store import BlockRecord, RunRecord, State, Store
+from coordinator.records import BlockRecord, RunRecord, State
+from coordinator.store import Store
 from tests.conftest import REPO, free_port, redis_server_binary
 
 

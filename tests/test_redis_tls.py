@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from coordinator.runner import create_run
-from coordinator.store import State, Store, connect
+from coordinator.runs import create_run
+from coordinator.records import State
+from coordinator.store import Store, connect
 from shared.config import load_config
 from tests.conftest import TINY, free_port, wait_for_redis
 

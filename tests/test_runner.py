@@ -3,11 +3,13 @@
 from pathlib import Path
 
 from coordinator.reconcile import Demand
-from coordinator.runner import RunReconciler, create_run
-from coordinator.store import State, Store
+from coordinator.runner import RunReconciler
+from coordinator.runs import create_run
+from coordinator.records import State
+from coordinator.store import Store
 from shared.config import load_config
 from tests.conftest import REPO
-from workers.job import progress_path
+from shared.job import progress_path
 
 
 class InFlight:

@@ -4,7 +4,8 @@ import threading
 
 import pytest
 
-from coordinator.store import BlockRecord, RunRecord, State, Store, TransitionError
+from coordinator.records import BlockRecord, RunRecord, State
+from coordinator.store import Store, TransitionError
 
 
 def make_run(store, run_id="r1", num_blocks=3):

@@ -7,22 +7,23 @@ import sys
 import pytest
 import torch
 
-from coordinator.plan import block_specs
+from shared.plan import block_specs
 from shared.checkpoint import load_training_state
 from shared.config import load_config
 from shared.data import load_split
 from shared.model import BlockNet, count_params
 from tests.conftest import REPO, TINY
-from workers.job import BlockJob, block_seed
+from shared.job import BlockJob
+from shared.plan import block_seed
 from workers.reporting import ListReporter
 from workers.train_block import ema_decay, lr_at, train_block
 
 PROBE = r"""
 import gc, json, sys, torch
-from coordinator.plan import block_specs
+from shared.plan import block_specs
 from shared.config import load_config
 from shared.data import load_split
-from workers.job import BlockJob
+from shared.job import BlockJob
 from workers.train_block import train_block
 
 class Probe:

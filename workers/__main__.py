@@ -15,7 +15,7 @@ import torch
 
 from shared.config import ConfigError, load_config
 from shared.data import load_split
-from workers.job import BlockJob
+from shared.job import BlockJob
 from workers.reporting import ListReporter
 from workers.train_block import train_block
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from coordinator.plan import block_specs  # the plan is pure; no Ray or Redis is touched
+    from shared.plan import block_specs  # the plan is pure; no Ray or Redis is touched
 
     specs = block_specs(config)
     if not 0 <= args.block < len(specs):

@@ -20,7 +20,7 @@ from shared.data import load_split
 from shared.images import grid_png
 from shared.storage import Storage
 from shared.visualize import block_preview
-from workers.job import BlockJob, history_path, previews_dir, progress_path
+from shared.job import BlockJob, history_path, previews_dir, progress_path
 from workers.reporting import ProgressFileReporter, TeeReporter
 from workers.train_block import train_block
 

@@ -21,7 +21,7 @@ from shared.checkpoint import save_training_state
 from shared.model import BlockNet
 from shared.noise import sample_sigmas
 from shared.precond import Denoiser, denoising_loss
-from workers.job import BlockJob
+from shared.job import BlockJob
 from workers.reporting import Reporter
 
 

@@ -13,17 +13,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from shared.config import Config, apply_overrides, parse_config
+from shared.config import Config
 
-from coordinator.bench_perf import machine
+from coordinator.bench.perf import machine
 from coordinator.dispatch import RayDispatcher
-from coordinator.runner import create_run
+from coordinator.runs import create_run
 from coordinator.service import Coordinator
-from coordinator.store import State, Store
+from coordinator.store import Store
 
 
 def _variant(config: Config, overrides: list[str]) -> Config:
-    return parse_config(apply_overrides(config.model_dump(), overrides))
+    return config.with_overrides(overrides)
 
 
 def timed_run(config: Config, label: str, out_dir: Path, *, store: Store, dispatcher: RayDispatcher,
@@ -33,9 +33,7 @@ def timed_run(config: Config, label: str, out_dir: Path, *, store: Store, dispat
     create_run(config, store=store, run_id=run_id, run_dir=out_dir / run_id)
     coordinator = Coordinator(store=store, dispatcher=dispatcher, log=log, max_in_flight=max_in_flight,
                               only_runs={run_id})
-    state = coordinator.run_until_done(run_id)
-    if state != State.SUCCEEDED:
-        raise RuntimeError(f"{run_id}: {state}")
+    coordinator.run_until_done(run_id, require_success=True)
     blocks = store.get_blocks(run_id)
     last_trained = max(b.finished_at for b in blocks)
     return {"run_id": run_id, "created_at": started, "blocks_wall_s": last_trained - started,

@@ -1,4 +1,4 @@
-"""Peak training memory of one case, measured in THIS fresh process: `python -m workers.memory_probe ...`.
+"""Peak training memory of one case, measured in THIS fresh process: `python -m coordinator.bench.memory_probe ...`.
 
 Cases: `block` (one DiffusionBlocks block, as its worker runs it), `e2e` (the whole network),
 `e2e_checkpointed` (the whole network with activation checkpointing). Prints one JSON line:
@@ -19,7 +19,7 @@ import torch
 from shared.config import load_config
 from shared.data import load_split
 from shared.model import count_params
-from workers.job import BlockJob
+from shared.job import BlockJob
 from workers.reporting import NullReporter
 from workers.train_block import train_block
 
@@ -51,20 +51,18 @@ def warm_up(config, data, device: torch.device) -> None:
     allocator arenas that any training touches are already resident in the baseline."""
     tiny = load_config_like(config, ["model.num_layers=1", "blocks.num_blocks=1", "blocks.layers=null", "model.hidden_size=32", "model.num_heads=2",
                                      "train.mode=end_to_end", "train.steps_per_block=2", "train.batch_size=4"])
-    from coordinator.plan import block_specs
+    from shared.plan import block_specs
 
     train_block(BlockJob(run_id="warmup", config=tiny, block=block_specs(tiny)[0]), data=data,
                 reporter=NullReporter(), device=device)
 
 
 def load_config_like(config, overrides: list[str]):
-    from shared.config import apply_overrides, parse_config
-
-    return parse_config(apply_overrides(config.model_dump(), overrides))
+    return config.with_overrides(overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workers.memory_probe")
+    parser = argparse.ArgumentParser(prog="python -m coordinator.bench.memory_probe")
     parser.add_argument("config")
     parser.add_argument("--case", choices=["block", "e2e", "e2e_checkpointed"], required=True)
     parser.add_argument("--block", type=int, default=0)
@@ -77,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides += ["train.mode=end_to_end",
                       f"train.activation_checkpointing={args.case == 'e2e_checkpointed'}"]
     config = load_config(args.config, overrides)
-    from coordinator.plan import block_specs
+    from shared.plan import block_specs
 
     spec = block_specs(config)[args.block if args.case == "block" else 0]
     job = BlockJob(run_id="memprobe", config=config, block=spec)

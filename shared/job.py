@@ -1,15 +1,14 @@
-"""A block job: the plain data one worker needs to train one block, serialisable to a dict for Ray."""
+"""The coordinator-worker contract: a block job (the plain data one worker needs to train one block, serialisable
+to a dict for Ray), its Ray run name, and where the worker writes progress, history and previews."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 from shared.config import Config
-from shared.data import DATASETS
 from shared.model import NetSpec
 from shared.partition import BlockSpec
+from shared.plan import block_seed, net_spec
 from shared.storage import Storage
 
 
@@ -46,19 +45,6 @@ class BlockJob:
         return cls(run_id=data["run_id"], config=Config.model_validate(data["config"]),
                    block=BlockSpec(**data["block"]), total_steps=data.get("total_steps"),
                    generation=data.get("generation", 0))
-
-
-def net_spec(config: Config, num_layers: int) -> NetSpec:
-    info, model = DATASETS[config.data.dataset], config.model
-    return NetSpec(image_size=info.image_size, channels=info.channels, num_classes=info.num_classes,
-                   patch_size=model.patch_size, hidden_size=model.hidden_size, num_heads=model.num_heads,
-                   mlp_ratio=model.mlp_ratio, num_layers=num_layers)
-
-
-def block_seed(run_seed: int, block_index: int) -> int:
-    """Per-block seed from (run seed, block index): independent of scheduling order."""
-    digest = hashlib.sha256(f"dblocks:{run_seed}:{block_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def run_name(run_id: str, block_index: int, generation: int = 0) -> str:

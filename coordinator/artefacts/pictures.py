@@ -16,9 +16,9 @@ from shared.generate import step_sigmas
 from shared.images import save_grid
 from shared.storage import Storage
 from shared.visualize import handover_trajectory, plot_loss_curves, plot_sigma_loss, sigma_loss_curve
-from workers.job import BlockJob, history_path
+from shared.job import BlockJob, history_path
 
-from coordinator.plan import block_specs
+from shared.plan import block_specs
 
 SIGMA_GRID = 24
 

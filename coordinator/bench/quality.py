@@ -1,7 +1,7 @@
 """`dblocks bench quality`: end-to-end vs DiffusionBlocks at equal layer-updates, evaluated offline.
 
 Every case trains through the same coordinator/Ray path as `dblocks train` (end_to_end is the B = 1 plan), then
-`coordinator.quality.evaluate_run` measures FD and class accuracy against the held-out test split.
+`coordinator.artefacts.quality.evaluate_run` measures FD and class accuracy against the held-out test split.
 Equal layer-updates: B blocks x K steps x L/B layers = K steps x L layers, so every case uses the same K.
 """
 
@@ -19,10 +19,10 @@ from shared.config import Config, load_config
 from shared.visualize import figure
 
 from coordinator.dispatch import RayDispatcher
-from coordinator.quality import evaluate_run
-from coordinator.runner import create_run
+from coordinator.artefacts.quality import evaluate_run
+from coordinator.runs import create_run
 from coordinator.service import Coordinator
-from coordinator.store import State, Store
+from coordinator.store import Store
 
 # Paper (DiT-S/2, CIFAR-10, test FID; shape only: other data, model and metric features). Table 2 compares
 # end-to-end with B=3 at gamma 0.05; the partition and block-count ablations (Table 7) ran at gamma 0.
@@ -101,9 +101,7 @@ def train_case(config: Config, run_id: str, run_dir: Path, *, store: Store, disp
         if store.get_run(run_id) is None:
             create_run(config, store=store, run_id=run_id, run_dir=run_dir)
         coordinator = Coordinator(store=store, dispatcher=dispatcher, log=log, only_runs={run_id})
-        state = coordinator.run_until_done(run_id)
-        if state != State.SUCCEEDED:
-            raise RuntimeError(f"{run_id}: {state}")
+        coordinator.run_until_done(run_id, require_success=True)
 
 
 def _run_id(budget: str, case: Case, seed: int, config: Config) -> str:
@@ -167,7 +165,7 @@ def bench_quality(budget: str, base_config: Path, out_dir: Path, *, store: Store
             base["wall_s"] += time.time() - started
             runs.append({
                 "label": case.label, "seed": seed, "mode": config.train.mode,
-                "num_blocks": 1 if config.train.mode == "end_to_end" else config.blocks.num_blocks,
+                "num_blocks": config.planned_blocks,
                 "partition": config.blocks.partition, "overlap_gamma": config.blocks.overlap_gamma,
                 "layers": config.blocks.layers, "steps_per_block": config.train.steps_per_block,
                 "layer_updates": config.train.steps_per_block * config.model.num_layers,

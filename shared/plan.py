@@ -1,17 +1,34 @@
-"""The plan of a run: noise boundaries and one BlockSpec per block. Pure; starts nothing."""
+"""The plan of a run, a pure function of its config: noise boundaries, one BlockSpec per block, each block's
+network and seed. Starts nothing; the coordinator, the worker and `dblocks plan` all read it from here."""
 
 from __future__ import annotations
 
+import hashlib
+
 from shared.config import Config
-from shared.model import count_params
+from shared.data import DATASETS
+from shared.model import NetSpec, count_params
 from shared.partition import (BlockSpec, equiprobable_boundaries, plan_blocks, split_layers,
                               uniform_log_boundaries)
-from workers.job import net_spec
+
+
+def net_spec(config: Config, num_layers: int) -> NetSpec:
+    """The network of a block of `num_layers` layers under `config` (shape from the dataset)."""
+    info, model = DATASETS[config.data.dataset], config.model
+    return NetSpec(image_size=info.image_size, channels=info.channels, num_classes=info.num_classes,
+                   patch_size=model.patch_size, hidden_size=model.hidden_size, num_heads=model.num_heads,
+                   mlp_ratio=model.mlp_ratio, num_layers=num_layers)
+
+
+def block_seed(run_seed: int, block_index: int) -> int:
+    """Per-block seed from (run seed, block index): independent of scheduling order."""
+    digest = hashlib.sha256(f"dblocks:{run_seed}:{block_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def effective_num_blocks(config: Config) -> int:
     """end_to_end is the B = 1 case: one network, all layers, the whole sigma range."""
-    return 1 if config.train.mode == "end_to_end" else config.blocks.num_blocks
+    return config.planned_blocks
 
 
 def boundaries(config: Config) -> list[float]:

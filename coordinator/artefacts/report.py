@@ -10,7 +10,7 @@ from pathlib import Path
 
 from shared.config import Config
 
-from coordinator.plan import plan_json
+from shared.plan import plan_json
 
 PICTURES = [
     ("samples.png", "Class-conditional samples (one row per class)"),

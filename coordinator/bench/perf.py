@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 
-from shared.config import Config, apply_overrides, parse_config
+from shared.config import Config
 from shared.model import BlockNet, NetSpec, count_params
 from shared.precond import Denoiser
 from shared.sampling import euler_step, guided
 from shared.assembly import AssembledDenoiser, load_assembled
-from workers.job import net_spec
+from shared.plan import net_spec
 
-from coordinator.plan import block_specs, boundaries
+from shared.plan import block_specs, boundaries
 
 # Fixed glibc mmap threshold: freed large buffers go back to the OS, so resident memory tracks live tensors.
 PROBE_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
@@ -32,7 +32,7 @@ def machine() -> dict:
 
 
 def probe(config_path: Path, case: str, block: int = 0, steps: int = 3, overrides: list[str] = ()) -> dict:
-    args = [sys.executable, "-m", "workers.memory_probe", str(config_path), "--case", case, "--block", str(block),
+    args = [sys.executable, "-m", "coordinator.bench.memory_probe", str(config_path), "--case", case, "--block", str(block),
             "--steps", str(steps), *(a for o in overrides for a in ("--set", o))]
     out = subprocess.run(args, capture_output=True, text=True, env={**os.environ, **PROBE_ENV}, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -92,7 +92,7 @@ def bench_sampling(config: Config, run_dir: Path | None, *, batch: int, num_step
         nets = [Denoiser(BlockNet(net_spec(config, s.num_layers)), config.noise.sigma_data).eval()
                 for s in block_specs(config)]
         assembled = AssembledDenoiser(nets, boundaries(config))
-    e2e_config = parse_config(apply_overrides(config.model_dump(), ["train.mode=end_to_end"]))
+    e2e_config = config.with_overrides(["train.mode=end_to_end"])
     e2e = Denoiser(BlockNet(net_spec(e2e_config, config.model.num_layers)), config.noise.sigma_data).eval()
     spec: NetSpec = net_spec(config, 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -134,7 +134,7 @@ def train_flops_per_step(config: Config, num_layers: int) -> float:
 def bench_throughput(config: Config, *, steps: int) -> dict:
     """Training steps/s of one block and of the end-to-end net, in this process (no Ray), plus MFU on GPU."""
     from shared.data import load_split
-    from workers.job import BlockJob
+    from shared.job import BlockJob
     from workers.reporting import ListReporter
     from workers.train_block import train_block
 
@@ -162,4 +162,4 @@ def bench_throughput(config: Config, *, steps: int) -> dict:
 
 
 def _variant_config(config: Config, overrides: list[str]) -> Config:
-    return parse_config(apply_overrides(config.model_dump(), overrides))
+    return config.with_overrides(overrides)

@@ -8,7 +8,7 @@ from shared.config import Config
 from shared.data import DATASETS, load_split
 from shared.evaluation import cached_classifier, evaluate_samples, frechet_distance, predict
 
-from coordinator.assemble import sample_run
+from coordinator.artefacts.sample import sample_run
 
 
 def reference_stats(config: Config, cache_dir: Path) -> dict:

@@ -1,0 +1,5 @@
+"""`python -m coordinator.cli` = `dblocks`."""
+
+from coordinator.cli import main
+
+main()

@@ -1,0 +1,90 @@
+"""Commands for a client of the coordinator service: submit, status, cancel, retrain (sample --server is in
+`coordinator.cli.local`, beside local sampling)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from coordinator.cli import app
+from coordinator.cli.common import ServerOpt, SetOpt, checked, client, load
+
+
+@app.command()
+def submit(config: Path, server: ServerOpt, set_: SetOpt = None) -> None:
+    """Submit a run to a coordinator service; prints its id. Example: dblocks submit cfg.yaml --server URL"""
+    cfg = load(config, set_)
+    with client(server) as c:
+        typer.echo(checked(c.post("/v1/runs", json=cfg.model_dump()))["id"])
+
+
+@app.command()
+def status(run_id: str, server: ServerOpt, as_json: Annotated[bool, typer.Option("--json")] = False,
+           watch: Annotated[bool, typer.Option("--watch", help="Follow the run live until it ends.")] = False,
+           ) -> None:
+    """A run's state and its blocks'. Example: dblocks status RUN_ID --watch --server http://127.0.0.1:8000"""
+    if watch:
+        _watch(run_id, server)
+        return
+    with client(server) as c:
+        run = checked(c.get(f"/v1/runs/{run_id}"))
+    if as_json:
+        typer.echo(json.dumps(run, indent=2))
+        return
+    typer.echo(f"{run['id']}: {run['state']} {run['error']}")
+    for b in run["blocks"]:
+        loss = f"{b['loss']:.4f}" if b["loss"] is not None else "-"
+        typer.echo(f"  block {b['index']}: {b['state']:9} step {b['step']}/{b['total_steps']} loss {loss} "
+                   f"attempt {b['attempt']} resumed_from {b['resumed_from_step']} {b['node']}")
+
+
+def _watch(run_id: str, server: str, interval_s: float = 2.0) -> None:
+    from rich.console import Console
+    from rich.live import Live
+
+    from coordinator.cli import live
+
+    console, rates = Console(), live.Rates()
+    with client(server) as c:
+        if not console.is_terminal:
+            while True:
+                run = checked(c.get(f"/v1/runs/{run_id}"))
+                typer.echo(f"{run['state']}  {live.line(run)}")
+                if run["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
+                    return
+                time.sleep(interval_s * 5)
+        with Live(console=console, refresh_per_second=2) as view:
+            while True:
+                run = checked(c.get(f"/v1/runs/{run_id}"))
+                live.observe(rates, run)
+                view.update(live.render(run, rates))
+                if run["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
+                    return
+                time.sleep(interval_s)
+
+
+@app.command()
+def cancel(run_id: str, server: ServerOpt) -> None:
+    """Cancel a run. Example: dblocks cancel RUN_ID --server http://127.0.0.1:8000"""
+    with client(server) as c:
+        checked(c.post(f"/v1/runs/{run_id}/cancel"))
+    typer.echo(f"cancel requested for {run_id}")
+
+
+@app.command()
+def retrain(run_id: str, block: int, server: ServerOpt,
+            from_scratch: Annotated[bool, typer.Option("--from-scratch/--resume",
+                                                       help="New weights, or train on from its checkpoint.")] = True,
+            steps: Annotated[Optional[int], typer.Option(help="Total steps for the block.")] = None) -> None:
+    """Train one block of a finished run again and re-assemble; other blocks stay untouched.
+
+    Example: dblocks retrain RUN_ID 2 --resume --steps 4000 --server http://127.0.0.1:8000
+    """
+    with client(server) as c:
+        checked(c.post(f"/v1/runs/{run_id}/blocks/{block}/retrain",
+                        json={"from_scratch": from_scratch, "steps": steps}))
+    typer.echo(f"block {block} of {run_id} queued for retraining")

@@ -1,0 +1,199 @@
+"""Commands for local use on one machine: plan, train, sample, eval, report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+
+from coordinator.cli import app
+from coordinator.cli.common import SetOpt, checked, client, fail, load, open_dispatcher, open_store, run_config
+from shared.checkpoint import CheckpointError
+
+
+@app.command()
+def plan(config: Path, set_: SetOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Print the block plan (noise boundaries, ranges, layers, parameters). Starts nothing.
+
+    Example: dblocks plan configs/quickstart.yaml --set blocks.num_blocks=4 --json
+    """
+    from shared.plan import plan_json
+
+    doc = plan_json(load(config, set_))
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    typer.echo(f"boundaries: {', '.join(f'{b:.5g}' for b in doc['boundaries'])}")
+    for b in doc["blocks"]:
+        typer.echo(f"block {b['index']}: sigma [{b['sigma_lo']:.5g}, {b['sigma_hi']:.5g}] trains on "
+                   f"[{b['train_sigma_lo']:.5g}, {b['train_sigma_hi']:.5g}] layers {b['layers']} "
+                   f"params {b['num_params']:,}")
+
+
+@app.command()
+def train(config: Path, set_: SetOpt = None,
+          out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<run id>).")] = None) -> None:
+    """Train every block as its own Ray Train job, assemble them, write samples.png.
+
+    Example: dblocks train configs/quickstart.yaml --out runs/demo
+    """
+    cfg = load(config, set_)
+    from coordinator.records import State
+    from coordinator.runs import create_run, new_run_id
+    from coordinator.settings import Settings
+
+    settings = Settings.from_env()
+    run_id = new_run_id(cfg)
+    run_dir = (out or settings.storage / run_id).absolute()
+    if (run_dir / "manifest.json").exists() or (run_dir / "config.yaml").exists():
+        fail(f"--out {run_dir} already holds a run; choose another directory")
+    store = open_store(settings)
+    dispatcher = open_dispatcher(settings)
+    create_run(cfg, store=store, run_id=run_id, run_dir=run_dir, checkpoint_uri=settings.checkpoint_uri)
+    typer.echo(f"run {run_id} -> {run_dir}")
+    try:
+        state = _drive_with_progress(run_id, store, dispatcher)
+    finally:
+        dispatcher.shutdown()
+    if state != State.SUCCEEDED:
+        raise typer.Exit(1)
+
+
+def _drive_with_progress(run_id: str, store, dispatcher):
+    """A live rich table on a terminal; plain lines (state changes + a progress line every 15 s) otherwise."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from coordinator.cli import live
+    from coordinator.records import run_view
+    from coordinator.service import Coordinator
+
+    console = Console()
+    if not console.is_terminal:
+        return Coordinator(store=store, dispatcher=dispatcher, log=typer.echo, only_runs={run_id}).run_until_done(
+            run_id)
+    rates = live.Rates()
+    with Live(console=console, refresh_per_second=2, transient=False) as view:
+        coordinator = Coordinator(store=store, dispatcher=dispatcher, log=view.console.print, only_runs={run_id},
+                                  progress_every_s=float("inf"))
+
+        def refresh() -> None:
+            run = run_view(store.get_run(run_id), store.get_blocks(run_id))
+            live.observe(rates, run)
+            view.update(live.render(run, rates))
+
+        return coordinator.run_until_done(run_id, on_tick=refresh)
+
+
+@app.command()
+def sample(run_dir: Annotated[Path, typer.Argument(help="Run directory, or a run id with --server.")],
+           out: Annotated[Path, typer.Option(help="FILE.png (grid) or FILE.npz (samples, labels).")],
+           num_per_class: Annotated[Optional[int], typer.Option(help="Samples per class.")] = None,
+           steps: Annotated[Optional[int], typer.Option(help="Sampler steps.")] = None,
+           cfg: Annotated[Optional[float], typer.Option("--cfg", help="Guidance scale.")] = None,
+           seed: Annotated[Optional[int], typer.Option(help="Sampling seed.")] = None,
+           weights: Annotated[Optional[str], typer.Option(help="ema or raw.")] = None,
+           server: Annotated[Optional[str], typer.Option(
+               "--server", envvar="DBLOCKS_SERVER",
+               help="Coordinator URL: sample a run of the service by id (used unless RUN_DIR is a directory).")]
+           = None) -> None:
+    """Sample from an assembled run directory (the manifest is verified first), or through the service.
+
+    Examples: dblocks sample runs/demo --num-per-class 8 --out grid.png;
+    dblocks sample RUN_ID --server http://127.0.0.1:8000 --steps 30 --out grid.png
+    """
+    from coordinator.artefacts.sample import sample_run
+    from shared.data import DATASETS
+    from shared.images import save_grid
+
+    if out.suffix not in (".png", ".npz"):
+        fail(f"--out {out}: must end in .png or .npz")
+    if weights not in (None, "ema", "raw"):
+        fail(f"--weights {weights!r}: must be 'ema' or 'raw'")
+    if server and not run_dir.is_dir():
+        if out.suffix != ".png":
+            fail(f"--out {out}: the service returns a .png grid")
+        params = {k: v for k, v in {"num_per_class": num_per_class, "steps": steps, "cfg": cfg, "seed": seed,
+                                    "weights": weights}.items() if v is not None}
+        with client(server) as c:
+            response = c.get(f"/v1/runs/{run_dir}/samples.png", params=params, timeout=600)
+        if response.status_code >= 400:
+            checked(response)
+        out.write_bytes(response.content)
+        typer.echo(f"wrote the samples of {run_dir} to {out}")
+        return
+    config = run_config(run_dir)
+    try:
+        samples, labels = sample_run(run_dir, config, num_per_class=num_per_class, num_steps=steps,
+                                     cfg_scale=cfg, seed=seed, weights=weights)
+    except CheckpointError as err:
+        fail(str(err), 1)
+    if out.suffix == ".png":
+        save_grid(samples, len(labels) // DATASETS[config.data.dataset].num_classes, out)
+    else:
+        np.savez(out, samples=samples.numpy().astype(np.float32), labels=labels.numpy())
+    typer.echo(f"wrote {len(labels)} samples to {out}")
+
+
+@app.command("eval")
+def eval_(run_dir: Path,
+          num_samples: Annotated[int, typer.Option(help="Class-balanced samples to draw.")] = 1000,
+          seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+          weights: Annotated[str, typer.Option(help="ema or raw.")] = "ema",
+          steps: Annotated[Optional[int], typer.Option(help="Sampler steps (default: the run's).")] = None,
+          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Frechet distance (classifier features) and class accuracy of a run's samples vs held-out test images.
+
+    Example: dblocks eval runs/demo --num-samples 1000 --json
+    """
+    from coordinator.artefacts.quality import evaluate_run
+    from coordinator.settings import Settings
+
+    config = run_config(run_dir)
+    if weights not in ("ema", "raw"):
+        fail(f"--weights {weights!r}: must be 'ema' or 'raw'")
+    if num_samples < 10:
+        fail(f"--num-samples {num_samples}: need at least one sample per class")
+    try:
+        result = evaluate_run(run_dir, config, num_samples=num_samples, seed=seed, weights=weights,
+                              num_steps=steps, cache_dir=Settings.from_env().cache_dir)
+    except CheckpointError as err:
+        fail(str(err), 1)
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(f"FD {result['fd']:.2f} (floor {result['fd_floor']:.2f})  class accuracy "
+                   f"{result['class_accuracy']:.3f}  ({result['num_samples']} samples, classifier test accuracy "
+                   f"{result['classifier_test_accuracy']:.3f})")
+
+
+@app.command()
+def report(run_dir: Path, out: Annotated[Optional[Path], typer.Option(help="HTML file (default RUN_DIR/report.html).")]
+           = None,
+           baseline: Annotated[Optional[Path], typer.Option(help="An end-to-end run to draw in sigma_loss.png.")]
+           = None) -> None:
+    """One self-contained HTML page: config, plan, pictures, previews and metrics of a run.
+
+    Example: dblocks report runs/demo --baseline runs/e2e && xdg-open runs/demo/report.html
+    """
+    from coordinator.artefacts.pictures import write_sigma_loss
+    from coordinator.artefacts.report import render_report
+
+    config = run_config(run_dir)
+    if not (run_dir / "manifest.json").is_file():
+        fail(f"{run_dir} has no manifest.json: the run has not finished")
+    if baseline is not None:
+        if not (baseline / "manifest.json").is_file():
+            fail(f"--baseline {baseline}: not a finished run directory")
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        try:
+            write_sigma_loss(run_dir, config, manifest, baselines={f"baseline ({baseline.name})": baseline})
+        except CheckpointError as err:
+            fail(str(err), 1)
+    path = out or run_dir / "report.html"
+    path.write_text(render_report(run_dir, config))
+    typer.echo(f"wrote {path}")

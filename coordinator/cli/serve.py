@@ -1,0 +1,87 @@
+"""`dblocks serve`: the coordinator service (HTTP API + the reconcile loop that owns all Ray dispatch)."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from coordinator.cli import app
+from coordinator.cli.common import LOOPBACK, fail, open_dispatcher, open_store
+
+
+@app.command()
+def serve(host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+          ray_node: Annotated[bool, typer.Option(
+              "--ray-node", help="Join RAY_ADDRESS as a Ray node (no CPUs, GPUs or memory offered) before "
+                                 "connecting, and live and die with it: needed wherever this host runs no Ray "
+                                 "node, as in the compose coordinator container.")] = False) -> None:
+    """Run the coordinator service: HTTP API + the reconcile loop that owns all Ray dispatch.
+
+    Environment: REDIS_URL, RAY_ADDRESS, DBLOCKS_API_TOKEN, DBLOCKS_STORAGE.
+    Example: dblocks serve --port 8000   (in a container: RAY_ADDRESS=ray-head:6380 dblocks serve --ray-node)
+    """
+    import signal
+    import threading
+
+    import uvicorn
+
+    from coordinator.api import create_app
+    from coordinator.service import Coordinator
+    from coordinator.settings import Settings
+
+    settings = Settings.from_env()
+    if host not in LOOPBACK and not settings.api_token:
+        fail(f"--host {host}: refusing to serve beyond loopback without DBLOCKS_API_TOKEN")
+    if ray_node and not settings.ray_address:
+        fail("--ray-node: set RAY_ADDRESS to the cluster to join (without it, serve starts its own local cluster)")
+    store = open_store(settings)
+    client = store.client
+    node = None
+    if ray_node:
+        from coordinator.ray_node import RayNode, RayNodeError
+
+        node = RayNode(settings.ray_address)
+        try:
+            node.start()
+        except RayNodeError as err:
+            fail(f"--ray-node: {err}")
+        node_exit: list[int] = []
+        node.watch(lambda code: (node_exit.append(code), typer.echo(f"ray node exited ({code}); stopping", err=True),
+                                 os.kill(os.getpid(), signal.SIGTERM)))
+    dispatcher = open_dispatcher(settings)
+    from coordinator.metrics import Metrics
+
+    metrics = Metrics()
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port)
+    coordinator = Coordinator(store=store, dispatcher=dispatcher, log=typer.echo, poll_s=settings.poll_s,
+                              lease_ttl_s=settings.lease_ttl_s, max_in_flight=settings.max_in_flight,
+                              metrics=metrics)
+    stop = threading.Event()
+    loop = threading.Thread(target=coordinator.run_forever, args=(stop,), name="reconcile", daemon=True)
+    loop.start()
+
+    def ready() -> dict[str, bool]:
+        try:
+            redis_ok = bool(client.ping())
+        except Exception:
+            redis_ok = False
+        checks = {"redis": redis_ok, "ray": dispatcher.ready(), "reconcile_loop": loop.is_alive()}
+        return {**checks, "ray_node": node.alive()} if node is not None else checks
+
+    api = create_app(store=store, storage=settings.storage, api_token=settings.api_token, ready=ready,
+                     metrics=metrics, checkpoint_uri=settings.checkpoint_uri)
+    typer.echo(f"dblocks coordinator on http://{host}:{port} (storage {settings.storage})")
+    try:
+        uvicorn.run(api, host=host, port=port, log_level="warning")
+    finally:
+        stop.set()
+        loop.join(timeout=30)
+        dispatcher.shutdown()
+        if node is not None:
+            node.stop()
+    if node is not None and node_exit:  # the node died under us: a non-zero exit restarts the container
+        raise typer.Exit(1)
