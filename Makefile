@@ -35,6 +35,11 @@ run: install
 test: install system-deps
 	$(BIN)/python -m pytest -q
 
+# ruff: pycodestyle, pyflakes, import order, pyupgrade (pyproject.toml), and the formatter; zero findings in CI.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 test-fast: install system-deps
 	$(BIN)/python -m pytest -q -m "not slow"
 

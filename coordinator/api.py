@@ -7,24 +7,22 @@ import hmac
 import re
 import time
 from collections.abc import Callable
-from typing import Annotated, Literal
 from pathlib import Path
+from typing import Annotated, Literal
 
 import yaml
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from coordinator.artefacts.sample import sample_grid_png
+from coordinator.metrics import Metrics
+from coordinator.records import TERMINAL, block_view, run_view
+from coordinator.runs import create_run, new_run_id, run_storage
+from coordinator.store import Store, TransitionError
 from shared.checkpoint import CheckpointError
 from shared.config import ConfigError, parse_config
 from shared.job import previews_dir
-
-from coordinator.artefacts.sample import sample_grid_png
-from coordinator.metrics import Metrics
-from coordinator.runs import create_run, new_run_id, run_storage
-from coordinator.records import TERMINAL, block_view, run_view
-from coordinator.store import Store, TransitionError
-
 
 PREVIEW_NAME = re.compile(r"block_\d+_step_\d+\.png")
 MAX_BODY_BYTES = 1 << 20  # a config is a few KB; anything near a MiB is not one
@@ -39,10 +37,16 @@ class RetrainRequest(BaseModel):
     steps: int | None = Field(None, ge=1, description="Total steps for the block (default: the run's).")
 
 
-def create_app(*, store: Store, storage: Path, api_token: str | None,
-               ready: Callable[[], dict[str, bool]], metrics: Metrics | None = None,
-               checkpoint_uri: str | None = None) -> FastAPI:
-    """`storage`: run directories (local); `checkpoint_uri`: where new runs keep checkpoints (default: their
+def create_app(
+    *,
+    store: Store,
+    runs_dir: Path,
+    api_token: str | None,
+    ready: Callable[[], dict[str, bool]],
+    metrics: Metrics | None = None,
+    checkpoint_uri: str | None = None,
+) -> FastAPI:
+    """`runs_dir`: run directories (local); `checkpoint_uri`: where new runs keep checkpoints (default: their
     run directory)."""
     app = FastAPI(title="dblocks coordinator", version="1")
     metrics = metrics or Metrics()
@@ -102,7 +106,7 @@ def create_app(*, store: Store, storage: Path, api_token: str | None,
         except ConfigError as err:
             raise HTTPException(422, str(err)) from None
         run_id = new_run_id(parsed)
-        create_run(parsed, store=store, run_id=run_id, run_dir=storage / run_id, checkpoint_uri=checkpoint_uri)
+        create_run(parsed, store=store, run_id=run_id, run_dir=runs_dir / run_id, checkpoint_uri=checkpoint_uri)
         return {"id": run_id}
 
     @app.get("/v1/runs", dependencies=[Depends(authorised)])
@@ -110,8 +114,9 @@ def create_app(*, store: Store, storage: Path, api_token: str | None,
         out = []
         for run_id in store.list_runs():
             run = store.get_run(run_id)
-            out.append({"id": run.id, "state": str(run.state), "num_blocks": run.num_blocks,
-                        "created_at": run.created_at})
+            out.append(
+                {"id": run.id, "state": str(run.state), "num_blocks": run.num_blocks, "created_at": run.created_at}
+            )
         return out
 
     @app.get("/v1/runs/{run_id}", dependencies=[Depends(authorised)])
@@ -149,12 +154,14 @@ def create_app(*, store: Store, storage: Path, api_token: str | None,
         return {"id": run_id, "block": block_view(block)}
 
     @app.get("/v1/runs/{run_id}/samples.png", dependencies=[Depends(authorised)])
-    def samples(run_id: str,
-                num_per_class: Annotated[int | None, Query(ge=1, le=MAX_SAMPLES_PER_CLASS)] = None,
-                steps: Annotated[int | None, Query(ge=1, le=MAX_SAMPLE_STEPS)] = None,
-                cfg: Annotated[float | None, Query(ge=0, le=20)] = None,
-                seed: Annotated[int | None, Query(ge=0)] = None,
-                weights: Annotated[Literal["ema", "raw"] | None, Query()] = None):
+    def samples(
+        run_id: str,
+        num_per_class: Annotated[int | None, Query(ge=1, le=MAX_SAMPLES_PER_CLASS)] = None,
+        steps: Annotated[int | None, Query(ge=1, le=MAX_SAMPLE_STEPS)] = None,
+        cfg: Annotated[float | None, Query(ge=0, le=20)] = None,
+        seed: Annotated[int | None, Query(ge=0)] = None,
+        weights: Annotated[Literal["ema", "raw"] | None, Query()] = None,
+    ):
         """The run's samples.png; with any parameter, a fresh grid drawn from the assembled model (one row per
         class), the run's `sample` config filling in what is not given."""
         run = run_or_404(run_id)
@@ -165,8 +172,15 @@ def create_app(*, store: Store, storage: Path, api_token: str | None,
             return FileResponse(path, media_type="image/png")
         config = parse_config(yaml.safe_load(run.config_yaml))
         try:
-            png = sample_grid_png(Path(run.run_dir), config, num_per_class=num_per_class, num_steps=steps,
-                                  cfg_scale=cfg, seed=seed, weights=weights)
+            png = sample_grid_png(
+                Path(run.run_dir),
+                config,
+                num_per_class=num_per_class,
+                num_steps=steps,
+                cfg_scale=cfg,
+                seed=seed,
+                weights=weights,
+            )
         except CheckpointError as err:
             raise HTTPException(409, f"run {run_id} has no assembled model to sample: {err}") from None
         return Response(png, media_type="image/png")

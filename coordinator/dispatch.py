@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import ray
 
-from coordinator.reconcile import NOTHING, Demand
+from coordinator.reconcile import NOTHING, Resources
 from shared.job import BlockJob
 from workers.ray_entry import fit_block
 
@@ -21,9 +21,12 @@ from workers.ray_entry import fit_block
 _PROPAGATED_PREFIXES = ("RAY_TRAIN_", "OMP_NUM_THREADS", "AWS_")
 
 
-@dataclass(frozen=True)
-class Outcome:
-    key: tuple[str, int]
+@dataclass(frozen=True, kw_only=True)
+class JobResult:
+    """How one block job in flight ended."""
+
+    run_id: str
+    block_index: int
     ok: bool
     checkpoint_path: str | None
     metrics: dict
@@ -49,7 +52,7 @@ class RayDispatcher:
         self.address = address
         self.auth_mode = auth_mode
         self._refs: dict[ray.ObjectRef, tuple[str, int]] = {}
-        self._demand: dict[ray.ObjectRef, Demand] = {}
+        self._demand: dict[ray.ObjectRef, Resources] = {}
         self._remote = ray.remote(num_cpus=0, max_retries=0)(fit_block)
 
     def connect(self, num_cpus: int | None = None) -> None:
@@ -58,8 +61,12 @@ class RayDispatcher:
             return
         env_vars = {k: v for k, v in os.environ.items() if k.startswith(_PROPAGATED_PREFIXES)}
         if self.address:
-            ray.init(address=self.address, log_to_driver=False, configure_logging=False,
-                     runtime_env={"env_vars": env_vars} if env_vars else None)
+            ray.init(
+                address=self.address,
+                log_to_driver=False,
+                configure_logging=False,
+                runtime_env={"env_vars": env_vars} if env_vars else None,
+            )
         else:
             self._start_local_cluster(num_cpus, env_vars)
         self._warm_task_workers()
@@ -72,9 +79,16 @@ class RayDispatcher:
         # server) on loopback and tell every process of the cluster where it is.
         port = _free_loopback_port()
         env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                 dashboard_port=port, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": env_vars})
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=port,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env={"env_vars": env_vars},
+        )
 
     def _warm_task_workers(self) -> None:
         """Import the block entry point (Ray Train + torch, ~2.5 s in a fresh process) in as many pooled task
@@ -84,9 +98,9 @@ class RayDispatcher:
         warm = ray.remote(num_cpus=0)(_import_entry_point)
         ray.get([warm.remote() for _ in range(count)])
 
-    def capacity(self) -> Demand:
+    def capacity(self) -> Resources:
         total = ray.cluster_resources()
-        return Demand(cpu=total.get("CPU", 0.0), gpu=total.get("GPU", 0.0), memory=total.get("memory", 0.0))
+        return Resources(cpu=total.get("CPU", 0.0), gpu=total.get("GPU", 0.0), memory=total.get("memory", 0.0))
 
     def in_flight(self, run_id: str) -> set[int]:
         return {index for rid, index in self._refs.values() if rid == run_id}
@@ -95,35 +109,43 @@ class RayDispatcher:
         """Block jobs in flight over every run."""
         return len(self._refs)
 
-    def held(self) -> Demand:
+    def held(self) -> Resources:
         """Resources our in-flight block jobs hold, over every run."""
         return sum(self._demand.values(), NOTHING)
 
     def ready(self) -> bool:
         return ray.is_initialized() and bool(ray.cluster_resources())
 
-    def submit(self, job: BlockJob, storage_uri: str, demand: Demand, previews: bool = True) -> str:
+    def submit(self, job: BlockJob, storage_uri: str, demand: Resources, previews: bool = True) -> str:
         ref = self._remote.remote(job.to_dict(), storage_uri, previews)
         self._refs[ref] = (job.run_id, job.block.index)
         self._demand[ref] = demand
         return job.name
 
-    def wait(self, timeout_s: float) -> list[Outcome]:
+    def wait(self, timeout_s: float) -> list[JobResult]:
         if not self._refs:
             return []
         done, _ = ray.wait(list(self._refs), num_returns=len(self._refs), timeout=timeout_s)
-        outcomes = []
+        results = []
         for ref in done:
-            key = self._refs.pop(ref)
+            run_id, block_index = self._refs.pop(ref)
             self._demand.pop(ref, None)
             try:
                 result = ray.get(ref)
             except Exception as err:  # the task itself died (node lost, cancelled, ...)
-                result = {"ok": False, "error": f"{type(err).__name__}: {err}", "checkpoint_path": None,
-                          "metrics": {}}
-            outcomes.append(Outcome(key, result["ok"], result["checkpoint_path"], result["metrics"],
-                                    result["error"], result.get("node", "")))
-        return outcomes
+                result = {"ok": False, "error": f"{type(err).__name__}: {err}", "checkpoint_path": None, "metrics": {}}
+            results.append(
+                JobResult(
+                    run_id=run_id,
+                    block_index=block_index,
+                    ok=result["ok"],
+                    checkpoint_path=result["checkpoint_path"],
+                    metrics=result["metrics"],
+                    error=result["error"],
+                    node=result.get("node", ""),
+                )
+            )
+        return results
 
     def cancel(self, run_id: str) -> None:
         for ref, (rid, _) in list(self._refs.items()):

@@ -21,29 +21,40 @@ class Metrics:
         self.in_flight = Gauge("dblocks_block_jobs_in_flight", "Block jobs dispatched to Ray now.", registry=r)
         self.cluster_cpus = Gauge("dblocks_cluster_cpus", "CPUs in the Ray cluster.", registry=r)
         self.cluster_gpus = Gauge("dblocks_cluster_gpus", "GPUs in the Ray cluster.", registry=r)
-        self.cluster_memory = Gauge("dblocks_cluster_memory_bytes", "Ray's schedulable memory in the cluster.",
-                                    registry=r)
-        self.job_duration = Histogram("dblocks_block_job_duration_seconds",
-                                      "Launch to finish of a block job attempt.", ["outcome"],
-                                      buckets=DURATION_BUCKETS, registry=r)
-        self.queue_wait = Histogram("dblocks_block_queue_wait_seconds",
-                                    "Run creation (or retrain) to a block's launch.", buckets=DURATION_BUCKETS,
-                                    registry=r)
+        self.cluster_memory = Gauge(
+            "dblocks_cluster_memory_bytes", "Ray's schedulable memory in the cluster.", registry=r
+        )
+        self.job_duration = Histogram(
+            "dblocks_block_job_duration_seconds",
+            "Launch to finish of a block job attempt.",
+            ["outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "dblocks_block_queue_wait_seconds",
+            "Run creation (or retrain) to a block's launch.",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
         self.launches = Counter("dblocks_block_launches_total", "Block job launches.", registry=r)
         self.retries = Counter("dblocks_block_retries_total", "Failed attempts sent back to PENDING.", registry=r)
         self.failures = Counter("dblocks_block_failures_total", "Failed block job attempts.", registry=r)
-        self.assembly = Histogram("dblocks_assembly_duration_seconds", "Assembly + sampling of a finished run.",
-                                  buckets=DURATION_BUCKETS, registry=r)
-        self.block_step = Gauge("dblocks_block_step", "Latest training step of a running block.", ["block"],
-                                registry=r)
-        self.block_loss = Gauge("dblocks_block_loss", "Latest training loss of a running block.", ["block"],
-                                registry=r)
-        self.api_requests = Counter("dblocks_api_requests_total", "HTTP API requests.",
-                                    ["method", "route", "status"], registry=r)
-        self.api_latency = Histogram("dblocks_api_request_duration_seconds", "HTTP API latency.",
-                                     ["method", "route"], registry=r)
-        self.leader = Gauge("dblocks_coordinator_is_leader", "1 while this coordinator holds the lease.",
-                            registry=r)
+        self.assembly = Histogram(
+            "dblocks_assembly_duration_seconds",
+            "Assembly + sampling of a finished run.",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.block_step = Gauge("dblocks_block_step", "Latest training step of a running block.", ["block"], registry=r)
+        self.block_loss = Gauge("dblocks_block_loss", "Latest training loss of a running block.", ["block"], registry=r)
+        self.api_requests = Counter(
+            "dblocks_api_requests_total", "HTTP API requests.", ["method", "route", "status"], registry=r
+        )
+        self.api_latency = Histogram(
+            "dblocks_api_request_duration_seconds", "HTTP API latency.", ["method", "route"], registry=r
+        )
+        self.leader = Gauge("dblocks_coordinator_is_leader", "1 while this coordinator holds the lease.", registry=r)
         for state in State:
             self.runs.labels(str(state))
             self.blocks.labels(str(state))

@@ -27,8 +27,16 @@ class RayNodeError(RuntimeError):
 
 def ray_start_command(address: str, ray_bin: str) -> list[str]:
     """`ray start` joining `address` as a node that offers nothing to schedule on."""
-    return [ray_bin, "start", f"--address={address}", "--num-cpus=0", "--num-gpus=0", "--memory=0",
-            "--disable-usage-stats", "--block"]
+    return [
+        ray_bin,
+        "start",
+        f"--address={address}",
+        "--num-cpus=0",
+        "--num-gpus=0",
+        "--memory=0",
+        "--disable-usage-stats",
+        "--block",
+    ]
 
 
 def _ray_binary() -> str:
@@ -48,8 +56,14 @@ def _raylet_socket(temp_dir: Path) -> Path:
 class RayNode:
     """One supervised `ray start --block` child process; `start()` returns once this host's raylet is up."""
 
-    def __init__(self, address: str, *, temp_dir: Path = Path("/tmp/ray"), ray_bin: str | None = None,
-                 start_timeout_s: float = 90.0):
+    def __init__(
+        self,
+        address: str,
+        *,
+        temp_dir: Path = Path("/tmp/ray"),
+        ray_bin: str | None = None,
+        start_timeout_s: float = 90.0,
+    ):
         self.address = address
         self.temp_dir = temp_dir
         self.command = ray_start_command(address, ray_bin or _ray_binary())
@@ -58,8 +72,9 @@ class RayNode:
 
     def start(self) -> None:
         stale = _session(self.temp_dir)  # a restarted container keeps its /tmp: wait for a NEW session's raylet
-        self._proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                      start_new_session=True)
+        self._proc = subprocess.Popen(
+            self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         deadline = time.monotonic() + self.start_timeout_s
         while _session(self.temp_dir) in (None, stale) or not _raylet_socket(self.temp_dir).exists():
             if self._proc.poll() is not None:
@@ -67,8 +82,10 @@ class RayNode:
                 raise RayNodeError(f"`{' '.join(self.command)}` exited with {self._proc.returncode}:\n{out[-2000:]}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise RayNodeError(f"no raylet at {_raylet_socket(self.temp_dir)} after {self.start_timeout_s:.0f} s "
-                                   f"of `{' '.join(self.command)}`")
+                raise RayNodeError(
+                    f"no raylet at {_raylet_socket(self.temp_dir)} after {self.start_timeout_s:.0f} s "
+                    f"of `{' '.join(self.command)}`"
+                )
             time.sleep(0.2)
         threading.Thread(target=self._drain, name="ray-node-log", daemon=True).start()
 

@@ -12,40 +12,54 @@ from coordinator.records import BlockRecord, State
 
 
 @dataclass(frozen=True)
-class Demand:
-    """Resources one block job holds while it runs (memory in bytes; 0 = not reserved)."""
+class Resources:
+    """An amount of cluster resources (memory in bytes): what a block job holds while it runs (its demand), what
+    the cluster has (capacity) or has free (available)."""
 
     cpu: float
     gpu: float = 0.0
     memory: float = 0.0
 
-    def times(self, n: int) -> "Demand":
-        return Demand(self.cpu * n, self.gpu * n, self.memory * n)
+    def times(self, n: int) -> Resources:
+        return Resources(self.cpu * n, self.gpu * n, self.memory * n)
 
-    def __add__(self, other: "Demand") -> "Demand":
-        return Demand(self.cpu + other.cpu, self.gpu + other.gpu, self.memory + other.memory)
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(self.cpu + other.cpu, self.gpu + other.gpu, self.memory + other.memory)
 
-    def fits(self, capacity: "Demand") -> bool:
-        return (self.cpu <= capacity.cpu + 1e-9 and self.gpu <= capacity.gpu + 1e-9
-                and self.memory <= capacity.memory + 1e-9)
+    def fits(self, capacity: Resources) -> bool:
+        return (
+            self.cpu <= capacity.cpu + 1e-9
+            and self.gpu <= capacity.gpu + 1e-9
+            and self.memory <= capacity.memory + 1e-9
+        )
 
 
-NOTHING = Demand(0.0)
+NOTHING = Resources(0.0)
 
 
-def too_big(demands: Sequence[Demand], capacity: Demand) -> dict[int, str]:
+def too_big(demands: Sequence[Resources], capacity: Resources) -> dict[int, str]:
     """Blocks that need more than the whole cluster has right now, with the reason (they wait for it to grow)."""
-    return {i: f"block {i} needs {d}, more than the whole cluster has now ({capacity})"
-            for i, d in enumerate(demands) if not d.fits(capacity)}
+    return {
+        i: f"block {i} needs {d}, more than the whole cluster has now ({capacity})"
+        for i, d in enumerate(demands)
+        if not d.fits(capacity)
+    }
 
 
-def free(capacity: Demand, held: Demand) -> Demand:
-    return Demand(max(0.0, capacity.cpu - held.cpu), max(0.0, capacity.gpu - held.gpu),
-                  max(0.0, capacity.memory - held.memory))
+def free(capacity: Resources, held: Resources) -> Resources:
+    return Resources(
+        max(0.0, capacity.cpu - held.cpu), max(0.0, capacity.gpu - held.gpu), max(0.0, capacity.memory - held.memory)
+    )
 
 
-def launches(blocks: list[BlockRecord], in_flight: set[int], demands: Sequence[Demand], capacity: Demand,
-             available: Demand | None = None, max_new: int | None = None) -> list[int]:
+def launches(
+    blocks: list[BlockRecord],
+    in_flight: set[int],
+    demands: Sequence[Resources],
+    capacity: Resources,
+    available: Resources | None = None,
+    max_new: int | None = None,
+) -> list[int]:
     """Blocks to start now, in order, while they fit in `available` (default: capacity minus this run's
     in-flight blocks); `demands[i]` is block i's. In order means a block waiting for room is not overtaken by
     the blocks behind it, so large blocks do not starve. A block bigger than the whole cluster (`capacity`) is

@@ -67,6 +67,7 @@ class RunRecord:
     checkpoint_uri: str = ""  # where the blocks' Ray runs, checkpoints, progress and previews live (path or s3://)
     error: str = ""
     cancel_requested: bool = False
+    assembly_s: float = 0.0  # seconds spent assembling, sampling and drawing the pictures
     created_at: float = 0.0
     updated_at: float = 0.0
 
@@ -78,6 +79,15 @@ def block_view(block: BlockRecord) -> dict:
 
 def run_view(run: RunRecord, blocks: list[BlockRecord]) -> dict:
     """A run and its blocks as JSON (`GET /v1/runs/{id}`, `dblocks status --json`)."""
-    return {"id": run.id, "state": str(run.state), "error": run.error, "run_dir": run.run_dir,
-            "config_hash": run.config_hash, "created_at": run.created_at, "updated_at": run.updated_at,
-            "cancel_requested": run.cancel_requested, "blocks": [block_view(b) for b in blocks]}
+    return {
+        "id": run.id,
+        "state": str(run.state),
+        "error": run.error,
+        "run_dir": run.run_dir,
+        "config_hash": run.config_hash,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+        "cancel_requested": run.cancel_requested,
+        "assembly_s": run.assembly_s,
+        "blocks": [block_view(b) for b in blocks],
+    }

@@ -10,24 +10,25 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
-from shared.checkpoint import CheckpointError
-from shared.config import parse_config
-from shared.job import BlockJob, progress_path
-
 from coordinator.artefacts.assemble import assemble, collect_block, collect_previews
-from coordinator.artefacts.sample import write_samples_png
-from coordinator.dispatch import Outcome, RayDispatcher
-from coordinator.metrics import Metrics
 from coordinator.artefacts.pictures import write_pictures
-from shared.plan import block_specs, boundaries
-from coordinator.reconcile import NOTHING, Demand, after_failure, free, launches, run_outcome, too_big
+from coordinator.artefacts.sample import write_samples_png
+from coordinator.dispatch import JobResult, RayDispatcher
+from coordinator.metrics import Metrics
+from coordinator.reconcile import NOTHING, Resources, after_failure, free, launches, run_outcome, too_big
 from coordinator.records import BlockRecord, State
 from coordinator.runs import block_demand, run_storage
 from coordinator.store import Store
+from shared.assembly import load_assembled
+from shared.checkpoint import CheckpointError
+from shared.config import parse_config
+from shared.job import BlockJob, progress_path
+from shared.plan import block_specs, boundaries
 
 Log = Callable[[str], None]
 
@@ -35,8 +36,9 @@ Log = Callable[[str], None]
 class RunReconciler:
     """Reconciles one run. Holds only in-process handles; all state is in Redis."""
 
-    def __init__(self, run_id: str, *, store: Store, dispatcher: RayDispatcher, log: Log = print,
-                 metrics: Metrics | None = None):
+    def __init__(
+        self, run_id: str, *, store: Store, dispatcher: RayDispatcher, log: Log = print, metrics: Metrics | None = None
+    ):
         run = store.get_run(run_id)
         if run is None:
             raise KeyError(f"no run {run_id!r} in the store")
@@ -49,10 +51,17 @@ class RunReconciler:
         self.metrics = metrics or Metrics()
 
     def job(self, block: BlockRecord) -> BlockJob:
-        return BlockJob(run_id=self.run_id, config=self.config, block=self.specs[block.index],
-                        total_steps=block.total_steps or None, generation=block.generation)
+        return BlockJob(
+            run_id=self.run_id,
+            config=self.config,
+            block=self.specs[block.index],
+            total_steps=block.total_steps or None,
+            generation=block.generation,
+        )
 
-    def launch_ready(self, capacity: Demand, available: Demand, max_new: int | None = None) -> tuple[Demand, int]:
+    def launch_ready(
+        self, capacity: Resources, available: Resources, max_new: int | None = None
+    ) -> tuple[Resources, int]:
         """Launch what fits in `available` (at most `max_new`); return what is still available, and how many
         were launched."""
         run = self.store.get_run(self.run_id)
@@ -63,8 +72,7 @@ class RunReconciler:
             if blocks[index].state == State.PENDING and blocks[index].error != f"waiting: {reason}":
                 self.store.update_progress(self.run_id, index, error=f"waiting: {reason}")
                 self.log(f"waiting: {reason}")
-        chosen = launches(blocks, self.dispatcher.in_flight(self.run_id), self.demands, capacity, available,
-                          max_new)
+        chosen = launches(blocks, self.dispatcher.in_flight(self.run_id), self.demands, capacity, available, max_new)
         for index in chosen:
             self._launch(blocks[index])
         return free(available, sum((self.demands[i] for i in chosen), NOTHING)), len(chosen)
@@ -74,15 +82,16 @@ class RunReconciler:
         name = self.dispatcher.submit(job, self.storage.uri, self.demands[block.index])
         attempt = block.attempt + 1 if block.state == State.PENDING else block.attempt
         now = time.time()
-        self.store.transition_block(self.run_id, block.index, State.RUNNING, attempt=attempt, ray_name=name,
-                                    error="", launched_at=now)
+        self.store.transition_block(
+            self.run_id, block.index, State.RUNNING, attempt=attempt, ray_name=name, error="", launched_at=now
+        )
         self.metrics.launches.inc()
         if block.state == State.PENDING:
             self.metrics.queue_wait.observe(max(0.0, now - block.updated_at))
         self.log(f"block {block.index}: launched {name} (attempt {attempt})")
 
-    def on_outcome(self, result: Outcome) -> None:
-        index = result.key[1]
+    def on_result(self, result: JobResult) -> None:
+        index = result.block_index
         block = self.store.get_blocks(self.run_id)[index]
         if block.state != State.RUNNING:  # cancelled meanwhile
             return
@@ -94,22 +103,35 @@ class RunReconciler:
                 pass
         if result.ok:
             try:
-                file, digest = collect_block(self.storage, result.checkpoint_path, self.run_dir, self.specs[index],
-                                             self.config.hash())
+                file, digest = collect_block(
+                    self.storage, result.checkpoint_path, self.run_dir, self.specs[index], self.config.hash()
+                )
             except (CheckpointError, OSError) as err:
-                result = Outcome(result.key, False, None, result.metrics, f"collect failed: {err}", result.node)
+                result = replace(result, ok=False, checkpoint_path=None, error=f"collect failed: {err}")
             else:
                 m = result.metrics
                 self.store.transition_block(
-                    self.run_id, index, State.SUCCEEDED, checkpoint=result.checkpoint_path, weights_file=file,
-                    sha256=digest, step=int(m.get("step", block.step)), loss=m.get("loss"), node=result.node,
-                    finished_at=time.time(), train_s=m.get("train_s", 0.0),
-                    first_step_at=m.get("first_step_at") or 0.0, entered_at=m.get("entered_at") or 0.0,
-                    resumed_from_step=m.get("resumed_from_step", block.resumed_from_step))
+                    self.run_id,
+                    index,
+                    State.SUCCEEDED,
+                    checkpoint=result.checkpoint_path,
+                    weights_file=file,
+                    sha256=digest,
+                    step=int(m.get("step", block.step)),
+                    loss=m.get("loss"),
+                    node=result.node,
+                    finished_at=time.time(),
+                    train_s=m.get("train_s", 0.0),
+                    first_step_at=m.get("first_step_at") or 0.0,
+                    entered_at=m.get("entered_at") or 0.0,
+                    resumed_from_step=m.get("resumed_from_step", block.resumed_from_step),
+                )
                 self.metrics.job_duration.labels("succeeded").observe(duration)
                 loss = m.get("loss")
-                self.log(f"block {index}: SUCCEEDED at step {m.get('step')}"
-                         + (f" loss {loss:.4f}" if isinstance(loss, (int, float)) else ""))
+                self.log(
+                    f"block {index}: SUCCEEDED at step {m.get('step')}"
+                    + (f" loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
+                )
                 return
         state = after_failure(block, self.config.train.max_attempts)
         self.store.transition_block(self.run_id, index, state, error=result.error or "unknown error")
@@ -131,11 +153,16 @@ class RunReconciler:
             self.metrics.block_step.labels(str(index)).set(step)
             if loss is not None:
                 self.metrics.block_loss.labels(str(index)).set(loss)
-            self.store.update_progress(self.run_id, index, step=step, loss=loss,
-                                       resumed_from_step=metrics.get("resumed_from_step", 0),
-                                       first_step_at=metrics.get("first_step_at") or 0.0,
-                                       entered_at=metrics.get("entered_at") or 0.0,
-                                       node=metrics.get("node", ""))
+            self.store.update_progress(
+                self.run_id,
+                index,
+                step=step,
+                loss=loss,
+                resumed_from_step=metrics.get("resumed_from_step", 0),
+                first_step_at=metrics.get("first_step_at") or 0.0,
+                entered_at=metrics.get("entered_at") or 0.0,
+                node=metrics.get("node", ""),
+            )
 
     def progress_line(self) -> str:
         parts = []
@@ -150,31 +177,41 @@ class RunReconciler:
             return State.CANCELLED
         return run_outcome(self.store.get_blocks(self.run_id))
 
-    def finish(self, outcome: State) -> State:
-        if outcome == State.SUCCEEDED:
+    def finish(self, final_state: State) -> State:
+        if final_state == State.SUCCEEDED:
             try:
                 return self._assemble_and_sample()
             except (CheckpointError, OSError) as err:
-                outcome, error = State.FAILED, f"assembly failed: {err}"
+                final_state, error = State.FAILED, f"assembly failed: {err}"
         else:
             error = "; ".join(f"block {b.index}: {b.error}" for b in self.store.get_blocks(self.run_id) if b.error)
         self.dispatcher.cancel(self.run_id)
         for b in self.store.get_blocks(self.run_id):
             if b.state in (State.PENDING, State.RUNNING):
                 self.store.transition_block(self.run_id, b.index, State.CANCELLED)
-        self.store.set_run_state(self.run_id, outcome, error=error or ("cancelled" if outcome == State.CANCELLED
-                                                                        else ""))
-        self.log(f"run {self.run_id} {outcome}: {error}")
-        return outcome
+        self.store.set_run_state(
+            self.run_id, final_state, error=error or ("cancelled" if final_state == State.CANCELLED else "")
+        )
+        self.log(f"run {self.run_id} {final_state}: {error}")
+        return final_state
 
     def _assemble_and_sample(self) -> State:
         started = time.perf_counter()
-        manifest = assemble(self.config, self.specs, boundaries(self.config), self.store.get_blocks(self.run_id),
-                            self.run_dir)
-        png = write_samples_png(self.run_dir, self.config)
+        manifest = assemble(
+            self.config, self.specs, boundaries(self.config), self.store.get_blocks(self.run_id), self.run_dir
+        )
+        denoiser, _ = load_assembled(self.run_dir, self.config.sample.weights)  # verified once, used by all below
+        png = write_samples_png(self.run_dir, self.config, denoiser=denoiser)
         collect_previews(self.storage, self.run_dir)
-        write_pictures(self.run_dir, self.config, manifest, self.storage, self.run_id,
-                       self.store.get_blocks(self.run_id))
+        write_pictures(
+            self.run_dir,
+            self.config,
+            manifest,
+            self.storage,
+            self.run_id,
+            self.store.get_blocks(self.run_id),
+            denoiser=denoiser,
+        )
         elapsed = time.perf_counter() - started
         self.metrics.assembly.observe(elapsed)
         self.store.set_run_state(self.run_id, State.SUCCEEDED, error="", assembly_s=elapsed)

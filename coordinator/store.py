@@ -94,8 +94,10 @@ class Store:
         return [r for r, state in self.run_states().items() if state not in TERMINAL]
 
     def events(self, run_id: str) -> list[dict]:
-        return [{"id": eid.decode(), **{k.decode(): v.decode() for k, v in data.items()}}
-                for eid, data in self.client.xrange(self.events_key(run_id))]
+        return [
+            {"id": eid.decode(), **{k.decode(): v.decode() for k, v in data.items()}}
+            for eid, data in self.client.xrange(self.events_key(run_id))
+        ]
 
     # Writes (each one transaction, with its event)
     def create_run(self, run: RunRecord, blocks: list[BlockRecord]) -> None:
@@ -115,8 +117,10 @@ class Store:
 
     def set_run_state(self, run_id: str, state: State, **changes) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.run_key(run_id), mapping={k: json.dumps(v) for k, v in
-                                                 {"state": state, "updated_at": time.time(), **changes}.items()})
+        pipe.hset(
+            self.run_key(run_id),
+            mapping={k: json.dumps(v) for k, v in {"state": state, "updated_at": time.time(), **changes}.items()},
+        )
         self._event(pipe, run_id, "run_state", state=state, **changes)
         pipe.execute()
 
@@ -159,20 +163,37 @@ class Store:
                     run = _decode(RunRecord, pipe.hgetall(run_key))
                     block = _decode(BlockRecord, pipe.hgetall(block_key))
                     if run.state not in TERMINAL or block.state not in TERMINAL:
-                        raise TransitionError(f"run {run_id} is {run.state} and block {index} {block.state}: "
-                                              "retrain a block of a finished run")
-                    reopened = BlockRecord(**{**asdict(block), "state": State.PENDING, "attempt": 0, "error": "",
-                                              "generation": block.generation + (1 if from_scratch else 0),
-                                              "total_steps": total_steps, "resumed_from_step": 0,
-                                              "step": 0 if from_scratch else block.step,
-                                              "updated_at": time.time()})
+                        raise TransitionError(
+                            f"run {run_id} is {run.state} and block {index} {block.state}: "
+                            "retrain a block of a finished run"
+                        )
+                    reopened = BlockRecord(
+                        **{
+                            **asdict(block),
+                            "state": State.PENDING,
+                            "attempt": 0,
+                            "error": "",
+                            "generation": block.generation + (1 if from_scratch else 0),
+                            "total_steps": total_steps,
+                            "resumed_from_step": 0,
+                            "step": 0 if from_scratch else block.step,
+                            "updated_at": time.time(),
+                        }
+                    )
                     pipe.multi()
                     pipe.hset(block_key, mapping=_encode(reopened))
-                    pipe.hset(run_key, mapping={"state": json.dumps(State.PENDING), "error": json.dumps(""),
-                                                "cancel_requested": json.dumps(False),
-                                                "updated_at": json.dumps(time.time())})
-                    self._event(pipe, run_id, "block_retrain", block=index, from_scratch=from_scratch,
-                                total_steps=total_steps)
+                    pipe.hset(
+                        run_key,
+                        mapping={
+                            "state": json.dumps(State.PENDING),
+                            "error": json.dumps(""),
+                            "cancel_requested": json.dumps(False),
+                            "updated_at": json.dumps(time.time()),
+                        },
+                    )
+                    self._event(
+                        pipe, run_id, "block_retrain", block=index, from_scratch=from_scratch, total_steps=total_steps
+                    )
                     pipe.execute()
                     return reopened
                 except redis.WatchError:
@@ -188,16 +209,12 @@ class Store:
     def release_lease(self, holder: str) -> None:
         self.client.eval(_RELEASE_LEASE, 1, f"{self.prefix}:leader", holder)
 
-    def heartbeat(self, name: str, ttl_s: float, value: str = "1") -> None:
-        self.client.set(f"{self.prefix}:heartbeat:{name}", value, px=int(ttl_s * 1000))
-
-    def alive(self, name: str) -> bool:
-        return bool(self.client.exists(f"{self.prefix}:heartbeat:{name}"))
-
     def update_progress(self, run_id: str, index: int, **progress) -> None:
         """Live progress (step, loss, ...): no state change, no event."""
-        self.client.hset(self.block_key(run_id, index),
-                         mapping={k: json.dumps(v) for k, v in {**progress, "updated_at": time.time()}.items()})
+        self.client.hset(
+            self.block_key(run_id, index),
+            mapping={k: json.dumps(v) for k, v in {**progress, "updated_at": time.time()}.items()},
+        )
 
     def _event(self, pipe, run_id: str, kind: str, **data) -> None:
         payload = {"kind": kind, "time": repr(time.time()), **{k: str(v) for k, v in data.items()}}

@@ -60,11 +60,15 @@ def check_block_matches(meta: dict, entry: dict, config_hash: str) -> None:
     """A block file must be the block the manifest says: same index, sigma range and config."""
     got = meta["block"]
     if (got["index"], got["sigma_lo"], got["sigma_hi"]) != (entry["index"], entry["sigma_lo"], entry["sigma_hi"]):
-        raise CheckpointError(f"{entry['file']}: holds block {got['index']} [{got['sigma_lo']}, {got['sigma_hi']}], "
-                              f"the manifest expects block {entry['index']} [{entry['sigma_lo']}, {entry['sigma_hi']}]")
+        raise CheckpointError(
+            f"{entry['file']}: holds block {got['index']} [{got['sigma_lo']}, {got['sigma_hi']}], "
+            f"the manifest expects block {entry['index']} [{entry['sigma_lo']}, {entry['sigma_hi']}]"
+        )
     if meta.get("config_hash") != config_hash:
-        raise CheckpointError(f"{entry['file']}: trained under config {str(meta.get('config_hash'))[:12]}, "
-                              f"the manifest's is {config_hash[:12]}")
+        raise CheckpointError(
+            f"{entry['file']}: trained under config {str(meta.get('config_hash'))[:12]}, "
+            f"the manifest's is {config_hash[:12]}"
+        )
 
 
 def load_assembled(run_dir: str | Path, which: str = "ema") -> tuple[AssembledDenoiser, dict]:

@@ -2,8 +2,8 @@
 
 Block weights file (safetensors), `block_<i>.safetensors`:
     tensors  `model.<param>` (raw weights) and `ema.<param>` (EMA weights)
-    metadata {"format": "dblocks-block", "format_version": "1", "block": BlockSpec JSON, "net": NetSpec JSON,
-              "sigma_data": str, "step": str}
+    metadata {"format": "dblocks-block", "format_version": "2", "block": BlockSpec JSON, "net": NetSpec JSON,
+              "sigma_data", "step", "config_hash" (each JSON-encoded)}
 Training state (a Ray Train checkpoint directory, used to resume one block):
     block.safetensors      as above
     optimizer.safetensors  AdamW moments `state.<i>.<key>`, the data generator state `rng.data`
@@ -91,14 +91,23 @@ def load_block_weights(path: str | Path, which: str = "ema") -> tuple[dict, dict
     meta = read_block_meta(path)
     tensors = load_file(str(path))
     prefix = WEIGHT_PREFIXES[which]
-    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     if not state:
         raise CheckpointError(f"{path}: holds no {which!r} weights")
     return state, meta
 
 
-def save_training_state(directory: str | Path, *, model: dict, ema: dict, optimizer: dict,
-                        rng_state: torch.Tensor, step: int, meta: dict, metrics: dict) -> None:
+def save_training_state(
+    directory: str | Path,
+    *,
+    model: dict,
+    ema: dict,
+    optimizer: dict,
+    rng_state: torch.Tensor,
+    step: int,
+    meta: dict,
+    metrics: dict,
+) -> None:
     directory = Path(directory)
     save_block_weights(directory / "block.safetensors", model=model, ema=ema, meta={**meta, "step": step})
     tensors = {"rng.data": rng_state}
@@ -106,8 +115,12 @@ def save_training_state(directory: str | Path, *, model: dict, ema: dict, optimi
         for key, value in entry.items():
             tensors[f"state.{index}.{key}"] = torch.as_tensor(value).contiguous()
     save_file(tensors, str(directory / "optimizer.safetensors"))
-    state = {"format_version": FORMAT_VERSION, "step": step, "param_groups": optimizer["param_groups"],
-             "metrics": metrics}
+    state = {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "param_groups": optimizer["param_groups"],
+        "metrics": metrics,
+    }
     atomic_write_text(directory / "state.json", json.dumps(state))
 
 
@@ -125,9 +138,15 @@ def load_training_state(directory: str | Path) -> dict:
         if key.startswith("state."):
             _, index, name = key.split(".", 2)
             optim_state.setdefault(int(index), {})[name] = value
-    return {"model": model, "ema": ema, "rng_state": tensors["rng.data"], "step": state["step"],
-            "optimizer": {"state": optim_state, "param_groups": state["param_groups"]},
-            "meta": meta, "metrics": state.get("metrics", {})}
+    return {
+        "model": model,
+        "ema": ema,
+        "rng_state": tensors["rng.data"],
+        "step": state["step"],
+        "optimizer": {"state": optim_state, "param_groups": state["param_groups"]},
+        "meta": meta,
+        "metrics": state.get("metrics", {}),
+    }
 
 
 def write_manifest(run_dir: str | Path, manifest: dict) -> None:

@@ -48,7 +48,7 @@ class ModelConfig(_Section):
     label_dropout: float = Field(0.1, ge=0, lt=1, description="Training label drop rate (for CFG).")
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> "ModelConfig":
+    def _heads_divide(self) -> ModelConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         return self
@@ -71,7 +71,7 @@ class NoiseConfig(_Section):
     sigma_data: float = Field(0.5, gt=0, description="Data standard deviation for EDM preconditioning.")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "NoiseConfig":
+    def _ordered(self) -> NoiseConfig:
         if self.sigma_min >= self.sigma_max:
             raise ValueError(f"sigma_min {self.sigma_min} must be < sigma_max {self.sigma_max}")
         return self
@@ -116,16 +116,21 @@ class ResourcesConfig(_Section):
     )
     num_workers_per_block: int = Field(1, ge=1, description="Data-parallel workers inside one block.")
     per_block: dict[int, BlockResources] = Field(
-        {}, description="Per-block overrides by block index, e.g. {2: {gpus: 1, memory_gb: 40}}: bigger blocks on bigger machines."
+        {},
+        description="Per-block overrides by block index, e.g. {2: {gpus: 1, memory_gb: 40}}: bigger blocks on "
+        "bigger machines.",
     )
 
-    def for_block(self, index: int) -> "WorkerResources":
+    def for_block(self, index: int) -> WorkerResources:
         """What each worker of block `index` holds (the override, else the defaults)."""
         own = self.per_block.get(index, BlockResources())
         pick = lambda value, default: default if value is None else value  # noqa: E731
-        return WorkerResources(cpus=pick(own.cpus, self.cpus_per_block), gpus=pick(own.gpus, self.gpus_per_block),
-                               memory_bytes=int(pick(own.memory_gb, self.memory_gb_per_block) * 1e9),
-                               num_workers=self.num_workers_per_block)
+        return WorkerResources(
+            cpus=pick(own.cpus, self.cpus_per_block),
+            gpus=pick(own.gpus, self.gpus_per_block),
+            memory_bytes=int(pick(own.memory_gb, self.memory_gb_per_block) * 1e9),
+            num_workers=self.num_workers_per_block,
+        )
 
 
 class WorkerResources(BaseModel):
@@ -150,7 +155,9 @@ class SampleConfig(_Section):
 
 
 class Config(_Section):
-    name: str = Field("run", pattern=r"^[A-Za-z0-9_-]{1,40}$", description="Run name prefix (letters, digits, _ and -).")
+    name: str = Field(
+        "run", pattern=r"^[A-Za-z0-9_-]{1,40}$", description="Run name prefix (letters, digits, _ and -)."
+    )
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     blocks: BlocksConfig = BlocksConfig()
@@ -160,7 +167,7 @@ class Config(_Section):
     sample: SampleConfig = SampleConfig()
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Config":
+    def _consistent(self) -> Config:
         info = DATASETS[self.data.dataset]
         if info.image_size % self.model.patch_size:
             raise ValueError(
@@ -183,7 +190,7 @@ class Config(_Section):
         """Blocks this config trains: end_to_end is the B = 1 plan (one network, all layers, the whole range)."""
         return 1 if self.train.mode == "end_to_end" else self.blocks.num_blocks
 
-    def with_overrides(self, overrides: list[str]) -> "Config":
+    def with_overrides(self, overrides: list[str]) -> Config:
         """A variant of this config with `section.field=value` overrides, validated like any other."""
         return parse_config(self.model_dump(), overrides)
 

@@ -18,15 +18,21 @@ def _type_name(annotation) -> str:
 
 
 def _rows(prefix: str, section: type[BaseModel]) -> list[str]:
-    return [f"| `{prefix}.{fname}` | `{_type_name(f.annotation)}` | `{f.default!r}` | {f.description or ''} |"
-            for fname, f in section.model_fields.items()]
+    return [
+        f"| `{prefix}.{fname}` | `{_type_name(f.annotation)}` | `{f.default!r}` | {f.description or ''} |"
+        for fname, f in section.model_fields.items()
+    ]
 
 
 def render() -> str:
-    lines = ["# Config reference", "",
-             "Generated from `shared/config.py` by `python -m shared.config_doc > docs/config.md`; a test keeps it "
-             "in sync. Every field has a default; unknown fields are errors; override any field with "
-             "`--set section.field=value`.", ""]
+    lines = [
+        "# Config reference",
+        "",
+        "Generated from `shared/config.py` by `python -m shared.config_doc > docs/config.md`; a test keeps it "
+        "in sync. Every field has a default; unknown fields are errors; override any field with "
+        "`--set section.field=value`.",
+        "",
+    ]
     for name, field in Config.model_fields.items():
         if isinstance(field.default, BaseModel):
             section = type(field.default)
@@ -34,12 +40,21 @@ def render() -> str:
             lines += _rows(name, section)
             lines.append("")
             if name == "resources":
-                lines += ["Each `resources.per_block.<index>` entry may set:", "",
-                          "| field | type | default | meaning |", "|---|---|---|---|",
-                          *_rows("resources.per_block.<index>", BlockResources), ""]
+                lines += [
+                    "Each `resources.per_block.<index>` entry may set:",
+                    "",
+                    "| field | type | default | meaning |",
+                    "|---|---|---|---|",
+                    *_rows("resources.per_block.<index>", BlockResources),
+                    "",
+                ]
         else:
-            lines += [f"## `{name}`", "", f"`{_type_name(field.annotation)}`, default `{field.default!r}`: "
-                      f"{field.description or ''}", ""]
+            lines += [
+                f"## `{name}`",
+                "",
+                f"`{_type_name(field.annotation)}`, default `{field.default!r}`: {field.description or ''}",
+                "",
+            ]
     return "\n".join(lines)
 
 

@@ -39,9 +39,7 @@ def _load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :784].reshape(-1, 1, 28, 28), table[:, 784].astype(np.int64)
 
 
-def load_split(
-    name: str, split: str, *, num_test: int, split_seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(name: str, split: str, *, num_test: int, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(images float32 (N, C, H, W) in [-1, 1], labels int64 (N,)) of the `train` or held-out `test` split."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; available: {sorted(DATASETS)}")

@@ -23,12 +23,25 @@ class Classifier(nn.Module):
     def __init__(self, channels: int, num_classes: int, width: int = 32):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.BatchNorm2d(4 * width), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 4 * width, 3, padding=1),
+            nn.BatchNorm2d(4 * width),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.head = nn.Linear(4 * width, num_classes)
 
@@ -44,11 +57,18 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     n, _, h, w = x.shape
     padded = F.pad(x, (max_shift,) * 4, value=-1.0)
     dy, dx = (torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator, device=generator.device)).tolist()
-    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
 
 
-def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes: int, seed: int = 0,
-                     epochs: int = 12, batch_size: int = 128) -> Classifier:
+def train_classifier(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    num_classes: int,
+    seed: int = 0,
+    epochs: int = 12,
+    batch_size: int = 128,
+) -> Classifier:
     generator = torch.Generator(device="cpu").manual_seed(seed)  # the evaluation classifier trains on the CPU
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -60,7 +80,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes:
     for _ in range(epochs):
         order = torch.randperm(len(labels), generator=generator, device="cpu")
         for i in range(len(labels) // batch_size):
-            index = order[i * batch_size:(i + 1) * batch_size]
+            index = order[i * batch_size : (i + 1) * batch_size]
             loss = F.cross_entropy(model(random_shift(images[index], 2, generator)), labels[index])
             optimizer.zero_grad()
             loss.backward()
@@ -74,8 +94,9 @@ def classifier_key(images: torch.Tensor, labels: torch.Tensor, seed: int) -> str
     return f"classifier-v{CLASSIFIER_VERSION}-{digest.hexdigest()[:16]}"
 
 
-def cached_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes: int, cache_dir: Path,
-                      seed: int = 0) -> Classifier:
+def cached_classifier(
+    images: torch.Tensor, labels: torch.Tensor, *, num_classes: int, cache_dir: Path, seed: int = 0
+) -> Classifier:
     """Train once per (training data, seed), then load from `cache_dir`."""
     path = Path(cache_dir) / f"{classifier_key(images, labels, seed)}.safetensors"
     model = Classifier(images.shape[1], num_classes)
@@ -85,8 +106,11 @@ def cached_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes
     model = train_classifier(images, labels, num_classes=num_classes, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
-              metadata={"num_classes": json.dumps(num_classes)})
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(tmp),
+        metadata={"num_classes": json.dumps(num_classes)},
+    )
     tmp.replace(path)
     return model
 
@@ -96,7 +120,7 @@ def predict(model: Classifier, images: torch.Tensor, batch_size: int = 500) -> t
     """(features (N, F) float64, predicted class (N,))."""
     feats, preds = [], []
     for i in range(0, len(images), batch_size):
-        f = model.features(images[i:i + batch_size])
+        f = model.features(images[i : i + batch_size])
         feats.append(f.double())
         preds.append(model.head(f).argmax(dim=1))
     return torch.cat(feats), torch.cat(preds)
@@ -116,11 +140,12 @@ def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
     return float((mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * cross)
 
 
-def evaluate_samples(model: Classifier, samples: torch.Tensor, labels: torch.Tensor,
-                     reference: torch.Tensor) -> dict:
+def evaluate_samples(model: Classifier, samples: torch.Tensor, labels: torch.Tensor, reference: torch.Tensor) -> dict:
     """{"fd", "class_accuracy", "num_samples"} of samples against held-out reference images."""
     feats, preds = predict(model, samples.clamp(-1, 1))
     ref_feats, _ = predict(model, reference)
-    return {"fd": frechet_distance(feats, ref_feats),
-            "class_accuracy": float((preds == labels).double().mean()),
-            "num_samples": len(labels)}
+    return {
+        "fd": frechet_distance(feats, ref_feats),
+        "class_accuracy": float((preds == labels).double().mean()),
+        "num_samples": len(labels),
+    }

@@ -7,8 +7,9 @@ import torch
 from shared.sampling import SAMPLERS, equiprobable_sigmas, guided, karras_sigmas
 
 
-def step_sigmas(*, schedule: str, num_steps: int, sigma_min: float, sigma_max: float, rho: float,
-                p_mean: float, p_std: float) -> torch.Tensor:
+def step_sigmas(
+    *, schedule: str, num_steps: int, sigma_min: float, sigma_max: float, rho: float, p_mean: float, p_std: float
+) -> torch.Tensor:
     if schedule == "karras":
         return karras_sigmas(num_steps, sigma_min, sigma_max, rho)
     if schedule == "equiprobable":
@@ -17,9 +18,19 @@ def step_sigmas(*, schedule: str, num_steps: int, sigma_min: float, sigma_max: f
 
 
 @torch.no_grad()
-def generate(denoiser, *, labels: torch.Tensor, image_shape: tuple[int, int, int], sigmas: torch.Tensor,
-             cfg_scale: float, null_label: int, sampler: str, seed: int, batch_size: int = 500,
-             device: torch.device | str = "cpu") -> torch.Tensor:
+def generate(
+    denoiser,
+    *,
+    labels: torch.Tensor,
+    image_shape: tuple[int, int, int],
+    sigmas: torch.Tensor,
+    cfg_scale: float,
+    null_label: int,
+    sampler: str,
+    seed: int,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Samples (N, C, H, W) in the data scale for the requested `labels`, from z = sigma_max * randn, on `device`.
 
     The start noise is drawn on the CPU from `seed`, so a seed gives the same samples on any device.
@@ -28,8 +39,10 @@ def generate(denoiser, *, labels: torch.Tensor, image_shape: tuple[int, int, int
     z = sigmas[0] * torch.randn((len(labels), *image_shape), generator=generator, device="cpu")
     z, labels = z.to(device, torch.float32), labels.to(device)
     fn, solve = guided(denoiser, cfg_scale, null_label), SAMPLERS[sampler]
-    chunks = [solve(fn, z[i:i + batch_size], sigmas, labels=labels[i:i + batch_size])
-              for i in range(0, len(labels), batch_size)]
+    chunks = [
+        solve(fn, z[i : i + batch_size], sigmas, labels=labels[i : i + batch_size])
+        for i in range(0, len(labels), batch_size)
+    ]
     return torch.cat(chunks)
 
 

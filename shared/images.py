@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ def grid(images: torch.Tensor, num_cols: int, pad: int = 2) -> np.ndarray:
     for i in range(n):
         r, col = divmod(i, num_cols)
         y, x = pad + r * (h + pad), pad + col * (w + pad)
-        canvas[y:y + h, x:x + w] = pixels[i]
+        canvas[y : y + h, x : x + w] = pixels[i]
     return canvas
 
 

@@ -37,14 +37,23 @@ class BlockJob:
         return block_seed(self.config.train.seed, self.block.index)
 
     def to_dict(self) -> dict:
-        return {"run_id": self.run_id, "config": self.config.model_dump(), "block": self.block.to_dict(),
-                "total_steps": self.total_steps, "generation": self.generation}
+        return {
+            "run_id": self.run_id,
+            "config": self.config.model_dump(),
+            "block": self.block.to_dict(),
+            "total_steps": self.total_steps,
+            "generation": self.generation,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "BlockJob":
-        return cls(run_id=data["run_id"], config=Config.model_validate(data["config"]),
-                   block=BlockSpec(**data["block"]), total_steps=data.get("total_steps"),
-                   generation=data.get("generation", 0))
+    def from_dict(cls, data: dict) -> BlockJob:
+        return cls(
+            run_id=data["run_id"],
+            config=Config.model_validate(data["config"]),
+            block=BlockSpec(**data["block"]),
+            total_steps=data.get("total_steps"),
+            generation=data.get("generation", 0),
+        )
 
 
 def run_name(run_id: str, block_index: int, generation: int = 0) -> str:

@@ -1,7 +1,7 @@
 """One block's network F: a DiT-style transformer with adaLN-Zero conditioning (Peebles & Xie 2023).
 
 Every block owns PRIVATE copies of the patch embedding, noise embedder, class embedding and output head, so
-blocks share nothing and train with zero communication (METHOD.md, "What a block is"). The net sees
+blocks share nothing and train with zero communication (docs/method.md, "What a block is"). The net sees
 c_in * z and c_noise only; EDM scaling lives in `shared.precond.Denoiser`.
 """
 
@@ -36,7 +36,9 @@ class NetSpec:
 def sincos_2d(num_side: int, dim: int) -> torch.Tensor:
     """Fixed 2-D sine-cosine position embedding, (num_side**2, dim)."""
     quarter = dim // 4
-    freqs = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64, device="cpu") / quarter)  # a buffer: moves with .to()
+    freqs = 1.0 / 10000 ** (
+        torch.arange(quarter, dtype=torch.float64, device="cpu") / quarter
+    )  # a buffer: moves with .to()
     coords = torch.arange(num_side, dtype=torch.float64, device="cpu")
     grid_y, grid_x = torch.meshgrid(coords, coords, indexing="ij")
     parts = []
@@ -70,8 +72,9 @@ class TransformerLayer(nn.Module):
         self.proj = nn.Linear(hidden_size, hidden_size)
         self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         mlp_hidden = int(hidden_size * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(hidden_size, mlp_hidden), nn.GELU(approximate="tanh"),
-                                 nn.Linear(mlp_hidden, hidden_size))
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden_size, mlp_hidden), nn.GELU(approximate="tanh"), nn.Linear(mlp_hidden, hidden_size)
+        )
         self.ada = nn.Linear(hidden_size, 6 * hidden_size)
         nn.init.zeros_(self.ada.weight)
         nn.init.zeros_(self.ada.bias)
@@ -103,10 +106,8 @@ class BlockNet(nn.Module):
         self.patch_embed = nn.Conv2d(spec.channels, d, kernel_size=p, stride=p)
         self.register_buffer("pos_embed", sincos_2d(self.num_side, d), persistent=False)
         self.noise_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
-        self.class_embed = nn.Embedding(spec.num_classes + 1, d)  # unit-scale init: see METHOD.md pitfall 2
-        self.layers = nn.ModuleList(
-            TransformerLayer(d, spec.num_heads, spec.mlp_ratio) for _ in range(spec.num_layers)
-        )
+        self.class_embed = nn.Embedding(spec.num_classes + 1, d)  # unit-scale init: docs/method.md, "What a block is"
+        self.layers = nn.ModuleList(TransformerLayer(d, spec.num_heads, spec.mlp_ratio) for _ in range(spec.num_layers))
         self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Linear(d, 2 * d)
         self.head = nn.Linear(d, p * p * spec.channels)

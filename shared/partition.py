@@ -23,10 +23,7 @@ def equiprobable_boundaries(
     """B+1 ascending boundaries with equal truncated log-normal mass between neighbours (float64)."""
     q_min = lognormal_cdf(sigma_min, p_mean, p_std)
     q_max = lognormal_cdf(sigma_max, p_mean, p_std)
-    inner = [
-        lognormal_icdf(q_min + (b / num_blocks) * (q_max - q_min), p_mean, p_std)
-        for b in range(1, num_blocks)
-    ]
+    inner = [lognormal_icdf(q_min + (b / num_blocks) * (q_max - q_min), p_mean, p_std) for b in range(1, num_blocks)]
     return [sigma_min, *inner, sigma_max]
 
 
@@ -37,9 +34,7 @@ def uniform_log_boundaries(num_blocks: int, sigma_min: float, sigma_max: float) 
     return [sigma_min, *inner, sigma_max]
 
 
-def widen(
-    sigma_lo: float, sigma_hi: float, gamma: float, sigma_min: float, sigma_max: float
-) -> tuple[float, float]:
+def widen(sigma_lo: float, sigma_hi: float, gamma: float, sigma_min: float, sigma_max: float) -> tuple[float, float]:
     """Controlled overlap: extend each end by gamma * (ln hi - ln lo) in log-sigma, clamp to the range."""
     width = math.log(sigma_hi) - math.log(sigma_lo)
     lo = max(sigma_min, math.exp(math.log(sigma_lo) - gamma * width))
@@ -78,9 +73,7 @@ class BlockSpec:
         return asdict(self)
 
 
-def plan_blocks(
-    boundaries: list[float], layer_counts: list[int], gamma: float
-) -> list[BlockSpec]:
+def plan_blocks(boundaries: list[float], layer_counts: list[int], gamma: float) -> list[BlockSpec]:
     """Block specs, block 0 = first layers = highest-noise interval."""
     num_blocks = len(boundaries) - 1
     assert len(layer_counts) == num_blocks

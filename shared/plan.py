@@ -8,16 +8,22 @@ import hashlib
 from shared.config import Config
 from shared.data import DATASETS
 from shared.model import NetSpec, count_params
-from shared.partition import (BlockSpec, equiprobable_boundaries, plan_blocks, split_layers,
-                              uniform_log_boundaries)
+from shared.partition import BlockSpec, equiprobable_boundaries, plan_blocks, split_layers, uniform_log_boundaries
 
 
 def net_spec(config: Config, num_layers: int) -> NetSpec:
     """The network of a block of `num_layers` layers under `config` (shape from the dataset)."""
     info, model = DATASETS[config.data.dataset], config.model
-    return NetSpec(image_size=info.image_size, channels=info.channels, num_classes=info.num_classes,
-                   patch_size=model.patch_size, hidden_size=model.hidden_size, num_heads=model.num_heads,
-                   mlp_ratio=model.mlp_ratio, num_layers=num_layers)
+    return NetSpec(
+        image_size=info.image_size,
+        channels=info.channels,
+        num_classes=info.num_classes,
+        patch_size=model.patch_size,
+        hidden_size=model.hidden_size,
+        num_heads=model.num_heads,
+        mlp_ratio=model.mlp_ratio,
+        num_layers=num_layers,
+    )
 
 
 def block_seed(run_seed: int, block_index: int) -> int:
@@ -49,10 +55,15 @@ def plan_json(config: Config) -> dict:
     """The `dblocks plan --json` document."""
     blocks = []
     for spec in block_specs(config):
-        blocks.append({
-            "index": spec.index, "sigma_lo": spec.sigma_lo, "sigma_hi": spec.sigma_hi,
-            "train_sigma_lo": spec.train_sigma_lo, "train_sigma_hi": spec.train_sigma_hi,
-            "layers": spec.layers, "num_params": count_params(net_spec(config, spec.num_layers)),
-        })
-    return {"mode": config.train.mode, "boundaries": boundaries(config), "blocks": blocks,
-            "config_hash": config.hash()}
+        blocks.append(
+            {
+                "index": spec.index,
+                "sigma_lo": spec.sigma_lo,
+                "sigma_hi": spec.sigma_hi,
+                "train_sigma_lo": spec.train_sigma_lo,
+                "train_sigma_hi": spec.train_sigma_hi,
+                "layers": spec.layers,
+                "num_params": count_params(net_spec(config, spec.num_layers)),
+            }
+        )
+    return {"mode": config.train.mode, "boundaries": boundaries(config), "blocks": blocks, "config_hash": config.hash()}

@@ -43,7 +43,7 @@ class Storage:
     fs: pafs.FileSystem = field(compare=False, repr=False)
 
     @classmethod
-    def from_uri(cls, uri: str | Path) -> "Storage":
+    def from_uri(cls, uri: str | Path) -> Storage:
         uri = str(uri)
         parsed = urlparse(uri)
         if parsed.scheme == "s3":

@@ -18,8 +18,9 @@ from shared.sampling import euler_step, guided
 
 
 @torch.no_grad()
-def block_preview(denoiser, images: torch.Tensor, labels: torch.Tensor, sigma_lo: float, sigma_hi: float,
-                  generator: torch.Generator) -> torch.Tensor:
+def block_preview(
+    denoiser, images: torch.Tensor, labels: torch.Tensor, sigma_lo: float, sigma_hi: float, generator: torch.Generator
+) -> torch.Tensor:
     """Rows: clean held-out images, then for sigma at the low end, middle and high end of the block's own
     interval: the noisy input and the block's denoised output. (7*N, C, H, W)."""
     sigmas = [sigma_lo, math.sqrt(sigma_lo * sigma_hi), sigma_hi]
@@ -32,8 +33,15 @@ def block_preview(denoiser, images: torch.Tensor, labels: torch.Tensor, sigma_lo
 
 
 @torch.no_grad()
-def handover_trajectory(denoiser, z: torch.Tensor, sigmas: torch.Tensor, labels: torch.Tensor,
-                        boundaries: list[float], cfg_scale: float, null_label: int) -> list[torch.Tensor]:
+def handover_trajectory(
+    denoiser,
+    z: torch.Tensor,
+    sigmas: torch.Tensor,
+    labels: torch.Tensor,
+    boundaries: list[float],
+    cfg_scale: float,
+    null_label: int,
+) -> list[torch.Tensor]:
     """Euler sampling that records, per sample: the start noise, the denoised estimate at the last step of each
     block's segment (what that block hands over), and the final image. Returns one (N, C, H, W) per column."""
     fn = guided(denoiser, cfg_scale, null_label)
@@ -50,8 +58,14 @@ def handover_trajectory(denoiser, z: torch.Tensor, sigmas: torch.Tensor, labels:
 
 
 @torch.no_grad()
-def sigma_loss_curve(denoiser, images: torch.Tensor, labels: torch.Tensor, sigmas: list[float], sigma_data: float,
-                     generator: torch.Generator) -> list[float]:
+def sigma_loss_curve(
+    denoiser,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    sigmas: list[float],
+    sigma_data: float,
+    generator: torch.Generator,
+) -> list[float]:
     """Held-out weighted denoising loss w(sigma) * mean ||D(y + sigma*eps) - y||^2 at each sigma."""
     out = []
     for sigma in sigmas:
@@ -90,8 +104,9 @@ def plot_loss_curves(histories: list[list[dict]], path: str | Path) -> None:
         axes[0].set_ylabel("training loss")
 
 
-def plot_sigma_loss(sigmas: list[float], curves: dict[str, list[float]], boundaries: list[float],
-                    path: str | Path) -> None:
+def plot_sigma_loss(
+    sigmas: list[float], curves: dict[str, list[float]], boundaries: list[float], path: str | Path
+) -> None:
     with figure(path, figsize=(5.5, 3.5)) as (_, (ax,)):
         for label, losses in curves.items():
             ax.plot(sigmas, losses, marker=".", label=label)

@@ -50,9 +50,23 @@ def wait_for_redis(url: str, server: subprocess.Popen, timeout_s: float = 10) ->
 def redis_url(tmp_path_factory):
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     wait_for_redis(url, proc)
     yield url
@@ -73,8 +87,15 @@ def redis_client(redis_url, request):
 def ray_env(redis_url, tmp_path):
     """Environment for a subprocess that runs the CLI against the test Redis and a fresh local Ray."""
     env = dict(os.environ)
-    env.update({"REDIS_URL": redis_url, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-                "DBLOCKS_STORAGE": str(tmp_path / "storage"), "DBLOCKS_KEY_PREFIX": "t-ray",
-                "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "RAY_AUTH_MODE": "disabled",
+            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+            "DBLOCKS_STORAGE": str(tmp_path / "storage"),
+            "DBLOCKS_KEY_PREFIX": "t-ray",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.pop("RAY_ADDRESS", None)
     return env

@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 STAGE = "/mnt"  # where each host sees the rehearsal's work folder (a private bind mount)
 
 
@@ -79,8 +78,12 @@ class Network:
         _ip("link", "set", veth, "master", self.bridge)
         _ip("link", "set", veth, "up")
         address = f"{self.subnet}.{index}"
-        for args in (("addr", "add", f"{address}/24", "dev", "eth0"), ("link", "set", "eth0", "up"),
-                     ("link", "set", "lo", "up"), ("route", "add", "default", "via", self.gateway)):
+        for args in (
+            ("addr", "add", f"{address}/24", "dev", "eth0"),
+            ("link", "set", "eth0", "up"),
+            ("link", "set", "lo", "up"),
+            ("route", "add", "default", "via", self.gateway),
+        ):
             _ip("-n", netns, *args)
         host = Host(name, netns, address)
         self.hosts[name] = host
@@ -96,18 +99,31 @@ class Network:
                 lines.append(f"{host.address} {base}")  # replicas answer to the service name too
         self.hosts_file.write_text("\n".join(lines) + "\n")
 
-    def run(self, host: Host, command: list[str], *, env: dict[str, str], volumes: list[dict],
-            cwd: str | None = None, log: Path | None = None) -> subprocess.Popen:
+    def run(
+        self,
+        host: Host,
+        command: list[str],
+        *,
+        env: dict[str, str],
+        volumes: list[dict],
+        cwd: str | None = None,
+        log: Path | None = None,
+    ) -> subprocess.Popen:
         """Start `command` as a process of `host`: its network namespace, new mount and UTS namespaces (a private
         /tmp, this network's /etc/hosts, the service's volumes, the host's name as hostname)."""
         # The work folder may itself lie under /tmp: it is reached through STAGE once /tmp is the private tmpfs.
-        mounts = [f"echo {shlex.quote(host.name)} > /proc/sys/kernel/hostname",  # a UTS namespace of its own
-                  "mount --make-rprivate /", f"mount --bind {shlex.quote(str(self.workdir))} {STAGE}",
-                  "mount -t tmpfs tmpfs /tmp", f"mount --bind {STAGE}/{self.hosts_file.name} /etc/hosts"]
+        mounts = [
+            f"echo {shlex.quote(host.name)} > /proc/sys/kernel/hostname",  # a UTS namespace of its own
+            "mount --make-rprivate /",
+            f"mount --bind {shlex.quote(str(self.workdir))} {STAGE}",
+            "mount -t tmpfs tmpfs /tmp",
+            f"mount --bind {STAGE}/{self.hosts_file.name} /etc/hosts",
+        ]
         sources = [(volume, self._volume_source(volume)) for volume in volumes]
         # files into a place that does not exist here: a private tmpfs at their folder, made before any bind
-        missing = {os.path.dirname(v["target"]) for v, src in sources if not src.is_dir()
-                   and not os.path.exists(v["target"])}
+        missing = {
+            os.path.dirname(v["target"]) for v, src in sources if not src.is_dir() and not os.path.exists(v["target"])
+        }
         mounts += [f"mount -t tmpfs tmpfs {shlex.quote(folder)}" for folder in sorted(missing)]
         for volume, source in sources:
             target = shlex.quote(volume["target"])
@@ -119,16 +135,23 @@ class Network:
             mounts.append(f"mkdir -p {shlex.quote(cwd)} && cd {shlex.quote(cwd)}")
         script = " && ".join(mounts) + " && exec " + shlex.join(command)
         out = open(log, "ab") if log else subprocess.DEVNULL
-        proc = subprocess.Popen(["ip", "netns", "exec", host.netns, "unshare", "--mount", "--uts", "sh", "-c", script],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", host.netns, "unshare", "--mount", "--uts", "sh", "-c", script],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         host.procs.append(proc)
         return proc
 
-    def exec(self, host: Host, command: list[str], *, env: dict[str, str], timeout_s: float = 30
-             ) -> subprocess.CompletedProcess:
+    def exec(
+        self, host: Host, command: list[str], *, env: dict[str, str], timeout_s: float = 30
+    ) -> subprocess.CompletedProcess:
         """A one-off command in the host's network namespace (a healthcheck)."""
-        return subprocess.run(["ip", "netns", "exec", host.netns, *command], env=env, capture_output=True,
-                              text=True, timeout=timeout_s)
+        return subprocess.run(
+            ["ip", "netns", "exec", host.netns, *command], env=env, capture_output=True, text=True, timeout=timeout_s
+        )
 
     def staged(self, path: Path) -> str:
         """Where `path` is seen inside a host (paths under the work folder move to STAGE)."""

@@ -25,8 +25,9 @@ TOKEN = "s3cret"
 @pytest.fixture
 def api(redis_client, tmp_path):
     store = Store(redis_client, prefix="t-api")
-    app = create_app(store=store, storage=tmp_path, api_token=TOKEN, ready=lambda: {"redis": True, "ray": True},
-                     metrics=Metrics())
+    app = create_app(
+        store=store, runs_dir=tmp_path, api_token=TOKEN, ready=lambda: {"redis": True, "ray": True}, metrics=Metrics()
+    )
     client = TestClient(app)
     client.headers["Authorization"] = f"Bearer {TOKEN}"
     return client, store
@@ -88,8 +89,9 @@ def test_cancel_and_retrain_rules(api):
         store.transition_block(run_id, i, State.SUCCEEDED, step=40)
     store.set_run_state(run_id, State.SUCCEEDED)
     assert client.post(f"/v1/runs/{run_id}/cancel").status_code == 409
-    assert client.post(f"/v1/runs/{run_id}/blocks/1/retrain", json={"from_scratch": False, "steps": 10}
-                       ).status_code == 422  # cannot "train on" to fewer steps than it has
+    assert (
+        client.post(f"/v1/runs/{run_id}/blocks/1/retrain", json={"from_scratch": False, "steps": 10}).status_code == 422
+    )  # cannot "train on" to fewer steps than it has
     response = client.post(f"/v1/runs/{run_id}/blocks/1/retrain", json={"from_scratch": True})
     assert response.status_code == 202
     blocks = store.get_blocks(run_id)
@@ -98,27 +100,38 @@ def test_cancel_and_retrain_rules(api):
 
 
 def test_readyz_reports_failing_dependencies(redis_client, tmp_path):
-    app = create_app(store=Store(redis_client, prefix="t-api"), storage=tmp_path, api_token=None,
-                     ready=lambda: {"redis": True, "ray": False})
+    app = create_app(
+        store=Store(redis_client, prefix="t-api"),
+        runs_dir=tmp_path,
+        api_token=None,
+        ready=lambda: {"redis": True, "ray": False},
+    )
     response = TestClient(app).get("/readyz")
     assert response.status_code == 503 and response.json()["detail"]["ray"] is False
 
 
 def test_requests_are_counted_by_route_template_not_by_run_id(redis_client, tmp_path):
     metrics = Metrics()
-    app = create_app(store=Store(redis_client, prefix="t-api"), storage=tmp_path, api_token=None,
-                     ready=lambda: {"redis": True}, metrics=metrics)
+    app = create_app(
+        store=Store(redis_client, prefix="t-api"),
+        runs_dir=tmp_path,
+        api_token=None,
+        ready=lambda: {"redis": True},
+        metrics=metrics,
+    )
     client = TestClient(app)
     client.get("/v1/runs/abc")
     client.get("/v1/runs/def")
     value = metrics.registry.get_sample_value(
-        "dblocks_api_requests_total", {"method": "GET", "route": "/v1/runs/{run_id}", "status": "404"})
+        "dblocks_api_requests_total", {"method": "GET", "route": "/v1/runs/{run_id}", "status": "404"}
+    )
     assert value == 2.0
 
 
 def test_previews_are_listed_and_served_without_path_escape(api, tmp_path):
-    from shared.images import save_grid
     import torch
+
+    from shared.images import save_grid
 
     client, store = api
     run_id = client.post("/v1/runs", json=tiny_config()).json()["id"]
@@ -145,8 +158,15 @@ def test_fresh_samples_are_drawn_on_request_within_bounds(api, tmp_path):
     assert Image.open(io.BytesIO(response.content)).size == (2 * (3 * 30 + 2), 2 * (10 * 30 + 2))  # 3 x 10 classes
     assert client.get(f"/v1/runs/{run_id}/samples.png", params=params).content == response.content  # seeded
     assert client.get(f"/v1/runs/{run_id}/samples.png", params={**params, "seed": 2}).content != response.content
-    for bad in ({"num_per_class": 0}, {"num_per_class": 65}, {"steps": 0}, {"steps": 1001}, {"cfg": -1},
-                {"weights": "best"}, {"seed": "x"}):
+    for bad in (
+        {"num_per_class": 0},
+        {"num_per_class": 65},
+        {"steps": 0},
+        {"steps": 1001},
+        {"cfg": -1},
+        {"weights": "best"},
+        {"seed": "x"},
+    ):
         response = client.get(f"/v1/runs/{run_id}/samples.png", params=bad)
         assert response.status_code == 422, bad
         assert next(iter(bad)) in response.text
@@ -154,7 +174,7 @@ def test_fresh_samples_are_drawn_on_request_within_bounds(api, tmp_path):
 
 def test_cli_samples_a_run_through_the_service(redis_client, tmp_path):
     store = Store(redis_client, prefix="t-api-cli")
-    app = create_app(store=store, storage=tmp_path, api_token=TOKEN, ready=lambda: {"redis": True})
+    app = create_app(store=store, runs_dir=tmp_path, api_token=TOKEN, ready=lambda: {"redis": True})
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -169,12 +189,18 @@ def test_cli_samples_a_run_through_the_service(redis_client, tmp_path):
         run_id = client.post("/v1/runs", json=tiny_config()).json()["id"]
         write_run(tmp_path / run_id)
         out = tmp_path / "grid.png"
-        result = CliRunner().invoke(cli_app, ["sample", run_id, "--server", url, "--steps", "4", "--num-per-class",
-                                              "2", "--out", str(out)], env={"DBLOCKS_API_TOKEN": TOKEN})
+        result = CliRunner().invoke(
+            cli_app,
+            ["sample", run_id, "--server", url, "--steps", "4", "--num-per-class", "2", "--out", str(out)],
+            env={"DBLOCKS_API_TOKEN": TOKEN},
+        )
         assert result.exit_code == 0, result.output
         assert Image.open(out).size == (2 * (2 * 30 + 2), 2 * (10 * 30 + 2))
-        result = CliRunner().invoke(cli_app, ["sample", "no-such-run", "--server", url, "--steps", "4", "--out",
-                                              str(out)], env={"DBLOCKS_API_TOKEN": TOKEN})
+        result = CliRunner().invoke(
+            cli_app,
+            ["sample", "no-such-run", "--server", url, "--steps", "4", "--out", str(out)],
+            env={"DBLOCKS_API_TOKEN": TOKEN},
+        )
         assert result.exit_code == 1 and "404" in result.output
     finally:
         server.should_exit = True

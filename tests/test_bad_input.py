@@ -6,7 +6,8 @@ import copy
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from coordinator.api import create_app
@@ -47,8 +48,10 @@ def upper_bounds(f):
 
 
 # A value no field of any type accepts: a mapping, or words that parse as no number, bool, name or enum member.
-WRONG_TYPE = st.one_of(st.dictionaries(st.text(min_size=1, max_size=5), st.integers(), min_size=1, max_size=2),
-                       st.text(alphabet="qxz", min_size=1, max_size=8).map(lambda t: f"not valid {t}"))
+WRONG_TYPE = st.one_of(
+    st.dictionaries(st.text(min_size=1, max_size=5), st.integers(), min_size=1, max_size=2),
+    st.text(alphabet="qxz", min_size=1, max_size=8).map(lambda t: f"not valid {t}"),
+)
 
 RANGED = [(s, n, v) for s, n, f in FIELDS for v in [*lower_bounds(f), *upper_bounds(f)]]
 
@@ -86,34 +89,41 @@ def test_generated_bad_configs_are_rejected_naming_the_field(case):
 @given(case=bad_config())
 def test_generated_bad_request_bodies_are_4xx_and_write_nothing(case, redis_client, tmp_path):
     config, field = case
-    client = TestClient(create_app(store=Store(redis_client, prefix="t-bad"), storage=tmp_path, api_token=None,
-                                   ready=lambda: {}))
+    client = TestClient(
+        create_app(store=Store(redis_client, prefix="t-bad"), runs_dir=tmp_path, api_token=None, ready=lambda: {})
+    )
     response = client.post("/v1/runs", json=config)
     assert response.status_code == 422 and field in response.json()["detail"]
     assert not redis_client.keys("t-bad*") and not list(tmp_path.iterdir())
 
 
 BAD_RETRAIN = st.one_of(
-    st.lists(st.integers(), max_size=3), st.integers(), st.text(alphabet="qxz", max_size=5),
+    st.lists(st.integers(), max_size=3),
+    st.integers(),
+    st.text(alphabet="qxz", max_size=5),
     st.fixed_dictionaries({"bogus": st.integers()}),
     st.fixed_dictionaries({"steps": st.integers(max_value=0)}),
     st.fixed_dictionaries({"steps": st.text(alphabet="qxz", min_size=1, max_size=4)}),
-    st.fixed_dictionaries({"from_scratch": st.one_of(st.lists(st.booleans(), min_size=1),
-                                                     st.just("maybe"), st.none())}),
+    st.fixed_dictionaries(
+        {"from_scratch": st.one_of(st.lists(st.booleans(), min_size=1), st.just("maybe"), st.none())}
+    ),
 )
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=BAD_RETRAIN)
 def test_bad_retrain_bodies_are_422(body, redis_client, tmp_path):
-    client = TestClient(create_app(store=Store(redis_client, prefix="t-bad"), storage=tmp_path, api_token=None,
-                                   ready=lambda: {}))
+    client = TestClient(
+        create_app(store=Store(redis_client, prefix="t-bad"), runs_dir=tmp_path, api_token=None, ready=lambda: {})
+    )
     assert client.post("/v1/runs/r/blocks/0/retrain", json=body).status_code == 422
 
 
 def test_oversized_bodies_are_413(redis_client, tmp_path):
-    client = TestClient(create_app(store=Store(redis_client, prefix="t-bad"), storage=tmp_path, api_token=None,
-                                   ready=lambda: {}))
-    response = client.post("/v1/runs", content=b"{" + b" " * (2 << 20) + b"}",
-                           headers={"content-type": "application/json"})
+    client = TestClient(
+        create_app(store=Store(redis_client, prefix="t-bad"), runs_dir=tmp_path, api_token=None, ready=lambda: {})
+    )
+    response = client.post(
+        "/v1/runs", content=b"{" + b" " * (2 << 20) + b"}", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413 and not redis_client.keys("t-bad*")

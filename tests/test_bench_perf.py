@@ -28,8 +28,20 @@ def test_bench_memory_measures_what_the_analytic_account_predicts(monkeypatch, t
 
 def test_bench_sampling_reports_per_step_ratio(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["bench", "sampling", "--config", str(REPO / "configs" / "quickstart.yaml"),
-                                 "--batch", "8", "--steps", "4", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            "sampling",
+            "--config",
+            str(REPO / "configs" / "quickstart.yaml"),
+            "--batch",
+            "8",
+            "--steps",
+            "4",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
     assert doc["num_blocks"] == 3 and doc["ratio"] == doc["e2e_s_per_step"] / doc["blockwise_s_per_step"]
@@ -42,13 +54,25 @@ def test_gpu_script_runs_on_cpu_with_tiny_configs(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), str(tmp_path)], cwd=REPO,
-                         env={**os.environ, "TINY": "1", "BIN": os.path.dirname(sys.executable)},
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu.sh"), str(tmp_path)],
+        cwd=REPO,
+        env={**os.environ, "TINY": "1", "BIN": os.path.dirname(sys.executable)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     names = sorted(p.name for p in tmp_path.glob("*.json"))
-    for kind in ("memory-dit-s", "memory-dit-b", "throughput-dit-s-cpu", "throughput-dit-s-bf16",
-                 "sampling-dit-s", "sampling-dit-b", "device"):
+    for kind in (
+        "memory-dit-s",
+        "memory-dit-b",
+        "throughput-dit-s-cpu",
+        "throughput-dit-s-bf16",
+        "sampling-dit-s",
+        "sampling-dit-b",
+        "device",
+    ):
         assert any(n.startswith(kind) for n in names), (kind, names)
     throughput = json.loads(next(tmp_path.glob("throughput-dit-b-cpu*.json")).read_text())
     assert throughput["block"]["steps_per_s"] > 0 and throughput["e2e"]["layers"] == 4

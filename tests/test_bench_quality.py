@@ -15,22 +15,44 @@ def test_medium_budget_covers_the_issue_cases_with_three_seeds():
     spec = budget_spec("medium")
     labels = [c.label for c in spec.cases]
     assert spec.seeds == [0, 1, 2]
-    assert {"end_to_end", "B=2 equiprobable gamma=0.05", "B=3 equiprobable gamma=0.05",
-            "B=4 equiprobable gamma=0.05", "B=3 equiprobable gamma=0", "B=3 uniform_log gamma=0"} <= set(labels)
+    assert {
+        "end_to_end",
+        "B=2 equiprobable gamma=0.05",
+        "B=3 equiprobable gamma=0.05",
+        "B=4 equiprobable gamma=0.05",
+        "B=3 equiprobable gamma=0",
+        "B=3 uniform_log gamma=0",
+    } <= set(labels)
     assert any("layers" in label for label in labels)
 
 
 def fake_run(label, seed, fd, acc, mode="blockwise", num_blocks=3):
-    return {"label": label, "seed": seed, "mode": mode, "num_blocks": num_blocks, "partition": "equiprobable",
-            "overlap_gamma": 0.05, "layers": None, "steps_per_block": 10, "layer_updates": 120, "num_samples": 100,
-            "wall_s": 1.0, "ema": {"fd": fd, "class_accuracy": acc}, "raw": {"fd": fd + 1, "class_accuracy": acc - 0.1}}
+    return {
+        "label": label,
+        "seed": seed,
+        "mode": mode,
+        "num_blocks": num_blocks,
+        "partition": "equiprobable",
+        "overlap_gamma": 0.05,
+        "layers": None,
+        "steps_per_block": 10,
+        "layer_updates": 120,
+        "num_samples": 100,
+        "wall_s": 1.0,
+        "ema": {"fd": fd, "class_accuracy": acc},
+        "raw": {"fd": fd + 1, "class_accuracy": acc - 0.1},
+    }
 
 
 def test_summary_of_a_partial_medium_run(tmp_path):
     runs = [fake_run("end_to_end", s, 20 + s, 0.7, mode="end_to_end", num_blocks=1) for s in (0, 1, 2)]
     runs += [fake_run("B=3 equiprobable gamma=0.05", s, 10 + s, 0.9) for s in (0, 1)]
-    report = summarise("medium", budget_spec("medium"), runs, {"num_samples": 100, "wall_s": 60.0,
-                                                               "fd_floor": 0.3, "classifier_test_accuracy": 0.98})
+    report = summarise(
+        "medium",
+        budget_spec("medium"),
+        runs,
+        {"num_samples": 100, "wall_s": 60.0, "fd_floor": 0.3, "classifier_test_accuracy": 0.98},
+    )
     assert not report["complete"] and report["runs_done"] == 5 and report["runs_expected"] == 21
     e2e, b3 = report["results"]
     assert e2e["ema"]["fd"]["mean"] == pytest.approx(21.0) and e2e["raw"]["fd"]["mean"] == pytest.approx(22.0)

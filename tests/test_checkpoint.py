@@ -7,12 +7,20 @@ import torch
 from safetensors.torch import save_file
 
 from shared.assembly import load_assembled, load_block_denoiser
-from shared.checkpoint import (MANIFEST_VERSION, CheckpointError, load_manifest, read_block_meta,
-                               save_block_weights, sha256_file, write_manifest)
+from shared.checkpoint import (
+    MANIFEST_VERSION,
+    CheckpointError,
+    load_manifest,
+    read_block_meta,
+    save_block_weights,
+    sha256_file,
+    write_manifest,
+)
 from shared.model import BlockNet, NetSpec
 
-SPEC = NetSpec(image_size=28, channels=1, num_classes=10, patch_size=7, hidden_size=16, num_heads=2,
-               mlp_ratio=2.0, num_layers=1)
+SPEC = NetSpec(
+    image_size=28, channels=1, num_classes=10, patch_size=7, hidden_size=16, num_heads=2, mlp_ratio=2.0, num_layers=1
+)
 BOUNDS = [0.002, 0.3, 80.0]
 
 
@@ -23,12 +31,22 @@ def write_run(tmp_path):
         lo, hi = BOUNDS[1 - index], BOUNDS[2 - index]
         block = {"index": index, "sigma_lo": lo, "sigma_hi": hi}
         ema = {k: v.clone() for k, v in net.state_dict().items()}
-        save_block_weights(tmp_path / f"block_{index}.safetensors", model=net.state_dict(), ema=ema,
-                           meta={"block": block, "net": SPEC.to_dict(), "sigma_data": 0.5, "config_hash": "h1"})
-        blocks.append({**block, "file": f"block_{index}.safetensors",
-                       "sha256": sha256_file(tmp_path / f"block_{index}.safetensors")})
-    write_manifest(tmp_path, {"manifest_version": MANIFEST_VERSION, "boundaries": BOUNDS, "blocks": blocks,
-                              "config_hash": "h1"})
+        save_block_weights(
+            tmp_path / f"block_{index}.safetensors",
+            model=net.state_dict(),
+            ema=ema,
+            meta={"block": block, "net": SPEC.to_dict(), "sigma_data": 0.5, "config_hash": "h1"},
+        )
+        blocks.append(
+            {
+                **block,
+                "file": f"block_{index}.safetensors",
+                "sha256": sha256_file(tmp_path / f"block_{index}.safetensors"),
+            }
+        )
+    write_manifest(
+        tmp_path, {"manifest_version": MANIFEST_VERSION, "boundaries": BOUNDS, "blocks": blocks, "config_hash": "h1"}
+    )
 
 
 def test_round_trip_and_assembly(tmp_path):
@@ -74,8 +92,12 @@ def test_weights_that_do_not_match_their_spec_are_refused(tmp_path):
     net = BlockNet(SPEC)
     state = net.state_dict()
     state.pop("head.bias")
-    save_block_weights(tmp_path / "b.safetensors", model=state, ema={k: v.clone() for k, v in state.items()},
-                       meta={"block": {"index": 0}, "net": SPEC.to_dict(), "sigma_data": 0.5})
+    save_block_weights(
+        tmp_path / "b.safetensors",
+        model=state,
+        ema={k: v.clone() for k, v in state.items()},
+        meta={"block": {"index": 0}, "net": SPEC.to_dict(), "sigma_data": 0.5},
+    )
     with pytest.raises(CheckpointError, match="do not match"):
         load_block_denoiser(tmp_path / "b.safetensors")
 

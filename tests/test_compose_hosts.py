@@ -26,8 +26,11 @@ from tests.hosts import STAGE, Network, compose_config, missing_prerequisites
 from tests.test_observability import compose_binary, dashboard_metrics
 
 BIN = REPO / ".venv" / "bin"
-SECRETS = {"REDIS_PASSWORD": "rehearsal-redis", "DBLOCKS_API_TOKEN": "rehearsal-token",
-           "GRAFANA_ADMIN_PASSWORD": "rehearsal-grafana"}
+SECRETS = {
+    "REDIS_PASSWORD": "rehearsal-redis",
+    "DBLOCKS_API_TOKEN": "rehearsal-token",
+    "GRAFANA_ADMIN_PASSWORD": "rehearsal-grafana",
+}
 TEST_ONLY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "DBLOCKS_POLL_S": "0.3"}
 NUM_RAY_WORKERS = 2
 # The entrypoints of the third-party images (compose's `command` is their argument list).
@@ -38,9 +41,22 @@ pytestmark = pytest.mark.slow
 
 def image_env() -> dict[str, str]:
     """What the image provides: its ENV lines, and the programs on PATH (here: .venv, redis-server, prometheus)."""
-    env = {"HOME": "/root", "LANG": "C.UTF-8",
-           "PATH": os.pathsep.join([str(BIN), str(Path(redis_server_binary()).parent), "/usr/local/sbin",
-                                    "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"])}
+    env = {
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "PATH": os.pathsep.join(
+            [
+                str(BIN),
+                str(Path(redis_server_binary()).parent),
+                "/usr/local/sbin",
+                "/usr/local/bin",
+                "/usr/sbin",
+                "/usr/bin",
+                "/sbin",
+                "/bin",
+            ]
+        ),
+    }
     for line in (REPO / "deploy" / "Dockerfile").read_text().splitlines():
         if line.startswith("ENV "):
             env.update(item.split("=", 1) for item in line[4:].split())
@@ -83,19 +99,33 @@ def stack(tmp_path_factory):
     net = Network(workdir)
     started = {}
     try:
-        order = ["redis", "ray-head", *[f"ray-worker-{i + 1}" for i in range(NUM_RAY_WORKERS)], "coordinator",
-                 "prometheus"]
+        order = [
+            "redis",
+            "ray-head",
+            *[f"ray-worker-{i + 1}" for i in range(NUM_RAY_WORKERS)],
+            "coordinator",
+            "prometheus",
+        ]
         for name in order:
             service = services[name.rsplit("-", 1)[0] if name.startswith("ray-worker") else name]
             host = net.add_host(name)
             env = {**image_env(), **service.get("environment", {}), **TEST_ONLY_ENV}
             log = workdir / f"{name}.log"
             entrypoint = IMAGE_ENTRYPOINTS.get(service.get("image", "").split(":")[0], [])
-            proc = net.run(host, [*entrypoint, *service["command"]], env=env, volumes=service.get("volumes", []),
-                           cwd=service.get("working_dir") or ("/data" if name == "redis" else f"{STAGE}/{name}"),
-                           log=log)
-            wait_until(lambda: healthy(net, host, service, env) or proc.poll() is not None, 180,
-                       f"{name} to be healthy", lambda: tail(log))
+            proc = net.run(
+                host,
+                [*entrypoint, *service["command"]],
+                env=env,
+                volumes=service.get("volumes", []),
+                cwd=service.get("working_dir") or ("/data" if name == "redis" else f"{STAGE}/{name}"),
+                log=log,
+            )
+            wait_until(
+                lambda: healthy(net, host, service, env) or proc.poll() is not None,
+                180,
+                f"{name} to be healthy",
+                lambda: tail(log),
+            )
             assert proc.poll() is None, f"{name} exited with {proc.returncode}:\n{tail(log)}"
             started[name] = (host, service, env, log)
         yield net, started, workdir
@@ -104,8 +134,11 @@ def stack(tmp_path_factory):
 
 
 def api_client(host) -> httpx.Client:
-    return httpx.Client(base_url=f"http://{host.address}:8000",
-                        headers={"Authorization": f"Bearer {SECRETS['DBLOCKS_API_TOKEN']}"}, timeout=20)
+    return httpx.Client(
+        base_url=f"http://{host.address}:8000",
+        headers={"Authorization": f"Bearer {SECRETS['DBLOCKS_API_TOKEN']}"},
+        timeout=20,
+    )
 
 
 def test_a_run_submitted_to_the_published_api_trains_on_the_worker_hosts(stack):
@@ -138,10 +171,19 @@ def test_a_run_submitted_to_the_published_api_trains_on_the_worker_hosts(stack):
         except (httpx.TransportError, KeyError, ValueError):
             return []
 
-    wait_until(lambda: any(float(r["value"][1]) >= 1 for r in query('dblocks_runs{state="SUCCEEDED"}')), 90,
-               "Prometheus to scrape the coordinator")
-    wait_until(lambda: {r["metric"].get("instance", "").split(":")[0] for r in query("ray_node_cpu_count")}
-               >= {net.hosts[h].address for h in worker_hostnames}, 90, "Prometheus to scrape every worker node")
+    wait_until(
+        lambda: any(float(r["value"][1]) >= 1 for r in query('dblocks_runs{state="SUCCEEDED"}')),
+        90,
+        "Prometheus to scrape the coordinator",
+    )
+    wait_until(
+        lambda: (
+            {r["metric"].get("instance", "").split(":")[0] for r in query("ray_node_cpu_count")}
+            >= {net.hosts[h].address for h in worker_hostnames}
+        ),
+        90,
+        "Prometheus to scrape every worker node",
+    )
     wait_until(lambda: query("ray_dblocks_worker_step"), 90, "Prometheus to scrape the block workers' metrics")
 
     # Every metric a Grafana panel queries is exported: declared by the coordinator (a family with no running

@@ -13,20 +13,23 @@ QUICKSTART = REPO / "configs" / "quickstart.yaml"
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("overrides, field", [
-    (["blocks.num_blocks=0"], "blocks.num_blocks"),
-    (["noise.sigma_min=80", "noise.sigma_max=1"], "sigma_min"),
-    (["data.dataset=cifar99"], "data.dataset"),
-    (["train.bogus=1"], "train.bogus"),
-    (["blocks.num_blocks=4"], "num_blocks"),          # 6 layers do not split into 4 blocks
-    (["model.patch_size=5"], "patch_size"),           # does not divide 28
-    (["model.hidden_size=30"], "num_heads"),
-    (["blocks.layers=[1,2]"], "blocks.layers"),
-    (["train.lr=-1"], "train.lr"),
-    (["resources.per_block={3: {gpus: 1}}"], "resources.per_block.3"),   # quickstart has blocks 0..2
-    (["resources.per_block={0: {memory_gb: -1}}"], "resources.per_block.0.memory_gb"),
-    (["resources.memory_gb_per_block=-2"], "resources.memory_gb_per_block"),
-])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (["blocks.num_blocks=0"], "blocks.num_blocks"),
+        (["noise.sigma_min=80", "noise.sigma_max=1"], "sigma_min"),
+        (["data.dataset=cifar99"], "data.dataset"),
+        (["train.bogus=1"], "train.bogus"),
+        (["blocks.num_blocks=4"], "num_blocks"),  # 6 layers do not split into 4 blocks
+        (["model.patch_size=5"], "patch_size"),  # does not divide 28
+        (["model.hidden_size=30"], "num_heads"),
+        (["blocks.layers=[1,2]"], "blocks.layers"),
+        (["train.lr=-1"], "train.lr"),
+        (["resources.per_block={3: {gpus: 1}}"], "resources.per_block.3"),  # quickstart has blocks 0..2
+        (["resources.per_block={0: {memory_gb: -1}}"], "resources.per_block.0.memory_gb"),
+        (["resources.memory_gb_per_block=-2"], "resources.memory_gb_per_block"),
+    ],
+)
 def test_bad_config_names_the_field(overrides, field):
     with pytest.raises(ConfigError) as err:
         load_config(QUICKSTART, overrides)
@@ -34,8 +37,9 @@ def test_bad_config_names_the_field(overrides, field):
 
 
 def test_per_block_resources_override_the_defaults_field_by_field():
-    config = load_config(QUICKSTART, ["resources.memory_gb_per_block=1.5",
-                                      "resources.per_block={2: {gpus: 1, memory_gb: 40}}"])
+    config = load_config(
+        QUICKSTART, ["resources.memory_gb_per_block=1.5", "resources.per_block={2: {gpus: 1, memory_gb: 40}}"]
+    )
     small, large = config.resources.for_block(0), config.resources.for_block(2)
     assert (small.cpus, small.gpus, small.memory_bytes) == (1.0, 0.0, 1_500_000_000)
     assert (large.cpus, large.gpus, large.memory_bytes) == (1.0, 1.0, 40_000_000_000)
@@ -63,13 +67,27 @@ def test_overrides_parse_yaml_values():
     assert config.blocks.layers == [1, 2, 3] and config.train.lr == 3e-4 and config.train.mode == "end_to_end"
 
 
-@pytest.mark.parametrize("num_blocks, layers, boundaries", [
-    (2, 6, [0.002, 0.3012, 80]), (3, 6, [0.002, 0.17963, 0.50504, 80]),
-    (4, 8, [0.002, 0.13408, 0.3012, 0.67665, 80]),
-])
+@pytest.mark.parametrize(
+    "num_blocks, layers, boundaries",
+    [
+        (2, 6, [0.002, 0.3012, 80]),
+        (3, 6, [0.002, 0.17963, 0.50504, 80]),
+        (4, 8, [0.002, 0.13408, 0.3012, 0.67665, 80]),
+    ],
+)
 def test_plan_json_matches_method_table(num_blocks, layers, boundaries):
-    result = runner.invoke(app, ["plan", str(QUICKSTART), "--set", f"blocks.num_blocks={num_blocks}",
-                                 "--set", f"model.num_layers={layers}", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            str(QUICKSTART),
+            "--set",
+            f"blocks.num_blocks={num_blocks}",
+            "--set",
+            f"model.num_layers={layers}",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output)
     assert plan["boundaries"] == pytest.approx(boundaries, rel=5e-5)
@@ -86,8 +104,9 @@ def test_train_with_bad_config_exits_nonzero_and_writes_nothing(tmp_path, redis_
     monkeypatch.setenv("DBLOCKS_STORAGE", str(tmp_path / "storage"))
     monkeypatch.setenv("DBLOCKS_KEY_PREFIX", "t-bad")
     keys_before = set(redis_client.keys("*"))
-    result = runner.invoke(app, ["train", str(QUICKSTART), "--set", "blocks.num_blocks=0",
-                                 "--out", str(tmp_path / "run")])
+    result = runner.invoke(
+        app, ["train", str(QUICKSTART), "--set", "blocks.num_blocks=0", "--out", str(tmp_path / "run")]
+    )
     assert result.exit_code == 2
     assert "blocks.num_blocks" in result.output
     assert not (tmp_path / "run").exists() and not (tmp_path / "storage").exists()
@@ -111,8 +130,20 @@ def test_end_to_end_is_the_one_block_plan_of_the_same_backbone():
 
 
 def test_uneven_layer_split_and_uniform_partition_in_the_plan():
-    result = runner.invoke(app, ["plan", str(QUICKSTART), "--set", "model.num_layers=12", "--set",
-                                 "blocks.layers=[2,4,6]", "--set", "blocks.partition=uniform_log", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            str(QUICKSTART),
+            "--set",
+            "model.num_layers=12",
+            "--set",
+            "blocks.layers=[2,4,6]",
+            "--set",
+            "blocks.partition=uniform_log",
+            "--json",
+        ],
+    )
     plan = json.loads(result.output)
     assert [len(b["layers"]) for b in plan["blocks"]] == [2, 4, 6]
-    assert plan["boundaries"][1] == pytest.approx((0.002 ** 2 * 80) ** (1 / 3), rel=1e-9)
+    assert plan["boundaries"][1] == pytest.approx((0.002**2 * 80) ** (1 / 3), rel=1e-9)

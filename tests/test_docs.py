@@ -13,8 +13,9 @@ runner = CliRunner()
 
 
 def test_config_doc_is_in_sync_with_the_schema():
-    assert (REPO / "docs" / "config.md").read_text() == render(), \
+    assert (REPO / "docs" / "config.md").read_text() == render(), (
         "docs/config.md is stale: run `python -m shared.config_doc > docs/config.md`"
+    )
 
 
 def test_every_config_field_has_a_description():
@@ -24,9 +25,25 @@ def test_every_config_field_has_a_description():
             assert f.description, f"{name}.{fname} has no description"
 
 
-@pytest.mark.parametrize("command", ["plan", "train", "sample", "eval", "serve", "submit", "status", "cancel",
-                                     "retrain", "bench quality", "bench memory", "bench sampling",
-                                     "bench scaling", "bench dispatch"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "plan",
+        "train",
+        "sample",
+        "eval",
+        "serve",
+        "submit",
+        "status",
+        "cancel",
+        "retrain",
+        "bench quality",
+        "bench memory",
+        "bench sampling",
+        "bench scaling",
+        "bench dispatch",
+    ],
+)
 def test_every_command_has_help_with_an_example(command):
     result = runner.invoke(app, [*command.split(), "--help"], terminal_width=200)
     assert result.exit_code == 0

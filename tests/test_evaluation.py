@@ -14,7 +14,9 @@ def test_frechet_distance_of_known_gaussians():
     shifted = a + torch.tensor([1.0, 2.0, 0.0], dtype=torch.float64)
     assert frechet_distance(a, shifted) == pytest.approx(5.0, abs=1e-6)
     # N(0, I) vs N(0, 4I) in 3-D: tr(I + 4I - 2*2I) = 3.
-    assert frechet_distance(a, 2 * torch.randn(50_000, 3, generator=g, dtype=torch.float64)) == pytest.approx(3.0, rel=0.03)
+    assert frechet_distance(a, 2 * torch.randn(50_000, 3, generator=g, dtype=torch.float64)) == pytest.approx(
+        3.0, rel=0.03
+    )
 
 
 @pytest.fixture(scope="module")

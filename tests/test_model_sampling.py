@@ -5,10 +5,11 @@ from shared.assembly import AssembledDenoiser
 from shared.model import BlockNet, NetSpec, count_params
 from shared.noise import edm_scalings
 from shared.precond import Denoiser
-from shared.sampling import equiprobable_sigmas, karras_sigmas, sample_euler, sample_heun, guided
+from shared.sampling import equiprobable_sigmas, guided, karras_sigmas, sample_euler, sample_heun
 
-SPEC = NetSpec(image_size=28, channels=1, num_classes=10, patch_size=4, hidden_size=32, num_heads=2,
-               mlp_ratio=4.0, num_layers=2)
+SPEC = NetSpec(
+    image_size=28, channels=1, num_classes=10, patch_size=4, hidden_size=32, num_heads=2, mlp_ratio=4.0, num_layers=2
+)
 
 
 def test_zero_initialised_block_is_c_skip_times_input():
@@ -28,7 +29,7 @@ def test_block_shapes_and_param_count():
 
 
 def test_class_embedding_is_unit_scale():
-    # METHOD.md pitfall 2: a 0.02-std class embedding made the model ignore the class.
+    # docs/method.md ("What a block is"): a 0.02-std class embedding made the model ignore the class.
     assert BlockNet(SPEC).class_embed.weight.std() > 0.5
 
 
@@ -77,11 +78,12 @@ def test_schedules_descend_and_end_at_zero():
 
 
 def test_equiprobable_schedule_gives_even_steps_per_block():
-    # METHOD.md: 50 steps, B=3 -> Karras 33/4/13, equi-probability about 17/16/17.
+    # The paper (docs/method.md, "Sampling"): 50 steps, B=3 -> Karras 33/4/13, equi-probability about 17/16/17.
     bounds = [0.002, 0.17963, 0.50504, 80.0]
 
     def per_block(sigmas):
         from shared.partition import block_for_sigma
+
         counts = [0, 0, 0]
         for s in sigmas[:-1].tolist():
             counts[block_for_sigma(bounds, s)] += 1
@@ -92,7 +94,9 @@ def test_equiprobable_schedule_gives_even_steps_per_block():
 
 
 def test_guidance_scale_one_is_the_conditional_denoiser_and_two_extrapolates():
-    d = lambda z, s, y: z * 0 + (y != 10).float().view(-1, 1, 1, 1)  # cond -> 1, null -> 0
+    def d(z, s, y):  # cond -> 1, null -> 0
+        return z * 0 + (y != 10).float().view(-1, 1, 1, 1)
+
     z, s, y = torch.zeros(2, 1, 1, 1), torch.ones(2), torch.tensor([3, 4])
     assert guided(d, 1.0, 10)(z, s, y).flatten().tolist() == [1.0, 1.0]
     assert guided(d, 2.0, 10)(z, s, y).flatten().tolist() == [2.0, 2.0]

@@ -27,7 +27,8 @@ def test_truncated_sampling_stays_in_range_and_follows_the_lognormal():
     assert s.min() >= lo and s.max() <= hi
     mid = 0.3
     expected = (lognormal_cdf(mid, -1.2, 1.2) - lognormal_cdf(lo, -1.2, 1.2)) / (
-        lognormal_cdf(hi, -1.2, 1.2) - lognormal_cdf(lo, -1.2, 1.2))
+        lognormal_cdf(hi, -1.2, 1.2) - lognormal_cdf(lo, -1.2, 1.2)
+    )
     assert (s < mid).double().mean().item() == pytest.approx(expected, abs=0.005)
 
 

@@ -33,8 +33,10 @@ def compose_binary() -> str:
 
 
 def test_prometheus_config_and_alert_rules_pass_promtool():
-    for args in (["check", "rules", str(DEPLOY / "prometheus" / "alerts.yml")],
-                 ["test", "rules", str(DEPLOY / "prometheus" / "alerts_test.yml")]):
+    for args in (
+        ["check", "rules", str(DEPLOY / "prometheus" / "alerts.yml")],
+        ["test", "rules", str(DEPLOY / "prometheus" / "alerts_test.yml")],
+    ):
         out = subprocess.run([promtool(), *args], capture_output=True, text=True)
         assert out.returncode == 0, out.stdout + out.stderr
     # check config resolves rule_files relative to the config: check a copy beside the rules.
@@ -44,22 +46,36 @@ def test_prometheus_config_and_alert_rules_pass_promtool():
     checked = REPO / ".pytest_cache" / "prometheus-check.yml"
     checked.parent.mkdir(exist_ok=True)
     checked.write_text(yaml.safe_dump(config))
-    out = subprocess.run([promtool(), "check", "config", "--syntax-only", str(checked)], capture_output=True,
-                         text=True)
+    out = subprocess.run([promtool(), "check", "config", "--syntax-only", str(checked)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_compose_files_validate_with_the_real_compose_binary():
-    env = {**os.environ, **dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
-                                if line and not line.startswith("#"))}
-    for files in (["docker-compose.yml"], ["docker-compose.yml", "docker-compose.gpu.yml"],
-                  ["docker-compose.yml", "docker-compose.s3.yml"]):
+    env = {
+        **os.environ,
+        **dict(
+            line.split("=", 1)
+            for line in (REPO / ".env.example").read_text().splitlines()
+            if line and not line.startswith("#")
+        ),
+    }
+    for files in (
+        ["docker-compose.yml"],
+        ["docker-compose.yml", "docker-compose.gpu.yml"],
+        ["docker-compose.yml", "docker-compose.s3.yml"],
+    ):
         args = [compose_binary(), *(a for f in files for a in ("-f", f)), "config", "--quiet"]
         out = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
     # The S3 override gives the coordinator and every Ray node the same bucket and endpoint.
-    merged = subprocess.run([compose_binary(), "-f", "docker-compose.yml", "-f", "docker-compose.s3.yml", "config"],
-                            cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    merged = subprocess.run(
+        [compose_binary(), "-f", "docker-compose.yml", "-f", "docker-compose.s3.yml", "config"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     services = yaml.safe_load(merged.stdout)["services"]
     for name in ("coordinator", "ray-head", "ray-worker"):
         environment = services[name]["environment"]
@@ -68,9 +84,12 @@ def test_compose_files_validate_with_the_real_compose_binary():
     assert "mc mb" in " ".join(services["minio-init"]["command"])
     # Secrets are required, not defaulted: without any one of them compose refuses, naming it. (One missing at a
     # time: with several missing, compose names whichever it meets first, in no fixed order.)
-    for files, secret in [(["docker-compose.yml"], "REDIS_PASSWORD"), (["docker-compose.yml"], "DBLOCKS_API_TOKEN"),
-                          (["docker-compose.yml"], "GRAFANA_ADMIN_PASSWORD"),
-                          (["docker-compose.yml", "docker-compose.s3.yml"], "MINIO_ROOT_PASSWORD")]:
+    for files, secret in [
+        (["docker-compose.yml"], "REDIS_PASSWORD"),
+        (["docker-compose.yml"], "DBLOCKS_API_TOKEN"),
+        (["docker-compose.yml"], "GRAFANA_ADMIN_PASSWORD"),
+        (["docker-compose.yml", "docker-compose.s3.yml"], "MINIO_ROOT_PASSWORD"),
+    ]:
         bare = {k: v for k, v in env.items() if k != secret}
         args = [compose_binary(), *(a for f in files for a in ("-f", f)), "config", "--quiet"]
         out = subprocess.run(args, cwd=REPO, env=bare, capture_output=True, text=True)
@@ -82,8 +101,11 @@ def dashboard_metrics() -> set[str]:
     for path in (DEPLOY / "grafana" / "dashboards").glob("*.json"):
         for panel in json.loads(path.read_text())["panels"]:
             for target in panel["targets"]:
-                names |= {m for m in re.findall(r"[a-z_][a-z0-9_]*", target["expr"])
-                          if m.startswith(("dblocks_", "ray_dblocks_"))}
+                names |= {
+                    m
+                    for m in re.findall(r"[a-z_][a-z0-9_]*", target["expr"])
+                    if m.startswith(("dblocks_", "ray_dblocks_"))
+                }
     return {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
 
 

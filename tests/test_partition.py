@@ -1,15 +1,22 @@
 import math
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.noise import lognormal_cdf
-from shared.partition import (block_for_sigma, equiprobable_boundaries, plan_blocks, split_layers,
-                              uniform_log_boundaries, widen)
+from shared.partition import (
+    block_for_sigma,
+    equiprobable_boundaries,
+    plan_blocks,
+    split_layers,
+    uniform_log_boundaries,
+    widen,
+)
 
 DEFAULTS = dict(p_mean=-1.2, p_std=1.2, sigma_min=0.002, sigma_max=80.0)
 
-# METHOD.md check values.
+# docs/method.md check values.
 TABLE = {2: [0.002, 0.3012, 80], 3: [0.002, 0.17963, 0.50504, 80], 4: [0.002, 0.13408, 0.3012, 0.67665, 80]}
 
 

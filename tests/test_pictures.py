@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 from rich.console import Console
 
-from coordinator.cli import live
 from coordinator.artefacts.report import render_report
+from coordinator.cli import live
 from shared.config import load_config
 from shared.images import save_grid
 from shared.model import BlockNet, NetSpec
@@ -18,14 +18,16 @@ from shared.visualize import block_preview, handover_trajectory, plot_loss_curve
 from tests.conftest import TINY
 from tests.test_checkpoint import BOUNDS, write_run
 
-SPEC = NetSpec(image_size=28, channels=1, num_classes=10, patch_size=7, hidden_size=16, num_heads=2,
-               mlp_ratio=2.0, num_layers=1)
+SPEC = NetSpec(
+    image_size=28, channels=1, num_classes=10, patch_size=7, hidden_size=16, num_heads=2, mlp_ratio=2.0, num_layers=1
+)
 
 
 def test_block_preview_rows_and_zero_block_behaviour():
     images = torch.rand(4, 1, 28, 28) * 2 - 1
-    grid = block_preview(Denoiser(BlockNet(SPEC), 0.5), images, torch.arange(4), 0.1, 0.5,
-                         torch.Generator().manual_seed(0))
+    grid = block_preview(
+        Denoiser(BlockNet(SPEC), 0.5), images, torch.arange(4), 0.1, 0.5, torch.Generator().manual_seed(0)
+    )
     assert grid.shape == (7 * 4, 1, 28, 28)
     assert torch.equal(grid[:4], images)
 
@@ -43,8 +45,14 @@ def test_handover_trajectory_has_one_column_per_block_plus_noise_and_final():
 def test_sigma_loss_of_the_zero_block_matches_its_closed_form():
     # D = c_skip * z: error = (c_skip - 1) y + c_skip sigma eps; weighted loss at sigma = sigma_data is ~1.
     images = torch.rand(2000, 1, 4, 4) * 0 + 0.0  # y = 0 -> error = c_skip sigma eps
-    loss = sigma_loss_curve(lambda z, s, y: (0.25 / (s.view(-1, 1, 1, 1) ** 2 + 0.25)) * z, images,
-                            torch.zeros(2000, dtype=torch.long), [0.5], 0.5, torch.Generator().manual_seed(0))
+    loss = sigma_loss_curve(
+        lambda z, s, y: (0.25 / (s.view(-1, 1, 1, 1) ** 2 + 0.25)) * z,
+        images,
+        torch.zeros(2000, dtype=torch.long),
+        [0.5],
+        0.5,
+        torch.Generator().manual_seed(0),
+    )
     # w(0.5) = 8, c_skip = 0.5, error variance = (0.5*0.5)^2 = 1/16 -> 0.5
     assert abs(loss[0] - 0.5) < 0.02
 
@@ -81,10 +89,14 @@ def test_live_rates_and_table():
     rates.update(0, 100, 1.0, now=10.0)
     rates.update(0, 150, 0.5, now=20.0)
     assert rates.rate[0] == 5.0 and rates.loss[0] == 0.5 and rates.eta_s(0, 150, 200) == 10.0
-    run = {"id": "r", "state": "RUNNING", "blocks": [
-        {"index": 0, "state": "RUNNING", "node": "n", "step": 150, "total_steps": 200, "loss": 0.5, "attempt": 1},
-        {"index": 1, "state": "SUCCEEDED", "node": "n", "step": 200, "total_steps": 200, "loss": 0.1,
-         "attempt": 2}]}
+    run = {
+        "id": "r",
+        "state": "RUNNING",
+        "blocks": [
+            {"index": 0, "state": "RUNNING", "node": "n", "step": 150, "total_steps": 200, "loss": 0.5, "attempt": 1},
+            {"index": 1, "state": "SUCCEEDED", "node": "n", "step": 200, "total_steps": 200, "loss": 0.1, "attempt": 2},
+        ],
+    }
     console = Console(width=120, record=True, force_terminal=False)
     console.print(live.render(run, rates))
     text = console.export_text()

@@ -19,8 +19,14 @@ pytestmark = pytest.mark.slow
 
 
 def dblocks(*args, env, timeout=400):
-    return subprocess.run([sys.executable, "-m", "coordinator.cli", *args], capture_output=True, text=True,
-                          cwd=REPO, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def test_train_assemble_sample(tmp_path, ray_env, redis_url):
@@ -72,8 +78,17 @@ def test_train_assemble_sample(tmp_path, ray_env, redis_url):
 
 def test_end_to_end_baseline_goes_through_the_same_path(tmp_path, ray_env):
     run_dir = tmp_path / "e2e"
-    result = dblocks("train", str(TINY), "--set", "train.mode=end_to_end", "--set", "train.steps_per_block=10",
-                     "--out", str(run_dir), env=ray_env)
+    result = dblocks(
+        "train",
+        str(TINY),
+        "--set",
+        "train.mode=end_to_end",
+        "--set",
+        "train.steps_per_block=10",
+        "--out",
+        str(run_dir),
+        env=ray_env,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     manifest = load_manifest(run_dir)
     assert manifest["mode"] == "end_to_end" and manifest["boundaries"] == [0.002, 80.0]
@@ -82,16 +97,60 @@ def test_end_to_end_baseline_goes_through_the_same_path(tmp_path, ray_env):
 
 
 def test_scaling_and_dispatch_benchmarks_report_their_json(tmp_path, ray_env):
-    tiny = ["--set", "model.num_layers=2", "--set", "model.hidden_size=32", "--set", "model.num_heads=2",
-            "--set", "model.patch_size=7", "--set", "train.batch_size=8", "--set", "train.steps_per_block=20",
-            "--set", "train.log_every_steps=10", "--set", "train.preview_every_steps=0"]
-    for kind, keys in (("scaling", {"efficiency", "hardware_efficiency", "block_train_s_alone",
-                                    "block_train_s_concurrent", "blockwise_wall_s", "e2e_wall_s"}),
-                       ("dispatch", {"first_step_s", "overhead_s_per_block", "teardown_s_per_block",
-                                     "overhead_fraction_of_10min_job"})):
-        result = subprocess.run([sys.executable, "-m", "coordinator.cli", "bench", kind, str(REPO / "configs" /
-                                 "quickstart.yaml"), *tiny, "--results-dir", str(tmp_path), "--json"],
-                                capture_output=True, text=True, cwd=REPO, env=ray_env, timeout=600)
+    tiny = [
+        "--set",
+        "model.num_layers=2",
+        "--set",
+        "model.hidden_size=32",
+        "--set",
+        "model.num_heads=2",
+        "--set",
+        "model.patch_size=7",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.steps_per_block=20",
+        "--set",
+        "train.log_every_steps=10",
+        "--set",
+        "train.preview_every_steps=0",
+    ]
+    for kind, keys in (
+        (
+            "scaling",
+            {
+                "efficiency",
+                "hardware_efficiency",
+                "block_train_s_alone",
+                "block_train_s_concurrent",
+                "blockwise_wall_s",
+                "e2e_wall_s",
+            },
+        ),
+        (
+            "dispatch",
+            {"first_step_s", "overhead_s_per_block", "teardown_s_per_block", "overhead_fraction_of_10min_job"},
+        ),
+    ):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "coordinator.cli",
+                "bench",
+                kind,
+                str(REPO / "configs" / "quickstart.yaml"),
+                *tiny,
+                "--results-dir",
+                str(tmp_path),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=ray_env,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         doc = json.loads(result.stdout)
         assert keys <= set(doc) and doc["num_blocks"] == 2, doc
@@ -103,9 +162,21 @@ def test_data_parallel_inside_one_block(tmp_path, ray_env):
     """num_workers_per_block=2: one block trained by two DDP workers (gloo on CPU); weights saved unwrapped.
     Each worker also reserves Ray's `memory` resource (resources.memory_gb_per_block)."""
     run_dir = tmp_path / "ddp"
-    result = dblocks("train", str(TINY), "--set", "train.mode=end_to_end", "--set", "train.steps_per_block=10",
-                     "--set", "resources.num_workers_per_block=2", "--set", "resources.memory_gb_per_block=0.25",
-                     "--out", str(run_dir), env=ray_env)
+    result = dblocks(
+        "train",
+        str(TINY),
+        "--set",
+        "train.mode=end_to_end",
+        "--set",
+        "train.steps_per_block=10",
+        "--set",
+        "resources.num_workers_per_block=2",
+        "--set",
+        "resources.memory_gb_per_block=0.25",
+        "--out",
+        str(run_dir),
+        env=ray_env,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     from shared.assembly import load_assembled
 

@@ -1,6 +1,6 @@
 """Pure coordinator decisions: admission by capacity, retry, run outcome."""
 
-from coordinator.reconcile import Demand, after_failure, launches, run_outcome, too_big
+from coordinator.reconcile import Resources, after_failure, launches, run_outcome, too_big
 from coordinator.records import BlockRecord, State
 
 
@@ -14,59 +14,69 @@ def each(demand, n=3):
 
 def test_admits_only_what_the_free_resources_fit_in_index_order():
     three = blocks(State.PENDING, State.PENDING, State.PENDING)
-    assert launches(three, set(), each(Demand(1)), Demand(2)) == [0, 1]
-    assert launches(three, set(), each(Demand(1)), Demand(8)) == [0, 1, 2]
-    assert launches(three, set(), each(Demand(0.5)), Demand(1.0)) == [0, 1]
-    assert launches(three, set(), each(Demand(1, 1)), Demand(8, 1)) == [0]
+    assert launches(three, set(), each(Resources(1)), Resources(2)) == [0, 1]
+    assert launches(three, set(), each(Resources(1)), Resources(8)) == [0, 1, 2]
+    assert launches(three, set(), each(Resources(0.5)), Resources(1.0)) == [0, 1]
+    assert launches(three, set(), each(Resources(1, 1)), Resources(8, 1)) == [0]
 
 
 def test_in_flight_jobs_count_against_capacity():
     mixed = blocks(State.RUNNING, State.PENDING, State.PENDING)
-    assert launches(mixed, {0}, each(Demand(1)), Demand(2)) == [1]
-    assert launches(mixed, {0}, each(Demand(2)), Demand(2)) == []
+    assert launches(mixed, {0}, each(Resources(1)), Resources(2)) == [1]
+    assert launches(mixed, {0}, each(Resources(2)), Resources(2)) == []
 
 
 def test_the_service_cap_on_jobs_in_flight_limits_new_launches():
     three = blocks(State.PENDING, State.PENDING, State.PENDING)
-    assert launches(three, set(), each(Demand(1)), Demand(8), max_new=2) == [0, 1]
-    assert launches(three, set(), each(Demand(1)), Demand(8), max_new=0) == []
-    assert launches(three, set(), each(Demand(1)), Demand(8), max_new=None) == [0, 1, 2]
+    assert launches(three, set(), each(Resources(1)), Resources(8), max_new=2) == [0, 1]
+    assert launches(three, set(), each(Resources(1)), Resources(8), max_new=0) == []
+    assert launches(three, set(), each(Resources(1)), Resources(8), max_new=None) == [0, 1, 2]
 
 
 def test_orphaned_running_blocks_are_relaunched_first():
     mixed = blocks(State.PENDING, State.RUNNING, State.SUCCEEDED)
-    assert launches(mixed, set(), each(Demand(1)), Demand(1)) == [1]
+    assert launches(mixed, set(), each(Resources(1)), Resources(1)) == [1]
 
 
 def test_a_block_bigger_than_the_whole_cluster_waits_without_holding_back_the_rest():
     three = blocks(State.PENDING, State.PENDING, State.PENDING)
-    demands = [Demand(1, 1), Demand(1), Demand(1)]
-    assert launches(three, set(), demands, Demand(4, 0)) == [1, 2]  # no GPU yet: block 0 waits for one
-    assert too_big(demands, Demand(4, 0)) == {0: "block 0 needs Demand(cpu=1, gpu=1, memory=0.0), more than the "
-                                                 "whole cluster has now (Demand(cpu=4, gpu=0, memory=0.0))"}
-    assert launches(three, set(), demands, Demand(4, 1)) == [0, 1, 2]  # a GPU node joined
-    assert too_big(demands, Demand(4, 1)) == {}
+    demands = [Resources(1, 1), Resources(1), Resources(1)]
+    assert launches(three, set(), demands, Resources(4, 0)) == [1, 2]  # no GPU yet: block 0 waits for one
+    assert too_big(demands, Resources(4, 0)) == {
+        0: "block 0 needs Resources(cpu=1, gpu=1, memory=0.0), more than the "
+        "whole cluster has now (Resources(cpu=4, gpu=0, memory=0.0))"
+    }
+    assert launches(three, set(), demands, Resources(4, 1)) == [0, 1, 2]  # a GPU node joined
+    assert too_big(demands, Resources(4, 1)) == {}
 
 
 def test_each_block_has_its_own_demand_including_memory():
     GB = 1e9
     three = blocks(State.PENDING, State.PENDING, State.PENDING)
-    small, large = Demand(1, memory=2 * GB), Demand(1, memory=10 * GB)
-    capacity = Demand(8, memory=12 * GB)
+    small, large = Resources(1, memory=2 * GB), Resources(1, memory=10 * GB)
+    capacity = Resources(8, memory=12 * GB)
     assert launches(three, set(), [small, large, small], capacity) == [0, 1]
     # the large block in flight leaves room for one small one only
     assert launches(blocks(State.PENDING, State.RUNNING, State.PENDING), {1}, [small, large, small], capacity) == [0]
     # strictly in order: a large block that does not fit now is not overtaken by a small one behind it
-    assert launches(blocks(State.SUCCEEDED, State.PENDING, State.PENDING), set(), [small, large, small],
-                    capacity, available=Demand(8, memory=4 * GB)) == []
-    assert launches(three, set(), [small, Demand(1, memory=13 * GB), small], capacity) == [0, 2]
+    assert (
+        launches(
+            blocks(State.SUCCEEDED, State.PENDING, State.PENDING),
+            set(),
+            [small, large, small],
+            capacity,
+            available=Resources(8, memory=4 * GB),
+        )
+        == []
+    )
+    assert launches(three, set(), [small, Resources(1, memory=13 * GB), small], capacity) == [0, 2]
 
 
 def test_gpu_blocks_wait_for_gpus_while_cpu_blocks_start():
     three = blocks(State.PENDING, State.PENDING, State.PENDING)
-    demands = [Demand(1), Demand(1), Demand(1, 1)]
-    assert launches(three, set(), demands, Demand(4, 1)) == [0, 1, 2]
-    assert launches(three, set(), demands, Demand(4, 1), available=Demand(4, 0)) == [0, 1]
+    demands = [Resources(1), Resources(1), Resources(1, 1)]
+    assert launches(three, set(), demands, Resources(4, 1)) == [0, 1, 2]
+    assert launches(three, set(), demands, Resources(4, 1), available=Resources(4, 0)) == [0, 1]
 
 
 def test_retry_until_attempts_run_out():

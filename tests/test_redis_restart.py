@@ -15,8 +15,11 @@ from tests.conftest import REPO, free_port, redis_server_binary
 def start_redis(port, workdir):
     command = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["redis"]["command"]
     args = [a if "REDIS_PASSWORD" not in a else "pw" for a in command[1:]]
-    proc = subprocess.Popen([redis_server_binary(), *args, "--port", str(port), "--bind", "127.0.0.1",
-                             "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [redis_server_binary(), *args, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client = redis.Redis.from_url(f"redis://:pw@127.0.0.1:{port}/0")
     for _ in range(200):
         try:
@@ -35,8 +38,9 @@ def test_killed_redis_comes_back_with_every_record(tmp_path):
     port = free_port()
     proc, client = start_redis(port, tmp_path)
     store = Store(client, prefix="t-aof")
-    store.create_run(RunRecord(id="r", config_yaml="x: 1\n", run_dir="/d"),
-                     [BlockRecord(index=i, total_steps=10) for i in range(3)])
+    store.create_run(
+        RunRecord(id="r", config_yaml="x: 1\n", run_dir="/d"), [BlockRecord(index=i, total_steps=10) for i in range(3)]
+    )
     store.transition_block("r", 0, State.RUNNING, attempt=1)
     store.transition_block("r", 0, State.SUCCEEDED, sha256="abc", step=10)
     store.transition_block("r", 1, State.RUNNING, attempt=1)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from coordinator.runs import create_run
 from coordinator.records import State
+from coordinator.runs import create_run
 from coordinator.store import Store, connect
 from shared.config import load_config
 from tests.conftest import TINY, free_port, wait_for_redis
@@ -32,15 +32,56 @@ def tls_redis_server(directory: Path) -> str:
 def tls_url(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("redis-tls")
     cert, key = workdir / "cert.pem", workdir / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     port = free_port()
-    server = subprocess.Popen([tls_redis_server(workdir), "--port", "0", "--tls-port", str(port), "--bind",
-                               "127.0.0.1", "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-                               "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no", "--requirepass",
-                               PASSWORD, "--save", "", "--dir", str(workdir)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            tls_redis_server(workdir),
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-ca-cert-file",
+            str(cert),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            PASSWORD,
+            "--save",
+            "",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
     wait_for_redis(url, server)
     yield url, port

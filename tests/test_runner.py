@@ -2,14 +2,14 @@
 
 from pathlib import Path
 
-from coordinator.reconcile import Demand
+from coordinator.reconcile import Resources
+from coordinator.records import State
 from coordinator.runner import RunReconciler
 from coordinator.runs import create_run
-from coordinator.records import State
 from coordinator.store import Store
 from shared.config import load_config
-from tests.conftest import REPO
 from shared.job import progress_path
+from tests.conftest import REPO
 
 
 class InFlight:
@@ -59,15 +59,15 @@ def test_a_block_bigger_than_the_cluster_waits_with_its_reason_until_the_cluster
     reconciler = RunReconciler("r1", store=store, dispatcher=dispatcher, log=lambda _: None)
     assert [d.memory for d in reconciler.demands] == [64e9, 0.0]
 
-    small = Demand(cpu=8, memory=32e9)
+    small = Resources(cpu=8, memory=32e9)
     left, launched = reconciler.launch_ready(small, small)
     assert dispatcher.submitted == [1] and launched == 1  # block 1 fits and starts; block 0 waits for a bigger one
-    assert left == Demand(cpu=7, memory=32e9)
+    assert left == Resources(cpu=7, memory=32e9)
     waiting = store.get_blocks("r1")[0]
     assert waiting.state == State.PENDING and waiting.error.startswith("waiting: block 0 needs")
     assert "memory=64000000000" in waiting.error and reconciler.outcome() is None
 
-    big = Demand(cpu=8, memory=128e9)  # a node with more memory joined
+    big = Resources(cpu=8, memory=128e9)  # a node with more memory joined
     reconciler.launch_ready(big, big)
     assert dispatcher.submitted == [1, 0]
     block = store.get_blocks("r1")[0]

@@ -24,8 +24,11 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 @pytest.fixture(scope="module")
 def s3_endpoint():
     port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -37,8 +40,14 @@ def s3_endpoint():
                 server.kill()
                 raise RuntimeError("moto_server did not start")
             time.sleep(0.2)
-    pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", allow_bucket_creation=True,
-                      access_key="testing", secret_key="testing", region="us-east-1").create_dir(BUCKET)
+    pafs.S3FileSystem(
+        endpoint_override=f"127.0.0.1:{port}",
+        scheme="http",
+        allow_bucket_creation=True,
+        access_key="testing",
+        secret_key="testing",
+        region="us-east-1",
+    ).create_dir(BUCKET)
     yield endpoint
     server.kill()
     server.wait()
@@ -66,8 +75,9 @@ def test_storage_round_trip_on_s3(s3_env, tmp_path):
     assert storage.ray_storage()["storage_path"] == f"{BUCKET}/unit"
 
 
-@pytest.mark.parametrize("uri, reason", [("gs://bucket/x", "unsupported storage scheme"),
-                                         ("s3:///no-bucket", "needs a bucket")])
+@pytest.mark.parametrize(
+    "uri, reason", [("gs://bucket/x", "unsupported storage scheme"), ("s3:///no-bucket", "needs a bucket")]
+)
 def test_unusable_storage_uris_are_refused_when_settings_are_read(uri, reason):
     with pytest.raises(StorageError, match=reason):
         Settings.from_env({"DBLOCKS_CHECKPOINT_URI": uri})
@@ -75,17 +85,35 @@ def test_unusable_storage_uris_are_refused_when_settings_are_read(uri, reason):
 
 def test_storage_setting_that_is_a_uri_holds_the_checkpoints_and_runs_stay_local(tmp_path):
     settings = Settings.from_env({"DBLOCKS_STORAGE": f"s3://{BUCKET}/ckpt", "DBLOCKS_RUNS": str(tmp_path)})
-    assert settings.checkpoint_uri == f"s3://{BUCKET}/ckpt" and settings.storage == tmp_path
+    assert settings.checkpoint_uri == f"s3://{BUCKET}/ckpt" and settings.runs_dir == tmp_path
 
 
 @pytest.mark.slow
 def test_a_run_checkpoints_to_s3_and_assembles_locally(tmp_path, ray_env, s3_env):
     run_dir = tmp_path / "run"
     env = {**ray_env, **s3_env, "DBLOCKS_CHECKPOINT_URI": f"s3://{BUCKET}/ckpt"}
-    result = subprocess.run([sys.executable, "-m", "coordinator.cli", "train", str(TINY), "--out", str(run_dir),
-                             "--set", "train.steps_per_block=20", "--set", "train.checkpoint_every_steps=10",
-                             "--set", "train.preview_every_steps=20"],
-                            capture_output=True, text=True, cwd=REPO, env=env, timeout=400)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coordinator.cli",
+            "train",
+            str(TINY),
+            "--out",
+            str(run_dir),
+            "--set",
+            "train.steps_per_block=20",
+            "--set",
+            "train.checkpoint_every_steps=10",
+            "--set",
+            "train.preview_every_steps=20",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=400,
+    )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
 
     manifest = load_manifest(run_dir)  # the run directory is local; its weights were collected from the bucket
@@ -99,7 +127,8 @@ def test_a_run_checkpoints_to_s3_and_assembles_locally(tmp_path, ray_env, s3_env
         block_dir = bucket.path(f"{run_id}-block{index}")
         assert {"progress.json", "history.jsonl"} <= set(bucket.list_names(block_dir))
         selector = pafs.FileSelector(block_dir, recursive=True)
-        checkpoints = {i.path.rsplit("/", 1)[0] for i in bucket.fs.get_file_info(selector)
-                       if i.path.endswith("block.safetensors")}
+        checkpoints = {
+            i.path.rsplit("/", 1)[0] for i in bucket.fs.get_file_info(selector) if i.path.endswith("block.safetensors")
+        }
         assert len(checkpoints) >= 1, f"no Ray Train checkpoint of block {index} in the bucket"
     assert os.path.getsize(run_dir / manifest["blocks"][0]["file"]) > 0

@@ -73,8 +73,22 @@ def test_karras_schedule_is_float64_and_ends_at_zero():
     assert sigmas[-1].item() == 0.0
 
 
-FACTORIES = {"rand", "randn", "randint", "randperm", "normal", "full", "zeros", "ones", "empty", "arange",
-             "tensor", "linspace", "logspace", "Generator"}
+FACTORIES = {
+    "rand",
+    "randn",
+    "randint",
+    "randperm",
+    "normal",
+    "full",
+    "zeros",
+    "ones",
+    "empty",
+    "arange",
+    "tensor",
+    "linspace",
+    "logspace",
+    "Generator",
+}
 
 
 def test_every_tensor_factory_in_the_core_and_workers_names_its_device():
@@ -84,9 +98,14 @@ def test_every_tensor_factory_in_the_core_and_workers_names_its_device():
     for root in ("shared", "workers"):
         for path in sorted((REPO / root).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text())):
-                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                        and node.func.attr in FACTORIES and isinstance(node.func.value, ast.Name)
-                        and node.func.value.id == "torch" and not any(k.arg == "device" for k in node.keywords)):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in FACTORIES
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id == "torch"
+                    and not any(k.arg == "device" for k in node.keywords)
+                ):
                     missing.append(f"{path.relative_to(REPO)}:{node.lineno} torch.{node.func.attr}")
     assert not missing, missing
 

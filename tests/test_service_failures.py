@@ -17,21 +17,40 @@ from tests.conftest import REPO, TINY, free_port
 pytestmark = pytest.mark.slow
 
 # Long enough to kill something mid-block; checkpoints every 100 steps bound the redone work.
-CONFIG_OVERRIDES = {"train": {"steps_per_block": 2000, "checkpoint_every_steps": 100, "log_every_steps": 20,
-                              "max_failures": 2}}
+CONFIG_OVERRIDES = {
+    "train": {"steps_per_block": 2000, "checkpoint_every_steps": 100, "log_every_steps": 20, "max_failures": 2}
+}
 
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
-    head = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head",
-                             f"--port={port}", "--num-cpus=2", "--include-dashboard=false", "--block"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    head = subprocess.Popen(
+        [
+            os.path.join(os.path.dirname(sys.executable), "ray"),
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--block",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 60
-    while subprocess.run([os.path.join(os.path.dirname(sys.executable), "ray"), "status", f"--address={address}"],
-                         env=env, capture_output=True).returncode != 0:
+    while (
+        subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), "ray"), "status", f"--address={address}"],
+            env=env,
+            capture_output=True,
+        ).returncode
+        != 0
+    ):
         assert time.monotonic() < deadline, "ray head did not come up"
         time.sleep(1)
     yield address
@@ -43,9 +62,14 @@ class Service:
     def __init__(self, env, port):
         self.url = f"http://127.0.0.1:{port}"
         self.metrics_port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "serve", "--port", str(port)],
-                                     cwd=REPO, env={**env, "DBLOCKS_METRICS_PORT": str(self.metrics_port)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "coordinator.cli", "serve", "--port", str(port)],
+            cwd=REPO,
+            env={**env, "DBLOCKS_METRICS_PORT": str(self.metrics_port)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.client = httpx.Client(base_url=self.url, headers={"Authorization": "Bearer t"}, timeout=10)
         wait_for(lambda: self._ready(), 90, "service ready")
 
@@ -74,8 +98,10 @@ class Service:
 def report_cost(failure: str, step_seen: int, resumed_from: int) -> None:
     """Steps redone = last step the coordinator saw before the failure - the step training resumed from.
     Printed for docs/failures.md (`pytest tests/test_service_failures.py -s`)."""
-    print(f"FAILURE-COST {failure}: last step seen {step_seen}, resumed from {resumed_from}, "
-          f"redone <= {max(0, step_seen - resumed_from)} steps (+ steps run after the last progress report)")
+    print(
+        f"FAILURE-COST {failure}: last step seen {step_seen}, resumed from {resumed_from}, "
+        f"redone <= {max(0, step_seen - resumed_from)} steps (+ steps run after the last progress report)"
+    )
 
 
 def wait_for(predicate, timeout_s, what):
@@ -87,10 +113,19 @@ def wait_for(predicate, timeout_s, what):
 
 @pytest.fixture
 def service_env(redis_url, tmp_path, ray_cluster, request):
-    return {**os.environ, "REDIS_URL": redis_url, "RAY_ADDRESS": ray_cluster, "RAY_AUTH_MODE": "disabled",
-            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "DBLOCKS_STORAGE": str(tmp_path / "storage"),
-            "DBLOCKS_KEY_PREFIX": f"t-svc-{request.node.name[-12:]}", "DBLOCKS_API_TOKEN": "t",
-            "DBLOCKS_LEASE_TTL_S": "3", "DBLOCKS_POLL_S": "0.3", "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "RAY_ADDRESS": ray_cluster,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+        "DBLOCKS_STORAGE": str(tmp_path / "storage"),
+        "DBLOCKS_KEY_PREFIX": f"t-svc-{request.node.name[-12:]}",
+        "DBLOCKS_API_TOKEN": "t",
+        "DBLOCKS_LEASE_TTL_S": "3",
+        "DBLOCKS_POLL_S": "0.3",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def submit(service):
@@ -102,8 +137,11 @@ def submit(service):
 
 
 def train_worker_pids():
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if p.info["cmdline"] and p.info["cmdline"][0].startswith("ray::RayTrainWorker")]
+    return [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] and p.info["cmdline"][0].startswith("ray::RayTrainWorker")
+    ]
 
 
 def test_killed_training_worker_resumes_from_its_checkpoint(service_env):
@@ -143,8 +181,11 @@ def test_killed_coordinator_is_replaced_and_runs_resume(service_env):
         run = second.run(run_id)
         assert run["state"] == "SUCCEEDED", run
         for block in run["blocks"]:
-            report_cost(f"coordinator killed (block {block['index']})", steps_at_kill[block["index"]],
-                        block["resumed_from_step"])
+            report_cost(
+                f"coordinator killed (block {block['index']})",
+                steps_at_kill[block["index"]],
+                block["resumed_from_step"],
+            )
             assert block["step"] == 2000 and block["resumed_from_step"] >= 200, block  # not from 0
             assert block["attempt"] == 1  # a coordinator restart is not the block's failure
         events = [e for e in second.client.get(f"/v1/runs/{run_id}/events").json() if e["kind"] == "block_state"]
@@ -157,23 +198,50 @@ def test_killed_coordinator_is_replaced_and_runs_resume(service_env):
 def multinode_cluster():
     """A head with no CPUs and three 1-CPU worker nodes, each its own `ray start --block` process group."""
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-           # notice a dead node within seconds, not the default half minute
-           "RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "4"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+        # notice a dead node within seconds, not the default half minute
+        "RAY_health_check_period_ms": "500",
+        "RAY_health_check_failure_threshold": "4",
+    }
     port = free_port()
     address = f"127.0.0.1:{port}"
-    nodes = [subprocess.Popen([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=0",
-                               "--include-dashboard=false", "--block"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)]
-    wait_for(lambda: subprocess.run([ray_bin, "status", f"--address={address}"], env=env,
-                                    capture_output=True).returncode == 0, 60, "ray head")
+    nodes = [
+        subprocess.Popen(
+            [ray_bin, "start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false", "--block"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    ]
+    wait_for(
+        lambda: (
+            subprocess.run([ray_bin, "status", f"--address={address}"], env=env, capture_output=True).returncode == 0
+        ),
+        60,
+        "ray head",
+    )
     for n in range(1, 4):  # one at a time: nodes started together on one host race for ports
-        nodes.append(subprocess.Popen([ray_bin, "start", f"--address={address}", "--num-cpus=1", "--block"],
-                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      start_new_session=True))
-        wait_for(lambda: f"/{n}.0 CPU".encode() in subprocess.run(
-            [ray_bin, "status", f"--address={address}"], env=env, capture_output=True).stdout, 60,
-                 f"{n} worker nodes")
+        nodes.append(
+            subprocess.Popen(
+                [ray_bin, "start", f"--address={address}", "--num-cpus=1", "--block"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
+        wait_for(
+            lambda: (
+                f"/{n}.0 CPU".encode()
+                in subprocess.run([ray_bin, "status", f"--address={address}"], env=env, capture_output=True).stdout
+            ),
+            60,
+            f"{n} worker nodes",
+        )
     yield address, nodes
     for node in reversed(nodes):
         try:
@@ -201,8 +269,7 @@ def kill_node(node) -> None:
 
 def test_lost_node_moves_its_block_to_another_node(service_env, multinode_cluster):
     address, nodes = multinode_cluster
-    service = Service({**service_env, "RAY_ADDRESS": address,
-                       "DBLOCKS_KEY_PREFIX": "t-svc-nodeloss"}, free_port())
+    service = Service({**service_env, "RAY_ADDRESS": address, "DBLOCKS_KEY_PREFIX": "t-svc-nodeloss"}, free_port())
     try:
         run_id = submit(service)
         wait_for(lambda: all(b["step"] >= 300 for b in service.run(run_id)["blocks"]), 240, "blocks past step 300")

@@ -7,7 +7,7 @@ from coordinator.settings import Settings
 
 def test_defaults_and_the_in_flight_cap():
     settings = Settings.from_env({})
-    assert settings.max_in_flight is None and settings.checkpoint_uri is None and settings.storage.name == "runs"
+    assert settings.max_in_flight is None and settings.checkpoint_uri is None and settings.runs_dir.name == "runs"
     assert Settings.from_env({"DBLOCKS_MAX_IN_FLIGHT": "3"}).max_in_flight == 3
 
 

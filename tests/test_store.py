@@ -9,8 +9,10 @@ from coordinator.store import Store, TransitionError
 
 
 def make_run(store, run_id="r1", num_blocks=3):
-    store.create_run(RunRecord(id=run_id, config_yaml="name: x\n", config_hash="h", run_dir="/tmp/x"),
-                     [BlockRecord(index=i, sigma_lo=i, sigma_hi=i + 1, total_steps=10) for i in range(num_blocks)])
+    store.create_run(
+        RunRecord(id=run_id, config_yaml="name: x\n", config_hash="h", run_dir="/tmp/x"),
+        [BlockRecord(index=i, sigma_lo=i, sigma_hi=i + 1, total_steps=10) for i in range(num_blocks)],
+    )
 
 
 def test_create_and_read_back(redis_client):

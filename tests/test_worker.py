@@ -7,14 +7,13 @@ import sys
 import pytest
 import torch
 
-from shared.plan import block_specs
 from shared.checkpoint import load_training_state
 from shared.config import load_config
 from shared.data import load_split
-from shared.model import BlockNet, count_params
-from tests.conftest import REPO, TINY
 from shared.job import BlockJob
-from shared.plan import block_seed
+from shared.model import BlockNet, count_params
+from shared.plan import block_seed, block_specs
+from tests.conftest import REPO, TINY
 from workers.reporting import ListReporter
 from workers.train_block import ema_decay, lr_at, train_block
 
@@ -54,8 +53,9 @@ def data():
 @pytest.mark.parametrize("index", [0, 2])
 def test_a_worker_process_holds_only_its_own_block(index):
     """Every nn.Parameter alive in a fresh worker process is its block's (raw + EMA copy): no other block's."""
-    out = subprocess.run([sys.executable, "-c", PROBE, str(TINY), str(index)], capture_output=True, text=True,
-                         cwd=REPO, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(TINY), str(index)], capture_output=True, text=True, cwd=REPO, check=True
+    )
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     config = tiny("model.num_layers=6", "blocks.num_blocks=3")
     spec = block_specs(config)[index]
@@ -117,8 +117,23 @@ def test_lr_schedule_and_ema_decay():
 
 
 def test_local_entry_point_trains_one_block(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "workers", str(TINY), "--block", "1", "--out", str(tmp_path),
-                          "--set", "train.steps_per_block=4"], capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workers",
+            str(TINY),
+            "--block",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--set",
+            "train.steps_per_block=4",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["step"] == 4
     assert (tmp_path / "block_1.safetensors").is_file()

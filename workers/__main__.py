@@ -39,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --block {args.block}: the plan has blocks 0..{len(specs) - 1}", file=sys.stderr)
         return 2
     torch.set_num_threads(max(1, int(config.resources.cpus_per_block)))
-    data = load_split(config.data.dataset, "train", num_test=config.data.num_test,
-                      split_seed=config.data.split_seed)
+    data = load_split(config.data.dataset, "train", num_test=config.data.num_test, split_seed=config.data.split_seed)
     args.out.mkdir(parents=True, exist_ok=True)
     reporter = ListReporter(args.out / "checkpoints")
     job = BlockJob(run_id="local", config=config, block=specs[args.block])

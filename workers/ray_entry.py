@@ -18,9 +18,9 @@ from ray.train.torch import TorchTrainer
 from shared.checkpoint import load_training_state
 from shared.data import load_split
 from shared.images import grid_png
+from shared.job import BlockJob, history_path, previews_dir, progress_path
 from shared.storage import Storage
 from shared.visualize import block_preview
-from shared.job import BlockJob, history_path, previews_dir, progress_path
 from workers.reporting import ProgressFileReporter, TeeReporter
 from workers.train_block import train_block
 
@@ -48,8 +48,9 @@ class RayReporter:
 
         self.node = node
         self.tags = {"block": str(block_index)}
-        self.gauges = {key: Gauge(name, description=doc, tag_keys=("block",))
-                       for key, (name, doc) in WORKER_GAUGES.items()}
+        self.gauges = {
+            key: Gauge(name, description=doc, tag_keys=("block",)) for key, (name, doc) in WORKER_GAUGES.items()
+        }
 
     def report(self, metrics: dict) -> None:
         for key, gauge in self.gauges.items():
@@ -73,8 +74,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             resume = load_training_state(directory)
-    data = load_split(job.config.data.dataset, "train", num_test=job.config.data.num_test,
-                      split_seed=job.config.data.split_seed)
+    data = load_split(
+        job.config.data.dataset, "train", num_test=job.config.data.num_test, split_seed=job.config.data.split_seed
+    )
     wrap = ray.train.torch.prepare_model if context.get_world_size() > 1 else (lambda m: m)
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
     reporter = RayReporter(job.block.index, node)
@@ -85,8 +87,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
     preview = None
     if loop_config.get("previews") and context.get_world_rank() == 0:
         preview = preview_writer(job, storage, device)
-    train_block(job, data=data, reporter=reporter, resume=resume, device=device,
-                rank=context.get_world_rank(), wrap_model=wrap, preview=preview, entered_at=entered_at)
+    train_block(
+        job,
+        data=data,
+        reporter=reporter,
+        resume=resume,
+        device=device,
+        rank=context.get_world_rank(),
+        wrap_model=wrap,
+        preview=preview,
+        entered_at=entered_at,
+    )
 
 
 def preview_writer(job: BlockJob, storage: Storage, device: torch.device):
@@ -96,8 +107,14 @@ def preview_writer(job: BlockJob, storage: Storage, device: torch.device):
     images, labels = images[:8].to(device), labels[:8].to(device)
 
     def write(step: int, denoiser) -> None:
-        grid = block_preview(denoiser, images, labels, job.block.sigma_lo, job.block.sigma_hi,
-                             torch.Generator(device=device).manual_seed(step))
+        grid = block_preview(
+            denoiser,
+            images,
+            labels,
+            job.block.sigma_lo,
+            job.block.sigma_hi,
+            torch.Generator(device=device).manual_seed(step),
+        )
         name = f"block_{job.block.index}_step_{step}.png"
         storage.write_bytes(f"{previews_dir(storage)}/{name}", grid_png(grid.cpu(), len(images)))
 
@@ -116,8 +133,9 @@ def make_trainer(job: BlockJob, *, storage_uri: str, previews: bool = True) -> T
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job.to_dict(), "storage_uri": storage.uri, "previews": previews},
-        scaling_config=ScalingConfig(num_workers=resources.num_workers, use_gpu=resources.gpus > 0,
-                                     resources_per_worker=per_worker),
+        scaling_config=ScalingConfig(
+            num_workers=resources.num_workers, use_gpu=resources.gpus > 0, resources_per_worker=per_worker
+        ),
         run_config=RunConfig(
             name=job.name,
             **storage.ray_storage(),
@@ -136,8 +154,17 @@ def fit_block(job_dict: dict, storage_uri: str, previews: bool = True) -> dict:
     except Exception as err:  # TrainingFailedError and friends: the coordinator decides what to do next
         return {"ok": False, "error": f"{type(err).__name__}: {err}", "checkpoint_path": None, "metrics": {}}
     if result.error is not None or result.checkpoint is None:
-        return {"ok": False, "error": str(result.error or "no checkpoint"), "checkpoint_path": None,
-                "metrics": result.metrics or {}}
+        return {
+            "ok": False,
+            "error": str(result.error or "no checkpoint"),
+            "checkpoint_path": None,
+            "metrics": result.metrics or {},
+        }
     metrics = result.metrics or {}
-    return {"ok": True, "error": None, "checkpoint_path": result.checkpoint.path, "metrics": metrics,
-            "node": metrics.get("node", socket.gethostname())}
+    return {
+        "ok": True,
+        "error": None,
+        "checkpoint_path": result.checkpoint.path,
+        "metrics": metrics,
+        "node": metrics.get("node", socket.gethostname()),
+    }

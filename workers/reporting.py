@@ -36,7 +36,6 @@ class ListReporter:
 
     def __init__(self, keep_dir: str | Path | None = None):
         self.metrics: list[dict] = []
-        self.checkpoints: list[int] = []
         self.keep_dir = Path(keep_dir or tempfile.mkdtemp(prefix="dblocks-ckpt-"))
         self.latest_checkpoint: Path | None = None
 
@@ -48,7 +47,6 @@ class ListReporter:
         if directory is not None:
             target = self.keep_dir / f"step_{metrics['step']:08d}"
             shutil.copytree(directory, target, dirs_exist_ok=True)
-            self.checkpoints.append(metrics["step"])
             self.latest_checkpoint = target
 
 

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from shared.checkpoint import save_training_state
+from shared.job import BlockJob
 from shared.model import BlockNet
 from shared.noise import sample_sigmas
 from shared.precond import Denoiser, denoising_loss
-from shared.job import BlockJob
 from workers.reporting import Reporter
 
 
@@ -46,8 +46,9 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         e.lerp_(p, 1.0 - decay)
 
 
-def sample_batch(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_batch(
+    images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     index = torch.randint(len(labels), (batch_size,), generator=generator, device=images.device)
     return images[index], labels[index]
 
@@ -110,30 +111,48 @@ def train_block(
     if cfg.compile:
         model = torch.compile(model)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-    meta = {"block": spec.to_dict(), "net": job.net.to_dict(), "sigma_data": noise.sigma_data,
-            "run_id": job.run_id, "config_hash": job.config.hash()}
+    meta = {
+        "block": spec.to_dict(),
+        "net": job.net.to_dict(),
+        "sigma_data": noise.sigma_data,
+        "run_id": job.run_id,
+        "config_hash": job.config.hash(),
+    }
     # Until the first report, the metrics are those saved with the checkpoint we resumed from (if any).
-    metrics: dict = {**(resume or {}).get("metrics", {}), "step": start_step, "block": spec.index,
-                     "resumed_from_step": start_step}
+    metrics: dict = {
+        **(resume or {}).get("metrics", {}),
+        "step": start_step,
+        "block": spec.index,
+        "resumed_from_step": start_step,
+    }
     loss_sum, loss_count, window_start, window_step = 0.0, 0, time.perf_counter(), start_step
     checkpoint_s, loop_start, started_at, first_step_at = 0.0, time.perf_counter(), time.time(), None
 
     def checkpoint(step: int) -> None:
         with tempfile.TemporaryDirectory(prefix="dblocks-") as tmp:
             if rank == 0:
-                save_training_state(tmp, model=net.state_dict(), ema=ema.state_dict(),
-                                    optimizer=optimizer.state_dict(), rng_state=generator.get_state(),
-                                    step=step, meta=meta, metrics=metrics)
+                save_training_state(
+                    tmp,
+                    model=net.state_dict(),
+                    ema=ema.state_dict(),
+                    optimizer=optimizer.state_dict(),
+                    rng_state=generator.get_state(),
+                    step=step,
+                    meta=meta,
+                    metrics=metrics,
+                )
             reporter.checkpoint(metrics, tmp if rank == 0 else None)
 
     for step in range(start_step, total):
         # One step: batch, sigmas inside this block's widened range, weighted denoising loss.
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
-                                total_steps=total, min_lr_ratio=cfg.min_lr_ratio)
+            group["lr"] = lr_at(
+                step, lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=total, min_lr_ratio=cfg.min_lr_ratio
+            )
         clean, batch_labels = sample_batch(images, labels, cfg.batch_size, generator)
-        sigma = sample_sigmas(cfg.batch_size, spec.train_sigma_lo, spec.train_sigma_hi,
-                              noise.p_mean, noise.p_std, generator=generator).to(device)
+        sigma = sample_sigmas(
+            cfg.batch_size, spec.train_sigma_lo, spec.train_sigma_hi, noise.p_mean, noise.p_std, generator=generator
+        ).to(device)
         eps = torch.randn(clean.shape, generator=generator, device=device)
         batch_labels = drop_labels(batch_labels, job.config.model.label_dropout, null_label, generator)
         with autocast:
@@ -153,14 +172,22 @@ def train_block(
         save_now = done % cfg.checkpoint_every_steps == 0 or last
         if save_now or done % cfg.log_every_steps == 0:
             elapsed = time.perf_counter() - window_start
-            metrics = {"step": done, "block": spec.index, "loss": float(loss_sum) / loss_count,
-                       "grad_norm": float(grad_norm), "lr": optimizer.param_groups[0]["lr"],
-                       "steps_per_s": (done - window_step) / elapsed,
-                       "samples_per_s": (done - window_step) * cfg.batch_size / elapsed,
-                       "peak_memory_bytes": peak_memory_bytes(device), "resumed_from_step": start_step,
-                       "checkpoint_s": checkpoint_s, "train_s": time.perf_counter() - loop_start,
-                       "started_at": started_at, "entered_at": entered_at or started_at,
-                       "first_step_at": first_step_at}
+            metrics = {
+                "step": done,
+                "block": spec.index,
+                "loss": float(loss_sum) / loss_count,
+                "grad_norm": float(grad_norm),
+                "lr": optimizer.param_groups[0]["lr"],
+                "steps_per_s": (done - window_step) / elapsed,
+                "samples_per_s": (done - window_step) * cfg.batch_size / elapsed,
+                "peak_memory_bytes": peak_memory_bytes(device),
+                "resumed_from_step": start_step,
+                "checkpoint_s": checkpoint_s,
+                "train_s": time.perf_counter() - loop_start,
+                "started_at": started_at,
+                "entered_at": entered_at or started_at,
+                "first_step_at": first_step_at,
+            }
             if save_now:
                 started = time.perf_counter()
                 checkpoint(done)
@@ -168,8 +195,12 @@ def train_block(
             else:
                 reporter.report(metrics)
             loss_sum, loss_count, window_start, window_step = 0.0, 0, time.perf_counter(), done
-        if preview is not None and rank == 0 and cfg.preview_every_steps and (
-                done % cfg.preview_every_steps == 0 or last):
+        if (
+            preview is not None
+            and rank == 0
+            and cfg.preview_every_steps
+            and (done % cfg.preview_every_steps == 0 or last)
+        ):
             preview(done, Denoiser(ema, noise.sigma_data).eval())
 
     if start_step >= total:  # resumed after the last step: still leave a final checkpoint

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-from shared.checkpoint import (MANIFEST_VERSION, CheckpointError, check_contiguous, read_block_meta,
-                               sha256_file, write_manifest)
+from coordinator.records import BlockRecord, State
+from shared.checkpoint import (
+    MANIFEST_VERSION,
+    CheckpointError,
+    check_contiguous,
+    read_block_meta,
+    sha256_file,
+    write_manifest,
+)
 from shared.config import Config
+from shared.job import previews_dir
 from shared.model import count_params
 from shared.partition import BlockSpec
-from shared.storage import Storage
-from shared.job import previews_dir
 from shared.plan import net_spec
-
-from coordinator.records import BlockRecord, State
+from shared.storage import Storage
 
 
 def block_file(index: int) -> str:
     return f"block_{index}.safetensors"
 
 
-def collect_block(storage: Storage, checkpoint_path: str, run_dir: Path, spec: BlockSpec,
-                  config_hash: str) -> tuple[str, str]:
+def collect_block(
+    storage: Storage, checkpoint_path: str, run_dir: Path, spec: BlockSpec, config_hash: str
+) -> tuple[str, str]:
     """Copy a block's final weights from its Ray checkpoint (on `storage`) into the run dir; refuse a file
     trained for another block (sigma range, layers) or another config. Returns (file name, sha256)."""
     source = f"{checkpoint_path}/block.safetensors"
@@ -34,8 +39,9 @@ def collect_block(storage: Storage, checkpoint_path: str, run_dir: Path, spec: B
         if meta["block"] != spec.to_dict():
             raise CheckpointError(f"{source}: holds block {meta['block']}, expected {spec.to_dict()}")
         if meta.get("config_hash") != config_hash:
-            raise CheckpointError(f"{source}: trained under config {str(meta.get('config_hash'))[:12]}, "
-                                  f"this run's is {config_hash[:12]}")
+            raise CheckpointError(
+                f"{source}: trained under config {str(meta.get('config_hash'))[:12]}, this run's is {config_hash[:12]}"
+            )
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -52,8 +58,9 @@ def collect_previews(storage: Storage, run_dir: Path) -> int:
     return len(names)
 
 
-def assemble(config: Config, specs: list[BlockSpec], boundaries: list[float], blocks: list[BlockRecord],
-             run_dir: Path) -> dict:
+def assemble(
+    config: Config, specs: list[BlockSpec], boundaries: list[float], blocks: list[BlockRecord], run_dir: Path
+) -> dict:
     """Verify every block finished with its file intact and ranges contiguous, then write manifest.json."""
     unfinished = [b.index for b in blocks if b.state != State.SUCCEEDED]
     if unfinished:
@@ -62,13 +69,29 @@ def assemble(config: Config, specs: list[BlockSpec], boundaries: list[float], bl
     for spec, record in zip(specs, sorted(blocks, key=lambda b: b.index)):
         if sha256_file(run_dir / record.weights_file) != record.sha256:
             raise CheckpointError(f"block {spec.index}: {record.weights_file} changed since it was collected")
-        entries.append({"index": spec.index, "sigma_lo": spec.sigma_lo, "sigma_hi": spec.sigma_hi,
-                        "train_sigma_lo": spec.train_sigma_lo, "train_sigma_hi": spec.train_sigma_hi,
-                        "layers": spec.layers, "file": record.weights_file, "sha256": record.sha256,
-                        "num_params": count_params(net_spec(config, spec.num_layers)),
-                        "steps": record.step, "attempts": record.attempt})
+        entries.append(
+            {
+                "index": spec.index,
+                "sigma_lo": spec.sigma_lo,
+                "sigma_hi": spec.sigma_hi,
+                "train_sigma_lo": spec.train_sigma_lo,
+                "train_sigma_hi": spec.train_sigma_hi,
+                "layers": spec.layers,
+                "file": record.weights_file,
+                "sha256": record.sha256,
+                "num_params": count_params(net_spec(config, spec.num_layers)),
+                "steps": record.step,
+                "attempts": record.attempt,
+            }
+        )
     check_contiguous(boundaries, entries)
-    manifest = {"manifest_version": MANIFEST_VERSION, "config_hash": config.hash(), "mode": config.train.mode,
-                "dataset": config.data.dataset, "boundaries": boundaries, "blocks": entries}
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "config_hash": config.hash(),
+        "mode": config.train.mode,
+        "dataset": config.data.dataset,
+        "boundaries": boundaries,
+        "blocks": entries,
+    }
     write_manifest(run_dir, manifest)
     return manifest

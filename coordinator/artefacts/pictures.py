@@ -14,11 +14,10 @@ from shared.config import Config
 from shared.data import DATASETS, load_split
 from shared.generate import step_sigmas
 from shared.images import save_grid
+from shared.job import BlockJob, history_path
+from shared.plan import block_specs
 from shared.storage import Storage
 from shared.visualize import handover_trajectory, plot_loss_curves, plot_sigma_loss, sigma_loss_curve
-from shared.job import BlockJob, history_path
-
-from shared.plan import block_specs
 
 SIGMA_GRID = 24
 
@@ -35,34 +34,56 @@ def block_history(storage: Storage, job: BlockJob) -> list[dict]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def write_trajectory(run_dir: Path, config: Config, manifest: dict, num_samples: int = 6) -> Path:
-    denoiser, _ = load_assembled(run_dir, config.sample.weights)
+def write_trajectory(run_dir: Path, config: Config, manifest: dict, num_samples: int = 6, denoiser=None) -> Path:
+    if denoiser is None:
+        denoiser, _ = load_assembled(run_dir, config.sample.weights)
     info, noise, s = DATASETS[config.data.dataset], config.noise, config.sample
-    sigmas = step_sigmas(schedule=s.schedule, num_steps=s.num_steps, sigma_min=noise.sigma_min,
-                         sigma_max=noise.sigma_max, rho=s.rho, p_mean=noise.p_mean, p_std=noise.p_std)
+    sigmas = step_sigmas(
+        schedule=s.schedule,
+        num_steps=s.num_steps,
+        sigma_min=noise.sigma_min,
+        sigma_max=noise.sigma_max,
+        rho=s.rho,
+        p_mean=noise.p_mean,
+        p_std=noise.p_std,
+    )
     labels = torch.arange(num_samples) % info.num_classes
     g = torch.Generator().manual_seed(s.seed)
     z = sigmas[0] * torch.randn((num_samples, info.channels, info.image_size, info.image_size), generator=g)
-    columns = handover_trajectory(denoiser, z, sigmas, labels, manifest["boundaries"], s.cfg_scale,
-                                  info.num_classes)
+    columns = handover_trajectory(denoiser, z, sigmas, labels, manifest["boundaries"], s.cfg_scale, info.num_classes)
     grid = torch.stack(columns, dim=1).flatten(0, 1)  # row per sample: noise, block 0 ... block B-1, final
     path = run_dir / "trajectory.png"
     save_grid(grid, len(columns), path, scale=3)
     return path
 
 
-def write_sigma_loss(run_dir: Path, config: Config, manifest: dict, baselines: dict[str, Path] | None = None,
-                     num_images: int = 256) -> Path:
+def write_sigma_loss(
+    run_dir: Path,
+    config: Config,
+    manifest: dict,
+    baselines: dict[str, Path] | None = None,
+    num_images: int = 256,
+    denoiser=None,
+) -> Path:
     d, noise = config.data, config.noise
     images, labels = load_split(d.dataset, "test", num_test=d.num_test, split_seed=d.split_seed)
     images, labels = images[:num_images], labels[:num_images]
-    sigmas = [math.exp(math.log(noise.sigma_min) + i * (math.log(noise.sigma_max) - math.log(noise.sigma_min))
-                       / (SIGMA_GRID - 1)) for i in range(SIGMA_GRID)]
+    sigmas = [
+        math.exp(
+            math.log(noise.sigma_min) + i * (math.log(noise.sigma_max) - math.log(noise.sigma_min)) / (SIGMA_GRID - 1)
+        )
+        for i in range(SIGMA_GRID)
+    ]
     curves = {}
     for label, directory in {"this run": run_dir, **(baselines or {})}.items():
-        denoiser, _ = load_assembled(directory, config.sample.weights)
-        curves[label] = sigma_loss_curve(denoiser, images, labels, sigmas, noise.sigma_data,
-                                         torch.Generator().manual_seed(0))
+        model = (
+            denoiser
+            if (directory == run_dir and denoiser is not None)
+            else load_assembled(directory, config.sample.weights)[0]
+        )
+        curves[label] = sigma_loss_curve(
+            model, images, labels, sigmas, noise.sigma_data, torch.Generator(device="cpu").manual_seed(0)
+        )
     path = run_dir / "sigma_loss.png"
     plot_sigma_loss(sigmas, curves, manifest["boundaries"], path)
     (run_dir / "sigma_loss.json").write_text(json.dumps({"sigmas": sigmas, "curves": curves}))
@@ -81,8 +102,10 @@ def write_loss_curves(run_dir: Path, config: Config, storage: Storage, run_id: s
     return path
 
 
-
-def write_pictures(run_dir: Path, config: Config, manifest: dict, storage: Storage, run_id: str, blocks) -> None:
-    write_trajectory(run_dir, config, manifest)
-    write_sigma_loss(run_dir, config, manifest)
+def write_pictures(
+    run_dir: Path, config: Config, manifest: dict, storage: Storage, run_id: str, blocks, denoiser=None
+) -> None:
+    """All pictures of a finished run; `denoiser`: its assembled model, if the caller has loaded it already."""
+    write_trajectory(run_dir, config, manifest, denoiser=denoiser)
+    write_sigma_loss(run_dir, config, manifest, denoiser=denoiser)
     write_loss_curves(run_dir, config, storage, run_id, blocks)

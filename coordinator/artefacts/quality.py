@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from coordinator.artefacts.sample import sample_run
 from shared.config import Config
 from shared.data import DATASETS, load_split
 from shared.evaluation import cached_classifier, evaluate_samples, frechet_distance, predict
-
-from coordinator.artefacts.sample import sample_run
 
 
 def reference_stats(config: Config, cache_dir: Path) -> dict:
@@ -16,23 +15,42 @@ def reference_stats(config: Config, cache_dir: Path) -> dict:
     d = config.data
     train_x, train_y = load_split(d.dataset, "train", num_test=d.num_test, split_seed=d.split_seed)
     test_x, test_y = load_split(d.dataset, "test", num_test=d.num_test, split_seed=d.split_seed)
-    classifier = cached_classifier(train_x, train_y, num_classes=DATASETS[d.dataset].num_classes,
-                                   cache_dir=cache_dir)
+    classifier = cached_classifier(train_x, train_y, num_classes=DATASETS[d.dataset].num_classes, cache_dir=cache_dir)
     test_feats, test_pred = predict(classifier, test_x)
     train_feats, _ = predict(classifier, train_x)
-    return {"classifier": classifier, "test_images": test_x,
-            "classifier_test_accuracy": float((test_pred == test_y).double().mean()),
-            "fd_floor": frechet_distance(train_feats, test_feats)}
+    return {
+        "classifier": classifier,
+        "test_images": test_x,
+        "classifier_test_accuracy": float((test_pred == test_y).double().mean()),
+        "fd_floor": frechet_distance(train_feats, test_feats),
+    }
 
 
-def evaluate_run(run_dir: Path, config: Config, *, num_samples: int, seed: int, cache_dir: Path,
-                 weights: str = "ema", num_steps: int | None = None, cfg_scale: float | None = None) -> dict:
+def evaluate_run(
+    run_dir: Path,
+    config: Config,
+    *,
+    num_samples: int,
+    seed: int,
+    cache_dir: Path,
+    weights: str = "ema",
+    num_steps: int | None = None,
+    cfg_scale: float | None = None,
+) -> dict:
     ref = reference_stats(config, cache_dir)
     num_classes = DATASETS[config.data.dataset].num_classes
     per_class = max(1, num_samples // num_classes)
-    samples, labels = sample_run(run_dir, config, num_per_class=per_class, num_steps=num_steps,
-                                 cfg_scale=cfg_scale, seed=seed, weights=weights)
+    samples, labels = sample_run(
+        run_dir, config, num_per_class=per_class, num_steps=num_steps, cfg_scale=cfg_scale, seed=seed, weights=weights
+    )
     result = evaluate_samples(ref["classifier"], samples, labels, ref["test_images"])
-    return {**result, "fd_floor": ref["fd_floor"], "classifier_test_accuracy": ref["classifier_test_accuracy"],
-            "weights": weights, "seed": seed, "num_steps": num_steps or config.sample.num_steps,
-            "cfg_scale": config.sample.cfg_scale if cfg_scale is None else cfg_scale, "run_dir": str(run_dir)}
+    return {
+        **result,
+        "fd_floor": ref["fd_floor"],
+        "classifier_test_accuracy": ref["classifier_test_accuracy"],
+        "weights": weights,
+        "seed": seed,
+        "num_steps": num_steps or config.sample.num_steps,
+        "cfg_scale": config.sample.cfg_scale if cfg_scale is None else cfg_scale,
+        "run_dir": str(run_dir),
+    }

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 from shared.config import Config
-
 from shared.plan import plan_json
 
 PICTURES = [
@@ -22,14 +21,15 @@ PICTURES = [
 
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>' \
-           f'{html.escape(alt)}</figcaption></figure>'
+    return (
+        f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>'
+        f"{html.escape(alt)}</figcaption></figure>"
+    )
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>"
-                   for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -53,26 +53,36 @@ def render_report(run_dir: Path, config: Config) -> str:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     plan = plan_json(config)
     evaluation = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").is_file() else None
-    parts = [f"<h1>dblocks run {html.escape(run_dir.name)}</h1>",
-             f"<p>mode <b>{manifest['mode']}</b>, {len(manifest['blocks'])} blocks, dataset "
-             f"{manifest['dataset']}, config hash <code>{manifest['config_hash'][:12]}</code></p>",
-             "<h2>Plan</h2>",
-             _table(plan["blocks"], ["index", "sigma_lo", "sigma_hi", "train_sigma_lo", "train_sigma_hi", "layers",
-                                     "num_params"]),
-             "<h2>Blocks</h2>",
-             _table(manifest["blocks"], ["index", "file", "sha256", "steps", "attempts"])]
+    parts = [
+        f"<h1>dblocks run {html.escape(run_dir.name)}</h1>",
+        f"<p>mode <b>{manifest['mode']}</b>, {len(manifest['blocks'])} blocks, dataset "
+        f"{manifest['dataset']}, config hash <code>{manifest['config_hash'][:12]}</code></p>",
+        "<h2>Plan</h2>",
+        _table(
+            plan["blocks"],
+            ["index", "sigma_lo", "sigma_hi", "train_sigma_lo", "train_sigma_hi", "layers", "num_params"],
+        ),
+        "<h2>Blocks</h2>",
+        _table(manifest["blocks"], ["index", "file", "sha256", "steps", "attempts"]),
+    ]
     if evaluation:
         parts += ["<h2>Evaluation</h2>", _table([evaluation], [k for k in evaluation if k != "run_dir"])]
     parts.append("<h2>Pictures</h2>")
     parts += [_img(run_dir / name, caption) for name, caption in PICTURES if (run_dir / name).is_file()]
     previews = latest_previews(run_dir)
     if previews:
-        parts.append("<h2>Per-block previews</h2><p>Rows: held-out images; then, at the low end, middle and high "
-                     "end of the block's own interval, the noisy input and what the block alone denoises.</p>")
+        parts.append(
+            "<h2>Per-block previews</h2><p>Rows: held-out images; then, at the low end, middle and high "
+            "end of the block's own interval, the noisy input and what the block alone denoises.</p>"
+        )
         parts += [_img(p, f"block {p.stem.split('_')[1]} at step {p.stem.split('_')[3]}") for p in previews]
     parts += ["<h2>Config</h2>", f"<pre>{html.escape(config.to_yaml())}</pre>"]
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}img{image-rendering:pixelated;"
-             "max-width:100%}figure{display:inline-block;margin:8px}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>dblocks {html.escape(run_dir.name)}</title>" \
-           f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}img{image-rendering:pixelated;"
+        "max-width:100%}figure{display:inline-block;margin:8px}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>dblocks {html.escape(run_dir.name)}</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    )

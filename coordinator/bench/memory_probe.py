@@ -18,8 +18,8 @@ import torch
 
 from shared.config import load_config
 from shared.data import load_split
-from shared.model import count_params
 from shared.job import BlockJob
+from shared.model import count_params
 from workers.reporting import NullReporter
 from workers.train_block import train_block
 
@@ -35,26 +35,54 @@ def reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def analytic_bytes(num_params: int, *, batch: int, tokens: int, width: int, heads: int, num_layers: int,
-                   mlp_ratio: float, checkpointed: bool) -> dict:
+def analytic_bytes(
+    num_params: int,
+    *,
+    batch: int,
+    tokens: int,
+    width: int,
+    heads: int,
+    num_layers: int,
+    mlp_ratio: float,
+    checkpointed: bool,
+) -> dict:
     """Weights + grads + 2 AdamW moments + EMA copy, and activations saved for backward (float32)."""
     state = 5 * num_params * BYTES
     per_layer = batch * tokens * ((10 + 2 * mlp_ratio) * width + 2 * heads * tokens) * BYTES
     boundary = batch * tokens * width * BYTES  # what a checkpointed layer keeps
     activations = num_layers * boundary + per_layer if checkpointed else num_layers * per_layer
-    return {"params": num_params, "state_bytes": state, "activation_bytes": activations,
-            "total_bytes": state + activations}
+    return {
+        "params": num_params,
+        "state_bytes": state,
+        "activation_bytes": activations,
+        "total_bytes": state + activations,
+    }
 
 
 def warm_up(config, data, device: torch.device) -> None:
     """Train a 1-layer, 32-wide block for 2 steps (with a checkpoint), so that code pages, thread pools and
     allocator arenas that any training touches are already resident in the baseline."""
-    tiny = load_config_like(config, ["model.num_layers=1", "blocks.num_blocks=1", "blocks.layers=null", "model.hidden_size=32", "model.num_heads=2",
-                                     "train.mode=end_to_end", "train.steps_per_block=2", "train.batch_size=4"])
+    tiny = load_config_like(
+        config,
+        [
+            "model.num_layers=1",
+            "blocks.num_blocks=1",
+            "blocks.layers=null",
+            "model.hidden_size=32",
+            "model.num_heads=2",
+            "train.mode=end_to_end",
+            "train.steps_per_block=2",
+            "train.batch_size=4",
+        ],
+    )
     from shared.plan import block_specs
 
-    train_block(BlockJob(run_id="warmup", config=tiny, block=block_specs(tiny)[0]), data=data,
-                reporter=NullReporter(), device=device)
+    train_block(
+        BlockJob(run_id="warmup", config=tiny, block=block_specs(tiny)[0]),
+        data=data,
+        reporter=NullReporter(),
+        device=device,
+    )
 
 
 def load_config_like(config, overrides: list[str]):
@@ -69,11 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
-    overrides = [*args.overrides, f"train.steps_per_block={args.steps}", "train.checkpoint_every_steps=100000",
-                 "train.log_every_steps=100000", "train.warmup_steps=0"]
+    overrides = [
+        *args.overrides,
+        f"train.steps_per_block={args.steps}",
+        "train.checkpoint_every_steps=100000",
+        "train.log_every_steps=100000",
+        "train.warmup_steps=0",
+    ]
     if args.case != "block":
-        overrides += ["train.mode=end_to_end",
-                      f"train.activation_checkpointing={args.case == 'e2e_checkpointed'}"]
+        overrides += ["train.mode=end_to_end", f"train.activation_checkpointing={args.case == 'e2e_checkpointed'}"]
     config = load_config(args.config, overrides)
     from shared.plan import block_specs
 
@@ -95,13 +127,29 @@ def main(argv: list[str] | None = None) -> int:
         train_block(job, data=data, reporter=NullReporter())
         measured = _status("VmHWM") - baseline
     net = job.net
-    analytic = analytic_bytes(count_params(net), batch=config.train.batch_size,
-                              tokens=(net.image_size // net.patch_size) ** 2, width=net.hidden_size,
-                              heads=net.num_heads, num_layers=net.num_layers, mlp_ratio=net.mlp_ratio,
-                              checkpointed=config.train.activation_checkpointing)
-    print(json.dumps({"case": args.case, "device": device.type, "block": spec.index if args.case == "block" else None,
-                      "layers": spec.layers, "measured_bytes": measured, "baseline_bytes": baseline,
-                      "analytic": analytic}))
+    analytic = analytic_bytes(
+        count_params(net),
+        batch=config.train.batch_size,
+        tokens=(net.image_size // net.patch_size) ** 2,
+        width=net.hidden_size,
+        heads=net.num_heads,
+        num_layers=net.num_layers,
+        mlp_ratio=net.mlp_ratio,
+        checkpointed=config.train.activation_checkpointing,
+    )
+    print(
+        json.dumps(
+            {
+                "case": args.case,
+                "device": device.type,
+                "block": spec.index if args.case == "block" else None,
+                "layers": spec.layers,
+                "measured_bytes": measured,
+                "baseline_bytes": baseline,
+                "analytic": analytic,
+            }
+        )
+    )
     return 0
 
 

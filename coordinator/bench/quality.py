@@ -15,22 +15,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.config import Config, load_config
-from shared.visualize import figure
-
-from coordinator.dispatch import RayDispatcher
 from coordinator.artefacts.quality import evaluate_run
+from coordinator.dispatch import RayDispatcher
 from coordinator.runs import create_run
 from coordinator.service import Coordinator
 from coordinator.store import Store
+from shared.config import Config, load_config
+from shared.visualize import figure
 
 # Paper (DiT-S/2, CIFAR-10, test FID; shape only: other data, model and metric features). Table 2 compares
 # end-to-end with B=3 at gamma 0.05; the partition and block-count ablations (Table 7) ran at gamma 0.
-PAPER = {"end_to_end": (39.83, "Table 2"), "B=3 equiprobable gamma=0.05": (37.20, "Table 2"),
-         "B=3 equiprobable gamma=0": (38.03, "Table 7, gamma 0"),
-         "B=3 uniform_log gamma=0": (43.53, "Table 7, gamma 0"),
-         "B=2 equiprobable gamma=0.05": (35.47, "Table 7 at gamma 0"),
-         "B=4 equiprobable gamma=0.05": (45.43, "Table 7 at gamma 0")}
+PAPER = {
+    "end_to_end": (39.83, "Table 2"),
+    "B=3 equiprobable gamma=0.05": (37.20, "Table 2"),
+    "B=3 equiprobable gamma=0": (38.03, "Table 7, gamma 0"),
+    "B=3 uniform_log gamma=0": (43.53, "Table 7, gamma 0"),
+    "B=2 equiprobable gamma=0.05": (35.47, "Table 7 at gamma 0"),
+    "B=4 equiprobable gamma=0.05": (45.43, "Table 7 at gamma 0"),
+}
 WEIGHTS = ("ema", "raw")
 
 
@@ -56,34 +58,62 @@ END_TO_END = Case("end_to_end", ("train.mode=end_to_end",))
 
 
 def _equi(num_blocks: int, gamma: float) -> Case:
-    return Case(f"B={num_blocks} equiprobable gamma={gamma:g}",
-                (f"blocks.num_blocks={num_blocks}", f"blocks.overlap_gamma={gamma}"))
+    return Case(
+        f"B={num_blocks} equiprobable gamma={gamma:g}",
+        (f"blocks.num_blocks={num_blocks}", f"blocks.overlap_gamma={gamma}"),
+    )
 
 
 def budget_spec(budget: str) -> Budget:
     """The cases, seeds and common overrides of a budget (costs on this project's 2-core CPU machine in
     docs/quality.md)."""
     if budget == "small":  # ~30 min: the quickstart model, one seed
-        return Budget([END_TO_END, _equi(3, 0.05),
-                       Case("B=3 uniform_log", ("blocks.num_blocks=3", "blocks.partition=uniform_log"))],
-                      [0], ("train.steps_per_block=2000",))
+        return Budget(
+            [
+                END_TO_END,
+                _equi(3, 0.05),
+                Case("B=3 uniform_log", ("blocks.num_blocks=3", "blocks.partition=uniform_log")),
+            ],
+            [0],
+            ("train.steps_per_block=2000",),
+        )
     if budget == "medium":  # <= 2.5 h: the paper's Tables 2 and 7 in shape, 3 seeds; 12 layers so B=4 divides
-        medium = [END_TO_END, _equi(2, 0.05), _equi(3, 0.05), _equi(4, 0.05), _equi(3, 0),
-                  Case("B=3 uniform_log gamma=0", ("blocks.num_blocks=3", "blocks.partition=uniform_log",
-                                                   "blocks.overlap_gamma=0")),
-                  Case("B=3 layers [2,4,6] gamma=0.05", ("blocks.num_blocks=3", "blocks.layers=[2,4,6]"))]
+        medium = [
+            END_TO_END,
+            _equi(2, 0.05),
+            _equi(3, 0.05),
+            _equi(4, 0.05),
+            _equi(3, 0),
+            Case(
+                "B=3 uniform_log gamma=0",
+                ("blocks.num_blocks=3", "blocks.partition=uniform_log", "blocks.overlap_gamma=0"),
+            ),
+            Case("B=3 layers [2,4,6] gamma=0.05", ("blocks.num_blocks=3", "blocks.layers=[2,4,6]")),
+        ]
         # Evaluation at 500 samples and 32 Euler steps: sampling 1,000 x 50 steps through the 12-layer end-to-end
         # network took ~7 min per weights file here, more than its training.
-        return Budget(medium, [0, 1, 2], ("model.num_layers=12", "model.hidden_size=48", "train.batch_size=64",
-                                          "train.steps_per_block=800"), num_samples=500, num_steps=32)
+        return Budget(
+            medium,
+            [0, 1, 2],
+            ("model.num_layers=12", "model.hidden_size=48", "train.batch_size=64", "train.steps_per_block=800"),
+            num_samples=500,
+            num_steps=32,
+        )
     if budget == "long":  # does block-wise still win once end-to-end is good? 3x the small budget's steps
         return Budget([END_TO_END, _equi(3, 0.05)], [0], ("train.steps_per_block=6000",))
     if budget == "full":
         extra = [_equi(b, 0.05) for b in (2, 4, 6)] + [_equi(3, g) for g in (0, 0.1)]
         extra += [Case("B=3 layers [2,4,6] gamma=0.05", ("blocks.num_blocks=3", "blocks.layers=[2,4,6]"))]
-        return Budget([END_TO_END, _equi(3, 0.05), Case("B=3 uniform_log", ("blocks.num_blocks=3",
-                                                                          "blocks.partition=uniform_log")),
-                       *extra], [0, 1, 2], ("model.num_layers=12", "train.steps_per_block=8000"))
+        return Budget(
+            [
+                END_TO_END,
+                _equi(3, 0.05),
+                Case("B=3 uniform_log", ("blocks.num_blocks=3", "blocks.partition=uniform_log")),
+                *extra,
+            ],
+            [0, 1, 2],
+            ("model.num_layers=12", "train.steps_per_block=8000"),
+        )
     raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
 
 
@@ -91,12 +121,16 @@ BUDGETS = ("small", "medium", "long", "full")
 
 
 def mean_std(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": values}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "values": values,
+    }
 
 
-def train_case(config: Config, run_id: str, run_dir: Path, *, store: Store, dispatcher: RayDispatcher,
-               log: Callable[[str], None]) -> None:
+def train_case(
+    config: Config, run_id: str, run_dir: Path, *, store: Store, dispatcher: RayDispatcher, log: Callable[[str], None]
+) -> None:
     if not (run_dir / "manifest.json").exists():  # a finished case is reused when the bench is rerun
         if store.get_run(run_id) is None:
             create_run(config, store=store, run_id=run_id, run_dir=run_dir)
@@ -118,24 +152,54 @@ def summarise(budget: str, spec: Budget, runs: list[dict], base: dict) -> dict:
         if not done:
             continue
         first = done[0]
-        row = {key: first[key] for key in ("label", "mode", "num_blocks", "partition", "overlap_gamma", "layers",
-                                          "steps_per_block", "layer_updates")}
+        row = {
+            key: first[key]
+            for key in (
+                "label",
+                "mode",
+                "num_blocks",
+                "partition",
+                "overlap_gamma",
+                "layers",
+                "steps_per_block",
+                "layer_updates",
+            )
+        }
         row["seeds"] = [r["seed"] for r in done]
         for which in WEIGHTS:
-            row[which] = {"fd": mean_std([r[which]["fd"] for r in done]),
-                          "class_accuracy": mean_std([r[which]["class_accuracy"] for r in done])}
+            row[which] = {
+                "fd": mean_std([r[which]["fd"] for r in done]),
+                "class_accuracy": mean_std([r[which]["class_accuracy"] for r in done]),
+            }
         row["fd"], row["class_accuracy"] = row["ema"]["fd"], row["ema"]["class_accuracy"]  # the default weights
         paper = PAPER.get(case.label)
-        row["paper_fid"], row["paper_setting"] = (paper if paper else (None, None))
+        row["paper_fid"], row["paper_setting"] = paper if paper else (None, None)
         results.append(row)
     expected = len(spec.cases) * len(spec.seeds)
-    return {"budget": budget, **base, "runs": runs, "results": results, "complete": len(runs) == expected,
-            "runs_done": len(runs), "runs_expected": expected}
+    return {
+        "budget": budget,
+        **base,
+        "runs": runs,
+        "results": results,
+        "complete": len(runs) == expected,
+        "runs_done": len(runs),
+        "runs_expected": expected,
+    }
 
 
-def bench_quality(budget: str, base_config: Path, out_dir: Path, *, store: Store, dispatcher: RayDispatcher,
-                  cache_dir: Path, num_samples: int | None = None, log: Callable[[str], None] = print,
-                  previous: dict | None = None, save: Callable[[dict], None] = lambda report: None) -> dict:
+def bench_quality(
+    budget: str,
+    base_config: Path,
+    out_dir: Path,
+    *,
+    store: Store,
+    dispatcher: RayDispatcher,
+    cache_dir: Path,
+    num_samples: int | None = None,
+    log: Callable[[str], None] = print,
+    previous: dict | None = None,
+    save: Callable[[dict], None] = lambda report: None,
+) -> dict:
     """Train and evaluate every (case, seed) of a budget, seed by seed, so partial results cover every case.
 
     Runs already in `previous` (the committed JSON of an earlier, interrupted invocation) are kept, not redone;
@@ -144,8 +208,11 @@ def bench_quality(budget: str, base_config: Path, out_dir: Path, *, store: Store
     spec = budget_spec(budget)
     num_samples = num_samples or spec.num_samples
     runs = [r for r in (previous or {}).get("runs", []) if r.get("num_samples") == num_samples]
-    base = {"num_samples": num_samples, "num_steps": spec.num_steps or 50,
-            "wall_s": (previous or {}).get("wall_s", 0.0)}
+    base = {
+        "num_samples": num_samples,
+        "num_steps": spec.num_steps or 50,
+        "wall_s": (previous or {}).get("wall_s", 0.0),
+    }
     for seed in spec.seeds:
         for case in spec.cases:
             if any(r["label"] == case.label and r["seed"] == seed for r in runs):
@@ -156,22 +223,39 @@ def bench_quality(budget: str, base_config: Path, out_dir: Path, *, store: Store
             run_dir = out_dir / run_id
             log(f"== {case.label}, seed {seed}: {run_dir}")
             train_case(config, run_id, run_dir, store=store, dispatcher=dispatcher, log=log)
-            evals = {which: evaluate_run(run_dir, config, num_samples=num_samples, seed=0, cache_dir=cache_dir,
-                                         weights=which, num_steps=spec.num_steps) for which in WEIGHTS}
+            evals = {
+                which: evaluate_run(
+                    run_dir,
+                    config,
+                    num_samples=num_samples,
+                    seed=0,
+                    cache_dir=cache_dir,
+                    weights=which,
+                    num_steps=spec.num_steps,
+                )
+                for which in WEIGHTS
+            }
             for which, ev in evals.items():
                 log(f"   {which}: FD {ev['fd']:.2f}  class accuracy {ev['class_accuracy']:.3f}")
             ev = evals["ema"]
             base.update(fd_floor=ev["fd_floor"], classifier_test_accuracy=ev["classifier_test_accuracy"])
             base["wall_s"] += time.time() - started
-            runs.append({
-                "label": case.label, "seed": seed, "mode": config.train.mode,
-                "num_blocks": config.planned_blocks,
-                "partition": config.blocks.partition, "overlap_gamma": config.blocks.overlap_gamma,
-                "layers": config.blocks.layers, "steps_per_block": config.train.steps_per_block,
-                "layer_updates": config.train.steps_per_block * config.model.num_layers,
-                "num_samples": num_samples, "wall_s": time.time() - started,
-                **{which: {"fd": e["fd"], "class_accuracy": e["class_accuracy"]} for which, e in evals.items()},
-            })
+            runs.append(
+                {
+                    "label": case.label,
+                    "seed": seed,
+                    "mode": config.train.mode,
+                    "num_blocks": config.planned_blocks,
+                    "partition": config.blocks.partition,
+                    "overlap_gamma": config.blocks.overlap_gamma,
+                    "layers": config.blocks.layers,
+                    "steps_per_block": config.train.steps_per_block,
+                    "layer_updates": config.train.steps_per_block * config.model.num_layers,
+                    "num_samples": num_samples,
+                    "wall_s": time.time() - started,
+                    **{which: {"fd": e["fd"], "class_accuracy": e["class_accuracy"]} for which, e in evals.items()},
+                }
+            )
             save(summarise(budget, spec, runs, base))
     return summarise(budget, spec, runs, base)
 
@@ -196,25 +280,37 @@ def write_quality_doc(report: dict, doc_path: Path, plot_path: Path, command: st
     """A generated page per budget: EMA and raw weights, the paper beside, differences with their uncertainty."""
     results = report["results"]
     e2e = next((r for r in results if r["mode"] == "end_to_end"), None)
-    rows = ["| run | B | seeds | FD EMA | FD raw | accuracy EMA | accuracy raw | FD vs end-to-end (EMA) | "
-            "paper FID (setting) |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| run | B | seeds | FD EMA | FD raw | accuracy EMA | accuracy raw | FD vs end-to-end (EMA) | "
+        "paper FID (setting) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         paper = f"{r['paper_fid']:.2f} ({r['paper_setting']})" if r["paper_fid"] else "—"
-        cells = [f"{r[w][k]['mean']:.{p}f} ± {r[w][k]['std']:.{p}f}"
-                 for k, p in (("fd", 2), ("class_accuracy", 3)) for w in WEIGHTS]
-        rows.append(f"| {r['label']} | {r['num_blocks']} | {len(r['seeds'])} | {' | '.join(cells)} | "
-                    f"{_vs(r, e2e, 'fd')} | {paper} |")
+        cells = [
+            f"{r[w][k]['mean']:.{p}f} ± {r[w][k]['std']:.{p}f}"
+            for k, p in (("fd", 2), ("class_accuracy", 3))
+            for w in WEIGHTS
+        ]
+        rows.append(
+            f"| {r['label']} | {r['num_blocks']} | {len(r['seeds'])} | {' | '.join(cells)} | "
+            f"{_vs(r, e2e, 'fd')} | {paper} |"
+        )
     _plot_fd_vs_blocks(report, plot_path)
-    status = ("complete" if report["complete"] else
-              f"PARTIAL: {report['runs_done']} of {report['runs_expected']} runs so far; rerunning the command "
-              "continues from the committed JSON")
-    text = f"""# Quality, budget `{report['budget']}` (generated)
+    status = (
+        "complete"
+        if report["complete"]
+        else f"PARTIAL: {report['runs_done']} of {report['runs_expected']} runs so far; rerunning the command "
+        "continues from the committed JSON"
+    )
+    text = f"""# Quality, budget `{report["budget"]}` (generated)
 
-Produced by `{command}` ({status}); {report['num_samples']} class-balanced samples per run and weights, Euler
-{report.get('num_steps', 50)} steps (Karras spacing), CFG 2.0; {report.get('wall_s', 0.0) / 60:.0f} minutes of wall time so far on this project's 2-core CPU machine.
-Every case trains at the same layer-updates ({results[0]['layer_updates']:,} per case). FD: Frechet distance in
+Produced by `{command}` ({status}); {report["num_samples"]} class-balanced samples per run and weights, Euler
+{report.get("num_steps", 50)} steps (Karras spacing), CFG 2.0; {report.get("wall_s", 0.0) / 60:.0f} minutes of wall time
+so far on this project's 2-core CPU machine.
+Every case trains at the same layer-updates ({results[0]["layer_updates"]:,} per case). FD: Frechet distance in
 the features of a small CNN trained on the training split only (held-out accuracy
-{report['classifier_test_accuracy']:.3f}; floor, real train vs held-out: {report['fd_floor']:.2f}). Class
+{report["classifier_test_accuracy"]:.3f}; floor, real train vs held-out: {report["fd_floor"]:.2f}). Class
 accuracy: the fraction of samples that classifier recognises as the class they were asked for. Values are mean ±
 standard deviation over seeds; "vs end-to-end" is the difference of means ± its standard error, and says whether it
 exceeds twice that (a rough two-sided 95 % bar with 3 seeds; with 3 seeds a standard deviation is itself uncertain).
@@ -233,8 +329,14 @@ def _plot_fd_vs_blocks(report: dict, path: Path) -> None:
     with figure(path, figsize=(5, 3.5), dpi=120) as (_, (ax,)):
         for r in report["results"]:
             marker = "s" if r["mode"] == "end_to_end" else ("o" if r["partition"] == "equiprobable" else "^")
-            ax.errorbar(r["num_blocks"], r["ema"]["fd"]["mean"], yerr=r["ema"]["fd"]["std"], fmt=marker,
-                        capsize=3, label=r["label"])
+            ax.errorbar(
+                r["num_blocks"],
+                r["ema"]["fd"]["mean"],
+                yerr=r["ema"]["fd"]["std"],
+                fmt=marker,
+                capsize=3,
+                label=r["label"],
+            )
         ax.set_xlabel("number of blocks B (1 = end-to-end)")
         ax.set_ylabel("FD, EMA weights (mean ± std over seeds)")
         ax.legend(fontsize=7)

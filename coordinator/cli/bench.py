@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,15 +14,18 @@ from coordinator.cli.common import ResultsOpt, SetOpt, fail, load, open_dispatch
 
 @bench_app.command("quality")
 def bench_quality_cmd(
-        budget: Annotated[str, typer.Option(help="small (~30 min on 2 CPU cores), medium (<= 2.5 h, 3 seeds), "
-                                                 "long (the 3x pair) or full.")] = "small",
-        config: Annotated[Path, typer.Option(help="Base config.")] = Path("configs/quickstart.yaml"),
-        num_samples: Annotated[Optional[int], typer.Option(help="Samples per evaluated run (default: the "
-                                                                "budget's, 1000; medium 500).")] = None,
-        results_dir: Annotated[Path, typer.Option(help="Folder of the JSON result.")] = Path("benchmarks/results"),
-        doc_dir: Annotated[Optional[Path], typer.Option(help="Folder for the generated quality-BUDGET.md.")] =
-        Path("docs"),
-        as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    budget: Annotated[
+        str,
+        typer.Option(help="small (~30 min on 2 CPU cores), medium (<= 2.5 h, 3 seeds), long (the 3x pair) or full."),
+    ] = "small",
+    config: Annotated[Path, typer.Option(help="Base config.")] = Path("configs/quickstart.yaml"),
+    num_samples: Annotated[
+        int | None, typer.Option(help="Samples per evaluated run (default: the budget's, 1000; medium 500).")
+    ] = None,
+    results_dir: Annotated[Path, typer.Option(help="Folder of the JSON result.")] = Path("benchmarks/results"),
+    doc_dir: Annotated[Path | None, typer.Option(help="Folder for the generated quality-BUDGET.md.")] = Path("docs"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """End-to-end vs DiffusionBlocks at equal layer-updates; EMA and raw weights; resumable.
 
     Runs already in RESULTS_DIR/quality-BUDGET.json are kept: rerunning an interrupted budget continues it.
@@ -45,13 +48,23 @@ def bench_quality_cmd(
     def save(report: dict) -> None:
         dump(report, out)
         if doc_dir is not None:
-            write_quality_doc(report, doc_dir / f"quality-{budget}.md", doc_dir / f"quality_fd_vs_b_{budget}.png",
-                              command)
+            write_quality_doc(
+                report, doc_dir / f"quality-{budget}.md", doc_dir / f"quality_fd_vs_b_{budget}.png", command
+            )
 
     try:
-        report = bench_quality(budget, config, settings.storage / "bench", store=store, dispatcher=dispatcher,
-                               cache_dir=settings.cache_dir, num_samples=num_samples, log=log,
-                               previous=previous, save=save)
+        report = bench_quality(
+            budget,
+            config,
+            settings.runs_dir / "bench",
+            store=store,
+            dispatcher=dispatcher,
+            cache_dir=settings.cache_dir,
+            num_samples=num_samples,
+            log=log,
+            previous=previous,
+            save=save,
+        )
     finally:
         dispatcher.shutdown()
     save(report)
@@ -59,10 +72,12 @@ def bench_quality_cmd(
 
 
 @bench_app.command("memory")
-def bench_memory_cmd(config: Annotated[Path, typer.Argument(help="Config (default configs/memory.yaml).")]
-                     = Path("configs/memory.yaml"), set_: SetOpt = None,
-                     results_dir: ResultsOpt = Path("benchmarks/results"),
-                     as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def bench_memory_cmd(
+    config: Annotated[Path, typer.Argument(help="Config (default configs/memory.yaml).")] = Path("configs/memory.yaml"),
+    set_: SetOpt = None,
+    results_dir: ResultsOpt = Path("benchmarks/results"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Peak training memory: end-to-end, end-to-end with activation checkpointing, and each block.
 
     Each case runs in its own fresh process. Example: dblocks bench memory --json
@@ -76,12 +91,15 @@ def bench_memory_cmd(config: Annotated[Path, typer.Argument(help="Config (defaul
 
 
 @bench_app.command("sampling")
-def bench_sampling_cmd(run_dir: Annotated[Optional[Path], typer.Argument(help="Assembled run (optional).")] = None,
-                       config: Annotated[Path, typer.Option(help="Config when no RUN_DIR.")] = Path("configs/memory.yaml"),
-                       batch: Annotated[int, typer.Option(help="Samples per batch (x2 with CFG).")] = 32,
-                       steps: Annotated[int, typer.Option(help="Euler steps timed.")] = 20,
-                       set_: SetOpt = None, results_dir: ResultsOpt = Path("benchmarks/results"),
-                       as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def bench_sampling_cmd(
+    run_dir: Annotated[Path | None, typer.Argument(help="Assembled run (optional).")] = None,
+    config: Annotated[Path, typer.Option(help="Config when no RUN_DIR.")] = Path("configs/memory.yaml"),
+    batch: Annotated[int, typer.Option(help="Samples per batch (x2 with CFG).")] = 32,
+    steps: Annotated[int, typer.Option(help="Euler steps timed.")] = 20,
+    set_: SetOpt = None,
+    results_dir: ResultsOpt = Path("benchmarks/results"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Time per Euler step of the assembled model vs the end-to-end network, same batch and CFG.
 
     Example: dblocks bench sampling --json
@@ -90,16 +108,18 @@ def bench_sampling_cmd(run_dir: Annotated[Optional[Path], typer.Argument(help="A
 
     cfg = run_config(run_dir) if run_dir else load(config, set_)
     result = bench_sampling(cfg, run_dir, batch=batch, num_steps=steps)
-    path = write_result(result, f"sampling-{cfg.name}-{result['machine']['device'].replace(' ', '_')}",
-                        results_dir)
+    path = write_result(result, f"sampling-{cfg.name}-{result['machine']['device'].replace(' ', '_')}", results_dir)
     typer.echo(json.dumps(result, indent=2) if as_json else f"ratio {result['ratio']:.2f} -> {path}")
 
 
 @bench_app.command("throughput")
-def bench_throughput_cmd(config: Annotated[Path, typer.Argument(help="Config.")] = Path("configs/memory.yaml"),
-                         set_: SetOpt = None, steps: Annotated[int, typer.Option(help="Steps (half timed).")] = 20,
-                         results_dir: ResultsOpt = Path("benchmarks/results"),
-                         as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def bench_throughput_cmd(
+    config: Annotated[Path, typer.Argument(help="Config.")] = Path("configs/memory.yaml"),
+    set_: SetOpt = None,
+    steps: Annotated[int, typer.Option(help="Steps (half timed).")] = 20,
+    results_dir: ResultsOpt = Path("benchmarks/results"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Training steps/s of one block vs the end-to-end net, achieved TFLOP/s and MFU (GPU).
 
     Example: dblocks bench throughput configs/dit_s.yaml --set train.precision=bf16 --json
@@ -108,8 +128,7 @@ def bench_throughput_cmd(config: Annotated[Path, typer.Argument(help="Config.")]
 
     cfg = load(config, set_)
     result = bench_throughput(cfg, steps=steps)
-    path = write_result(result, f"throughput-{cfg.name}-{result['machine']['device'].replace(' ', '_')}",
-                        results_dir)
+    path = write_result(result, f"throughput-{cfg.name}-{result['machine']['device'].replace(' ', '_')}", results_dir)
     typer.echo(json.dumps(result, indent=2) if as_json else f"-> {path}")
 
 
@@ -124,16 +143,18 @@ def _ray_bench(kind: str, config: Path, set_: list[str] | None, defaults: list[s
     log = lambda m: typer.echo(m, err=True)  # noqa: E731
     try:
         bench = getattr(bench_cluster, f"bench_{kind}")
-        return bench(cfg, settings.storage / "bench", store=store, dispatcher=dispatcher, log=log)
+        return bench(cfg, settings.runs_dir / "bench", store=store, dispatcher=dispatcher, log=log)
     finally:
         dispatcher.shutdown()
 
 
 @bench_app.command("scaling")
-def bench_scaling_cmd(config: Annotated[Path, typer.Argument(help="Config (default quickstart, B=2).")]
-                      = Path("configs/quickstart.yaml"), set_: SetOpt = None,
-                      results_dir: ResultsOpt = Path("benchmarks/results"),
-                      as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def bench_scaling_cmd(
+    config: Annotated[Path, typer.Argument(help="Config (default quickstart, B=2).")] = Path("configs/quickstart.yaml"),
+    set_: SetOpt = None,
+    results_dir: ResultsOpt = Path("benchmarks/results"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """B blocks concurrently vs each alone (parallel efficiency), and block-parallel vs end-to-end wall time.
 
     Default: B=2, 1 CPU (thread) per block, 300 steps. Example: dblocks bench scaling --json
@@ -146,10 +167,12 @@ def bench_scaling_cmd(config: Annotated[Path, typer.Argument(help="Config (defau
 
 
 @bench_app.command("dispatch")
-def bench_dispatch_cmd(config: Annotated[Path, typer.Argument(help="Config (default quickstart, B=2).")]
-                       = Path("configs/quickstart.yaml"), set_: SetOpt = None,
-                       results_dir: ResultsOpt = Path("benchmarks/results"),
-                       as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def bench_dispatch_cmd(
+    config: Annotated[Path, typer.Argument(help="Config (default quickstart, B=2).")] = Path("configs/quickstart.yaml"),
+    set_: SetOpt = None,
+    results_dir: ResultsOpt = Path("benchmarks/results"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Seconds from creating a run to each block's first training step; coordinator overhead per block.
 
     Example: dblocks bench dispatch --json

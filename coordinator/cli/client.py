@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -23,9 +23,12 @@ def submit(config: Path, server: ServerOpt, set_: SetOpt = None) -> None:
 
 
 @app.command()
-def status(run_id: str, server: ServerOpt, as_json: Annotated[bool, typer.Option("--json")] = False,
-           watch: Annotated[bool, typer.Option("--watch", help="Follow the run live until it ends.")] = False,
-           ) -> None:
+def status(
+    run_id: str,
+    server: ServerOpt,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Follow the run live until it ends.")] = False,
+) -> None:
     """A run's state and its blocks'. Example: dblocks status RUN_ID --watch --server http://127.0.0.1:8000"""
     if watch:
         _watch(run_id, server)
@@ -38,8 +41,10 @@ def status(run_id: str, server: ServerOpt, as_json: Annotated[bool, typer.Option
     typer.echo(f"{run['id']}: {run['state']} {run['error']}")
     for b in run["blocks"]:
         loss = f"{b['loss']:.4f}" if b["loss"] is not None else "-"
-        typer.echo(f"  block {b['index']}: {b['state']:9} step {b['step']}/{b['total_steps']} loss {loss} "
-                   f"attempt {b['attempt']} resumed_from {b['resumed_from_step']} {b['node']}")
+        typer.echo(
+            f"  block {b['index']}: {b['state']:9} step {b['step']}/{b['total_steps']} loss {loss} "
+            f"attempt {b['attempt']} resumed_from {b['resumed_from_step']} {b['node']}"
+        )
 
 
 def _watch(run_id: str, server: str, interval_s: float = 2.0) -> None:
@@ -76,15 +81,21 @@ def cancel(run_id: str, server: ServerOpt) -> None:
 
 
 @app.command()
-def retrain(run_id: str, block: int, server: ServerOpt,
-            from_scratch: Annotated[bool, typer.Option("--from-scratch/--resume",
-                                                       help="New weights, or train on from its checkpoint.")] = True,
-            steps: Annotated[Optional[int], typer.Option(help="Total steps for the block.")] = None) -> None:
+def retrain(
+    run_id: str,
+    block: int,
+    server: ServerOpt,
+    from_scratch: Annotated[
+        bool, typer.Option("--from-scratch/--resume", help="New weights, or train on from its checkpoint.")
+    ] = True,
+    steps: Annotated[int | None, typer.Option(help="Total steps for the block.")] = None,
+) -> None:
     """Train one block of a finished run again and re-assemble; other blocks stay untouched.
 
     Example: dblocks retrain RUN_ID 2 --resume --steps 4000 --server http://127.0.0.1:8000
     """
     with client(server) as c:
-        checked(c.post(f"/v1/runs/{run_id}/blocks/{block}/retrain",
-                        json={"from_scratch": from_scratch, "steps": steps}))
+        checked(
+            c.post(f"/v1/runs/{run_id}/blocks/{block}/retrain", json={"from_scratch": from_scratch, "steps": steps})
+        )
     typer.echo(f"block {block} of {run_id} queued for retraining")

@@ -4,7 +4,7 @@ the one place that builds the store and the Ray dispatcher from the environment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 import yaml
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from coordinator.settings import Settings
     from coordinator.store import Store
 
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override: section.field=value (repeatable).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override: section.field=value (repeatable).")]
 ServerOpt = Annotated[str, typer.Option("--server", envvar="DBLOCKS_SERVER", help="Coordinator URL.")]
 ResultsOpt = Annotated[Path, typer.Option(help="Folder for the JSON result.")]
 JsonOpt = Annotated[bool, typer.Option("--json")]
@@ -42,13 +42,13 @@ def run_config(run_dir: Path) -> Config:
     return parse_config(yaml.safe_load(path.read_text()))
 
 
-def open_store(settings: "Settings") -> "Store":
+def open_store(settings: Settings) -> Store:
     from coordinator.store import Store, connect
 
-    return Store(connect(settings.redis_url, settings.storage / ".redis"), settings.key_prefix)
+    return Store(connect(settings.redis_url, settings.runs_dir / ".redis"), settings.key_prefix)
 
 
-def open_dispatcher(settings: "Settings") -> "RayDispatcher":
+def open_dispatcher(settings: Settings) -> RayDispatcher:
     """A connected dispatcher: RAY_ADDRESS's cluster, or a local one of our own."""
     from coordinator.dispatch import RayDispatcher
 

@@ -67,14 +67,24 @@ def render(run: dict, rates: Rates) -> Group:
         loss = rates.loss.get(i, b["loss"])
         rate = rates.rate.get(i) if b["state"] == "RUNNING" else None
         eta = rates.eta_s(i, b["step"], steps) if b["state"] == "RUNNING" else None
-        table.add_row(str(i), Text(b["state"], style=STATE_STYLE.get(b["state"], "")), b["node"] or "-",
-                      f"{b['step']}/{steps}", f"{loss:.4f}" if loss is not None else "-",
-                      f"{rate:.1f}" if rate else "-", _eta(eta), str(b["attempt"]))
+        table.add_row(
+            str(i),
+            Text(b["state"], style=STATE_STYLE.get(b["state"], "")),
+            b["node"] or "-",
+            f"{b['step']}/{steps}",
+            f"{loss:.4f}" if loss is not None else "-",
+            f"{rate:.1f}" if rate else "-",
+            _eta(eta),
+            str(b["attempt"]),
+        )
     bar = ProgressBar(total=max(total, 1), completed=done, width=60)
     return Group(table, Text(f"{done}/{total} block steps ({100 * done / max(total, 1):.0f}%)"), bar)
 
 
 def line(run: dict) -> str:
-    parts = [f"[{b['index']}] {b['state']} {b['step']}/{b['total_steps']}"
-             + (f" loss {b['loss']:.3f}" if b["loss"] is not None else "") for b in run["blocks"]]
+    parts = [
+        f"[{b['index']}] {b['state']} {b['step']}/{b['total_steps']}"
+        + (f" loss {b['loss']:.3f}" if b["loss"] is not None else "")
+        for b in run["blocks"]
+    ]
     return "  ".join(parts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -28,14 +28,19 @@ def plan(config: Path, set_: SetOpt = None, as_json: Annotated[bool, typer.Optio
         return
     typer.echo(f"boundaries: {', '.join(f'{b:.5g}' for b in doc['boundaries'])}")
     for b in doc["blocks"]:
-        typer.echo(f"block {b['index']}: sigma [{b['sigma_lo']:.5g}, {b['sigma_hi']:.5g}] trains on "
-                   f"[{b['train_sigma_lo']:.5g}, {b['train_sigma_hi']:.5g}] layers {b['layers']} "
-                   f"params {b['num_params']:,}")
+        typer.echo(
+            f"block {b['index']}: sigma [{b['sigma_lo']:.5g}, {b['sigma_hi']:.5g}] trains on "
+            f"[{b['train_sigma_lo']:.5g}, {b['train_sigma_hi']:.5g}] layers {b['layers']} "
+            f"params {b['num_params']:,}"
+        )
 
 
 @app.command()
-def train(config: Path, set_: SetOpt = None,
-          out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<run id>).")] = None) -> None:
+def train(
+    config: Path,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<run id>).")] = None,
+) -> None:
     """Train every block as its own Ray Train job, assemble them, write samples.png.
 
     Example: dblocks train configs/quickstart.yaml --out runs/demo
@@ -47,7 +52,7 @@ def train(config: Path, set_: SetOpt = None,
 
     settings = Settings.from_env()
     run_id = new_run_id(cfg)
-    run_dir = (out or settings.storage / run_id).absolute()
+    run_dir = (out or settings.runs_dir / run_id).absolute()
     if (run_dir / "manifest.json").exists() or (run_dir / "config.yaml").exists():
         fail(f"--out {run_dir} already holds a run; choose another directory")
     store = open_store(settings)
@@ -74,11 +79,17 @@ def _drive_with_progress(run_id: str, store, dispatcher):
     console = Console()
     if not console.is_terminal:
         return Coordinator(store=store, dispatcher=dispatcher, log=typer.echo, only_runs={run_id}).run_until_done(
-            run_id)
+            run_id
+        )
     rates = live.Rates()
     with Live(console=console, refresh_per_second=2, transient=False) as view:
-        coordinator = Coordinator(store=store, dispatcher=dispatcher, log=view.console.print, only_runs={run_id},
-                                  progress_every_s=float("inf"))
+        coordinator = Coordinator(
+            store=store,
+            dispatcher=dispatcher,
+            log=view.console.print,
+            only_runs={run_id},
+            progress_every_s=float("inf"),
+        )
 
         def refresh() -> None:
             run = run_view(store.get_run(run_id), store.get_blocks(run_id))
@@ -89,17 +100,23 @@ def _drive_with_progress(run_id: str, store, dispatcher):
 
 
 @app.command()
-def sample(run_dir: Annotated[Path, typer.Argument(help="Run directory, or a run id with --server.")],
-           out: Annotated[Path, typer.Option(help="FILE.png (grid) or FILE.npz (samples, labels).")],
-           num_per_class: Annotated[Optional[int], typer.Option(help="Samples per class.")] = None,
-           steps: Annotated[Optional[int], typer.Option(help="Sampler steps.")] = None,
-           cfg: Annotated[Optional[float], typer.Option("--cfg", help="Guidance scale.")] = None,
-           seed: Annotated[Optional[int], typer.Option(help="Sampling seed.")] = None,
-           weights: Annotated[Optional[str], typer.Option(help="ema or raw.")] = None,
-           server: Annotated[Optional[str], typer.Option(
-               "--server", envvar="DBLOCKS_SERVER",
-               help="Coordinator URL: sample a run of the service by id (used unless RUN_DIR is a directory).")]
-           = None) -> None:
+def sample(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory, or a run id with --server.")],
+    out: Annotated[Path, typer.Option(help="FILE.png (grid) or FILE.npz (samples, labels).")],
+    num_per_class: Annotated[int | None, typer.Option(help="Samples per class.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Sampler steps.")] = None,
+    cfg: Annotated[float | None, typer.Option("--cfg", help="Guidance scale.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
+    weights: Annotated[str | None, typer.Option(help="ema or raw.")] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            envvar="DBLOCKS_SERVER",
+            help="Coordinator URL: sample a run of the service by id (used unless RUN_DIR is a directory).",
+        ),
+    ] = None,
+) -> None:
     """Sample from an assembled run directory (the manifest is verified first), or through the service.
 
     Examples: dblocks sample runs/demo --num-per-class 8 --out grid.png;
@@ -116,8 +133,17 @@ def sample(run_dir: Annotated[Path, typer.Argument(help="Run directory, or a run
     if server and not run_dir.is_dir():
         if out.suffix != ".png":
             fail(f"--out {out}: the service returns a .png grid")
-        params = {k: v for k, v in {"num_per_class": num_per_class, "steps": steps, "cfg": cfg, "seed": seed,
-                                    "weights": weights}.items() if v is not None}
+        params = {
+            k: v
+            for k, v in {
+                "num_per_class": num_per_class,
+                "steps": steps,
+                "cfg": cfg,
+                "seed": seed,
+                "weights": weights,
+            }.items()
+            if v is not None
+        }
         with client(server) as c:
             response = c.get(f"/v1/runs/{run_dir}/samples.png", params=params, timeout=600)
         if response.status_code >= 400:
@@ -127,8 +153,9 @@ def sample(run_dir: Annotated[Path, typer.Argument(help="Run directory, or a run
         return
     config = run_config(run_dir)
     try:
-        samples, labels = sample_run(run_dir, config, num_per_class=num_per_class, num_steps=steps,
-                                     cfg_scale=cfg, seed=seed, weights=weights)
+        samples, labels = sample_run(
+            run_dir, config, num_per_class=num_per_class, num_steps=steps, cfg_scale=cfg, seed=seed, weights=weights
+        )
     except CheckpointError as err:
         fail(str(err), 1)
     if out.suffix == ".png":
@@ -139,12 +166,14 @@ def sample(run_dir: Annotated[Path, typer.Argument(help="Run directory, or a run
 
 
 @app.command("eval")
-def eval_(run_dir: Path,
-          num_samples: Annotated[int, typer.Option(help="Class-balanced samples to draw.")] = 1000,
-          seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-          weights: Annotated[str, typer.Option(help="ema or raw.")] = "ema",
-          steps: Annotated[Optional[int], typer.Option(help="Sampler steps (default: the run's).")] = None,
-          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def eval_(
+    run_dir: Path,
+    num_samples: Annotated[int, typer.Option(help="Class-balanced samples to draw.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    weights: Annotated[str, typer.Option(help="ema or raw.")] = "ema",
+    steps: Annotated[int | None, typer.Option(help="Sampler steps (default: the run's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Frechet distance (classifier features) and class accuracy of a run's samples vs held-out test images.
 
     Example: dblocks eval runs/demo --num-samples 1000 --json
@@ -158,24 +187,34 @@ def eval_(run_dir: Path,
     if num_samples < 10:
         fail(f"--num-samples {num_samples}: need at least one sample per class")
     try:
-        result = evaluate_run(run_dir, config, num_samples=num_samples, seed=seed, weights=weights,
-                              num_steps=steps, cache_dir=Settings.from_env().cache_dir)
+        result = evaluate_run(
+            run_dir,
+            config,
+            num_samples=num_samples,
+            seed=seed,
+            weights=weights,
+            num_steps=steps,
+            cache_dir=Settings.from_env().cache_dir,
+        )
     except CheckpointError as err:
         fail(str(err), 1)
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
-        typer.echo(f"FD {result['fd']:.2f} (floor {result['fd_floor']:.2f})  class accuracy "
-                   f"{result['class_accuracy']:.3f}  ({result['num_samples']} samples, classifier test accuracy "
-                   f"{result['classifier_test_accuracy']:.3f})")
+        typer.echo(
+            f"FD {result['fd']:.2f} (floor {result['fd_floor']:.2f})  class accuracy "
+            f"{result['class_accuracy']:.3f}  ({result['num_samples']} samples, classifier test accuracy "
+            f"{result['classifier_test_accuracy']:.3f})"
+        )
 
 
 @app.command()
-def report(run_dir: Path, out: Annotated[Optional[Path], typer.Option(help="HTML file (default RUN_DIR/report.html).")]
-           = None,
-           baseline: Annotated[Optional[Path], typer.Option(help="An end-to-end run to draw in sigma_loss.png.")]
-           = None) -> None:
+def report(
+    run_dir: Path,
+    out: Annotated[Path | None, typer.Option(help="HTML file (default RUN_DIR/report.html).")] = None,
+    baseline: Annotated[Path | None, typer.Option(help="An end-to-end run to draw in sigma_loss.png.")] = None,
+) -> None:
     """One self-contained HTML page: config, plan, pictures, previews and metrics of a run.
 
     Example: dblocks report runs/demo --baseline runs/e2e && xdg-open runs/demo/report.html

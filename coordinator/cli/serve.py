@@ -12,12 +12,19 @@ from coordinator.cli.common import LOOPBACK, fail, open_dispatcher, open_store
 
 
 @app.command()
-def serve(host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
-          ray_node: Annotated[bool, typer.Option(
-              "--ray-node", help="Join RAY_ADDRESS as a Ray node (no CPUs, GPUs or memory offered) before "
-                                 "connecting, and live and die with it: needed wherever this host runs no Ray "
-                                 "node, as in the compose coordinator container.")] = False) -> None:
+def serve(
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    ray_node: Annotated[
+        bool,
+        typer.Option(
+            "--ray-node",
+            help="Join RAY_ADDRESS as a Ray node (no CPUs, GPUs or memory offered) before "
+            "connecting, and live and die with it: needed wherever this host runs no Ray "
+            "node, as in the compose coordinator container.",
+        ),
+    ] = False,
+) -> None:
     """Run the coordinator service: HTTP API + the reconcile loop that owns all Ray dispatch.
 
     Environment: REDIS_URL, RAY_ADDRESS, DBLOCKS_API_TOKEN, DBLOCKS_STORAGE.
@@ -49,17 +56,28 @@ def serve(host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1"
         except RayNodeError as err:
             fail(f"--ray-node: {err}")
         node_exit: list[int] = []
-        node.watch(lambda code: (node_exit.append(code), typer.echo(f"ray node exited ({code}); stopping", err=True),
-                                 os.kill(os.getpid(), signal.SIGTERM)))
+        node.watch(
+            lambda code: (
+                node_exit.append(code),
+                typer.echo(f"ray node exited ({code}); stopping", err=True),
+                os.kill(os.getpid(), signal.SIGTERM),
+            )
+        )
     dispatcher = open_dispatcher(settings)
     from coordinator.metrics import Metrics
 
     metrics = Metrics()
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
-    coordinator = Coordinator(store=store, dispatcher=dispatcher, log=typer.echo, poll_s=settings.poll_s,
-                              lease_ttl_s=settings.lease_ttl_s, max_in_flight=settings.max_in_flight,
-                              metrics=metrics)
+    coordinator = Coordinator(
+        store=store,
+        dispatcher=dispatcher,
+        log=typer.echo,
+        poll_s=settings.poll_s,
+        lease_ttl_s=settings.lease_ttl_s,
+        max_in_flight=settings.max_in_flight,
+        metrics=metrics,
+    )
     stop = threading.Event()
     loop = threading.Thread(target=coordinator.run_forever, args=(stop,), name="reconcile", daemon=True)
     loop.start()
@@ -72,9 +90,15 @@ def serve(host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1"
         checks = {"redis": redis_ok, "ray": dispatcher.ready(), "reconcile_loop": loop.is_alive()}
         return {**checks, "ray_node": node.alive()} if node is not None else checks
 
-    api = create_app(store=store, storage=settings.storage, api_token=settings.api_token, ready=ready,
-                     metrics=metrics, checkpoint_uri=settings.checkpoint_uri)
-    typer.echo(f"dblocks coordinator on http://{host}:{port} (storage {settings.storage})")
+    api = create_app(
+        store=store,
+        runs_dir=settings.runs_dir,
+        api_token=settings.api_token,
+        ready=ready,
+        metrics=metrics,
+        checkpoint_uri=settings.checkpoint_uri,
+    )
+    typer.echo(f"dblocks coordinator on http://{host}:{port} (runs {settings.runs_dir})")
     try:
         uvicorn.run(api, host=host, port=port, log_level="warning")
     finally:
