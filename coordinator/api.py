@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hmac
 import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -21,13 +22,15 @@ from coordinator.records import TERMINAL, block_view, run_view
 from coordinator.runs import create_run, new_run_id, run_storage
 from coordinator.store import Store, TransitionError
 from shared.checkpoint import CheckpointError
-from shared.config import ConfigError, parse_config
+from shared.config import MAX_SAMPLE_STEPS, MAX_SAMPLES_PER_CLASS, MAX_SEED, ConfigError, parse_config
 from shared.job import previews_dir
 
 PREVIEW_NAME = re.compile(r"block_\d+_step_\d+\.png")
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,159}")  # what new_run_id and the benchmarks make; nothing else
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")  # printable ASCII, no spaces
+IDEMPOTENCY_TTL_S = 24 * 3600
 MAX_BODY_BYTES = 1 << 20  # a config is a few KB; anything near a MiB is not one
-MAX_SAMPLES_PER_CLASS = 64  # on-demand sampling runs on the coordinator: bounded work per request
-MAX_SAMPLE_STEPS = 1000
+MAX_CONCURRENT_SAMPLING = 2  # on-demand sampling runs in the coordinator: beyond this, 429
 
 
 class RetrainRequest(BaseModel):
@@ -82,31 +85,55 @@ def create_app(
         if not hmac.compare_digest(given.encode(), f"Bearer {api_token}".encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
+    sampling = threading.BoundedSemaphore(MAX_CONCURRENT_SAMPLING)
+
     def run_or_404(run_id: str):
+        if not RUN_ID.fullmatch(run_id):  # never reaches Redis: ids with ':' would name other keys
+            raise HTTPException(404, f"no run {run_id[:200]!r}")
         run = store.get_run(run_id)
         if run is None:
             raise HTTPException(404, f"no run {run_id!r}")
         return run
 
+    # Health endpoints are coroutines: they run on the event loop, never queued behind the worker threads that
+    # serve sampling and the other blocking routes.
     @app.get("/healthz")
-    def healthz() -> dict:
+    async def healthz() -> dict:
         return {"ok": True}
 
     @app.get("/readyz")
-    def readyz() -> dict:
+    async def readyz() -> dict:
         checks = ready()
         if not all(checks.values()):
             raise HTTPException(503, {"ready": False, **checks})
         return {"ready": True, **checks}
 
     @app.post("/v1/runs", status_code=201, dependencies=[Depends(authorised)])
-    def submit(config: dict) -> dict:
+    def submit(config: dict, response: Response, idempotency_key: Annotated[str | None, Header()] = None) -> dict:
+        """Create a run. With an `Idempotency-Key` header, the same key (within 24 h) gives the same run: 200 and
+        its id, nothing created; the same key with a different config is 409."""
         try:
             parsed = parse_config(config)
         except ConfigError as err:
             raise HTTPException(422, str(err)) from None
         run_id = new_run_id(parsed)
-        create_run(parsed, store=store, run_id=run_id, run_dir=runs_dir / run_id, checkpoint_uri=checkpoint_uri)
+        if idempotency_key is not None:
+            if not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+                raise HTTPException(422, "Idempotency-Key: 1 to 200 printable ASCII characters, no spaces")
+            first_run, first_hash = store.claim_idempotency_key(
+                idempotency_key, run_id, parsed.hash(), IDEMPOTENCY_TTL_S
+            )
+            if first_run != run_id:
+                if first_hash != parsed.hash():
+                    raise HTTPException(409, f"Idempotency-Key already used for run {first_run} with another config")
+                response.status_code = 200
+                return {"id": first_run}
+        try:
+            create_run(parsed, store=store, run_id=run_id, run_dir=runs_dir / run_id, checkpoint_uri=checkpoint_uri)
+        except BaseException:
+            if idempotency_key is not None:
+                store.release_idempotency_key(idempotency_key, run_id)
+            raise
         return {"id": run_id}
 
     @app.get("/v1/runs", dependencies=[Depends(authorised)])
@@ -158,8 +185,8 @@ def create_app(
         run_id: str,
         num_per_class: Annotated[int | None, Query(ge=1, le=MAX_SAMPLES_PER_CLASS)] = None,
         steps: Annotated[int | None, Query(ge=1, le=MAX_SAMPLE_STEPS)] = None,
-        cfg: Annotated[float | None, Query(ge=0, le=20)] = None,
-        seed: Annotated[int | None, Query(ge=0)] = None,
+        cfg: Annotated[float | None, Query(ge=0, le=20, allow_inf_nan=False)] = None,
+        seed: Annotated[int | None, Query(ge=0, le=MAX_SEED)] = None,
         weights: Annotated[Literal["ema", "raw"] | None, Query()] = None,
     ):
         """The run's samples.png; with any parameter, a fresh grid drawn from the assembled model (one row per
@@ -170,7 +197,13 @@ def create_app(
             if not path.is_file():
                 raise HTTPException(404, f"run {run_id} has no samples yet")
             return FileResponse(path, media_type="image/png")
-        config = parse_config(yaml.safe_load(run.config_yaml))
+        config = parse_config(yaml.safe_load(run.config_yaml))  # bounded like any config: defaults are too
+        if not sampling.acquire(blocking=False):
+            raise HTTPException(
+                429,
+                f"{MAX_CONCURRENT_SAMPLING} sampling requests are running; retry later",
+                headers={"Retry-After": "5"},
+            )
         try:
             png = sample_grid_png(
                 Path(run.run_dir),
@@ -183,6 +216,8 @@ def create_app(
             )
         except CheckpointError as err:
             raise HTTPException(409, f"run {run_id} has no assembled model to sample: {err}") from None
+        finally:
+            sampling.release()
         return Response(png, media_type="image/png")
 
     @app.get("/v1/runs/{run_id}/previews", dependencies=[Depends(authorised)])

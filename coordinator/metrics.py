@@ -40,6 +40,11 @@ class Metrics:
         self.launches = Counter("dblocks_block_launches_total", "Block job launches.", registry=r)
         self.retries = Counter("dblocks_block_retries_total", "Failed attempts sent back to PENDING.", registry=r)
         self.failures = Counter("dblocks_block_failures_total", "Failed block job attempts.", registry=r)
+        self.run_failures = Counter(
+            "dblocks_run_internal_failures_total",
+            "Runs failed by an internal error in their own reconcile step (the loop went on with the others).",
+            registry=r,
+        )
         self.assembly = Histogram(
             "dblocks_assembly_duration_seconds",
             "Assembly + sampling of a finished run.",

@@ -19,7 +19,7 @@ from coordinator.metrics import Metrics
 from coordinator.reconcile import Resources, free
 from coordinator.records import TERMINAL, State
 from coordinator.runner import RunReconciler
-from coordinator.store import Store
+from coordinator.store import STORE_UNAVAILABLE, Store
 
 Log = Callable[[str], None]
 
@@ -51,6 +51,7 @@ class Coordinator:
         self.reconcilers: dict[str, RunReconciler] = {}
         self.metrics = metrics or Metrics()
         self._last_progress = 0.0
+        self.last_tick_ok = time.monotonic()
 
     def active_runs(self) -> list[str]:
         runs = self.store.active_runs()
@@ -60,41 +61,72 @@ class Coordinator:
         if self.lease_ttl_s is not None and not self.store.acquire_lease(self.holder, self.lease_ttl_s):
             self.metrics.leader.set(0)
             time.sleep(self.poll_s)
+            self.last_tick_ok = time.monotonic()
             return
         self.metrics.leader.set(1)
-        active = self.active_runs()
-        for run_id in active:
+        for run_id in self.active_runs():
             if run_id not in self.reconcilers:
-                self.reconcilers[run_id] = RunReconciler(
-                    run_id,
-                    store=self.store,
-                    dispatcher=self.dispatcher,
-                    log=lambda m, r=run_id: self.log(f"[{r}] {m}"),
-                    metrics=self.metrics,
-                )
+                self._isolated(run_id, "loading the run", self._add_reconciler, run_id)
+        active = list(self.reconcilers)
         capacity = self.dispatcher.capacity()
         self._observe(active, capacity)
         available = free(capacity, self.dispatcher.held())
         slots = None if self.max_in_flight is None else max(0, self.max_in_flight - self.dispatcher.num_in_flight())
         for run_id in active:
-            rec = self.reconcilers[run_id]
-            if rec.outcome() is None:
-                available, launched = rec.launch_ready(capacity, available, slots)
-                slots = None if slots is None else slots - launched
+            rec = self.reconcilers.get(run_id)
+            if rec is not None and rec.outcome() is None:
+                launched = self._isolated(run_id, "admitting blocks", rec.launch_ready, capacity, available, slots)
+                if launched is not None:
+                    available, count = launched
+                    slots = None if slots is None else slots - count
         for result in self.dispatcher.wait(self.poll_s):
             if result.run_id in self.reconcilers:
-                self.reconcilers[result.run_id].on_result(result)
+                self._isolated(result.run_id, "collecting a block", self.reconcilers[result.run_id].on_result, result)
         for run_id in active:
-            rec = self.reconcilers[run_id]
-            rec.poll_progress()
-            outcome = rec.outcome()
-            if outcome is not None:
-                rec.finish(outcome)
-                del self.reconcilers[run_id]
+            if run_id in self.reconcilers:
+                self._isolated(run_id, "polling and finishing", self._advance, run_id)
+        self.last_tick_ok = time.monotonic()
         if time.monotonic() - self._last_progress > self.progress_every_s:
             self._last_progress = time.monotonic()
             for run_id, rec in self.reconcilers.items():
                 self.log(f"[{run_id}] {rec.progress_line()}")
+
+    def _add_reconciler(self, run_id: str) -> None:
+        self.reconcilers[run_id] = RunReconciler(
+            run_id,
+            store=self.store,
+            dispatcher=self.dispatcher,
+            log=lambda m, r=run_id: self.log(f"[{r}] {m}"),
+            metrics=self.metrics,
+        )
+
+    def _advance(self, run_id: str) -> None:
+        rec = self.reconcilers[run_id]
+        rec.poll_progress()
+        final_state = rec.outcome()
+        if final_state is not None:
+            rec.finish(final_state)
+            del self.reconcilers[run_id]
+
+    def _isolated(self, run_id: str, phase: str, step, *args):
+        """Run one run's step; if it raises (anything but the store being unreachable, which stops the whole
+        tick), that run alone fails with the reason, and the loop goes on with the others."""
+        try:
+            return step(*args)
+        except STORE_UNAVAILABLE:
+            raise
+        except Exception as err:
+            reason = f"internal error while {phase}: {type(err).__name__}: {err}"
+            self.log(f"[{run_id}] {reason}")
+            self.reconcilers.pop(run_id, None)
+            self.dispatcher.cancel(run_id)
+            self.store.set_run_state(run_id, State.FAILED, error=reason[:2000])
+            self.metrics.run_failures.inc()
+            return None
+
+    def healthy(self, max_age_s: float) -> bool:
+        """Whether a tick has completed within `max_age_s` (ticks that wait for the leader lease count)."""
+        return time.monotonic() - self.last_tick_ok < max_age_s
 
     def _observe(self, active: list[str], capacity: Resources) -> None:
         m = self.metrics

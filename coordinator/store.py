@@ -10,6 +10,7 @@ Every state change writes the record(s) and its event in one MULTI/EXEC transact
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, fields
@@ -20,6 +21,8 @@ import redis
 from coordinator.records import BLOCK_TRANSITIONS, TERMINAL, BlockRecord, RunRecord, State
 
 EVENTS_MAXLEN = 10_000
+# Errors that mean Redis itself is unreachable (not that one record is bad): the reconcile loop stops its tick.
+STORE_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError)
 
 _RENEW_LEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
@@ -114,6 +117,27 @@ class Store:
         pipe.zadd(self.runs_key(), {run.id: now})
         self._event(pipe, run.id, "run_created", num_blocks=len(blocks))
         pipe.execute()
+
+    def idempotency_key(self, key: str) -> str:
+        return f"{self.prefix}:idempotency:{hashlib.sha256(key.encode()).hexdigest()}"
+
+    def claim_idempotency_key(self, key: str, run_id: str, config_hash: str, ttl_s: float) -> tuple[str, str]:
+        """Map a client's Idempotency-Key to `run_id` unless it is already mapped; returns the (run id, config
+        hash) it maps to now: ours when the key was new, the first request's otherwise."""
+        value = json.dumps([run_id, config_hash])
+        if self.client.set(self.idempotency_key(key), value, nx=True, px=int(ttl_s * 1000)):
+            return run_id, config_hash
+        stored = self.client.get(self.idempotency_key(key))
+        if stored is None:  # expired between the two calls: claim it again
+            return self.claim_idempotency_key(key, run_id, config_hash, ttl_s)
+        first_run, first_hash = json.loads(stored)
+        return first_run, first_hash
+
+    def release_idempotency_key(self, key: str, run_id: str) -> None:
+        """Forget a claim whose run could not be created (only if it is still ours)."""
+        stored = self.client.get(self.idempotency_key(key))
+        if stored is not None and json.loads(stored)[0] == run_id:
+            self.client.delete(self.idempotency_key(key))
 
     def set_run_state(self, run_id: str, state: State, **changes) -> None:
         pipe = self.client.pipeline(transaction=True)

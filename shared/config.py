@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.data import DATASETS
+from shared.noise import lognormal_cdf
 from shared.partition import split_layers
 
 
@@ -22,14 +23,24 @@ class ConfigError(ValueError):
     """A config that cannot be run; the message names the field and the reason."""
 
 
+# Bounds of every field (docs/config.md, docs/security.md): generous for real work, small enough that no derived
+# quantity (memory, steps, sample counts, seeds) overflows or stalls the service.
+MAX_SEED = 2**63 - 1  # torch generators take seeds below 2**64; block seeds are derived into 63 bits
+MAX_LAYERS = 256
+MAX_BLOCKS = 64
+MAX_STEPS = 10_000_000
+MAX_SAMPLES_PER_CLASS = 64
+MAX_SAMPLE_STEPS = 1000
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
     dataset: str = Field("mnist", description=f"Dataset name; one of {sorted(DATASETS)}.")
-    num_test: int = Field(1000, ge=1, description="Images held out as the test split (never trained on).")
-    split_seed: int = Field(0, description="Seed of the fixed train/test shuffle.")
+    num_test: int = Field(1000, ge=1, le=1_000_000, description="Images held out as the test split (never trained on).")
+    split_seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the fixed train/test shuffle.")
 
     @field_validator("dataset")
     @classmethod
@@ -40,11 +51,11 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    num_layers: int = Field(6, ge=1, description="Transformer layers L of the whole network.")
-    hidden_size: int = Field(64, ge=8, description="Token width d.")
-    num_heads: int = Field(4, ge=1, description="Attention heads; must divide hidden_size.")
-    patch_size: int = Field(4, ge=1, description="Patch side; must divide the image size.")
-    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width / d.")
+    num_layers: int = Field(6, ge=1, le=MAX_LAYERS, description="Transformer layers L of the whole network.")
+    hidden_size: int = Field(64, ge=8, le=16_384, description="Token width d.")
+    num_heads: int = Field(4, ge=1, le=256, description="Attention heads; must divide hidden_size.")
+    patch_size: int = Field(4, ge=1, le=256, description="Patch side; must divide the image size.")
+    mlp_ratio: float = Field(4.0, gt=0, le=16, description="MLP hidden width / d.")
     label_dropout: float = Field(0.1, ge=0, lt=1, description="Training label drop rate (for CFG).")
 
     @model_validator(mode="after")
@@ -55,25 +66,35 @@ class ModelConfig(_Section):
 
 
 class BlocksConfig(_Section):
-    num_blocks: int = Field(3, ge=1, description="Number of blocks B (each trains alone).")
+    num_blocks: int = Field(3, ge=1, le=MAX_BLOCKS, description="Number of blocks B (each trains alone).")
     overlap_gamma: float = Field(0.05, ge=0, le=1, description="Train-range widening per side, in log-sigma.")
     partition: Literal["equiprobable", "uniform_log"] = Field(
         "equiprobable", description="Noise partition: equal log-normal mass, or equal log-sigma width."
     )
-    layers: list[int] | None = Field(None, description="Uneven layer split, e.g. [2, 4, 6]; default equal.")
+    layers: list[Annotated[int, Field(ge=1, le=MAX_LAYERS)]] | None = Field(
+        None, max_length=MAX_BLOCKS, description="Uneven layer split, e.g. [2, 4, 6] (each 1..256); default equal."
+    )
 
 
 class NoiseConfig(_Section):
-    p_mean: float = Field(-1.2, description="Mean of ln(sigma) in training.")
-    p_std: float = Field(1.2, gt=0, description="Std of ln(sigma) in training.")
-    sigma_min: float = Field(0.002, gt=0, description="Lowest noise level.")
-    sigma_max: float = Field(80.0, gt=0, description="Highest noise level (sampling starts here).")
-    sigma_data: float = Field(0.5, gt=0, description="Data standard deviation for EDM preconditioning.")
+    p_mean: float = Field(-1.2, ge=-20, le=20, description="Mean of ln(sigma) in training.")
+    p_std: float = Field(1.2, gt=0, le=20, description="Std of ln(sigma) in training.")
+    sigma_min: float = Field(0.002, ge=1e-8, le=1e4, description="Lowest noise level.")
+    sigma_max: float = Field(80.0, gt=0, le=1e6, description="Highest noise level (sampling starts here).")
+    sigma_data: float = Field(0.5, ge=1e-6, le=1e4, description="Data standard deviation for EDM preconditioning.")
 
     @model_validator(mode="after")
     def _ordered(self) -> NoiseConfig:
         if self.sigma_min >= self.sigma_max:
             raise ValueError(f"sigma_min {self.sigma_min} must be < sigma_max {self.sigma_max}")
+        mass = lognormal_cdf(self.sigma_max, self.p_mean, self.p_std) - lognormal_cdf(
+            self.sigma_min, self.p_mean, self.p_std
+        )
+        if not mass >= 1e-6:  # the partition divides this mass into B equal parts
+            raise ValueError(
+                f"p_mean {self.p_mean}, p_std {self.p_std}: the training distribution puts {mass:.3g} of its mass "
+                f"in [sigma_min, sigma_max] = [{self.sigma_min}, {self.sigma_max}]; it needs at least 1e-6"
+            )
         return self
 
 
@@ -81,21 +102,25 @@ class TrainConfig(_Section):
     mode: Literal["blockwise", "end_to_end"] = Field(
         "blockwise", description="blockwise = B independent blocks; end_to_end = one network, all layers."
     )
-    steps_per_block: int = Field(2000, ge=1, description="Optimiser steps each block (or the e2e net) takes.")
-    batch_size: int = Field(128, ge=1, description="Examples per step.")
-    lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps, then cosine decay.")
+    steps_per_block: int = Field(
+        2000, ge=1, le=MAX_STEPS, description="Optimiser steps each block (or the e2e net) takes."
+    )
+    batch_size: int = Field(128, ge=1, le=65_536, description="Examples per step.")
+    lr: float = Field(1e-3, gt=0, le=10, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, le=10, description="AdamW weight decay.")
+    warmup_steps: int = Field(100, ge=0, le=MAX_STEPS, description="Linear warm-up steps, then cosine decay.")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final lr as a fraction of lr.")
-    grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
-    ema_halflife_steps: float = Field(100.0, ge=0, description="EMA half-life in steps; 0 disables EMA.")
-    seed: int = Field(0, description="Run seed; each block's seed derives from (seed, block index).")
-    checkpoint_every_steps: int = Field(500, ge=1, description="Steps between resumable checkpoints.")
-    log_every_steps: int = Field(50, ge=1, description="Steps between metric reports.")
-    max_failures: int = Field(2, ge=0, description="Ray Train restarts of a block's workers on failure.")
-    max_attempts: int = Field(3, ge=1, description="Coordinator attempts per block before the run fails.")
+    grad_clip: float = Field(1.0, gt=0, le=1e6, description="Gradient norm clip.")
+    ema_halflife_steps: float = Field(100.0, ge=0, le=MAX_STEPS, description="EMA half-life in steps; 0 disables EMA.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Run seed; each block's seed derives from (seed, block index).")
+    checkpoint_every_steps: int = Field(500, ge=1, le=MAX_STEPS, description="Steps between resumable checkpoints.")
+    log_every_steps: int = Field(50, ge=1, le=MAX_STEPS, description="Steps between metric reports.")
+    max_failures: int = Field(2, ge=0, le=100, description="Ray Train restarts of a block's workers on failure.")
+    max_attempts: int = Field(3, ge=1, le=100, description="Coordinator attempts per block before the run fails.")
     activation_checkpointing: bool = Field(False, description="Recompute layer activations in backward.")
-    preview_every_steps: int = Field(500, ge=0, description="Steps between per-block preview images; 0 = off.")
+    preview_every_steps: int = Field(
+        500, ge=0, le=MAX_STEPS, description="Steps between per-block preview images; 0 = off."
+    )
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast forward/loss (use on GPU).")
     compile: bool = Field(False, description="torch.compile the block (GPU; slow to start on CPU).")
 
@@ -103,20 +128,24 @@ class TrainConfig(_Section):
 class BlockResources(_Section):
     """One block's own resources; a field left out takes the `resources` default."""
 
-    cpus: float | None = Field(None, gt=0, description="CPUs per worker of this block.")
-    gpus: float | None = Field(None, ge=0, description="GPUs per worker of this block.")
-    memory_gb: float | None = Field(None, ge=0, description="Memory (GB) reserved per worker of this block.")
+    cpus: float | None = Field(None, gt=0, le=1024, description="CPUs per worker of this block.")
+    gpus: float | None = Field(None, ge=0, le=64, description="GPUs per worker of this block.")
+    memory_gb: float | None = Field(None, ge=0, le=65_536, description="Memory (GB) reserved per worker of this block.")
 
 
 class ResourcesConfig(_Section):
-    cpus_per_block: float = Field(1.0, gt=0, description="CPUs per block worker (also its torch threads).")
-    gpus_per_block: float = Field(0.0, ge=0, description="GPUs per block worker.")
+    cpus_per_block: float = Field(1.0, gt=0, le=1024, description="CPUs per block worker (also its torch threads).")
+    gpus_per_block: float = Field(0.0, ge=0, le=64, description="GPUs per block worker.")
     memory_gb_per_block: float = Field(
-        0.0, ge=0, description="Memory (GB) Ray reserves per block worker; 0 = reserve none (admission ignores memory)."
+        0.0,
+        ge=0,
+        le=65_536,
+        description="Memory (GB) Ray reserves per block worker; 0 = reserve none (admission ignores memory).",
     )
-    num_workers_per_block: int = Field(1, ge=1, description="Data-parallel workers inside one block.")
+    num_workers_per_block: int = Field(1, ge=1, le=1024, description="Data-parallel workers inside one block.")
     per_block: dict[int, BlockResources] = Field(
         {},
+        max_length=MAX_BLOCKS,
         description="Per-block overrides by block index, e.g. {2: {gpus: 1, memory_gb: 40}}: bigger blocks on "
         "bigger machines.",
     )
@@ -144,13 +173,13 @@ class WorkerResources(BaseModel):
 
 
 class SampleConfig(_Section):
-    num_steps: int = Field(50, ge=1, description="Sampler steps.")
-    cfg_scale: float = Field(2.0, ge=0, description="Classifier-free guidance scale (1 = no guidance).")
+    num_steps: int = Field(50, ge=1, le=MAX_SAMPLE_STEPS, description="Sampler steps.")
+    cfg_scale: float = Field(2.0, ge=0, le=100, description="Classifier-free guidance scale (1 = no guidance).")
     sampler: Literal["euler", "heun"] = Field("euler", description="ODE solver.")
     schedule: Literal["karras", "equiprobable"] = Field("karras", description="Step spacing.")
-    rho: float = Field(7.0, gt=0, description="Karras schedule exponent.")
-    num_per_class: int = Field(10, ge=1, description="Samples per class in samples.png.")
-    seed: int = Field(0, description="Sampling seed.")
+    rho: float = Field(7.0, gt=0, le=100, description="Karras schedule exponent.")
+    num_per_class: int = Field(10, ge=1, le=MAX_SAMPLES_PER_CLASS, description="Samples per class in samples.png.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Sampling seed.")
     weights: Literal["ema", "raw"] = Field("ema", description="Which weights sample: EMA or raw.")
 
 

@@ -87,7 +87,9 @@ def serve(
             redis_ok = bool(client.ping())
         except Exception:
             redis_ok = False
-        checks = {"redis": redis_ok, "ray": dispatcher.ready(), "reconcile_loop": loop.is_alive()}
+        # the loop is healthy while it completes ticks: a tick stuck for a minute (or 30 poll intervals) is not
+        loop_ok = loop.is_alive() and coordinator.healthy(max(60.0, 30 * settings.poll_s))
+        checks = {"redis": redis_ok, "ray": dispatcher.ready(), "reconcile_loop": loop_ok}
         return {**checks, "ray_node": node.alive()} if node is not None else checks
 
     api = create_app(
