@@ -198,6 +198,8 @@ def create_app(
                 raise HTTPException(404, f"run {run_id} has no samples yet")
             return FileResponse(path, media_type="image/png")
         config = parse_config(yaml.safe_load(run.config_yaml))  # bounded like any config: defaults are too
+        if config.task != "image_generation":
+            raise HTTPException(409, f"run {run_id} is a {config.task} run: it has no samples")
         if not sampling.acquire(blocking=False):
             raise HTTPException(
                 429,

@@ -16,8 +16,7 @@ from pathlib import Path
 import yaml
 
 from coordinator.artefacts.assemble import assemble, collect_block, collect_previews
-from coordinator.artefacts.pictures import write_pictures
-from coordinator.artefacts.sample import write_samples_png
+from coordinator.artefacts.finish import write_run_artefacts
 from coordinator.dispatch import JobResult, RayDispatcher
 from coordinator.metrics import Metrics
 from coordinator.reconcile import NOTHING, Resources, after_failure, free, launches, run_outcome, too_big
@@ -200,20 +199,13 @@ class RunReconciler:
         manifest = assemble(
             self.config, self.specs, boundaries(self.config), self.store.get_blocks(self.run_id), self.run_dir
         )
-        denoiser, _ = load_assembled(self.run_dir, self.config.sample.weights)  # verified once, used by all below
-        png = write_samples_png(self.run_dir, self.config, denoiser=denoiser)
+        model, _ = load_assembled(self.run_dir, self.config.sample.weights)  # verified once, used by all below
         collect_previews(self.storage, self.run_dir)
-        write_pictures(
-            self.run_dir,
-            self.config,
-            manifest,
-            self.storage,
-            self.run_id,
-            self.store.get_blocks(self.run_id),
-            denoiser=denoiser,
+        summary = write_run_artefacts(
+            self.run_dir, self.config, manifest, self.storage, self.run_id, self.store.get_blocks(self.run_id), model
         )
         elapsed = time.perf_counter() - started
         self.metrics.assembly.observe(elapsed)
         self.store.set_run_state(self.run_id, State.SUCCEEDED, error="", assembly_s=elapsed)
-        self.log(f"run {self.run_id} SUCCEEDED: {len(manifest['blocks'])} blocks assembled, samples in {png}")
+        self.log(f"run {self.run_id} SUCCEEDED: {len(manifest['blocks'])} blocks assembled, {summary}")
         return State.SUCCEEDED

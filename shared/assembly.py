@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from shared.checkpoint import CheckpointError, load_block_weights, load_manifest
-from shared.model import BlockNet, NetSpec
-from shared.precond import Denoiser
+from shared.model import NetSpec
+from shared.tasks import get_task
 
 
 class AssembledDenoiser(nn.Module):
@@ -45,15 +45,20 @@ class AssembledDenoiser(nn.Module):
         return out
 
 
-def load_block_denoiser(path: str | Path, which: str = "ema") -> tuple[Denoiser, dict]:
-    """Build one block from its self-describing weights file and load it (strict: every tensor must match)."""
+def load_block_denoiser(path: str | Path, which: str = "ema") -> tuple[nn.Module, dict]:
+    """Build one block from its self-describing weights file and load it (strict: every tensor must match).
+    The block's task (metadata `task`; files written before tasks existed are image generation) builds it."""
     state, meta = load_block_weights(path, which)
-    net = BlockNet(NetSpec(**meta["net"]))
+    try:
+        task = get_task(meta.get("task", "image_generation"))
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    net = task.network(NetSpec(**meta["net"]))
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not match their NetSpec: {err}") from None
-    return Denoiser(net, float(meta["sigma_data"])).eval(), meta
+    return task.denoiser(net, float(meta["sigma_data"])).eval(), meta
 
 
 def check_block_matches(meta: dict, entry: dict, config_hash: str) -> None:

@@ -183,7 +183,19 @@ class SampleConfig(_Section):
     weights: Literal["ema", "raw"] = Field("ema", description="Which weights sample: EMA or raw.")
 
 
+class ClassificationConfig(_Section):
+    """Classification by label denoising (`task: classification`)."""
+
+    num_steps: int = Field(0, ge=0, le=MAX_SAMPLE_STEPS, description="Euler steps at inference; 0 = one per block (B).")
+    calibration_bins: int = Field(15, ge=2, le=100, description="Bins of the expected calibration error.")
+
+
 class Config(_Section):
+    task: Literal["image_generation", "classification"] = Field(
+        "image_generation",
+        description="What the blocks learn to denoise: images (generation) or class labels given an image "
+        "(classification by label denoising). docs/tasks.md.",
+    )
     name: str = Field(
         "run", pattern=r"^[A-Za-z0-9_-]{1,40}$", description="Run name prefix (letters, digits, _ and -)."
     )
@@ -194,6 +206,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     resources: ResourcesConfig = ResourcesConfig()
     sample: SampleConfig = SampleConfig()
+    classification: ClassificationConfig = ClassificationConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:

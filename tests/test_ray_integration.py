@@ -182,3 +182,30 @@ def test_data_parallel_inside_one_block(tmp_path, ray_env):
 
     denoiser, manifest = load_assembled(run_dir)  # strict load: no "module." prefixes, every tensor present
     assert manifest["blocks"][0]["steps"] == 10 and len(denoiser.blocks) == 1
+
+
+def test_classification_trains_blockwise_and_evaluates(tmp_path, ray_env):
+    """Label denoising through the same Ray path: two blocks, assembled, held-out accuracy and predictions."""
+    run_dir = tmp_path / "classify"
+    overrides = ["task=classification", "train.steps_per_block=80", "train.batch_size=64", "train.lr=0.003"]
+    result = dblocks("train", str(TINY), "--out", str(run_dir), *(a for o in overrides for a in ("--set", o)),
+                     env=ray_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert load_manifest(run_dir)["task"] == "classification"
+    assert (run_dir / "confusion.png").is_file() and (run_dir / "block_probability.png").is_file()
+    assert not (run_dir / "samples.png").exists()
+
+    evaluated = dblocks("eval", str(run_dir), "--json", env=ray_env)
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads(evaluated.stdout)
+    assert result["task"] == "classification" and result["num_examples"] == 1000 and result["num_steps"] == 2
+    assert result["accuracy"] > 0.3, result["accuracy"]  # chance is 0.1; 80 steps of a 1-layer ViT per block
+
+    images = np.zeros((3, 1, 28, 28), dtype=np.float32) - 1.0
+    np.savez(tmp_path / "digits.npz", images=images)
+    predicted = dblocks("predict", str(run_dir), str(tmp_path / "digits.npz"), "--json", env=ray_env)
+    assert predicted.returncode == 0, predicted.stderr
+    labels = json.loads(predicted.stdout)["labels"]
+    assert len(labels) == 3 and all(0 <= label < 10 for label in labels)
+    refused = dblocks("sample", str(run_dir), "--out", str(tmp_path / "x.png"), env=ray_env)
+    assert refused.returncode == 2 and "dblocks predict" in refused.stderr

@@ -20,7 +20,7 @@ from shared.data import load_split
 from shared.images import grid_png
 from shared.job import BlockJob, history_path, previews_dir, progress_path
 from shared.storage import Storage
-from shared.visualize import block_preview
+from shared.tasks import get_task
 from workers.reporting import ProgressFileReporter, TeeReporter
 from workers.train_block import train_block
 
@@ -106,15 +106,13 @@ def preview_writer(job: BlockJob, storage: Storage, device: torch.device):
     images, labels = load_split(d.dataset, "test", num_test=d.num_test, split_seed=d.split_seed)
     images, labels = images[:8].to(device), labels[:8].to(device)
 
+    task = get_task(job.config.task)
+
     def write(step: int, denoiser) -> None:
-        grid = block_preview(
-            denoiser,
-            images,
-            labels,
-            job.block.sigma_lo,
-            job.block.sigma_hi,
-            torch.Generator(device=device).manual_seed(step),
-        )
+        generator = torch.Generator(device=device).manual_seed(step)
+        grid = task.preview(denoiser, images, labels, job.block.sigma_lo, job.block.sigma_hi, generator)
+        if grid is None:  # the task has no picture of one block's work
+            return
         name = f"block_{job.block.index}_step_{step}.png"
         storage.write_bytes(f"{previews_dir(storage)}/{name}", grid_png(grid.cpu(), len(images)))
 

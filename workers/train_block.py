@@ -19,9 +19,8 @@ from torch import nn
 
 from shared.checkpoint import save_training_state
 from shared.job import BlockJob
-from shared.model import BlockNet
 from shared.noise import sample_sigmas
-from shared.precond import Denoiser, denoising_loss
+from shared.tasks import get_task
 from workers.reporting import Reporter
 
 
@@ -53,12 +52,6 @@ def sample_batch(
     return images[index], labels[index]
 
 
-def drop_labels(labels: torch.Tensor, rate: float, null_label: int, generator: torch.Generator) -> torch.Tensor:
-    """Replace a `rate` fraction of labels with the null class (trains the unconditional model for CFG)."""
-    drop = torch.rand(labels.shape, generator=generator, device=labels.device) < rate
-    return torch.where(drop, torch.full_like(labels, null_label), labels)
-
-
 def peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
@@ -67,10 +60,11 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 def build_block(job: BlockJob) -> nn.Module:
-    """This block's net and nothing else, initialised from the block's own seed."""
+    """This block's net (of its task) and nothing else, initialised from the block's own seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(job.seed)
-        return BlockNet(job.net, activation_checkpointing=job.config.train.activation_checkpointing)
+        task = get_task(job.config.task)
+        return task.network(job.net, activation_checkpointing=job.config.train.activation_checkpointing)
 
 
 def train_block(
@@ -90,7 +84,7 @@ def train_block(
     `entered_at`: wall clock when the worker entered its entry point, before loading data (dispatch timing)."""
     cfg, noise, spec, total = job.config.train, job.config.noise, job.block, job.steps
     images, labels = data[0].to(device), data[1].to(device)
-    null_label = job.net.num_classes
+    task = get_task(job.config.task)
 
     # Build: only this block's parameters exist in this process.
     net = build_block(job).to(device)
@@ -107,13 +101,14 @@ def train_block(
         generator.set_state(resume["rng_state"])
         start_step = resume["step"]
 
-    model = wrap_model(Denoiser(net, noise.sigma_data))
+    model = wrap_model(task.denoiser(net, noise.sigma_data))
     if cfg.compile:
         model = torch.compile(model)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     meta = {
         "block": spec.to_dict(),
         "net": job.net.to_dict(),
+        "task": job.config.task,
         "sigma_data": noise.sigma_data,
         "run_id": job.run_id,
         "config_hash": job.config.hash(),
@@ -144,7 +139,7 @@ def train_block(
             reporter.checkpoint(metrics, tmp if rank == 0 else None)
 
     for step in range(start_step, total):
-        # One step: batch, sigmas inside this block's widened range, weighted denoising loss.
+        # One step: batch, sigmas inside this block's widened range, the task's weighted loss.
         for group in optimizer.param_groups:
             group["lr"] = lr_at(
                 step, lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=total, min_lr_ratio=cfg.min_lr_ratio
@@ -153,10 +148,16 @@ def train_block(
         sigma = sample_sigmas(
             cfg.batch_size, spec.train_sigma_lo, spec.train_sigma_hi, noise.p_mean, noise.p_std, generator=generator
         ).to(device)
-        eps = torch.randn(clean.shape, generator=generator, device=device)
-        batch_labels = drop_labels(batch_labels, job.config.model.label_dropout, null_label, generator)
         with autocast:
-            loss = denoising_loss(model, clean, sigma, eps, batch_labels, noise.sigma_data)
+            loss = task.loss(
+                model,
+                clean,
+                batch_labels,
+                sigma,
+                sigma_data=noise.sigma_data,
+                generator=generator,
+                label_dropout=job.config.model.label_dropout,
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
@@ -201,7 +202,7 @@ def train_block(
             and cfg.preview_every_steps
             and (done % cfg.preview_every_steps == 0 or last)
         ):
-            preview(done, Denoiser(ema, noise.sigma_data).eval())
+            preview(done, task.denoiser(ema, noise.sigma_data).eval())
 
     if start_step >= total:  # resumed after the last step: still leave a final checkpoint
         checkpoint(start_step)

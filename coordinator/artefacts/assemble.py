@@ -89,6 +89,7 @@ def assemble(
         "manifest_version": MANIFEST_VERSION,
         "config_hash": config.hash(),
         "mode": config.train.mode,
+        "task": config.task,
         "dataset": config.data.dataset,
         "boundaries": boundaries,
         "blocks": entries,

@@ -63,7 +63,7 @@ def sample_grid_png(run_dir: Path, config: Config, **overrides) -> bytes:
     return grid_png(samples, len(labels) // DATASETS[config.data.dataset].num_classes)
 
 
-def write_samples_png(run_dir: Path, config: Config, path: Path | None = None, denoiser=None) -> Path:
+def write_samples_png(run_dir: Path, config: Config, path: Path | None = None, model=None) -> Path:
     path = path or run_dir / "samples.png"
-    path.write_bytes(sample_grid_png(run_dir, config, denoiser=denoiser))
+    path.write_bytes(sample_grid_png(run_dir, config, denoiser=model))
     return path

@@ -12,6 +12,7 @@ import typer
 from coordinator.cli import app
 from coordinator.cli.common import SetOpt, checked, client, fail, load, open_dispatcher, open_store, run_config
 from shared.checkpoint import CheckpointError
+from shared.data import DATASETS
 
 
 @app.command()
@@ -123,7 +124,6 @@ def sample(
     dblocks sample RUN_ID --server http://127.0.0.1:8000 --steps 30 --out grid.png
     """
     from coordinator.artefacts.sample import sample_run
-    from shared.data import DATASETS
     from shared.images import save_grid
 
     if out.suffix not in (".png", ".npz"):
@@ -152,6 +152,8 @@ def sample(
         typer.echo(f"wrote the samples of {run_dir} to {out}")
         return
     config = run_config(run_dir)
+    if config.task != "image_generation":
+        fail(f"{run_dir} is a {config.task} run: it has no samples (label images with `dblocks predict`)")
     try:
         samples, labels = sample_run(
             run_dir, config, num_per_class=num_per_class, num_steps=steps, cfg_scale=cfg, seed=seed, weights=weights
@@ -174,7 +176,9 @@ def eval_(
     steps: Annotated[int | None, typer.Option(help="Sampler steps (default: the run's).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Frechet distance (classifier features) and class accuracy of a run's samples vs held-out test images.
+    """Evaluate a finished run on its held-out split. Image generation: Frechet distance (classifier features) and
+    class accuracy of its samples. Classification: accuracy and calibration error (`{"task": "classification",
+    "accuracy": ...}`).
 
     Example: dblocks eval runs/demo --num-samples 1000 --json
     """
@@ -184,6 +188,9 @@ def eval_(
     config = run_config(run_dir)
     if weights not in ("ema", "raw"):
         fail(f"--weights {weights!r}: must be 'ema' or 'raw'")
+    if config.task == "classification":
+        _eval_classification(run_dir, config, weights=weights, seed=seed, as_json=as_json)
+        return
     if num_samples < 10:
         fail(f"--num-samples {num_samples}: need at least one sample per class")
     try:
@@ -207,6 +214,64 @@ def eval_(
             f"{result['class_accuracy']:.3f}  ({result['num_samples']} samples, classifier test accuracy "
             f"{result['classifier_test_accuracy']:.3f})"
         )
+
+
+def _eval_classification(run_dir: Path, config, *, weights: str, seed: int, as_json: bool) -> None:
+    from coordinator.artefacts.classification import evaluate_classifier
+
+    try:
+        result = evaluate_classifier(run_dir, config, weights=weights, seed=seed)
+    except CheckpointError as err:
+        fail(str(err), 1)
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(
+            f"accuracy {result['accuracy']:.4f}  ECE {result['ece']:.4f}  ({result['num_examples']} held-out "
+            f"examples, {result['num_steps']} steps, {weights} weights)"
+        )
+
+
+@app.command()
+def predict(
+    run_dir: Path,
+    input_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT",
+            help="An .npz with `images` (N x C x H x W in [-1, 1]), a PNG, or a folder of PNGs (sorted by name).",
+        ),
+    ],
+    seed: Annotated[int, typer.Option(help="Seed of the starting noise.")] = 0,
+    weights: Annotated[str, typer.Option(help="ema or raw.")] = "ema",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Label images with a classification run: `{"labels": [...]}` in input order.
+
+    Example: dblocks predict runs/classify digits/ --json
+    """
+    from coordinator.artefacts.classification import predict_images
+    from shared.images import load_images
+
+    config = run_config(run_dir)
+    if config.task != "classification":
+        fail(f"{run_dir} is a {config.task} run; predict needs a classification run")
+    if weights not in ("ema", "raw"):
+        fail(f"--weights {weights!r}: must be 'ema' or 'raw'")
+    info = DATASETS[config.data.dataset]
+    try:
+        images = load_images(input_path, channels=info.channels, size=info.image_size)
+        probs, _ = predict_images(run_dir, config, images, weights=weights, seed=seed)
+    except ValueError as err:
+        fail(str(err))
+    except CheckpointError as err:
+        fail(str(err), 1)
+    labels = probs.argmax(dim=1).tolist()
+    if as_json:
+        typer.echo(json.dumps({"labels": labels, "probabilities": [round(float(p), 6) for p in probs.max(1).values]}))
+    else:
+        typer.echo(" ".join(str(label) for label in labels))
 
 
 @app.command()

@@ -1,0 +1,97 @@
+"""The artefacts of a classification run: held-out accuracy and calibration, the confusion matrix, and what each
+block adds (the probability of the true class after each step). No Redis, no Ray."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from shared.assembly import load_assembled
+from shared.config import Config
+from shared.data import DATASETS, load_split
+from shared.plan import boundaries
+from shared.sampling import equiprobable_sigmas
+from shared.tasks.classification import boundary_sigmas, classify, expected_calibration_error
+from shared.visualize import figure
+
+
+def inference_sigmas(config: Config) -> torch.Tensor:
+    """One call per block by default (the plan's boundaries); `classification.num_steps` > 0: that many Euler steps
+    at equal log-normal mass."""
+    steps, noise = config.classification.num_steps, config.noise
+    if steps == 0:
+        return boundary_sigmas(boundaries(config))
+    return equiprobable_sigmas(steps, noise.sigma_min, noise.sigma_max, noise.p_mean, noise.p_std)
+
+
+def predict_images(
+    run_dir: Path,
+    config: Config,
+    images: torch.Tensor,
+    *,
+    weights: str = "ema",
+    seed: int = 0,
+    model=None,
+    batch_size: int = 500,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(final class probabilities (N, K), probabilities after each step) for images in [-1, 1]."""
+    model = model if model is not None else load_assembled(run_dir, weights)[0]
+    sigmas = inference_sigmas(config)
+    finals, per_step = [], []
+    for start in range(0, len(images), batch_size):
+        logits, steps = classify(model, images[start : start + batch_size], sigmas, seed=seed + start)
+        finals.append(logits.softmax(dim=1))
+        per_step.append(steps)
+    return torch.cat(finals), [torch.cat([s[i] for s in per_step]) for i in range(len(per_step[0]))]
+
+
+def evaluate_classifier(run_dir: Path, config: Config, *, weights: str = "ema", seed: int = 0, model=None) -> dict:
+    """Held-out accuracy, expected calibration error and confusion matrix of a finished classification run."""
+    d = config.data
+    images, labels = load_split(d.dataset, "test", num_test=d.num_test, split_seed=d.split_seed)
+    probs, steps = predict_images(run_dir, config, images, weights=weights, seed=seed, model=model)
+    predicted = probs.argmax(dim=1)
+    num_classes = DATASETS[d.dataset].num_classes
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device="cpu")
+    confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
+    return {
+        "task": "classification",
+        "accuracy": float((predicted == labels).double().mean()),
+        "ece": expected_calibration_error(probs, labels, config.classification.calibration_bins),
+        "num_examples": len(labels),
+        "num_steps": len(steps),
+        "weights": weights,
+        "seed": seed,
+        "true_class_probability_by_step": [float(p[torch.arange(len(labels)), labels].mean()) for p in steps],
+        "confusion": confusion.tolist(),
+        "run_dir": str(run_dir),
+    }
+
+
+def write_classification_artefacts(run_dir: Path, config: Config, model) -> str:
+    """eval.json, confusion.png and block_probability.png of a finished run; returns a one-line summary."""
+    result = evaluate_classifier(run_dir, config, weights=config.sample.weights, model=model)
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    plot_confusion(result["confusion"], run_dir / "confusion.png")
+    plot_step_probability(result["true_class_probability_by_step"], run_dir / "block_probability.png")
+    return f"held-out accuracy {result['accuracy']:.4f}, ECE {result['ece']:.4f} (eval.json)"
+
+
+def plot_confusion(confusion: list[list[int]], path: Path) -> None:
+    with figure(path, figsize=(4.2, 3.8)) as (fig, (ax,)):
+        image = ax.imshow(confusion, cmap="Blues")
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title("held-out confusion matrix")
+        fig.colorbar(image, ax=ax)
+
+
+def plot_step_probability(probabilities: list[float], path: Path) -> None:
+    """Mean probability of the true class after each step (each block, with one step per block)."""
+    with figure(path, figsize=(4.2, 3.0)) as (_, (ax,)):
+        ax.plot(range(len(probabilities)), probabilities, marker="o")
+        ax.set_xlabel("step (block 0 first)")
+        ax.set_ylabel("mean P(true class)")
+        ax.set_ylim(0, 1.02)

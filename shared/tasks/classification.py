@@ -1,0 +1,168 @@
+"""Classification by label denoising (DiffusionBlocks' classification experiments; the official code's only task).
+
+Target: `y = normalize(E[label])`, a row of the block's learned class-embedding matrix E, L2-normalised (without
+the normalisation the embeddings collapse). Noising as for images, in embedding space: `z = y + sigma * eps`.
+The block is a ViT over the image's patch tokens plus one label token carrying `c_in * z`, conditioned on
+`c_noise` by adaLN; an output adaLN and a linear head on the label token give class logits. Loss:
+`mean(w(sigma) * CE(logits, label))`, w the EDM weight. Inference: `z = sigma_max * randn`, and at each step the
+denoised estimate is `softmax(logits) @ normalize(E)` (normalised E: the official code uses the raw E here, a scale
+mismatch), then an Euler step; the last call's logits give the prediction. B steps on the equi-probability
+schedule call each block once, so inference costs one forward pass of the whole network.
+
+Every block owns its E (private, like the image blocks' embeddings), initialised from one fixed seed, so all blocks
+start in the same embedding space and exchange nothing while they train.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from shared.model import NetSpec, TransformerLayer, fourier_features, modulate, sincos_2d
+from shared.noise import edm_scalings, loss_weight
+from shared.sampling import euler_step
+
+EMBEDDING_SEED = 0  # the same initial class embedding in every block of every run
+
+
+class LabelDenoiserNet(nn.Module):
+    """F for label denoising: logits from (images, c_in * z, c_noise). Zero-initialised adaLN gates and head, so a
+    fresh block predicts uniform class probabilities."""
+
+    def __init__(self, spec: NetSpec, *, activation_checkpointing: bool = False):
+        super().__init__()
+        self.spec = spec
+        self.activation_checkpointing = activation_checkpointing  # recompute each layer in backward
+        d, p = spec.hidden_size, spec.patch_size
+        self.num_side = spec.image_size // p
+        self.patch_embed = nn.Conv2d(spec.channels, d, kernel_size=p, stride=p)
+        self.register_buffer("pos_embed", sincos_2d(self.num_side, d), persistent=False)
+        self.label_in = nn.Linear(d, d)  # the noisy label embedding -> the label token
+        self.label_pos = nn.Parameter(torch.zeros(1, 1, d, device="cpu"))
+        self.noise_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
+        self.layers = nn.ModuleList(TransformerLayer(d, spec.num_heads, spec.mlp_ratio) for _ in range(spec.num_layers))
+        self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Linear(d, 2 * d)
+        self.head = nn.Linear(d, spec.num_classes)
+        for zeroed in (self.ada_out, self.head):
+            nn.init.zeros_(zeroed.weight)
+            nn.init.zeros_(zeroed.bias)
+        generator = torch.Generator(device="cpu").manual_seed(EMBEDDING_SEED)
+        self.class_embed = nn.Parameter(torch.randn(spec.num_classes, d, generator=generator, device="cpu"))
+
+    def targets(self) -> torch.Tensor:
+        """The normalised class embeddings, (K, D): the clean targets y and the basis of the denoised estimate."""
+        return F.normalize(self.class_embed, dim=1)
+
+    def forward(self, images: torch.Tensor, z_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        patches = self.patch_embed(images).flatten(2).transpose(1, 2) + self.pos_embed  # (N, T, D)
+        label = self.label_in(z_in)[:, None, :] + self.label_pos  # (N, 1, D)
+        tokens = torch.cat([label, patches], dim=1)  # (N, 1 + T, D)
+        cond = self.noise_embed(fourier_features(c_noise))  # (N, D)
+        for layer in self.layers:
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                tokens = checkpoint(layer, tokens, cond, use_reentrant=False)
+            else:
+                tokens = layer(tokens, cond)
+        shift, scale = self.ada_out(F.silu(cond)).chunk(2, dim=1)
+        return self.head(modulate(self.norm_out(tokens[:, :1]), shift, scale)[:, 0])  # (N, K)
+
+
+class LabelDenoiser(nn.Module):
+    """EDM preconditioning of the label: `forward(z, sigma, images)` -> logits; `denoise` -> the estimate of y."""
+
+    def __init__(self, net: LabelDenoiserNet, sigma_data: float):
+        super().__init__()
+        self.net = net
+        self.sigma_data = sigma_data
+
+    def forward(self, z: torch.Tensor, sigma: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        sigma = sigma.reshape(-1, 1).to(z.dtype)
+        _, _, c_in, c_noise = edm_scalings(sigma, self.sigma_data)
+        return self.net(images, c_in * z, c_noise.flatten())
+
+    def denoise(self, z: torch.Tensor, sigma: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        return expected_embedding(self(z, sigma, images), self.net.targets())
+
+
+def expected_embedding(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The denoised estimate of y: the class-probability-weighted mean of the normalised embeddings, (N, D)."""
+    return logits.softmax(dim=1) @ targets
+
+
+def label_denoising_loss(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    sigma: torch.Tensor,
+    eps: torch.Tensor,
+    sigma_data: float,
+) -> torch.Tensor:
+    """mean(w(sigma) * CE(logits(normalize(E)[label] + sigma * eps), label))."""
+    targets = getattr(model, "module", model).net.targets()  # through a DDP wrapper too
+    z = targets[labels] + sigma[:, None] * eps
+    logits = model(z, sigma, images)
+    return (loss_weight(sigma, sigma_data) * F.cross_entropy(logits, labels, reduction="none")).mean()
+
+
+class Classification:
+    name = "classification"
+
+    def network(self, spec: NetSpec, *, activation_checkpointing: bool = False) -> nn.Module:
+        return LabelDenoiserNet(spec, activation_checkpointing=activation_checkpointing)
+
+    def denoiser(self, net: nn.Module, sigma_data: float) -> nn.Module:
+        return LabelDenoiser(net, sigma_data)
+
+    def loss(
+        self, model, images, labels, sigma, *, sigma_data: float, generator: torch.Generator, label_dropout: float
+    ) -> torch.Tensor:
+        eps = torch.randn((len(labels), model_width(model)), generator=generator, device=images.device)
+        return label_denoising_loss(model, images, labels, sigma, eps, sigma_data)
+
+    def preview(self, denoiser, images, labels, sigma_lo, sigma_hi, generator) -> None:
+        return None  # per-block class probabilities are drawn at assembly (`coordinator.artefacts`)
+
+
+def model_width(model: nn.Module) -> int:
+    return getattr(model, "module", model).net.spec.hidden_size
+
+
+@torch.no_grad()
+def classify(assembled, images: torch.Tensor, sigmas: torch.Tensor, *, seed: int) -> tuple[torch.Tensor, list]:
+    """(final logits (N, K), class probabilities after each step) through the assembled blocks: Euler steps in
+    embedding space from `z = sigmas[0] * randn`, each step calling the block that owns its sigma."""
+    width = assembled.blocks[0].net.spec.hidden_size
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    z = sigmas[0] * torch.randn((len(images), width), generator=generator, device="cpu")
+    z = z.to(images.device)
+    steps, logits = [], None
+    for sigma, sigma_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+        s = torch.full((len(images),), sigma, device=images.device)
+        block = assembled.blocks[int(assembled.route(s[:1])[0])]
+        logits = block(z, s, images)
+        steps.append(logits.softmax(dim=1))
+        z = euler_step(z, expected_embedding(logits, block.net.targets()), sigma, sigma_next)
+    return logits, steps
+
+
+def boundary_sigmas(boundaries: list[float]) -> torch.Tensor:
+    """B + 1 descending noise levels that call each block exactly once: sigma_max, then every inner boundary (owned
+    by the lower-noise block, the plan's tie-break), then 0. Any partition, float64."""
+    return torch.tensor([*reversed(boundaries[1:]), 0.0], dtype=torch.float64, device="cpu")
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, num_bins: int) -> float:
+    """ECE: the mean over equal-width confidence bins of |accuracy - confidence|, weighted by the bin's share."""
+    confidence, predicted = probs.max(dim=1)
+    correct = (predicted == labels).double()
+    edges = torch.linspace(0, 1, num_bins + 1, dtype=torch.float64, device="cpu")
+    ece = 0.0
+    for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist()):
+        inside = (confidence > lo) & (confidence <= hi) if lo > 0 else (confidence >= lo) & (confidence <= hi)
+        if inside.any():
+            share = inside.double().mean().item()
+            ece += share * abs(correct[inside].mean().item() - confidence[inside].double().mean().item())
+    return ece

@@ -1,0 +1,136 @@
+"""The task interface (every registered task trains, round-trips through a block file, and is routed like any
+denoiser) and the classification math: normalised targets, the softmax-expected estimate, one call per block."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shared.assembly import AssembledDenoiser, load_block_denoiser
+from shared.checkpoint import save_block_weights
+from shared.images import load_images
+from shared.model import NetSpec
+from shared.partition import equiprobable_boundaries, uniform_log_boundaries
+from shared.tasks import TASKS, get_task
+from shared.tasks.classification import (
+    LabelDenoiser,
+    LabelDenoiserNet,
+    boundary_sigmas,
+    classify,
+    expected_calibration_error,
+    expected_embedding,
+)
+
+SPEC = NetSpec(
+    image_size=28, channels=1, num_classes=10, patch_size=7, hidden_size=32, num_heads=2, mlp_ratio=2.0, num_layers=1
+)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_every_task_trains_saves_and_loads(name, tmp_path):
+    task = get_task(name)
+    torch.manual_seed(0)
+    net = task.network(SPEC)
+    model = task.denoiser(net, 0.5)
+    images, labels = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    sigma = torch.tensor([0.01, 0.1, 1.0, 10.0])
+    loss = task.loss(
+        model, images, labels, sigma, sigma_data=0.5, generator=torch.Generator().manual_seed(0), label_dropout=0.1
+    )
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+    path = tmp_path / "block.safetensors"
+    save_block_weights(
+        path,
+        model=net.state_dict(),
+        ema={k: v.clone() for k, v in net.state_dict().items()},
+        meta={"block": {}, "net": SPEC.to_dict(), "task": name, "sigma_data": 0.5},
+    )
+    loaded, meta = load_block_denoiser(path)
+    assert meta["task"] == name and type(loaded) is type(model)
+    preview = task.preview(loaded, images, labels, 0.1, 1.0, torch.Generator().manual_seed(0))
+    assert preview is None or preview.shape[1:] == images.shape[1:]
+
+
+def test_unknown_task_is_refused_naming_it():
+    with pytest.raises(ValueError, match="task 'poetry'"):
+        get_task("poetry")
+
+
+def test_class_targets_are_unit_norm_and_start_equal_in_every_block():
+    a, b = LabelDenoiserNet(SPEC), LabelDenoiserNet(SPEC)
+    assert torch.allclose(a.targets().norm(dim=1), torch.ones(10))
+    assert torch.equal(a.class_embed, b.class_embed)  # one embedding space to start with, no communication
+
+
+def test_expected_embedding_is_the_softmax_weighted_mean_of_targets():
+    targets = torch.nn.functional.normalize(torch.randn(3, 5), dim=1)
+    confident = torch.tensor([[50.0, 0.0, 0.0]])
+    assert torch.allclose(expected_embedding(confident, targets), targets[:1], atol=1e-6)
+    uniform = torch.zeros(1, 3)
+    assert torch.allclose(expected_embedding(uniform, targets), targets.mean(0, keepdim=True), atol=1e-6)
+
+
+class CountingBlock(torch.nn.Module):
+    def __init__(self, index, calls):
+        super().__init__()
+        self.index, self.calls = index, calls
+        self.net = LabelDenoiserNet(SPEC)
+
+    def forward(self, z, sigma, images):
+        self.calls[self.index] += 1
+        return torch.zeros(len(z), SPEC.num_classes)
+
+
+@pytest.mark.parametrize("num_blocks", [1, 2, 3, 4])
+@pytest.mark.parametrize("partition", ["equiprobable", "uniform_log"])
+def test_default_schedule_calls_each_block_once_in_order(num_blocks, partition):
+    if partition == "equiprobable":
+        boundaries = equiprobable_boundaries(num_blocks, -1.2, 1.2, 0.002, 80.0)
+    else:
+        boundaries = uniform_log_boundaries(num_blocks, 0.002, 80.0)
+    calls = Counter()
+    assembled = AssembledDenoiser([CountingBlock(i, calls) for i in range(num_blocks)], boundaries)
+    sigmas = boundary_sigmas(boundaries)
+    assert len(sigmas) == num_blocks + 1 and sigmas[-1] == 0
+    logits, steps = classify(assembled, torch.zeros(3, 1, 28, 28), sigmas, seed=0)
+    assert [calls[i] for i in range(num_blocks)] == [1] * num_blocks and len(steps) == num_blocks
+    assert logits.shape == (3, SPEC.num_classes)
+
+
+def test_a_fresh_classifier_predicts_uniform_probabilities():
+    model = LabelDenoiser(LabelDenoiserNet(SPEC), 0.5)
+    logits = model(torch.randn(2, 32), torch.tensor([1.0, 0.1]), torch.randn(2, 1, 28, 28))
+    assert torch.allclose(logits.softmax(1), torch.full((2, 10), 0.1))
+
+
+def test_expected_calibration_error_known_values():
+    labels = torch.tensor([0, 0, 1, 1])
+    perfect = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    assert expected_calibration_error(perfect, labels, 10) == pytest.approx(0.0)
+    overconfident = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.9, 0.1], [0.9, 0.1]])  # 90 % sure, 50 % right
+    assert expected_calibration_error(overconfident, labels, 10) == pytest.approx(0.4)
+
+
+def test_images_to_label_load_from_npz_png_and_folders_with_clear_errors(tmp_path):
+    pixels = np.zeros((28, 28), dtype=np.uint8)
+    pixels[5:10, 5:10] = 255
+    for i in range(3):
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+    folder = load_images(tmp_path, channels=1, size=28)
+    assert folder.shape == (3, 1, 28, 28) and folder.min() == -1 and folder.max() == 1
+    assert torch.equal(load_images(tmp_path / "0.png", channels=1, size=28), folder[:1])
+    np.savez(tmp_path / "x.npz", images=folder.numpy())
+    assert torch.equal(load_images(tmp_path / "x.npz", channels=1, size=28), folder)
+    Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(tmp_path / "big.png")
+    with pytest.raises(ValueError, match="big.png: 32x32 pixels, the model takes 28x28"):
+        load_images(tmp_path / "big.png", channels=1, size=28)
+    np.savez(tmp_path / "bad.npz", images=np.zeros((2, 3, 28, 28), dtype=np.float32))
+    with pytest.raises(ValueError, match="bad.npz: images of shape"):
+        load_images(tmp_path / "bad.npz", channels=1, size=28)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="broken.png: not a readable image"):
+        load_images(tmp_path / "broken.png", channels=1, size=28)
