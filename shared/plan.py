@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 
+import torch
+
 from shared.config import Config
 from shared.data import DATASETS
-from shared.model import NetSpec, count_params
+from shared.model import NetSpec
 from shared.partition import BlockSpec, equiprobable_boundaries, plan_blocks, split_layers, uniform_log_boundaries
+from shared.tasks import get_task
 
 
 def net_spec(config: Config, num_layers: int) -> NetSpec:
@@ -63,7 +66,14 @@ def plan_json(config: Config) -> dict:
                 "train_sigma_lo": spec.train_sigma_lo,
                 "train_sigma_hi": spec.train_sigma_hi,
                 "layers": spec.layers,
-                "num_params": count_params(net_spec(config, spec.num_layers)),
+                "num_params": block_params(config, spec.num_layers),
             }
         )
-    return {"mode": config.train.mode, "boundaries": boundaries(config), "blocks": blocks, "config_hash": config.hash()}
+    plan = {"mode": config.train.mode, "boundaries": boundaries(config), "blocks": blocks, "config_hash": config.hash()}
+    return plan if config.task == "image_generation" else {"task": config.task, **plan}
+
+
+def block_params(config: Config, num_layers: int) -> int:
+    """Parameters of a block of `num_layers` layers of this config's task, counted without allocating it."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in get_task(config.task).network(net_spec(config, num_layers)).parameters())

@@ -188,8 +188,9 @@ def test_classification_trains_blockwise_and_evaluates(tmp_path, ray_env):
     """Label denoising through the same Ray path: two blocks, assembled, held-out accuracy and predictions."""
     run_dir = tmp_path / "classify"
     overrides = ["task=classification", "train.steps_per_block=80", "train.batch_size=64", "train.lr=0.003"]
-    result = dblocks("train", str(TINY), "--out", str(run_dir), *(a for o in overrides for a in ("--set", o)),
-                     env=ray_env)
+    result = dblocks(
+        "train", str(TINY), "--out", str(run_dir), *(a for o in overrides for a in ("--set", o)), env=ray_env
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert load_manifest(run_dir)["task"] == "classification"
     assert (run_dir / "confusion.png").is_file() and (run_dir / "block_probability.png").is_file()

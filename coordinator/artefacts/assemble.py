@@ -15,9 +15,8 @@ from shared.checkpoint import (
 )
 from shared.config import Config
 from shared.job import previews_dir
-from shared.model import count_params
 from shared.partition import BlockSpec
-from shared.plan import net_spec
+from shared.plan import block_params
 from shared.storage import Storage
 
 
@@ -79,7 +78,7 @@ def assemble(
                 "layers": spec.layers,
                 "file": record.weights_file,
                 "sha256": record.sha256,
-                "num_params": count_params(net_spec(config, spec.num_layers)),
+                "num_params": block_params(config, spec.num_layers),
                 "steps": record.step,
                 "attempts": record.attempt,
             }
