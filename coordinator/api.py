@@ -33,6 +33,18 @@ MAX_BODY_BYTES = 1 << 20  # a config is a few KB; anything near a MiB is not one
 MAX_CONCURRENT_SAMPLING = 2  # on-demand sampling runs in the coordinator: beyond this, 429
 
 
+MAX_PREDICT_IMAGES = 256  # per request: the body limit (1 MiB) allows about this many 28x28 digits as JSON
+
+
+class PredictRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    images: list[list[list[list[float]]]] = Field(
+        ..., min_length=1, max_length=MAX_PREDICT_IMAGES, description="N x C x H x W numbers in [-1, 1]."
+    )
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the starting noise.")
+
+
 class RetrainRequest(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -221,6 +233,41 @@ def create_app(
         finally:
             sampling.release()
         return Response(png, media_type="image/png")
+
+    @app.post("/v1/runs/{run_id}/predict", dependencies=[Depends(authorised)])
+    def predict(run_id: str, body: PredictRequest) -> dict:
+        """Labels for images, from a finished classification run (same limits as sampling: at most 2 at once)."""
+        import torch
+
+        from coordinator.artefacts.classification import predict_images
+        from shared.data import DATASETS
+
+        run = run_or_404(run_id)
+        config = parse_config(yaml.safe_load(run.config_yaml))
+        if config.task != "classification":
+            raise HTTPException(409, f"run {run_id} is a {config.task} run: it does not label images")
+        info = DATASETS[config.data.dataset]
+        images = torch.tensor(body.images, dtype=torch.float32)
+        expected = (info.channels, info.image_size, info.image_size)
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+            raise HTTPException(
+                422, f"images: shape {list(images.shape)}, expected N x {' x '.join(map(str, expected))}"
+            )
+        if not torch.isfinite(images).all():
+            raise HTTPException(422, "images: NaN or infinite values")
+        if not sampling.acquire(blocking=False):
+            raise HTTPException(
+                429,
+                f"{MAX_CONCURRENT_SAMPLING} sampling or prediction requests are running",
+                headers={"Retry-After": "5"},
+            )
+        try:
+            probs, _ = predict_images(Path(run.run_dir), config, images.clamp(-1, 1), seed=body.seed)
+        except CheckpointError as err:
+            raise HTTPException(409, f"run {run_id} has no assembled model: {err}") from None
+        finally:
+            sampling.release()
+        return {"labels": probs.argmax(dim=1).tolist(), "probabilities": probs.max(dim=1).values.tolist()}
 
     @app.get("/v1/runs/{run_id}/previews", dependencies=[Depends(authorised)])
     def previews(run_id: str) -> list[str]:

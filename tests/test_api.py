@@ -205,3 +205,61 @@ def test_cli_samples_a_run_through_the_service(redis_client, tmp_path):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def write_classification_run(run_dir):
+    """A finished 2-block classification run directory with untrained (uniform) blocks."""
+    from shared.checkpoint import MANIFEST_VERSION, save_block_weights, sha256_file, write_manifest
+    from shared.tasks.classification import LabelDenoiserNet
+    from tests.test_checkpoint import BOUNDS, SPEC
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    blocks = []
+    for index in range(2):
+        net = LabelDenoiserNet(SPEC)
+        block = {"index": index, "sigma_lo": BOUNDS[1 - index], "sigma_hi": BOUNDS[2 - index]}
+        path = run_dir / f"block_{index}.safetensors"
+        save_block_weights(
+            path,
+            model=net.state_dict(),
+            ema={k: v.clone() for k, v in net.state_dict().items()},
+            meta={
+                "block": block,
+                "net": SPEC.to_dict(),
+                "task": "classification",
+                "sigma_data": 0.5,
+                "config_hash": "h1",
+            },
+        )
+        blocks.append({**block, "file": path.name, "sha256": sha256_file(path)})
+    write_manifest(
+        run_dir,
+        {
+            "manifest_version": MANIFEST_VERSION,
+            "boundaries": BOUNDS,
+            "blocks": blocks,
+            "config_hash": "h1",
+            "task": "classification",
+        },
+    )
+
+
+def test_predict_labels_images_of_a_classification_run_within_bounds(api, tmp_path):
+    client, _ = api
+    config = {**tiny_config(), "task": "classification"}
+    run_id = client.post("/v1/runs", json=config).json()["id"]
+    images = [[[[-1.0] * 28] * 28]] * 3
+    assert client.post(f"/v1/runs/{run_id}/predict", json={"images": images}).status_code == 409  # not assembled
+    write_classification_run(tmp_path / run_id)
+    response = client.post(f"/v1/runs/{run_id}/predict", json={"images": images, "seed": 1})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert len(body["labels"]) == 3 and all(0 <= label < 10 for label in body["labels"])
+    assert all(abs(p - 0.1) < 1e-5 for p in body["probabilities"])  # untrained blocks: uniform
+    wrong_shape = client.post(f"/v1/runs/{run_id}/predict", json={"images": [[[[0.0] * 5] * 5]]})
+    assert wrong_shape.status_code == 422 and "expected N x 1 x 28 x 28" in wrong_shape.text
+    too_many = client.post(f"/v1/runs/{run_id}/predict", json={"images": [[[[0.0]]]] * 257})
+    assert too_many.status_code == 422
+    image_run = client.post("/v1/runs", json=tiny_config()).json()["id"]
+    assert client.post(f"/v1/runs/{image_run}/predict", json={"images": images}).status_code == 409
+    assert client.get(f"/v1/runs/{run_id}/samples.png", params={"steps": 4}).status_code == 409

@@ -64,8 +64,13 @@ def loaded_infrastructure(modules: list[str]) -> list[str]:
     return eval(out.stdout)  # a printed list of strings
 
 
+def module_name(path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def test_importing_the_core_and_the_worker_loop_loads_no_infrastructure():
-    modules = [f"shared.{p.stem}" for p in python_files("shared") if p.stem != "__init__"]
+    modules = [module_name(p) for p in python_files("shared")]
     modules += ["workers.train_block", "workers.reporting"]
     assert loaded_infrastructure(modules) == []
 
