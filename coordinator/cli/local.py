@@ -42,7 +42,7 @@ def train(
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<run id>).")] = None,
 ) -> None:
-    """Train every block as its own Ray Train job, assemble them, write samples.png.
+    """Train every block as its own Ray Train job, assemble them, write the task's artefacts (samples.png; eval.json).
 
     Example: dblocks train configs/quickstart.yaml --out runs/demo
     """
