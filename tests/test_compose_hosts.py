@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -69,6 +70,10 @@ def healthy(net: Network, host, service: dict, env: dict[str, str]) -> bool:
         return True
     test = [arg.replace("$$", "$") for arg in test]  # compose's escape, undone when it creates the container
     command = ["sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
+    if command[0] in ("wget", "curl") and shutil.which(command[0], path=env["PATH"]) is None:
+        # the third-party image has the HTTP client; this machine may not: the same GET, from Python
+        url = next(arg for arg in command if arg.startswith("http"))
+        command = [str(BIN / "python"), "-c", f"import urllib.request; urllib.request.urlopen({url!r}, timeout=10)"]
     try:
         return net.exec(host, command, env=env, timeout_s=20).returncode == 0
     except Exception:
