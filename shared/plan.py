@@ -56,21 +56,22 @@ def block_specs(config: Config) -> list[BlockSpec]:
 
 def plan_json(config: Config) -> dict:
     """The `dblocks plan --json` document."""
-    blocks = []
-    for spec in block_specs(config):
-        blocks.append(
-            {
-                "index": spec.index,
-                "sigma_lo": spec.sigma_lo,
-                "sigma_hi": spec.sigma_hi,
-                "train_sigma_lo": spec.train_sigma_lo,
-                "train_sigma_hi": spec.train_sigma_hi,
-                "layers": spec.layers,
-                "num_params": block_params(config, spec.num_layers),
-            }
-        )
+    blocks = [block_entry(config, spec) for spec in block_specs(config)]
     plan = {"mode": config.train.mode, "boundaries": boundaries(config), "blocks": blocks, "config_hash": config.hash()}
     return plan if config.task == "image_generation" else {"task": config.task, **plan}
+
+
+def block_entry(config: Config, spec: BlockSpec) -> dict:
+    """A block as the plan and the manifest show it: its ranges, layers and parameter count."""
+    return {
+        "index": spec.index,
+        "sigma_lo": spec.sigma_lo,
+        "sigma_hi": spec.sigma_hi,
+        "train_sigma_lo": spec.train_sigma_lo,
+        "train_sigma_hi": spec.train_sigma_hi,
+        "layers": spec.layers,
+        "num_params": block_params(config, spec.num_layers),
+    }
 
 
 def block_params(config: Config, num_layers: int) -> int:

@@ -16,7 +16,7 @@ from shared.checkpoint import (
 from shared.config import Config
 from shared.job import previews_dir
 from shared.partition import BlockSpec
-from shared.plan import block_params
+from shared.plan import block_entry
 from shared.storage import Storage
 
 
@@ -70,15 +70,9 @@ def assemble(
             raise CheckpointError(f"block {spec.index}: {record.weights_file} changed since it was collected")
         entries.append(
             {
-                "index": spec.index,
-                "sigma_lo": spec.sigma_lo,
-                "sigma_hi": spec.sigma_hi,
-                "train_sigma_lo": spec.train_sigma_lo,
-                "train_sigma_hi": spec.train_sigma_hi,
-                "layers": spec.layers,
+                **block_entry(config, spec),
                 "file": record.weights_file,
                 "sha256": record.sha256,
-                "num_params": block_params(config, spec.num_layers),
                 "steps": record.step,
                 "attempts": record.attempt,
             }

@@ -205,15 +205,20 @@ def eval_(
         )
     except CheckpointError as err:
         fail(str(err), 1)
+    _report_eval(
+        run_dir,
+        result,
+        as_json,
+        f"FD {result['fd']:.2f} (floor {result['fd_floor']:.2f})  class accuracy "
+        f"{result['class_accuracy']:.3f}  ({result['num_samples']} samples, classifier test accuracy "
+        f"{result['classifier_test_accuracy']:.3f})",
+    )
+
+
+def _report_eval(run_dir: Path, result: dict, as_json: bool, line: str) -> None:
+    """Keep eval.json in the run directory; print the JSON or the one-line summary."""
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-    else:
-        typer.echo(
-            f"FD {result['fd']:.2f} (floor {result['fd_floor']:.2f})  class accuracy "
-            f"{result['class_accuracy']:.3f}  ({result['num_samples']} samples, classifier test accuracy "
-            f"{result['classifier_test_accuracy']:.3f})"
-        )
+    typer.echo(json.dumps(result, indent=2) if as_json else line)
 
 
 def _eval_classification(run_dir: Path, config, *, weights: str, seed: int, as_json: bool) -> None:
@@ -223,14 +228,13 @@ def _eval_classification(run_dir: Path, config, *, weights: str, seed: int, as_j
         result = evaluate_classifier(run_dir, config, weights=weights, seed=seed)
     except CheckpointError as err:
         fail(str(err), 1)
-    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-    else:
-        typer.echo(
-            f"accuracy {result['accuracy']:.4f}  ECE {result['ece']:.4f}  ({result['num_examples']} held-out "
-            f"examples, {result['num_steps']} steps, {weights} weights)"
-        )
+    _report_eval(
+        run_dir,
+        result,
+        as_json,
+        f"accuracy {result['accuracy']:.4f}  ECE {result['ece']:.4f}  ({result['num_examples']} held-out "
+        f"examples, {result['num_steps']} steps, {weights} weights)",
+    )
 
 
 @app.command()
