@@ -80,8 +80,14 @@ def bench_memory(config_path: Path, config: Config, overrides: list[str] = ()) -
         },
         "private_params_per_block": private_params(config),
         "private_overhead_fraction": config.blocks.num_blocks * private_params(config) / e2e["analytic"]["params"],
-        "method": "fresh process per case; peak RSS (VmHWM reset after imports, data loading and a warm-up) "
-        "minus RSS at that point; glibc MALLOC_MMAP_THRESHOLD_=65536; float32; AdamW + EMA",
+        "method": "fresh process per case; "
+        + (
+            "torch.cuda.max_memory_allocated"
+            if machine()["device"] != "cpu"
+            else "peak RSS (VmHWM reset after imports, data loading and a warm-up) minus RSS at that point; "
+            "glibc MALLOC_MMAP_THRESHOLD_=65536"
+        )
+        + "; float32; AdamW + EMA",
     }
 
 
