@@ -2,7 +2,8 @@
 # GPU measurements for DiT-S- and DiT-B-size configs: peak training memory per case, training throughput and MFU
 # (fp32 and bf16), and sampling cost per Euler step. JSON goes to the folder given as the first argument.
 #   benchmarks/gpu.sh OUT_DIR            on a CUDA machine (CUDA build of torch==2.13.0 in .venv; README)
-#   TINY=1 benchmarks/gpu.sh OUT_DIR     the same commands on tiny configs, on CPU (tests/test_bench_perf.py)
+#   TINY=1 benchmarks/gpu.sh OUT_DIR     the same commands on a tiny DiT-S config, on CPU (through
+#                                        benchmarks/device_check.sh in tests/test_bench_perf.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: benchmarks/gpu.sh OUT_DIR}
@@ -11,7 +12,9 @@ BIN=${BIN:-.venv/bin}
 STEPS=40
 SAMPLE_BATCH=256
 SET=()
+CONFIGS=(configs/dit_s.yaml configs/dit_b.yaml)
 if [ "${TINY:-0}" = 1 ]; then
+  CONFIGS=(configs/dit_s.yaml)  # the DiT-B run is the same commands at another width
   STEPS=4
   SAMPLE_BATCH=4
   SET=(--set model.num_layers=4 --set model.hidden_size=32 --set model.num_heads=2 --set model.patch_size=7
@@ -22,7 +25,7 @@ else
 fi
 $BIN/python -c "import json, torch; print(json.dumps({'torch': torch.__version__, 'cuda': torch.cuda.is_available(),
   'device': torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}))" > "$OUT/device.json"
-for cfg in configs/dit_s.yaml configs/dit_b.yaml; do
+for cfg in "${CONFIGS[@]}"; do
   name=$(basename "$cfg" .yaml); name=${name//_/-}
   $BIN/dblocks bench memory "$cfg" "${SET[@]}" --results-dir "$OUT" --json > /dev/null
   $BIN/dblocks bench throughput "$cfg" "${SET[@]}" --steps "$STEPS" --results-dir "$OUT" --json > /dev/null

@@ -48,31 +48,28 @@ def test_bench_sampling_reports_per_step_ratio(monkeypatch, tmp_path):
     assert doc["ratio"] > 1.0  # one 2-layer block per step vs 6 layers
 
 
-def test_gpu_script_runs_on_cpu_with_tiny_configs(tmp_path):
-    """benchmarks/gpu.sh is checked here on CPU (TINY=1) before it ever spends GPU time."""
+def test_device_check_runs_on_cpu_with_tiny_configs(tmp_path):
+    """benchmarks/device_check.sh (gpu.sh, then the quickstart in bf16 and fp32 through benchmarks/local_run.py) is
+    checked here on CPU (TINY=1) before it ever spends GPU time."""
     import os
     import subprocess
     import sys
 
     out = subprocess.run(
-        ["bash", str(REPO / "benchmarks" / "gpu.sh"), str(tmp_path)],
+        ["bash", str(REPO / "benchmarks" / "device_check.sh"), str(tmp_path)],
         cwd=REPO,
-        env={**os.environ, "TINY": "1", "BIN": os.path.dirname(sys.executable)},
+        env={**os.environ, "TINY": "1", "PY": sys.executable},
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert out.returncode == 0, out.stderr[-2000:]
-    names = sorted(p.name for p in tmp_path.glob("*.json"))
-    for kind in (
-        "memory-dit-s",
-        "memory-dit-b",
-        "throughput-dit-s-cpu",
-        "throughput-dit-s-bf16",
-        "sampling-dit-s",
-        "sampling-dit-b",
-        "device",
-    ):
-        assert any(n.startswith(kind) for n in names), (kind, names)
-    throughput = json.loads(next(tmp_path.glob("throughput-dit-b-cpu*.json")).read_text())
+    assert out.returncode == 0 and "failed" not in out.stderr, out.stderr[-2000:]
+    results = json.loads((tmp_path / "gpu-cpu.json").read_text())
+    for kind in ("memory-dit-s", "throughput-dit-s-cpu", "throughput-dit-s-bf16", "sampling-dit-s", "device"):
+        assert any(name.startswith(kind) for name in results), (kind, sorted(results))
+    throughput = next(v for k, v in results.items() if k.startswith("throughput-dit-s-cpu"))
     assert throughput["block"]["steps_per_s"] > 0 and throughput["e2e"]["layers"] == 4
+    for precision in ("bf16", "fp32"):
+        quick = json.loads((tmp_path / f"quickstart-{precision}.json").read_text())
+        assert quick["precision"] == precision and [b["block"] for b in quick["blocks"]] == [0, 1, 2]
+        assert all(b["steps"] == 10 and b["steps_per_s_mean"] > 0 for b in quick["blocks"])

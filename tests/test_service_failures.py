@@ -16,9 +16,11 @@ from tests.conftest import REPO, TINY, free_port
 
 pytestmark = pytest.mark.slow
 
-# Long enough to kill something mid-block; checkpoints every 100 steps bound the redone work.
+# Long enough to kill something mid-block (the kill comes past step 300); checkpoints every 100 steps bound the
+# redone work.
+STEPS = 800
 CONFIG_OVERRIDES = {
-    "train": {"steps_per_block": 2000, "checkpoint_every_steps": 100, "log_every_steps": 20, "max_failures": 2}
+    "train": {"steps_per_block": STEPS, "checkpoint_every_steps": 100, "log_every_steps": 20, "max_failures": 2}
 }
 
 
@@ -160,7 +162,7 @@ def test_killed_training_worker_resumes_from_its_checkpoint(service_env):
         assert len(resumed) == 1  # the killed block, and only it
         (block,) = resumed
         report_cost("worker killed", steps_at_kill[block["index"]], block["resumed_from_step"])
-        assert block["step"] == 2000
+        assert block["step"] == STEPS
         # At most one checkpoint interval (100 steps) plus the progress lag is redone.
         assert block["resumed_from_step"] >= steps_at_kill[block["index"]] - 100 - 40
     finally:
@@ -186,7 +188,7 @@ def test_killed_coordinator_is_replaced_and_runs_resume(service_env):
                 steps_at_kill[block["index"]],
                 block["resumed_from_step"],
             )
-            assert block["step"] == 2000 and block["resumed_from_step"] >= 200, block  # not from 0
+            assert block["step"] == STEPS and block["resumed_from_step"] >= 200, block  # not from 0
             assert block["attempt"] == 1  # a coordinator restart is not the block's failure
         events = [e for e in second.client.get(f"/v1/runs/{run_id}/events").json() if e["kind"] == "block_state"]
         assert sum(e["state"] == "RUNNING" for e in events) == 4  # each block launched twice, once per coordinator
@@ -286,6 +288,6 @@ def test_lost_node_moves_its_block_to_another_node(service_env, multinode_cluste
         old_node, old_step = before[block["index"]]
         report_cost("node lost", old_step, block["resumed_from_step"])
         assert block["node"] != old_node  # it finished on another node
-        assert block["resumed_from_step"] >= old_step - 100 - 40 and block["step"] == 2000
+        assert block["resumed_from_step"] >= old_step - 100 - 40 and block["step"] == STEPS
     finally:
         service.stop()
