@@ -106,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_samples:
         eval_started = time.perf_counter()
         result = evaluate_run(
-            run_dir, config, num_samples=args.num_samples, seed=0, cache_dir=args.cache_dir or run_dir / ".cache", weights="ema"
+            run_dir,
+            config,
+            num_samples=args.num_samples,
+            seed=0,
+            cache_dir=args.cache_dir or run_dir / ".cache",
+            weights="ema",
         )
         report["eval"] = {k: result[k] for k in ("fd", "fd_floor", "class_accuracy", "classifier_test_accuracy")}
         report["eval"].update(num_samples=result["num_samples"], num_steps=result["num_steps"])
