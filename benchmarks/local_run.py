@@ -27,7 +27,7 @@ from coordinator.artefacts.quality import evaluate_run  # noqa: E402
 from coordinator.records import BlockRecord, State  # noqa: E402
 from shared.checkpoint import atomic_write_text, sha256_file  # noqa: E402
 from shared.config import load_config  # noqa: E402
-from shared.data import load_split  # noqa: E402
+from shared.data import resolve_data, train_batches  # noqa: E402
 from shared.job import BlockJob  # noqa: E402
 from shared.plan import block_specs, boundaries  # noqa: E402
 from workers.reporting import ListReporter  # noqa: E402
@@ -43,12 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-samples", type=int, default=1000, help="samples for the evaluation (0: skip it)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="where the evaluation keeps its classifier")
     args = parser.parse_args(argv)
-    config = load_config(args.config, args.overrides)
+    config = resolve_data(load_config(args.config, args.overrides))
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(config.resources.cpus_per_block)))
-    d = config.data
-    data = load_split(d.dataset, "train", num_test=d.num_test, split_seed=d.split_seed)
     run_dir = args.out
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", config.to_yaml())
@@ -60,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         block_started = time.perf_counter()
+        data = train_batches(config.data, seed=job.seed)
         final = train_block(job, data=data, reporter=reporter, device=device)
         wall_s = time.perf_counter() - block_started
         target = run_dir / block_file(spec.index)

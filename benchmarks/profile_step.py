@@ -38,7 +38,7 @@ def main(config_path="configs/quickstart.yaml"):
         ],
     )
     job = BlockJob(run_id="profile", config=config, block=block_specs(config)[0])
-    data = load_split("mnist", "train", num_test=1000, split_seed=0)
+    data = load_split(config.data, "train")
     with profile(activities=[ProfilerActivity.CPU]) as train_prof:
         train_block(job, data=data, reporter=NullReporter())
     denoiser = Denoiser(BlockNet(job.net), config.noise.sigma_data).eval()

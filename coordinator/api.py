@@ -23,6 +23,7 @@ from coordinator.runs import create_run, new_run_id, run_storage
 from coordinator.store import Store, TransitionError
 from shared.checkpoint import CheckpointError
 from shared.config import MAX_SAMPLE_STEPS, MAX_SAMPLES_PER_CLASS, MAX_SEED, ConfigError, parse_config
+from shared.data import DataError, resolve_data
 from shared.job import previews_dir
 
 PREVIEW_NAME = re.compile(r"block_\d+_step_\d+\.png")
@@ -125,8 +126,8 @@ def create_app(
         """Create a run. With an `Idempotency-Key` header, the same key (within 24 h) gives the same run: 200 and
         its id, nothing created; the same key with a different config is 409."""
         try:
-            parsed = parse_config(config)
-        except ConfigError as err:
+            parsed = resolve_data(parse_config(config))  # the data is opened and checked before anything is written
+        except (ConfigError, DataError) as err:
             raise HTTPException(422, str(err)) from None
         run_id = new_run_id(parsed)
         if idempotency_key is not None:
@@ -240,13 +241,13 @@ def create_app(
         import torch
 
         from coordinator.artefacts.classification import predict_images
-        from shared.data import DATASETS
+        from shared.data import data_shape
 
         run = run_or_404(run_id)
         config = parse_config(yaml.safe_load(run.config_yaml))
         if config.task != "classification":
             raise HTTPException(409, f"run {run_id} is a {config.task} run: it does not label images")
-        info = DATASETS[config.data.dataset]
+        info = data_shape(config)
         images = torch.tensor(body.images, dtype=torch.float32)
         expected = (info.channels, info.image_size, info.image_size)
         if images.ndim != 4 or tuple(images.shape[1:]) != expected:

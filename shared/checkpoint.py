@@ -107,6 +107,7 @@ def save_training_state(
     step: int,
     meta: dict,
     metrics: dict,
+    data_state: dict | None = None,
 ) -> None:
     directory = Path(directory)
     save_block_weights(directory / "block.safetensors", model=model, ema=ema, meta={**meta, "step": step})
@@ -120,12 +121,13 @@ def save_training_state(
         "step": step,
         "param_groups": optimizer["param_groups"],
         "metrics": metrics,
+        "data_state": data_state,  # where a streamed split was (epoch, position); None for in-memory data
     }
     atomic_write_text(directory / "state.json", json.dumps(state))
 
 
 def load_training_state(directory: str | Path) -> dict:
-    """{"model", "ema", "optimizer" (a torch state dict), "rng_state", "step", "meta", "metrics"}."""
+    """{"model", "ema", "optimizer" (a torch state dict), "rng_state", "step", "meta", "metrics", "data_state"}."""
     directory = Path(directory)
     state = json.loads((directory / "state.json").read_text())
     if state.get("format_version") != FORMAT_VERSION:
@@ -146,6 +148,7 @@ def load_training_state(directory: str | Path) -> dict:
         "optimizer": {"state": optim_state, "param_groups": state["param_groups"]},
         "meta": meta,
         "metrics": state.get("metrics", {}),
+        "data_state": state.get("data_state"),
     }
 
 

@@ -47,5 +47,7 @@ def generate(
 
 
 def class_labels(num_classes: int, num_per_class: int) -> torch.Tensor:
-    """0,0,...,1,1,... — one grid row per class."""
+    """0,0,...,1,1,... — one grid row per class; an unconditional model (no classes): one row of the null label."""
+    if num_classes == 0:
+        return torch.zeros(num_per_class, dtype=torch.long, device="cpu")
     return torch.arange(num_classes, device="cpu").repeat_interleave(num_per_class)

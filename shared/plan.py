@@ -8,7 +8,7 @@ import hashlib
 import torch
 
 from shared.config import Config
-from shared.data import DATASETS
+from shared.data import data_shape
 from shared.model import NetSpec
 from shared.partition import BlockSpec, equiprobable_boundaries, plan_blocks, split_layers, uniform_log_boundaries
 from shared.tasks import get_task
@@ -16,11 +16,11 @@ from shared.tasks import get_task
 
 def net_spec(config: Config, num_layers: int) -> NetSpec:
     """The network of a block of `num_layers` layers under `config` (shape from the dataset)."""
-    info, model = DATASETS[config.data.dataset], config.model
+    shape, model = data_shape(config), config.model
     return NetSpec(
-        image_size=info.image_size,
-        channels=info.channels,
-        num_classes=info.num_classes,
+        image_size=shape.image_size,
+        channels=shape.channels,
+        num_classes=shape.num_classes,
         patch_size=model.patch_size,
         hidden_size=model.hidden_size,
         num_heads=model.num_heads,

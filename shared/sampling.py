@@ -76,8 +76,9 @@ SAMPLERS = {"euler": sample_euler, "heun": sample_heun}
 
 
 def guided(denoiser: DenoiseFn, cfg_scale: float, null_label: int) -> DenoiseFn:
-    """Classifier-free guidance: D_uncond + w * (D_cond - D_uncond), both in one batch."""
-    if cfg_scale == 1.0:
+    """Classifier-free guidance: D_uncond + w * (D_cond - D_uncond), both in one batch. An unconditional model
+    (no classes: the null label is 0 and every label is it) is never guided."""
+    if cfg_scale == 1.0 or null_label == 0:
         return denoiser
 
     def denoise(z: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real redis-server on a free port, a tiny config, environment for Ray runs."""
+"""Shared fixtures: a real redis-server on a free port, a tiny config, environment for Ray runs, a real S3 server."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pytest
 import redis
 
@@ -99,3 +102,47 @@ def ray_env(redis_url, tmp_path):
     )
     env.pop("RAY_ADDRESS", None)
     return env
+
+
+# A real S3 server (moto's, from PyPI) on loopback, with one bucket; s3_env points pyarrow and boto at it.
+BUCKET = "dblocks-test"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("moto_server did not start")
+            time.sleep(0.2)
+    pafs.S3FileSystem(
+        endpoint_override=f"127.0.0.1:{port}",
+        scheme="http",
+        allow_bucket_creation=True,
+        access_key="testing",
+        secret_key="testing",
+        region="us-east-1",
+    ).create_dir(BUCKET)
+    yield endpoint
+    server.kill()
+    server.wait()
+
+
+@pytest.fixture
+def s3_env(s3_endpoint, monkeypatch):
+    for key, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": s3_endpoint}.items():
+        monkeypatch.setenv(key, value)
+    return {**CREDENTIALS, "AWS_ENDPOINT_URL": s3_endpoint}

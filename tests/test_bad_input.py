@@ -53,6 +53,10 @@ WRONG_TYPE = st.one_of(
     st.text(alphabet="qxz", min_size=1, max_size=8).map(lambda t: f"not valid {t}"),
 )
 
+# Free-text fields (paths, column names) accept any string here; whether it names real data is checked when the
+# data is resolved (tests/test_data.py).
+FREE_TEXT = {"data.source", "data.test_source", "data.image_column", "data.label_column"}
+
 RANGED = [(s, n, v) for s, n, f in FIELDS for v in [*lower_bounds(f), *upper_bounds(f)]]
 
 
@@ -64,7 +68,7 @@ def bad_config(draw):
         section, name, value = draw(st.sampled_from(RANGED))
     else:
         section, name, _ = draw(st.sampled_from(FIELDS))
-        value = draw(WRONG_TYPE)
+        value = draw(WRONG_TYPE) if f"{section}.{name}" not in FREE_TEXT else {"a": 1}
         if kind == "unknown":
             name = f"{name}_{draw(st.text(alphabet='abcxyz', min_size=1, max_size=6))}"
             value = 1

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from shared.data import load_split
+from shared.data.builtin import load_builtin
 from shared.evaluation import cached_classifier, evaluate_samples, frechet_distance, predict
 
 
@@ -21,14 +21,14 @@ def test_frechet_distance_of_known_gaussians():
 
 @pytest.fixture(scope="module")
 def classifier_and_data(tmp_path_factory):
-    train = load_split("mnist", "train", num_test=1000, split_seed=0)
-    test = load_split("mnist", "test", num_test=1000, split_seed=0)
+    train = load_builtin("mnist", "train", num_test=1000, split_seed=0)
+    test = load_builtin("mnist", "test", num_test=1000, split_seed=0)
     model = cached_classifier(*train, num_classes=10, cache_dir=tmp_path_factory.mktemp("cache"))
     return model, train, test
 
 
 def test_train_and_test_splits_are_disjoint():
-    (tr, _), (te, _) = (load_split("mnist", s, num_test=1000, split_seed=0) for s in ("train", "test"))
+    (tr, _), (te, _) = (load_builtin("mnist", s, num_test=1000, split_seed=0) for s in ("train", "test"))
     assert len(tr) == 4000 and len(te) == 1000
     train_rows = {bytes(x.numpy().tobytes()) for x in tr}
     assert sum(bytes(x.numpy().tobytes()) in train_rows for x in te) < 5  # (MNIST has a few exact duplicates)

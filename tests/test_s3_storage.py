@@ -5,9 +5,6 @@ previews to the bucket while the run directory stays local."""
 import os
 import subprocess
 import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
@@ -15,49 +12,7 @@ import pytest
 from coordinator.settings import Settings
 from shared.checkpoint import load_manifest
 from shared.storage import Storage, StorageError
-from tests.conftest import REPO, TINY, free_port
-
-BUCKET = "dblocks-test"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError("moto_server did not start")
-            time.sleep(0.2)
-    pafs.S3FileSystem(
-        endpoint_override=f"127.0.0.1:{port}",
-        scheme="http",
-        allow_bucket_creation=True,
-        access_key="testing",
-        secret_key="testing",
-        region="us-east-1",
-    ).create_dir(BUCKET)
-    yield endpoint
-    server.kill()
-    server.wait()
-
-
-@pytest.fixture
-def s3_env(s3_endpoint, monkeypatch):
-    for key, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": s3_endpoint}.items():
-        monkeypatch.setenv(key, value)
-    return {**CREDENTIALS, "AWS_ENDPOINT_URL": s3_endpoint}
+from tests.conftest import BUCKET, REPO, TINY
 
 
 def test_storage_round_trip_on_s3(s3_env, tmp_path):

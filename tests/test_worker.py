@@ -9,7 +9,7 @@ import torch
 
 from shared.checkpoint import load_training_state
 from shared.config import load_config
-from shared.data import load_split
+from shared.data.builtin import load_builtin
 from shared.job import BlockJob
 from shared.model import BlockNet, count_params
 from shared.plan import block_seed, block_specs
@@ -21,7 +21,7 @@ PROBE = r"""
 import gc, json, sys, torch
 from shared.plan import block_specs
 from shared.config import load_config
-from shared.data import load_split
+from shared.data.builtin import load_builtin
 from shared.job import BlockJob
 from workers.train_block import train_block
 
@@ -36,7 +36,7 @@ class Probe:
 config = load_config(sys.argv[1], ["model.num_layers=6", "blocks.num_blocks=3", "train.steps_per_block=2",
                                    "train.log_every_steps=1"])
 spec = block_specs(config)[int(sys.argv[2])]
-train_block(BlockJob(run_id="p", config=config, block=spec), data=load_split("mnist", "train", num_test=1000,
+train_block(BlockJob(run_id="p", config=config, block=spec), data=load_builtin("mnist", "train", num_test=1000,
             split_seed=0), reporter=Probe())
 print(json.dumps(Probe.seen))
 """
@@ -47,7 +47,7 @@ def tiny(*overrides):
 
 
 def data():
-    return load_split("mnist", "train", num_test=1000, split_seed=0)
+    return load_builtin("mnist", "train", num_test=1000, split_seed=0)
 
 
 @pytest.mark.parametrize("index", [0, 2])

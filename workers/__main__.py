@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from shared.config import ConfigError, load_config
-from shared.data import load_split
+from shared.data import DataError, resolve_data, train_batches
 from shared.job import BlockJob
 from workers.reporting import ListReporter
 from workers.train_block import train_block
@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config, args.overrides)
-    except ConfigError as err:
+        config = resolve_data(load_config(args.config, args.overrides))
+    except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from shared.plan import block_specs  # the plan is pure; no Ray or Redis is touched
@@ -39,11 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --block {args.block}: the plan has blocks 0..{len(specs) - 1}", file=sys.stderr)
         return 2
     torch.set_num_threads(max(1, int(config.resources.cpus_per_block)))
-    data = load_split(config.data.dataset, "train", num_test=config.data.num_test, split_seed=config.data.split_seed)
     args.out.mkdir(parents=True, exist_ok=True)
     reporter = ListReporter(args.out / "checkpoints")
     job = BlockJob(run_id="local", config=config, block=specs[args.block])
-    train_block(job, data=data, reporter=reporter)
+    train_block(job, data=train_batches(config.data, seed=job.seed), reporter=reporter)
     shutil.copyfile(reporter.latest_checkpoint / "block.safetensors", args.out / f"block_{args.block}.safetensors")
     (args.out / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in reporter.metrics))
     print(json.dumps(reporter.metrics[-1]))

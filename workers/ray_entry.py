@@ -16,7 +16,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from shared.checkpoint import load_training_state
-from shared.data import load_split
+from shared.data import load_split, train_batches
 from shared.images import grid_png
 from shared.job import BlockJob, history_path, previews_dir, progress_path
 from shared.storage import Storage
@@ -74,8 +74,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             resume = load_training_state(directory)
-    data = load_split(
-        job.config.data.dataset, "train", num_test=job.config.data.num_test, split_seed=job.config.data.split_seed
+    data = train_batches(
+        job.config.data, seed=job.seed, rank=context.get_world_rank(), world_size=context.get_world_size()
     )
     wrap = ray.train.torch.prepare_model if context.get_world_size() > 1 else (lambda m: m)
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
@@ -103,8 +103,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
 def preview_writer(job: BlockJob, storage: Storage, device: torch.device):
     """Renders what this block alone can do: held-out images noised into its own interval and denoised by it."""
     d = job.config.data
-    images, labels = load_split(d.dataset, "test", num_test=d.num_test, split_seed=d.split_seed)
-    images, labels = images[:8].to(device), labels[:8].to(device)
+    images, labels = load_split(d, "test", limit=8)
+    images, labels = images.to(device), labels.to(device)
 
     task = get_task(job.config.task)
 

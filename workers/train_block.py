@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from shared.checkpoint import save_training_state
+from shared.data import Batches, MemoryBatches
 from shared.job import BlockJob
 from shared.noise import sample_sigmas
 from shared.tasks import get_task
@@ -45,13 +46,6 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         e.lerp_(p, 1.0 - decay)
 
 
-def sample_batch(
-    images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    index = torch.randint(len(labels), (batch_size,), generator=generator, device=images.device)
-    return images[index], labels[index]
-
-
 def peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
@@ -70,7 +64,7 @@ def build_block(job: BlockJob) -> nn.Module:
 def train_block(
     job: BlockJob,
     *,
-    data: tuple[torch.Tensor, torch.Tensor],
+    data: Batches | tuple[torch.Tensor, torch.Tensor],
     reporter: Reporter,
     resume: dict | None = None,
     device: torch.device = torch.device("cpu"),
@@ -83,7 +77,7 @@ def train_block(
 
     `entered_at`: wall clock when the worker entered its entry point, before loading data (dispatch timing)."""
     cfg, noise, spec, total = job.config.train, job.config.noise, job.block, job.steps
-    images, labels = data[0].to(device), data[1].to(device)
+    batches = (data if hasattr(data, "next_batch") else MemoryBatches(*data)).to(device)
     task = get_task(job.config.task)
 
     # Build: only this block's parameters exist in this process.
@@ -100,6 +94,7 @@ def train_block(
         optimizer.load_state_dict(resume["optimizer"])
         generator.set_state(resume["rng_state"])
         start_step = resume["step"]
+        batches.load_state_dict(resume.get("data_state"))
 
     model = wrap_model(task.denoiser(net, noise.sigma_data))
     if cfg.compile:
@@ -132,6 +127,7 @@ def train_block(
                     ema=ema.state_dict(),
                     optimizer=optimizer.state_dict(),
                     rng_state=generator.get_state(),
+                    data_state=batches.state_dict(),
                     step=step,
                     meta=meta,
                     metrics=metrics,
@@ -144,7 +140,7 @@ def train_block(
             group["lr"] = lr_at(
                 step, lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=total, min_lr_ratio=cfg.min_lr_ratio
             )
-        clean, batch_labels = sample_batch(images, labels, cfg.batch_size, generator)
+        clean, batch_labels = batches.next_batch(cfg.batch_size, generator)
         sigma = sample_sigmas(
             cfg.batch_size, spec.train_sigma_lo, spec.train_sigma_hi, noise.p_mean, noise.p_std, generator=generator
         ).to(device)
@@ -183,6 +179,7 @@ def train_block(
                 "samples_per_s": (done - window_step) * cfg.batch_size / elapsed,
                 "peak_memory_bytes": peak_memory_bytes(device),
                 "resumed_from_step": start_step,
+                "records_skipped": getattr(batches, "skipped", 0),
                 "checkpoint_s": checkpoint_s,
                 "train_s": time.perf_counter() - loop_start,
                 "started_at": started_at,

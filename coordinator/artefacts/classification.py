@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 
+from coordinator.artefacts.quality import MAX_EVAL_EXAMPLES
 from shared.assembly import load_assembled
 from shared.config import Config
-from shared.data import DATASETS, load_split
+from shared.data import data_shape, load_split
 from shared.plan import boundaries
 from shared.sampling import equiprobable_sigmas
 from shared.tasks.classification import boundary_sigmas, classify, expected_calibration_error
@@ -50,10 +51,10 @@ def predict_images(
 def evaluate_classifier(run_dir: Path, config: Config, *, weights: str = "ema", seed: int = 0, model=None) -> dict:
     """Held-out accuracy, expected calibration error and confusion matrix of a finished classification run."""
     d = config.data
-    images, labels = load_split(d.dataset, "test", num_test=d.num_test, split_seed=d.split_seed)
+    images, labels = load_split(d, "test", limit=MAX_EVAL_EXAMPLES)
     probs, steps = predict_images(run_dir, config, images, weights=weights, seed=seed, model=model)
     predicted = probs.argmax(dim=1)
-    num_classes = DATASETS[d.dataset].num_classes
+    num_classes = data_shape(config).num_classes
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device="cpu")
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
     return {

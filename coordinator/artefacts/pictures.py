@@ -11,7 +11,7 @@ import torch
 
 from shared.assembly import load_assembled
 from shared.config import Config
-from shared.data import DATASETS, load_split
+from shared.data import data_shape, load_split
 from shared.generate import step_sigmas
 from shared.images import save_grid
 from shared.job import BlockJob, history_path
@@ -37,7 +37,7 @@ def block_history(storage: Storage, job: BlockJob) -> list[dict]:
 def write_trajectory(run_dir: Path, config: Config, manifest: dict, num_samples: int = 6, denoiser=None) -> Path:
     if denoiser is None:
         denoiser, _ = load_assembled(run_dir, config.sample.weights)
-    info, noise, s = DATASETS[config.data.dataset], config.noise, config.sample
+    info, noise, s = data_shape(config), config.noise, config.sample
     sigmas = step_sigmas(
         schedule=s.schedule,
         num_steps=s.num_steps,
@@ -47,7 +47,7 @@ def write_trajectory(run_dir: Path, config: Config, manifest: dict, num_samples:
         p_mean=noise.p_mean,
         p_std=noise.p_std,
     )
-    labels = torch.arange(num_samples) % info.num_classes
+    labels = torch.arange(num_samples) % max(1, info.num_classes)
     g = torch.Generator().manual_seed(s.seed)
     z = sigmas[0] * torch.randn((num_samples, info.channels, info.image_size, info.image_size), generator=g)
     columns = handover_trajectory(denoiser, z, sigmas, labels, manifest["boundaries"], s.cfg_scale, info.num_classes)
@@ -66,8 +66,7 @@ def write_sigma_loss(
     denoiser=None,
 ) -> Path:
     d, noise = config.data, config.noise
-    images, labels = load_split(d.dataset, "test", num_test=d.num_test, split_seed=d.split_seed)
-    images, labels = images[:num_images], labels[:num_images]
+    images, labels = load_split(d, "test", limit=num_images)
     sigmas = [
         math.exp(
             math.log(noise.sigma_min) + i * (math.log(noise.sigma_max) - math.log(noise.sigma_min)) / (SIGMA_GRID - 1)

@@ -6,16 +6,21 @@ from pathlib import Path
 
 from coordinator.artefacts.sample import sample_run
 from shared.config import Config
-from shared.data import DATASETS, load_split
+from shared.data import DataError, data_shape, load_split
 from shared.evaluation import cached_classifier, evaluate_samples, frechet_distance, predict
+
+MAX_EVAL_EXAMPLES = 10_000  # per split: the evaluation holds its images in memory
 
 
 def reference_stats(config: Config, cache_dir: Path) -> dict:
     """The classifier (trained on the train split only), the test images, and the scale-setting numbers."""
     d = config.data
-    train_x, train_y = load_split(d.dataset, "train", num_test=d.num_test, split_seed=d.split_seed)
-    test_x, test_y = load_split(d.dataset, "test", num_test=d.num_test, split_seed=d.split_seed)
-    classifier = cached_classifier(train_x, train_y, num_classes=DATASETS[d.dataset].num_classes, cache_dir=cache_dir)
+    num_classes = data_shape(config).num_classes
+    if num_classes == 0:
+        raise DataError(f"{d.source}: unlabelled data has no class-feature evaluation yet (docs/data.md)")
+    train_x, train_y = load_split(d, "train", limit=MAX_EVAL_EXAMPLES)
+    test_x, test_y = load_split(d, "test", limit=MAX_EVAL_EXAMPLES)
+    classifier = cached_classifier(train_x, train_y, num_classes=num_classes, cache_dir=cache_dir)
     test_feats, test_pred = predict(classifier, test_x)
     train_feats, _ = predict(classifier, train_x)
     return {
@@ -38,7 +43,7 @@ def evaluate_run(
     cfg_scale: float | None = None,
 ) -> dict:
     ref = reference_stats(config, cache_dir)
-    num_classes = DATASETS[config.data.dataset].num_classes
+    num_classes = data_shape(config).num_classes
     per_class = max(1, num_samples // num_classes)
     samples, labels = sample_run(
         run_dir, config, num_per_class=per_class, num_steps=num_steps, cfg_scale=cfg_scale, seed=seed, weights=weights

@@ -9,7 +9,7 @@ import torch
 
 from shared.assembly import load_assembled
 from shared.config import Config
-from shared.data import DATASETS
+from shared.data import data_shape
 from shared.generate import class_labels, generate, step_sigmas
 from shared.images import grid_png
 
@@ -33,7 +33,7 @@ def sample_run(
     cfg_scale, seed = pick(cfg_scale, sample.cfg_scale), pick(seed, sample.seed)
     if denoiser is None:
         denoiser, _ = load_assembled(run_dir, pick(weights, sample.weights))
-    info, noise = DATASETS[config.data.dataset], config.noise
+    info, noise = data_shape(config), config.noise
     sigmas = step_sigmas(
         schedule=sample.schedule,
         num_steps=num_steps,
@@ -60,7 +60,7 @@ def sample_run(
 def sample_grid_png(run_dir: Path, config: Config, **overrides) -> bytes:
     """`sample_run` as a PNG grid: one row per class."""
     samples, labels = sample_run(run_dir, config, **overrides)
-    return grid_png(samples, len(labels) // DATASETS[config.data.dataset].num_classes)
+    return grid_png(samples, len(labels) // max(1, data_shape(config).num_classes))
 
 
 def write_samples_png(run_dir: Path, config: Config, path: Path | None = None, model=None) -> Path:

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     job = BlockJob(run_id="memprobe", config=config, block=spec)
     torch.set_num_threads(1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    data = load_split(config.data.dataset, "train", num_test=config.data.num_test, split_seed=config.data.split_seed)
+    data = load_split(config.data, "train")
     warm_up(config, data, device)
     if device.type == "cuda":  # GPU: the allocator's own peak, from zero
         torch.cuda.empty_cache()

@@ -193,7 +193,7 @@ def bench_throughput(config: Config, *, steps: int) -> dict:
         ],
     )
     d = timed.data
-    data = load_split(d.dataset, "train", num_test=d.num_test, split_seed=d.split_seed)
+    data = load_split(d, "train")
     out = {
         "benchmark": "throughput",
         "machine": machine(),

@@ -23,4 +23,4 @@ def main() -> None:
 
 
 # Each module registers its commands on `app` (in this order in --help); they import `app` from here.
-from coordinator.cli import local, serve, client, bench  # noqa: E402, F401, I001
+from coordinator.cli import local, data, serve, client, bench  # noqa: E402, F401, I001

@@ -17,7 +17,7 @@ from coordinator.cli.common import ServerOpt, SetOpt, checked, client, load
 @app.command()
 def submit(config: Path, server: ServerOpt, set_: SetOpt = None) -> None:
     """Submit a run to a coordinator service; prints its id. Example: dblocks submit cfg.yaml --server URL"""
-    cfg = load(config, set_)
+    cfg = load(config, set_, resolve=False)
     with client(server) as c:
         typer.echo(checked(c.post("/v1/runs", json=cfg.model_dump()))["id"])
 

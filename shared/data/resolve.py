@@ -1,0 +1,111 @@
+"""From a data config to the data's facts, once, before anything starts: `resolve_data(config)` opens the source,
+checks its metadata and a sample of records, and returns the config with the facts the rest of the system reads
+filled in (`data.channels`, `data.image_size`, `data.num_classes`, `data.loader`; `noise.sigma_data` of NumPy
+sources left unset). A run's stored config is the resolved one, so workers, sampling and evaluation never open
+the source to learn its shape. `data_shape(config)` reads those facts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from shared.data.builtin import DATASETS
+from shared.data.errors import DataError
+from shared.data.sources import open_source
+from shared.data.splits import SplitReader, open_split, transform_of
+
+if TYPE_CHECKING:
+    from shared.config import Config
+
+VALIDATE_RECORDS = 32  # records decoded per split at resolve time (first of each shard first, then the first shard)
+SIGMA_DATA_RECORDS = 1024  # records whose std sets sigma_data for arrays the user gave no scale for
+
+
+@dataclass(frozen=True)
+class DataShape:
+    channels: int
+    image_size: int
+    num_classes: int  # 0: unlabelled, an unconditional model
+
+
+def data_shape(config: Config) -> DataShape:
+    d = config.data
+    if d.source is None:
+        info = DATASETS[d.dataset]
+        return DataShape(info.channels, info.image_size, info.num_classes)
+    if d.channels is None or d.image_size is None or d.num_classes is None:
+        raise DataError(f"data.source {d.source}: not resolved yet (shared.data.resolve_data fills in its shape)")
+    return DataShape(d.channels, d.image_size, d.num_classes)
+
+
+def sample_records(reader: SplitReader, count: int) -> list:
+    """Up to `count` records: the first of every shard (corruption is often per file), then from the start."""
+    picked, seen = [], set()
+    for index in range(len(reader.shards)):
+        if len(picked) >= count // 2:
+            break
+        record = next(reader.shard_records(index), None)
+        if record is not None:
+            picked.append(record)
+            seen.add(record[2])
+    for record in reader.records():
+        if len(picked) >= count:
+            break
+        if record[2] not in seen:
+            picked.append(record)
+    return picked
+
+
+def check_labels(reader: SplitReader, num_classes: int, split: str) -> None:
+    labels = reader.labels()
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes)) if num_classes else np.zeros(0, dtype=np.int64)
+    if len(bad):
+        index = int(np.flatnonzero(reader.keep)[bad[0]]) if reader.keep is not None else int(bad[0])
+        shard = int(np.searchsorted(reader.offsets, index, side="right")) - 1
+        where = f"{reader.shards[shard].name}#{index - int(reader.offsets[shard])}"
+        raise DataError(
+            f"{where} ({split} split): label {int(labels[bad[0]])} is out of range 0..{num_classes - 1} "
+            f"({len(bad)} such records)"
+        )
+
+
+def resolve_data(config: Config) -> Config:
+    """The config with its data facts filled in, after validating the source; DataError names what is wrong."""
+    d = config.data
+    if d.source is None:
+        return config
+    source = open_source(d.source, format=d.format, image_column=d.image_column, label_column=d.label_column)
+    train = open_split(d, "train", source=source)
+    test = open_split(d, "test", source=source)
+    for name, reader in (("train", train), ("test", test)):
+        if reader.num_examples == 0:
+            where = d.test_source if name == "test" and d.test_source else d.source
+            hint = "" if name == "train" or d.test_source else " (raise data.test_fraction or set data.test_source)"
+            raise DataError(f"{where}: the {name} split is empty{hint}")
+    first = train.decode(sample_records(train, 1)[0])
+    channels, image_size = d.channels or first.shape[0], d.image_size or first.shape[1]
+    resolved = {"data.channels": channels, "data.image_size": image_size, "data.format": source.format}
+    probe = config.with_overrides([f"{k}={v}" for k, v in resolved.items()])
+    for name, reader in (("train", train), ("test", test)):
+        reader = SplitReader(reader.source, transform_of(probe.data), reader.keep)
+        for record in sample_records(reader, VALIDATE_RECORDS):
+            reader.decode(record)  # raises DataError naming the record
+    labelled = train.source.labelled
+    if test.source.labelled != labelled:
+        raise DataError(f"{d.test_source}: labelled is {test.source.labelled}, the train source's is {labelled}")
+    num_classes = d.num_classes
+    if num_classes is None:
+        num_classes = int(train.labels().max()) + 1 if labelled else 0
+    for name, reader in (("train", train), ("test", test)):
+        if labelled:
+            check_labels(reader, num_classes, name)
+    resolved["data.num_classes"] = num_classes
+    if d.loader == "auto":
+        decoded_bytes = train.num_examples * channels * image_size**2 * 4
+        resolved["data.loader"] = "memory" if decoded_bytes <= d.memory_limit_mb * 2**20 else "stream"
+    if source.format == "numpy" and "sigma_data" not in config.noise.model_fields_set:
+        values = [train.decode(r) for r in sample_records(train, SIGMA_DATA_RECORDS)]
+        resolved["noise.sigma_data"] = float(np.std(np.stack(values))) or 1.0
+    return config.with_overrides([f"{k}={v}" for k, v in resolved.items()])
