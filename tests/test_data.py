@@ -348,3 +348,40 @@ def test_parquet_shards_on_s3_and_inspect(s3_env, mnist_files, tmp_path):
     assert report["format"] == "parquet" and report["shards"] == 3 and sum(report["class_counts"].values()) > 3000
     assert -1.0 <= report["min"] < report["max"] <= 1.0 and report["read_images_per_s"] > 0
     assert Image.open(tmp_path / "grid.png").size[0] > 0
+
+
+# --- through Ray: the same path as any run -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_unlabelled_rgb_folder_trains_through_ray_into_an_unconditional_model(ray_env, rgb_files, tmp_path):
+    """Parquet on S3 through Ray: tests/test_s3_storage.py. Here: a flat folder of RGB images, no labels."""
+    flat = tmp_path / "rgb-flat"
+    flat.mkdir()
+    for path in (rgb_files / "folder").rglob("*.png"):
+        (flat / f"{path.parent.name}-{path.name}").write_bytes(path.read_bytes())
+    run_dir = tmp_path / "run"
+    overrides = ["train.steps_per_block=20", "train.log_every_steps=10", "train.preview_every_steps=10",
+                 f"data.source={flat}", "data.test_fraction=0.1", "model.patch_size=8"]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "train", str(TINY), "--out", str(run_dir),
+         *(a for o in overrides for a in ("--set", o))],
+        capture_output=True, text=True, cwd=REPO, timeout=400, env=ray_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    config = load_config(run_dir / "config.yaml")
+    assert (config.data.num_classes, config.data.channels, config.data.image_size) == (0, 3, 32)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert [b["steps"] for b in manifest["blocks"]] == [20, 20]
+    samples = Image.open(run_dir / "samples.png")
+    assert samples.mode == "RGB"
+    npz = tmp_path / "samples.npz"
+    sampled = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "sample", str(run_dir), "--num-per-class", "3", "--steps", "4",
+         "--out", str(npz)],
+        capture_output=True, text=True, cwd=REPO, timeout=200, env=ray_env,
+    )  # fmt: skip
+    assert sampled.returncode == 0, sampled.stderr[-2000:]
+    with np.load(npz) as saved:
+        assert saved["samples"].shape == (3, 3, 32, 32) and saved["samples"].dtype == np.float32
+        assert (saved["labels"] == 0).all()

@@ -2,15 +2,22 @@
 filesystem Ray Train writes through, and one real run whose blocks checkpoint, report progress and write
 previews to the bucket while the run directory stays local."""
 
+import io
 import os
 import subprocess
 import sys
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
+import torch
+import yaml
+from PIL import Image
 
 from coordinator.settings import Settings
 from shared.checkpoint import load_manifest
+from shared.data.builtin import load_builtin
 from shared.storage import Storage, StorageError
 from tests.conftest import BUCKET, REPO, TINY
 
@@ -44,7 +51,21 @@ def test_storage_setting_that_is_a_uri_holds_the_checkpoints_and_runs_stay_local
 
 
 @pytest.mark.slow
-def test_a_run_checkpoints_to_s3_and_assembles_locally(tmp_path, ray_env, s3_env):
+def test_a_run_reads_parquet_from_s3_checkpoints_to_s3_and_assembles_locally(tmp_path, ray_env, s3_env):
+    """The data is Parquet shards in the bucket, streamed; the checkpoints go to the bucket too."""
+    data = Storage.from_uri(f"s3://{BUCKET}/mnist-parquet")
+    images, labels = load_builtin("mnist", "train", num_test=1000, split_seed=0)
+    pixels = ((images[:, 0] + 1) * 127.5).round().to(torch.uint8).numpy()
+    for shard, lo in enumerate(range(0, len(labels), 2000)):
+        encoded = []
+        for p in pixels[lo : lo + 2000]:
+            out = io.BytesIO()
+            Image.fromarray(p).save(out, format="PNG")
+            encoded.append(out.getvalue())
+        table = pa.table({"image": encoded, "label": labels[lo : lo + 2000].numpy()})
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        data.write_bytes(data.path(f"train-{shard:05d}.parquet"), sink.getvalue().to_pybytes())
     run_dir = tmp_path / "run"
     env = {**ray_env, **s3_env, "DBLOCKS_CHECKPOINT_URI": f"s3://{BUCKET}/ckpt"}
     result = subprocess.run(
@@ -62,6 +83,10 @@ def test_a_run_checkpoints_to_s3_and_assembles_locally(tmp_path, ray_env, s3_env
             "train.checkpoint_every_steps=10",
             "--set",
             "train.preview_every_steps=20",
+            "--set",
+            f"data.source=s3://{BUCKET}/mnist-parquet",
+            "--set",
+            "data.loader=stream",
         ],
         capture_output=True,
         text=True,
@@ -74,6 +99,13 @@ def test_a_run_checkpoints_to_s3_and_assembles_locally(tmp_path, ray_env, s3_env
     manifest = load_manifest(run_dir)  # the run directory is local; its weights were collected from the bucket
     assert [b["steps"] for b in manifest["blocks"]] == [20, 20]
     assert not (run_dir / "checkpoints").exists()
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())["data"]
+    assert (resolved["format"], resolved["loader"], resolved["num_classes"], resolved["channels"]) == (
+        "parquet",
+        "stream",
+        10,
+        1,
+    )
     assert sorted(p.name for p in (run_dir / "previews").iterdir()) == ["block_0_step_20.png", "block_1_step_20.png"]
 
     run_id = next(line.split()[1] for line in result.stdout.splitlines() if line.startswith("run "))
