@@ -73,3 +73,24 @@ def test_device_check_runs_on_cpu_with_tiny_configs(tmp_path):
         quick = json.loads((tmp_path / f"quickstart-{precision}.json").read_text())
         assert quick["precision"] == precision and [b["block"] for b in quick["blocks"]] == [0, 1, 2]
         assert all(b["steps"] == 10 and b["steps_per_s_mean"] > 0 for b in quick["blocks"])
+
+
+def test_bench_data_streams_two_datasets_and_reports_memory_and_rates(tmp_path, monkeypatch):
+    """`dblocks bench data` on tiny sizes: both datasets are written, streamed and trained on; the keys hold."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "bench", "data", "--small-mb", "0.5", "--large-mb", "2",
+         "--steps", "4", "--read-batches", "2", "--results-dir", str(tmp_path), "--json"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+        env={**os.environ, "DBLOCKS_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    doc = json.loads(result.stdout)
+    small, large = doc["cases"]["small"], doc["cases"]["large"]
+    assert small["loader"] == large["loader"] == "stream" and large["num_examples"] > 3 * small["num_examples"]
+    assert large["bytes"] >= 2e6 and all(c["steps"] == 4 and c["read_images_per_s"] > 0 for c in (small, large))
+    assert doc["peak_rss_difference_bytes"] == large["peak_rss_bytes"] - small["peak_rss_bytes"]
+    assert list(tmp_path.glob("data-*.json"))

@@ -182,3 +182,29 @@ def bench_dispatch_cmd(
     result = _ray_bench("dispatch", config, set_, ["blocks.num_blocks=2", "train.steps_per_block=100"])
     path = write_result(result, f"dispatch-{result['machine']['device'].replace(' ', '_')}", results_dir)
     typer.echo(json.dumps(result, indent=2) if as_json else f"first step {result['first_step_s']:.1f} s -> {path}")
+
+
+@bench_app.command("data")
+def bench_data_cmd(
+    small_mb: Annotated[float, typer.Option(min=0.1, max=100_000, help="Size of the small dataset.")] = 100,
+    large_mb: Annotated[float, typer.Option(min=0.1, max=100_000, help="Size of the large dataset.")] = 2000,
+    steps: Annotated[int, typer.Option(min=1, max=1_000_000, help="Training steps per case.")] = 200,
+    read_batches: Annotated[int, typer.Option(min=1, max=1_000_000, help="Batches timed for the reader.")] = 50,
+    results_dir: ResultsOpt = Path("benchmarks/results"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Peak RSS of a block worker streaming a ~2 GB Parquet dataset vs a ~100 MB one; reader vs training rate.
+
+    The datasets (random-noise 64x64 RGB PNGs) are written once under the cache directory.
+    Example: dblocks bench data --json
+    """
+    from coordinator.bench.data import bench_data
+    from coordinator.bench.perf import write_result
+    from coordinator.settings import Settings
+
+    result = bench_data(
+        Settings.from_env().cache_dir, small_mb=small_mb, large_mb=large_mb, steps=steps, read_batches=read_batches
+    )
+    path = write_result(result, f"data-{result['machine']['device'].replace(' ', '_')}", results_dir)
+    mib = result["peak_rss_difference_bytes"] / 2**20
+    typer.echo(json.dumps(result, indent=2) if as_json else f"peak RSS difference {mib:.0f} MiB -> {path}")

@@ -23,10 +23,12 @@ def inspect_data(config: Config, *, sample: int = 512, grid: Path | None = None)
     d, shape = config.data, data_shape(config)
     train, test = open_split(d, "train"), open_split(d, "test")
     started, decoded = time.perf_counter(), []
-    for record in train.records():
-        if len(decoded) >= sample:
-            break
-        decoded.append(train.decode(record))
+    per_shard = -(-sample // len(train.shards))  # spread over the shards (a folder's are sorted by class)
+    for index in range(len(train.shards)):
+        for count, record in enumerate(train.shard_records(index)):
+            if count >= per_shard or len(decoded) >= sample:
+                break
+            decoded.append(train.decode(record))
     read_s = time.perf_counter() - started
     values = np.stack(decoded)
     labels = train.labels()
@@ -57,6 +59,7 @@ def inspect_data(config: Config, *, sample: int = 512, grid: Path | None = None)
     if grid is not None:
         from shared.images import save_grid
 
-        save_grid(torch.from_numpy(values[:64]).clamp(-1, 1), 8, grid)
+        picked = values[np.linspace(0, len(values) - 1, min(64, len(values))).astype(int)]
+        save_grid(torch.from_numpy(picked).clamp(-1, 1), 8, grid)
         report["grid"] = str(grid)
     return report

@@ -1,0 +1,149 @@
+"""`dblocks bench data`: does a block worker's memory stay flat as the dataset grows, and can the reader keep up?
+
+Two Parquet datasets of random-noise RGB PNGs (incompressible, so bytes on disk = the size asked for) are written
+once under the cache directory, ~`small_mb` and ~`large_mb`. For each, a fresh process
+(`python -m coordinator.bench.data --probe SOURCE`) resolves the config, streams the train split (`data.loader:
+stream`) and trains one block for `steps` steps exactly as a worker does, then reports its peak resident memory
+(VmHWM), the training step rate and, separately, the reader's own rate (records decoded per second by the streaming
+batches with no training). The JSON compares the two peaks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from coordinator.bench.perf import machine
+
+IMAGE_SIZE = 64
+ROWS_PER_SHARD = 4096
+ROW_GROUP = 512
+PROBE_OVERRIDES = [
+    "model.num_layers=2",
+    "model.hidden_size=64",
+    "model.num_heads=4",
+    "model.patch_size=8",
+    "blocks.num_blocks=2",
+    "train.batch_size=32",
+    "train.log_every_steps=10",
+    "train.checkpoint_every_steps=1000000",
+    "train.preview_every_steps=0",
+    "data.loader=stream",
+    "data.shuffle_buffer=1024",
+    "data.test_fraction=0.01",
+]
+
+
+def write_noise_parquet(path: Path, megabytes: float, seed: int = 0) -> dict:
+    """Shards of random RGB PNGs totalling about `megabytes` MB, with 10-class labels; reused when present."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    done = path / "done.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    written, rows, shard = 0, 0, 0
+    while written < megabytes * 1e6:
+        images, labels = [], []
+        for _ in range(ROWS_PER_SHARD):
+            out = io.BytesIO()
+            pixels = rng.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(out, format="PNG", compress_level=1)
+            images.append(out.getvalue())
+            labels.append(int(rng.integers(10)))
+            written += len(images[-1])
+            if written >= megabytes * 1e6:
+                break
+        table = pa.table({"image": images, "label": labels})
+        pq.write_table(table, path / f"train-{shard:05d}.parquet", row_group_size=ROW_GROUP, compression="none")
+        rows, shard = rows + len(images), shard + 1
+    info = {"rows": rows, "shards": shard, "bytes": sum(p.stat().st_size for p in path.glob("*.parquet"))}
+    done.write_text(json.dumps(info))
+    return info
+
+
+def _vm(field: str) -> int:
+    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1)) * 1024
+
+
+def probe(source: str, steps: int, read_batches: int) -> dict:
+    """In this process: resolve, read `read_batches` batches (reader rate), train one block `steps` steps."""
+    import torch
+
+    from shared.config import parse_config
+    from shared.data import resolve_data, train_batches
+    from shared.job import BlockJob
+    from shared.plan import block_specs
+    from workers.reporting import ListReporter
+    from workers.train_block import train_block
+
+    torch.set_num_threads(1)
+    config = resolve_data(
+        parse_config({"data": {"source": source}}, PROBE_OVERRIDES + [f"train.steps_per_block={steps}"])
+    )
+    job = BlockJob(run_id="bench-data", config=config, block=block_specs(config)[0])
+    rss_start = _vm("VmRSS")
+    reader = train_batches(config.data, seed=job.seed)
+    started = time.perf_counter()
+    for _ in range(read_batches):
+        reader.next_batch(config.train.batch_size)
+    read_s = time.perf_counter() - started
+    reporter = ListReporter()
+    final = train_block(job, data=train_batches(config.data, seed=job.seed), reporter=reporter)
+    return {
+        "source": source,
+        "num_examples": sum(s.num_records for s in reader.reader.shards),
+        "loader": config.data.loader,
+        "rss_after_imports_bytes": rss_start,
+        "peak_rss_bytes": _vm("VmHWM"),
+        "read_images_per_s": read_batches * config.train.batch_size / read_s,
+        "train_steps_per_s": final["step"] / final["train_s"],
+        "train_images_per_s": final["step"] * config.train.batch_size / final["train_s"],
+        "steps": final["step"],
+    }
+
+
+def bench_data(cache_dir: Path, *, small_mb: float, large_mb: float, steps: int, read_batches: int) -> dict:
+    cases = {}
+    for name, megabytes in (("small", small_mb), ("large", large_mb)):
+        path = cache_dir / f"bench-data-noise-{IMAGE_SIZE}px-{megabytes:g}mb"
+        info = write_noise_parquet(path, megabytes)
+        out = subprocess.run(
+            [sys.executable, "-m", "coordinator.bench.data", "--probe", str(path), "--steps", str(steps),
+             "--read-batches", str(read_batches)],
+            capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+        cases[name] = {**info, "megabytes": megabytes, **json.loads(out.stdout.strip().splitlines()[-1])}
+    difference = cases["large"]["peak_rss_bytes"] - cases["small"]["peak_rss_bytes"]
+    return {
+        "benchmark": "data",
+        "machine": machine(),
+        "image_size": IMAGE_SIZE,
+        "steps": steps,
+        "cases": cases,
+        "peak_rss_difference_bytes": difference,
+        "within_200mb": difference <= 200 * 2**20,
+        "reader_over_training_rate": cases["large"]["read_images_per_s"] / cases["large"]["train_images_per_s"],
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--probe", required=True)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--read-batches", type=int, default=50)
+    args = parser.parse_args()
+    print(json.dumps(probe(args.probe, args.steps, args.read_batches)))
