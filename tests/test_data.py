@@ -385,3 +385,9 @@ def test_an_unlabelled_rgb_folder_trains_through_ray_into_an_unconditional_model
     with np.load(npz) as saved:
         assert saved["samples"].shape == (3, 3, 32, 32) and saved["samples"].dtype == np.float32
         assert (saved["labels"] == 0).all()
+
+
+def test_a_relative_source_is_stored_absolute_for_workers_elsewhere(rgb_files, monkeypatch):
+    monkeypatch.chdir(rgb_files)
+    config = resolve_data(config_for(source="folder", test_source="folder"))
+    assert config.data.source == str(rgb_files / "folder") == config.data.test_source

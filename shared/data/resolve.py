@@ -86,7 +86,11 @@ def resolve_data(config: Config) -> Config:
             raise DataError(f"{where}: the {name} split is empty{hint}")
     first = train.decode(sample_records(train, 1)[0])
     channels, image_size = d.channels or first.shape[0], d.image_size or first.shape[1]
-    resolved = {"data.channels": channels, "data.image_size": image_size, "data.format": source.format}
+    # Local paths become absolute: workers run elsewhere (another cwd, another node with the same mount).
+    resolved = {"data.source": source.uri, "data.channels": channels, "data.image_size": image_size}
+    resolved["data.format"] = source.format
+    if d.test_source is not None:
+        resolved["data.test_source"] = test.source.uri
     probe = config.with_overrides([f"{k}={v}" for k, v in resolved.items()])
     for name, reader in (("train", train), ("test", test)):
         reader = SplitReader(reader.source, transform_of(probe.data), reader.keep)
