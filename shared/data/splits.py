@@ -103,4 +103,4 @@ def load_split(data: DataConfig, split: str, *, limit: int | None = None) -> tup
         labels.append(max(record[1], 0))
     if not images:
         raise DataError(f"data: the {split} split of {data.source} is empty")
-    return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64)
+    return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64, device="cpu")
