@@ -89,6 +89,15 @@ def train_classifier(
     return model.eval()
 
 
+def rotation_views(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unlabelled data's stand-in task: every image turned by 0, 90, 180 and 270 degrees, labelled 0..3. A network
+    that learns to tell the turns apart learns the data's shapes and textures; its features measure FD on data that
+    has no classes (Gidaris et al., 2018, self-supervision by rotation prediction)."""
+    views = [torch.rot90(images, k, dims=(2, 3)) for k in range(4)]
+    labels = torch.arange(4, device="cpu").repeat_interleave(len(images))
+    return torch.cat(views), labels
+
+
 def classifier_key(images: torch.Tensor, labels: torch.Tensor, seed: int) -> str:
     digest = hashlib.sha256(images.numpy().tobytes() + labels.numpy().tobytes() + f"{seed}".encode())
     return f"classifier-v{CLASSIFIER_VERSION}-{digest.hexdigest()[:16]}"

@@ -391,3 +391,23 @@ def test_a_relative_source_is_stored_absolute_for_workers_elsewhere(rgb_files, m
     monkeypatch.chdir(rgb_files)
     config = resolve_data(config_for(source="folder", test_source="folder"))
     assert config.data.source == str(rgb_files / "folder") == config.data.test_source
+
+
+def test_unlabelled_data_is_evaluated_in_rotation_features(tmp_path):
+    """No classes: FD in the features of a network trained to tell the train split's images from their turns."""
+    from coordinator.artefacts.quality import reference_stats
+    from shared.evaluation import frechet_distance, predict
+
+    rng = np.random.default_rng(0)
+    for i in range(400):  # an asymmetric mark (a corner bar) at random brightness: its turn is learnable
+        pixels = np.zeros((12, 12), dtype=np.uint8)
+        pixels[1:4, 1:8] = rng.integers(120, 255)
+        (tmp_path / f"{i}.png").write_bytes(png(pixels))
+    config = resolve_data(
+        parse_config({"data": {"source": str(tmp_path), "test_fraction": 0.25}}, ["model.patch_size=4"])
+    )
+    ref = reference_stats(config, tmp_path / "cache")
+    assert ref["features"] == "rotation" and ref["classifier_test_accuracy"] > 0.9
+    real = predict(ref["classifier"], ref["test_images"])[0]
+    noise = predict(ref["classifier"], torch.rand_like(ref["test_images"]) * 2 - 1)[0]
+    assert ref["fd_floor"] < frechet_distance(noise, real)

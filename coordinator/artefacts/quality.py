@@ -6,8 +6,8 @@ from pathlib import Path
 
 from coordinator.artefacts.sample import sample_run
 from shared.config import Config
-from shared.data import DataError, data_shape, load_split
-from shared.evaluation import cached_classifier, evaluate_samples, frechet_distance, predict
+from shared.data import data_shape, load_split
+from shared.evaluation import cached_classifier, evaluate_samples, frechet_distance, predict, rotation_views
 
 MAX_EVAL_EXAMPLES = 10_000  # per split: the evaluation holds its images in memory
 
@@ -16,10 +16,21 @@ def reference_stats(config: Config, cache_dir: Path) -> dict:
     """The classifier (trained on the train split only), the test images, and the scale-setting numbers."""
     d = config.data
     num_classes = data_shape(config).num_classes
-    if num_classes == 0:
-        raise DataError(f"{d.source}: unlabelled data has no class-feature evaluation yet (docs/data.md)")
     train_x, train_y = load_split(d, "train", limit=MAX_EVAL_EXAMPLES)
     test_x, test_y = load_split(d, "test", limit=MAX_EVAL_EXAMPLES)
+    if num_classes == 0:  # no classes: the features of a rotation predictor trained on the train split
+        train_x, train_y = rotation_views(train_x[: MAX_EVAL_EXAMPLES // 4])
+        test_views, test_y = rotation_views(test_x)
+        classifier = cached_classifier(train_x, train_y, num_classes=4, cache_dir=cache_dir)
+        test_feats, test_pred = predict(classifier, test_views)
+        train_feats, _ = predict(classifier, train_x[: len(train_x) // 4])
+        return {
+            "classifier": classifier,
+            "test_images": test_x,
+            "classifier_test_accuracy": float((test_pred == test_y).double().mean()),
+            "fd_floor": frechet_distance(train_feats, predict(classifier, test_x)[0]),
+            "features": "rotation",
+        }
     classifier = cached_classifier(train_x, train_y, num_classes=num_classes, cache_dir=cache_dir)
     test_feats, test_pred = predict(classifier, test_x)
     train_feats, _ = predict(classifier, train_x)
@@ -28,6 +39,7 @@ def reference_stats(config: Config, cache_dir: Path) -> dict:
         "test_images": test_x,
         "classifier_test_accuracy": float((test_pred == test_y).double().mean()),
         "fd_floor": frechet_distance(train_feats, test_feats),
+        "features": "class",
     }
 
 
@@ -44,15 +56,18 @@ def evaluate_run(
 ) -> dict:
     ref = reference_stats(config, cache_dir)
     num_classes = data_shape(config).num_classes
-    per_class = max(1, num_samples // num_classes)
+    per_class = num_samples if num_classes == 0 else max(1, num_samples // num_classes)  # unconditional: one "class"
     samples, labels = sample_run(
         run_dir, config, num_per_class=per_class, num_steps=num_steps, cfg_scale=cfg_scale, seed=seed, weights=weights
     )
     result = evaluate_samples(ref["classifier"], samples, labels, ref["test_images"])
+    if num_classes == 0:
+        result["class_accuracy"] = None  # no classes to be right about
     return {
         **result,
         "fd_floor": ref["fd_floor"],
         "classifier_test_accuracy": ref["classifier_test_accuracy"],
+        "features": ref["features"],
         "weights": weights,
         "seed": seed,
         "num_steps": num_steps or config.sample.num_steps,

@@ -209,9 +209,9 @@ def eval_(
         run_dir,
         result,
         as_json,
-        f"FD {result['fd']:.2f} (floor {result['fd_floor']:.2f})  class accuracy "
-        f"{result['class_accuracy']:.3f}  ({result['num_samples']} samples, classifier test accuracy "
-        f"{result['classifier_test_accuracy']:.3f})",
+        f"FD {result['fd']:.2f} (floor {result['fd_floor']:.2f}, {result['features']} features)  class accuracy "
+        f"{'n/a' if result['class_accuracy'] is None else format(result['class_accuracy'], '.3f')}  "
+        f"({result['num_samples']} samples, feature network test accuracy {result['classifier_test_accuracy']:.3f})",
     )
 
 
