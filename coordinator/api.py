@@ -24,6 +24,7 @@ from coordinator.store import Store, TransitionError
 from shared.checkpoint import CheckpointError
 from shared.config import MAX_SAMPLE_STEPS, MAX_SAMPLES_PER_CLASS, MAX_SEED, ConfigError, parse_config
 from shared.data import DataError, resolve_data
+from shared.data.sources import within_roots
 from shared.job import previews_dir
 
 PREVIEW_NAME = re.compile(r"block_\d+_step_\d+\.png")
@@ -61,6 +62,7 @@ def create_app(
     ready: Callable[[], dict[str, bool]],
     metrics: Metrics | None = None,
     checkpoint_uri: str | None = None,
+    data_roots: tuple[str, ...] = (),
 ) -> FastAPI:
     """`runs_dir`: run directories (local); `checkpoint_uri`: where new runs keep checkpoints (default: their
     run directory)."""
@@ -126,7 +128,11 @@ def create_app(
         """Create a run. With an `Idempotency-Key` header, the same key (within 24 h) gives the same run: 200 and
         its id, nothing created; the same key with a different config is 409."""
         try:
-            parsed = resolve_data(parse_config(config))  # the data is opened and checked before anything is written
+            parsed = parse_config(config)
+            for field, uri in (("data.source", parsed.data.source), ("data.test_source", parsed.data.test_source)):
+                if uri is not None and not within_roots(uri, data_roots):
+                    raise DataError(f"{field} {uri!r}: outside the data roots this service reads (DBLOCKS_DATA_ROOTS)")
+            parsed = resolve_data(parsed)  # the data is opened and checked before anything is written
         except (ConfigError, DataError) as err:
             raise HTTPException(422, str(err)) from None
         run_id = new_run_id(parsed)

@@ -25,6 +25,9 @@ class Settings:
     lease_ttl_s: float  # leader lease of `dblocks serve` in Redis; a dead coordinator is replaced after this
     poll_s: float  # reconcile tick
     metrics_port: int  # Prometheus /metrics of `dblocks serve` (0 = off)
+    # DBLOCKS_DATA_ROOTS: comma-separated directories / s3:// prefixes that API-submitted data sources must lie
+    # under (unset: any path the service can read; set it wherever the API is reachable by others)
+    data_roots: tuple[str, ...]
     max_in_flight: (
         int | None
     )  # DBLOCKS_MAX_IN_FLIGHT: cap on block jobs running at once over all runs (unset: what fits)
@@ -51,6 +54,7 @@ class Settings:
             poll_s=float(env.get("DBLOCKS_POLL_S", "1.0")),
             metrics_port=int(env.get("DBLOCKS_METRICS_PORT", "9090")),
             max_in_flight=_positive_int(env, "DBLOCKS_MAX_IN_FLIGHT"),
+            data_roots=tuple(r.strip() for r in env.get("DBLOCKS_DATA_ROOTS", "").split(",") if r.strip()),
         )
 
 

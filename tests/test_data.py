@@ -411,3 +411,17 @@ def test_unlabelled_data_is_evaluated_in_rotation_features(tmp_path):
     real = predict(ref["classifier"], ref["test_images"])[0]
     noise = predict(ref["classifier"], torch.rand_like(ref["test_images"]) * 2 - 1)[0]
     assert ref["fd_floor"] < frechet_distance(noise, real)
+
+
+def test_the_api_reads_data_only_under_its_data_roots(rgb_files, tmp_path, redis_client):
+    store = Store(redis_client, prefix="t-roots")
+    app = create_app(
+        store=store, runs_dir=tmp_path / "runs", api_token=None, ready=lambda: {}, data_roots=(str(rgb_files),)
+    )
+    client = TestClient(app)
+    for source in ("/etc", f"{rgb_files}/../../etc", "s3://other/x"):
+        response = client.post("/v1/runs", json={"data": {"source": source}})
+        assert response.status_code == 422 and "outside the data roots" in response.text, response.text
+    assert not redis_client.keys("t-roots*") and not (tmp_path / "runs").exists()
+    inside = {"data": {"source": str(rgb_files / "folder"), "test_fraction": 0.1}, "model": {"patch_size": 4}}
+    assert client.post("/v1/runs", json=inside).status_code == 201

@@ -99,6 +99,7 @@ def serve(
         ready=ready,
         metrics=metrics,
         checkpoint_uri=settings.checkpoint_uri,
+        data_roots=settings.data_roots,
     )
     typer.echo(f"dblocks coordinator on http://{host}:{port} (runs {settings.runs_dir})")
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -53,6 +54,19 @@ class Source(Protocol):
     def labels(self) -> np.ndarray:
         """Every record's label in shard order (int64), without reading the images; -1 when unlabelled."""
         ...
+
+
+def within_roots(uri: str, roots: tuple[str, ...]) -> bool:
+    """Whether a source lies under one of `roots` (local directories or s3://bucket/prefix), compared by path
+    component after resolving `..` and symlinks; no roots means no restriction."""
+    if not roots:
+        return True
+
+    def normal(u: str) -> str:
+        return u.rstrip("/") if "://" in u else os.path.realpath(u)
+
+    target = normal(uri)
+    return any(target == normal(root) or target.startswith(normal(root).rstrip("/") + "/") for root in roots)
 
 
 def infer_format(storage: Storage) -> str:
