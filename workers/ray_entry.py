@@ -35,6 +35,7 @@ WORKER_GAUGES = {
     "samples_per_s": ("dblocks_worker_samples_per_second", "Training throughput of the block."),
     "peak_memory_bytes": ("dblocks_worker_peak_memory_bytes", "Peak memory of the block's worker."),
     "checkpoint_s": ("dblocks_worker_checkpoint_seconds", "Duration of the block's last checkpoint."),
+    "records_skipped": ("dblocks_worker_records_skipped", "Corrupt records skipped so far (data.skip_corrupt)."),
 }
 
 
