@@ -23,6 +23,8 @@ class Transform:
     resize: str = "none"  # none | resize (squash to size) | center_crop (shorter side to size, then crop)
 
     def __call__(self, payload, where: str) -> np.ndarray:
+        if callable(payload):  # a file read on demand
+            payload = payload()
         if isinstance(payload, np.ndarray):
             return self._array(payload, where)
         return self._image(payload, where)

@@ -3,7 +3,8 @@ dataset). Every source is read through `pyarrow.fs` (the layer checkpoints use),
 `s3://bucket/prefix` (with `AWS_ENDPOINT_URL` for MinIO and the like) read the same way on every node.
 
 A source is a list of shards (each a known number of records) and a reader of one shard. A record is
-`(payload, label, where)`: the encoded image bytes (or a float array for NumPy sources), the integer label (-1 when
+`(payload, label, where)`: the encoded image bytes (or a function returning them, for files read only when
+decoded; or a float array for NumPy sources), the integer label (-1 when
 the source is unlabelled), and a name for error messages (`file`, `file#row`). Nothing is decoded here
 (shared/data/decode.py does that), so a stream can skip records cheaply when it resumes.
 """
@@ -11,6 +12,7 @@ the source is unlabelled), and a name for error messages (`file`, `file#row`). N
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -272,8 +274,10 @@ class FolderSource:
 
     def read(self, shard: Shard) -> Iterator[Record]:
         for i in range(shard.key, shard.key + shard.num_records):
-            path = self.storage.path(self.files[i])
-            yield _read(self.storage, path), int(self._labels[i]), f"{self.uri}/{self.files[i]}"
+            # the file is read when the record is decoded: a shuffle buffer holds paths, and a resumed stream
+            # skips records without opening their files
+            payload = functools.partial(_read, self.storage, self.storage.path(self.files[i]))
+            yield payload, int(self._labels[i]), f"{self.uri}/{self.files[i]}"
 
     def labels(self) -> np.ndarray:
         return self._labels
