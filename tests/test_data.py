@@ -425,3 +425,11 @@ def test_the_api_reads_data_only_under_its_data_roots(rgb_files, tmp_path, redis
     assert not redis_client.keys("t-roots*") and not (tmp_path / "runs").exists()
     inside = {"data": {"source": str(rgb_files / "folder"), "test_fraction": 0.1}, "model": {"patch_size": 4}}
     assert client.post("/v1/runs", json=inside).status_code == 201
+
+
+def test_a_source_path_with_yaml_characters_resolves_as_given(rgb_files, tmp_path):
+    odd = tmp_path / "my data #1: rgb"
+    odd.mkdir()
+    (odd / "x.parquet").write_bytes((rgb_files / "rgb.parquet").read_bytes())
+    config = resolve_data(config_for(source=str(odd), test_fraction=0.1))
+    assert config.data.source == str(odd) and config.data.num_classes == 3

@@ -245,11 +245,11 @@ def multinode_cluster():
             f"{n} worker nodes",
         )
     yield address, nodes
-    for node in reversed(nodes):
+    for node in reversed(nodes):  # SIGKILL, as kill_node: a graceful stop of each node took ~20 s
         try:
-            os.killpg(node.pid, signal.SIGTERM)
-            node.wait(timeout=60)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+            kill_node(node)
+            node.wait(timeout=30)
+        except (psutil.NoSuchProcess, subprocess.TimeoutExpired):
             pass
 
 

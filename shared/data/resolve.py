@@ -91,7 +91,7 @@ def resolve_data(config: Config) -> Config:
     resolved["data.format"] = source.format
     if d.test_source is not None:
         resolved["data.test_source"] = test.source.uri
-    probe = config.with_overrides([f"{k}={v}" for k, v in resolved.items()])
+    probe = with_values(config, resolved)
     for name, reader in (("train", train), ("test", test)):
         reader = SplitReader(reader.source, transform_of(probe.data), reader.keep)
         for record in sample_records(reader, VALIDATE_RECORDS):
@@ -112,4 +112,15 @@ def resolve_data(config: Config) -> Config:
     if source.format == "numpy" and "sigma_data" not in config.noise.model_fields_set:
         values = [train.decode(r) for r in sample_records(train, SIGMA_DATA_RECORDS)]
         resolved["noise.sigma_data"] = float(np.std(np.stack(values))) or 1.0
-    return config.with_overrides([f"{k}={v}" for k, v in resolved.items()])
+    return with_values(config, resolved)
+
+
+def with_values(config: Config, values: dict) -> Config:
+    """The config with `section.field` values set as values (not as YAML text: a path may hold `#` or `: `)."""
+    from shared.config import parse_config
+
+    raw = config.model_dump()
+    for key, value in values.items():
+        section, field = key.split(".")
+        raw[section][field] = value
+    return parse_config(raw)
