@@ -150,11 +150,7 @@ class ArraySource:
         self.labelled = labels is not None
 
     def shards(self) -> list[Shard]:
-        n = len(self.images)
-        return [
-            Shard(f"{self.uri}#{start}:{min(n, start + ARRAY_SHARD)}", min(n, start + ARRAY_SHARD) - start, start)
-            for start in range(0, n, ARRAY_SHARD)
-        ]
+        return row_ranges(lambda a, b: f"{self.uri}#{a}:{b}", len(self.images), ARRAY_SHARD)
 
     def read(self, shard: Shard) -> Iterator[Record]:
         start = shard.key
@@ -166,6 +162,11 @@ class ArraySource:
         if self._labels is None:
             return np.full(len(self.images), -1, dtype=np.int64)
         return np.asarray(self._labels, dtype=np.int64)
+
+
+def row_ranges(name, n: int, size: int) -> list[Shard]:
+    """Records 0..n-1 as shards of `size`, each keyed by its first record and named `name(start, end)`."""
+    return [Shard(name(s, min(n, s + size)), min(n, s + size) - s, s) for s in range(0, n, size)]
 
 
 def _pick(names: list[str], wanted: str | None, defaults: tuple[str, ...], what: str, where: str) -> str | None:
@@ -266,11 +267,7 @@ class FolderSource:
         return np.array([by_file[f] for f in self.files], dtype=np.int64)
 
     def shards(self) -> list[Shard]:
-        n = len(self.files)
-        return [
-            Shard(f"{self.uri}[{s}:{min(n, s + FOLDER_SHARD)}]", min(n, s + FOLDER_SHARD) - s, s)
-            for s in range(0, n, FOLDER_SHARD)
-        ]
+        return row_ranges(lambda a, b: f"{self.uri}[{a}:{b}]", len(self.files), FOLDER_SHARD)
 
     def read(self, shard: Shard) -> Iterator[Record]:
         for i in range(shard.key, shard.key + shard.num_records):
