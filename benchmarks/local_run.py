@@ -1,6 +1,6 @@
 """Train every block of a config in one process, one after another, on one device, with no Ray or Redis; assemble
 the run directory exactly as the service does and evaluate it. Prints JSON (per-block step rate, peak memory,
-train time; FD and class accuracy).
+train time; FD and class accuracy; accuracy for classification; bits per character for text).
 
 The GPU check uses it (benchmarks/gpu.sh QUICKSTART=1): a GPU machine here has torch but no Ray, and the numbers it
 measures are the worker's training loop and the sampler, which do not depend on how a block was dispatched.
@@ -23,13 +23,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from coordinator.artefacts.assemble import assemble, block_file  # noqa: E402
+from coordinator.artefacts.classification import evaluate_classifier  # noqa: E402
 from coordinator.artefacts.quality import evaluate_run  # noqa: E402
+from coordinator.artefacts.text import evaluate_text  # noqa: E402
 from coordinator.records import BlockRecord, State  # noqa: E402
 from shared.checkpoint import atomic_write_text, sha256_file  # noqa: E402
 from shared.config import load_config  # noqa: E402
-from shared.data import resolve_data, train_batches  # noqa: E402
+from shared.data import resolve_data  # noqa: E402
 from shared.job import BlockJob  # noqa: E402
 from shared.plan import block_specs, boundaries  # noqa: E402
+from shared.tasks import task_for  # noqa: E402
 from workers.reporting import ListReporter  # noqa: E402
 from workers.train_block import train_block  # noqa: E402
 
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         block_started = time.perf_counter()
-        data = train_batches(config.data, seed=job.seed)
+        data = task_for(config).train_batches(config, seed=job.seed)
         final = train_block(job, data=data, reporter=reporter, device=device)
         wall_s = time.perf_counter() - block_started
         target = run_dir / block_file(spec.index)
@@ -102,7 +105,16 @@ def main(argv: list[str] | None = None) -> int:
         "train_s_all_blocks_sequential": round(train_s, 2),
         "blocks": blocks,
     }
-    if args.num_samples:
+    if args.num_samples and config.task == "text":
+        eval_started = time.perf_counter()
+        report["eval"] = evaluate_text(run_dir, config)
+        report["eval_s"] = round(time.perf_counter() - eval_started, 2)
+    elif args.num_samples and config.task == "classification":
+        eval_started = time.perf_counter()
+        result = evaluate_classifier(run_dir, config)
+        report["eval"] = {k: result[k] for k in ("accuracy", "ece", "num_examples")}
+        report["eval_s"] = round(time.perf_counter() - eval_started, 2)
+    elif args.num_samples:
         eval_started = time.perf_counter()
         result = evaluate_run(
             run_dir,

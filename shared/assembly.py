@@ -33,15 +33,18 @@ class AssembledDenoiser(nn.Module):
         inner = torch.tensor(self.boundaries[1:-1], dtype=sigma.dtype, device=sigma.device)
         return len(self.blocks) - 1 - torch.bucketize(sigma, inner, right=False)
 
-    def forward(self, z: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         owners = self.route(sigma)
         first = int(owners[0])
         if bool((owners == first).all()):  # the sampling case: one sigma for the whole batch
             return self.blocks[first](z, sigma, labels)
-        out = torch.empty_like(z)
+        parts = []
         for index in owners.unique().tolist():
             mask = owners == index
-            out[mask] = self.blocks[index](z[mask], sigma[mask], labels[mask])
+            parts.append((mask, self.blocks[index](z[mask], sigma[mask], None if labels is None else labels[mask])))
+        out = parts[0][1].new_empty((len(z), *parts[0][1].shape[1:]))  # a task's output need not be z's shape
+        for mask, part in parts:
+            out[mask] = part
         return out
 
 
@@ -50,7 +53,7 @@ def load_block_denoiser(path: str | Path, which: str = "ema") -> tuple[nn.Module
     The block's task (metadata `task`; files written before tasks existed are image generation) builds it."""
     state, meta = load_block_weights(path, which)
     try:
-        task = get_task(meta.get("task", "image_generation"))
+        task = get_task(meta.get("task", "image_generation"), meta.get("task_options"))
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
     net = task.network(NetSpec(**meta["net"]))
@@ -61,14 +64,27 @@ def load_block_denoiser(path: str | Path, which: str = "ema") -> tuple[nn.Module
     return task.denoiser(net, float(meta["sigma_data"])).eval(), meta
 
 
-def check_block_matches(meta: dict, entry: dict, config_hash: str) -> None:
-    """A block file must be the block the manifest says: same index, sigma range and config."""
+def check_block_matches(meta: dict, entry: dict, config_hash: str, task_options: dict | None = None) -> None:
+    """A block file must be the block the manifest says: same index, sigma range, task options (a text run's
+    vocabulary) and config."""
     got = meta["block"]
     if (got["index"], got["sigma_lo"], got["sigma_hi"]) != (entry["index"], entry["sigma_lo"], entry["sigma_hi"]):
         raise CheckpointError(
             f"{entry['file']}: holds block {got['index']} [{got['sigma_lo']}, {got['sigma_hi']}], "
             f"the manifest expects block {entry['index']} [{entry['sigma_lo']}, {entry['sigma_hi']}]"
         )
+    if task_options is not None:
+        differ = sorted(
+            k
+            for k in {*task_options, *meta.get("task_options", {})}
+            if task_options.get(k) != meta.get("task_options", {}).get(k)
+        )
+        if differ:
+            raise CheckpointError(
+                f"{entry['file']}: its task's {', '.join(differ)} differ from the manifest's (block "
+                f"{meta.get('task_options', {}).get(differ[0])!r}, manifest {task_options.get(differ[0])!r}): blocks "
+                "of one model must share them"
+            )
     if meta.get("config_hash") != config_hash:
         raise CheckpointError(
             f"{entry['file']}: trained under config {str(meta.get('config_hash'))[:12]}, "
@@ -82,6 +98,6 @@ def load_assembled(run_dir: str | Path, which: str = "ema") -> tuple[AssembledDe
     denoisers = []
     for block in manifest["blocks"]:
         denoiser, meta = load_block_denoiser(Path(run_dir) / block["file"], which)
-        check_block_matches(meta, block, manifest["config_hash"])
+        check_block_matches(meta, block, manifest["config_hash"], manifest.get("task_options"))
         denoisers.append(denoiser)
     return AssembledDenoiser(denoisers, manifest["boundaries"]), manifest

@@ -249,15 +249,75 @@ class SampleConfig(_Section):
 class ClassificationConfig(_Section):
     """Classification by label denoising (`task: classification`)."""
 
+    objective: Literal["label_denoising", "backprop"] = Field(
+        "label_denoising",
+        description="label_denoising = the DiffusionBlocks task; backprop = the same network as an ordinary "
+        "classifier trained end to end with cross-entropy (the baseline; needs train.mode end_to_end).",
+    )
     num_steps: int = Field(0, ge=0, le=MAX_SAMPLE_STEPS, description="Euler steps at inference; 0 = one per block (B).")
     calibration_bins: int = Field(15, ge=2, le=100, description="Bins of the expected calibration error.")
 
 
+class TextConfig(_Section):
+    """Masked-diffusion language modelling (`task: text`): the corpus, its vocabulary, sequences, evaluation."""
+
+    corpus: Literal["python_docs"] = Field(
+        "python_docs",
+        description="Built-in corpus, used when no source is given: python_docs = the documentation text every "
+        "CPython ships (pydoc_data, ~375,000 characters as text8; PSF licence).",
+    )
+    source: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="Your text: a .txt file, a folder of .txt files, or Parquet (file or folder) with a text "
+        "column; a local path or s3://bucket/prefix. Unset: the built-in corpus.",
+    )
+    format: Literal["auto", "text", "parquet"] = Field("auto", description="Format of the source; auto: by name.")
+    text_column: str | None = Field(
+        None, min_length=1, max_length=256, description="Parquet column of the text (default: text)."
+    )
+    vocabulary: Literal["text8", "chars"] = Field(
+        "text8",
+        description="text8 = space and a-z (lowercased, other characters become spaces); chars = every distinct "
+        "character of the corpus (at most 255).",
+    )
+    symbols: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="The chars vocabulary in id order; filled in from the corpus when the run is resolved.",
+    )
+    seq_len: int = Field(256, ge=8, le=8192, description="Symbols per training sequence (and per sample).")
+    validation_fraction: float = Field(
+        0.05, gt=0, lt=0.5, description="Share of the corpus held out for validation (a contiguous chunk)."
+    )
+    test_fraction: float = Field(
+        0.05, gt=0, lt=0.5, description="Share of the corpus held out for test (the last contiguous chunk)."
+    )
+    memory_limit_mb: int = Field(
+        1024, ge=1, le=65_536, description="Largest corpus (in characters, MiB) read into memory."
+    )
+    eval_stderr: float = Field(
+        0.01, gt=0, le=1, description="Monte-Carlo BPC estimate: sample until its standard error is at most this."
+    )
+    eval_max_samples: int = Field(
+        200_000, ge=100, le=10_000_000, description="Monte-Carlo BPC estimate: at most this many (sequence, t) draws."
+    )
+    sample_steps: int = Field(256, ge=1, le=MAX_SAMPLE_STEPS, description="Unmasking steps when sampling text.")
+
+    @model_validator(mode="after")
+    def _symbols(self) -> TextConfig:
+        if self.symbols is not None and len(set(self.symbols)) != len(self.symbols):
+            raise ValueError("text.symbols: each symbol must appear once")
+        return self
+
+
 class Config(_Section):
-    task: Literal["image_generation", "classification"] = Field(
+    task: Literal["image_generation", "classification", "text"] = Field(
         "image_generation",
-        description="What the blocks learn to denoise: images (generation) or class labels given an image "
-        "(classification by label denoising). docs/tasks.md.",
+        description="What the blocks learn to denoise: images (generation), class labels given an image "
+        "(classification by label denoising) or masked text (MD4 language modelling). docs/tasks.md.",
     )
     name: str = Field(
         "run", pattern=r"^[A-Za-z0-9_-]{1,40}$", description="Run name prefix (letters, digits, _ and -)."
@@ -270,6 +330,7 @@ class Config(_Section):
     resources: ResourcesConfig = ResourcesConfig()
     sample: SampleConfig = SampleConfig()
     classification: ClassificationConfig = ClassificationConfig()
+    text: TextConfig = TextConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -285,6 +346,13 @@ class Config(_Section):
         except ValueError as err:
             field = "blocks.layers" if blocks.layers is not None else "blocks.num_blocks"
             raise ValueError(f"{field}: {err}") from None
+        if self.classification.objective == "backprop" and (
+            self.task != "classification" or self.train.mode != "end_to_end"
+        ):
+            raise ValueError(
+                "classification.objective backprop trains one network end to end with cross-entropy: it needs "
+                f"task classification and train.mode end_to_end (got task {self.task}, train.mode {self.train.mode})"
+            )
         planned = self.planned_blocks
         for index in self.resources.per_block:
             if not 0 <= index < planned:

@@ -28,6 +28,7 @@ class NetSpec:
     num_heads: int
     mlp_ratio: float
     num_layers: int
+    seq_len: int = 0  # sequence tasks (text): symbols per sequence; num_classes is then the vocabulary size
 
     def to_dict(self) -> dict:
         return asdict(self)

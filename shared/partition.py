@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from shared.noise import lognormal_cdf, lognormal_icdf
@@ -32,6 +33,12 @@ def uniform_log_boundaries(num_blocks: int, sigma_min: float, sigma_max: float) 
     lo, hi = math.log(sigma_min), math.log(sigma_max)
     inner = [math.exp(lo + (b / num_blocks) * (hi - lo)) for b in range(1, num_blocks)]
     return [sigma_min, *inner, sigma_max]
+
+
+def widen_linear(lo: float, hi: float, gamma: float, lo_min: float, hi_max: float) -> tuple[float, float]:
+    """Controlled overlap on a linear axis (masking time t): extend each end by gamma * (hi - lo), clamp."""
+    width = hi - lo
+    return max(lo_min, lo - gamma * width), min(hi_max, hi + gamma * width)
 
 
 def widen(sigma_lo: float, sigma_hi: float, gamma: float, sigma_min: float, sigma_max: float) -> tuple[float, float]:
@@ -73,8 +80,12 @@ class BlockSpec:
         return asdict(self)
 
 
-def plan_blocks(boundaries: list[float], layer_counts: list[int], gamma: float) -> list[BlockSpec]:
-    """Block specs, block 0 = first layers = highest-noise interval."""
+def plan_blocks(
+    boundaries: list[float], layer_counts: list[int], gamma: float, *, widen: Callable = widen
+) -> list[BlockSpec]:
+    """Block specs, block 0 = first layers = highest-noise interval. `widen(lo, hi, gamma, min, max)` is the
+    task's overlap rule (log sigma for EDM tasks, linear in t for masking); the sigma fields hold the task's
+    noise level (sigma, or t)."""
     num_blocks = len(boundaries) - 1
     assert len(layer_counts) == num_blocks
     sigma_min, sigma_max = boundaries[0], boundaries[-1]

@@ -8,25 +8,14 @@ import hashlib
 import torch
 
 from shared.config import Config
-from shared.data import data_shape
 from shared.model import NetSpec
-from shared.partition import BlockSpec, equiprobable_boundaries, plan_blocks, split_layers, uniform_log_boundaries
-from shared.tasks import get_task
+from shared.partition import BlockSpec, plan_blocks, split_layers
+from shared.tasks import task_for
 
 
 def net_spec(config: Config, num_layers: int) -> NetSpec:
-    """The network of a block of `num_layers` layers under `config` (shape from the dataset)."""
-    shape, model = data_shape(config), config.model
-    return NetSpec(
-        image_size=shape.image_size,
-        channels=shape.channels,
-        num_classes=shape.num_classes,
-        patch_size=model.patch_size,
-        hidden_size=model.hidden_size,
-        num_heads=model.num_heads,
-        mlp_ratio=model.mlp_ratio,
-        num_layers=num_layers,
-    )
+    """The network of a block of `num_layers` layers under `config` (its task says the shape)."""
+    return task_for(config).net_spec(config, num_layers)
 
 
 def block_seed(run_seed: int, block_index: int) -> int:
@@ -41,24 +30,25 @@ def effective_num_blocks(config: Config) -> int:
 
 
 def boundaries(config: Config) -> list[float]:
-    n, noise = effective_num_blocks(config), config.noise
-    if config.blocks.partition == "uniform_log":
-        return uniform_log_boundaries(n, noise.sigma_min, noise.sigma_max)
-    return equiprobable_boundaries(n, noise.p_mean, noise.p_std, noise.sigma_min, noise.sigma_max)
+    """B + 1 ascending noise levels on the task's axis (sigma for EDM tasks, t for masking)."""
+    return task_for(config).boundaries(config)
 
 
 def block_specs(config: Config) -> list[BlockSpec]:
     n = effective_num_blocks(config)
     layers = config.blocks.layers if n == config.blocks.num_blocks else None
     counts = split_layers(config.model.num_layers, n, layers)
-    return plan_blocks(boundaries(config), counts, config.blocks.overlap_gamma)
+    return plan_blocks(boundaries(config), counts, config.blocks.overlap_gamma, widen=task_for(config).widen)
 
 
 def plan_json(config: Config) -> dict:
     """The `dblocks plan --json` document."""
     blocks = [block_entry(config, spec) for spec in block_specs(config)]
     plan = {"mode": config.train.mode, "boundaries": boundaries(config), "blocks": blocks, "config_hash": config.hash()}
-    return plan if config.task == "image_generation" else {"task": config.task, **plan}
+    if config.task == "image_generation":
+        return plan  # unchanged since before tasks existed
+    # Other tasks name themselves and their noise axis; for text the sigma fields hold masking times t.
+    return {"task": config.task, "axis": task_for(config).axis, **plan}
 
 
 def block_entry(config: Config, spec: BlockSpec) -> dict:
@@ -77,4 +67,4 @@ def block_entry(config: Config, spec: BlockSpec) -> dict:
 def block_params(config: Config, num_layers: int) -> int:
     """Parameters of a block of `num_layers` layers of this config's task, counted without allocating it."""
     with torch.device("meta"):
-        return sum(p.numel() for p in get_task(config.task).network(net_spec(config, num_layers)).parameters())
+        return sum(p.numel() for p in task_for(config).network(net_spec(config, num_layers)).parameters())

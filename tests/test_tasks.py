@@ -28,14 +28,35 @@ SPEC = NetSpec(
 )
 
 
+TEXT_SPEC = NetSpec(**{**SPEC.to_dict(), "num_classes": 27, "seq_len": 12})
+# Per task: its options, block shape, one clean batch (and labels) and noise levels on its own axis. A new task must
+# add its row here (the next test checks), so the interface test covers it.
+EXAMPLES = {
+    "image_generation": ({}, SPEC, torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3]), [0.01, 0.1, 1.0, 10.0]),
+    "classification": ({}, SPEC, torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3]), [0.01, 0.1, 1.0, 10.0]),
+    "text": (
+        {"vocabulary": " abcdefghijklmnopqrstuvwxyz", "seq_len": 12},
+        TEXT_SPEC,
+        torch.randint(0, 27, (4, 12)),
+        None,
+        [0.05, 0.3, 0.7, 1.0],
+    ),
+}
+
+
+def test_every_registered_task_has_an_example():
+    assert set(EXAMPLES) == set(TASKS)
+
+
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_every_task_trains_saves_and_loads(name, tmp_path):
-    task = get_task(name)
+    options, spec, images, labels, noise = EXAMPLES[name]
+    task = get_task(name, options)
+    assert task.options == {**task.options, **options} and task.axis in ("sigma", "t")
     torch.manual_seed(0)
-    net = task.network(SPEC)
+    net = task.network(spec)
     model = task.denoiser(net, 0.5)
-    images, labels = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
-    sigma = torch.tensor([0.01, 0.1, 1.0, 10.0])
+    sigma = torch.tensor(noise)
     loss = task.loss(
         model, images, labels, sigma, sigma_data=0.5, generator=torch.Generator().manual_seed(0), label_dropout=0.1
     )
@@ -47,12 +68,12 @@ def test_every_task_trains_saves_and_loads(name, tmp_path):
         path,
         model=net.state_dict(),
         ema={k: v.clone() for k, v in net.state_dict().items()},
-        meta={"block": {}, "net": SPEC.to_dict(), "task": name, "sigma_data": 0.5},
+        meta={"block": {}, "net": spec.to_dict(), "task": name, "task_options": task.options, "sigma_data": 0.5},
     )
     loaded, meta = load_block_denoiser(path)
     assert meta["task"] == name and type(loaded) is type(model)
     preview = task.preview(loaded, images, labels, 0.1, 1.0, torch.Generator().manual_seed(0))
-    assert preview is None or preview.shape[1:] == images.shape[1:]
+    assert preview is None or isinstance(preview, str) or preview.shape[1:] == images.shape[1:]
 
 
 def test_unknown_task_is_refused_naming_it():
@@ -134,3 +155,30 @@ def test_images_to_label_load_from_npz_png_and_folders_with_clear_errors(tmp_pat
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(ValueError, match="broken.png: not a readable image"):
         load_images(tmp_path / "broken.png", channels=1, size=28)
+
+
+def test_the_backprop_baseline_is_the_same_network_blind_to_noise_and_plain_cross_entropy():
+    task = get_task("classification", {"objective": "backprop"})
+    torch.manual_seed(0)
+    net = task.network(SPEC)
+    torch.nn.init.normal_(net.head.weight)  # a non-trivial head so the logits depend on the input
+    model = task.denoiser(net, 0.5)
+    images, labels = torch.randn(3, 1, 28, 28), torch.tensor([0, 1, 2])
+    a = model(torch.randn(3, 32), torch.tensor([0.01, 1.0, 50.0]), images)
+    b = model(torch.randn(3, 32), torch.tensor([5.0, 0.2, 0.003]), images)
+    assert torch.equal(a, b)  # neither z nor sigma reaches it: an ordinary classifier
+    loss = task.loss(model, images, labels, torch.ones(3), sigma_data=0.5, generator=torch.Generator(), label_dropout=0)
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(a, labels))
+    assert type(get_task("classification", task.options)) is type(task) and task.options == {"objective": "backprop"}
+
+
+def test_backprop_needs_end_to_end_and_a_bad_objective_is_named():
+    from shared.config import ConfigError, load_config
+    from tests.conftest import TINY
+
+    with pytest.raises(ConfigError, match="classification.objective backprop .* train.mode end_to_end"):
+        load_config(TINY, ["task=classification", "classification.objective=backprop"])
+    config = load_config(TINY, ["task=classification", "classification.objective=backprop", "train.mode=end_to_end"])
+    assert config.planned_blocks == 1
+    with pytest.raises(ValueError, match="objective must be one of"):
+        get_task("classification", {"objective": "guessing"})

@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from shared.config import ConfigError, load_config
-from shared.data import DataError, resolve_data, train_batches
+from shared.data import DataError, resolve_data
 from shared.job import BlockJob
+from shared.tasks import task_for
 from workers.reporting import ListReporter
 from workers.train_block import train_block
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     reporter = ListReporter(args.out / "checkpoints")
     job = BlockJob(run_id="local", config=config, block=specs[args.block])
-    train_block(job, data=train_batches(config.data, seed=job.seed), reporter=reporter)
+    train_block(job, data=task_for(config).train_batches(config, seed=job.seed), reporter=reporter)
     shutil.copyfile(reporter.latest_checkpoint / "block.safetensors", args.out / f"block_{args.block}.safetensors")
     (args.out / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in reporter.metrics))
     print(json.dumps(reporter.metrics[-1]))

@@ -16,11 +16,10 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from shared.checkpoint import load_training_state
-from shared.data import load_split, train_batches
 from shared.images import grid_png
 from shared.job import BlockJob, history_path, previews_dir, progress_path
 from shared.storage import Storage
-from shared.tasks import get_task
+from shared.tasks import task_for
 from workers.reporting import ProgressFileReporter, TeeReporter
 from workers.train_block import train_block
 
@@ -75,8 +74,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             resume = load_training_state(directory)
-    data = train_batches(
-        job.config.data, seed=job.seed, rank=context.get_world_rank(), world_size=context.get_world_size()
+    data = task_for(job.config).train_batches(
+        job.config, seed=job.seed, rank=context.get_world_rank(), world_size=context.get_world_size()
     )
     wrap = ray.train.torch.prepare_model if context.get_world_size() > 1 else (lambda m: m)
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
@@ -102,20 +101,22 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
 
 def preview_writer(job: BlockJob, storage: Storage, device: torch.device):
-    """Renders what this block alone can do: held-out images noised into its own interval and denoised by it."""
-    d = job.config.data
-    images, labels = load_split(d, "test", limit=8)
-    images, labels = images.to(device), labels.to(device)
-
-    task = get_task(job.config.task)
+    """Renders what this block alone can do: held-out examples noised into its own interval and denoised by it (a
+    PNG grid for images, a .txt page for text)."""
+    task = task_for(job.config)
+    images, labels = task.preview_batch(job.config, 8)
+    images, labels = images.to(device), (labels.to(device) if labels is not None else None)
 
     def write(step: int, denoiser) -> None:
         generator = torch.Generator(device=device).manual_seed(step)
         grid = task.preview(denoiser, images, labels, job.block.sigma_lo, job.block.sigma_hi, generator)
         if grid is None:  # the task has no picture of one block's work
             return
-        name = f"block_{job.block.index}_step_{step}.png"
-        storage.write_bytes(f"{previews_dir(storage)}/{name}", grid_png(grid.cpu(), len(images)))
+        name = f"block_{job.block.index}_step_{step}"
+        if isinstance(grid, str):
+            storage.write_text(f"{previews_dir(storage)}/{name}.txt", grid)
+        else:
+            storage.write_bytes(f"{previews_dir(storage)}/{name}.png", grid_png(grid.cpu(), len(images)))
 
     return write
 

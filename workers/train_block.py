@@ -20,8 +20,7 @@ from torch import nn
 from shared.checkpoint import save_training_state
 from shared.data import Batches, MemoryBatches
 from shared.job import BlockJob
-from shared.noise import sample_sigmas
-from shared.tasks import get_task
+from shared.tasks import task_for
 from workers.reporting import Reporter
 
 
@@ -57,7 +56,7 @@ def build_block(job: BlockJob) -> nn.Module:
     """This block's net (of its task) and nothing else, initialised from the block's own seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(job.seed)
-        task = get_task(job.config.task)
+        task = task_for(job.config)
         return task.network(job.net, activation_checkpointing=job.config.train.activation_checkpointing)
 
 
@@ -78,7 +77,7 @@ def train_block(
     `entered_at`: wall clock when the worker entered its entry point, before loading data (dispatch timing)."""
     cfg, noise, spec, total = job.config.train, job.config.noise, job.block, job.steps
     batches = (data if hasattr(data, "next_batch") else MemoryBatches(*data)).to(device)
-    task = get_task(job.config.task)
+    task = task_for(job.config)
 
     # Build: only this block's parameters exist in this process.
     net = build_block(job).to(device)
@@ -104,6 +103,7 @@ def train_block(
         "block": spec.to_dict(),
         "net": job.net.to_dict(),
         "task": job.config.task,
+        "task_options": task.options,
         "sigma_data": noise.sigma_data,
         "run_id": job.run_id,
         "config_hash": job.config.hash(),
@@ -141,9 +141,9 @@ def train_block(
                 step, lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=total, min_lr_ratio=cfg.min_lr_ratio
             )
         clean, batch_labels = batches.next_batch(cfg.batch_size, generator)
-        sigma = sample_sigmas(
-            cfg.batch_size, spec.train_sigma_lo, spec.train_sigma_hi, noise.p_mean, noise.p_std, generator=generator
-        ).to(device)
+        sigma = task.sample_noise(cfg.batch_size, spec.train_sigma_lo, spec.train_sigma_hi, job.config, generator).to(
+            device
+        )
         with autocast:
             loss = task.loss(
                 model,

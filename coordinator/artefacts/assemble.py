@@ -18,6 +18,7 @@ from shared.job import previews_dir
 from shared.partition import BlockSpec
 from shared.plan import block_entry
 from shared.storage import Storage
+from shared.tasks import task_for
 
 
 def block_file(index: int) -> str:
@@ -83,7 +84,8 @@ def assemble(
         "config_hash": config.hash(),
         "mode": config.train.mode,
         "task": config.task,
-        "dataset": config.data.dataset,
+        "task_options": task_for(config).options,  # text: the vocabulary, so a run decodes without its config
+        "dataset": (config.text.source or config.text.corpus) if config.task == "text" else config.data.dataset,
         "boundaries": boundaries,
         "blocks": entries,
     }

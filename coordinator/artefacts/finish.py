@@ -8,6 +8,7 @@ from pathlib import Path
 from coordinator.artefacts.classification import write_classification_artefacts
 from coordinator.artefacts.pictures import write_pictures
 from coordinator.artefacts.sample import write_samples_png
+from coordinator.artefacts.text import write_text_artefacts
 from shared.config import Config
 from shared.storage import Storage
 
@@ -26,7 +27,15 @@ def classification_artefacts(
     return write_classification_artefacts(run_dir, config, model)
 
 
-RUN_ARTEFACTS = {"image_generation": image_generation_artefacts, "classification": classification_artefacts}
+def text_artefacts(run_dir: Path, config: Config, manifest: dict, storage: Storage, run_id: str, blocks, model) -> str:
+    return write_text_artefacts(run_dir, config, model)
+
+
+RUN_ARTEFACTS = {
+    "image_generation": image_generation_artefacts,
+    "classification": classification_artefacts,
+    "text": text_artefacts,
+}
 
 
 def write_run_artefacts(

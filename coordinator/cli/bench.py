@@ -18,7 +18,12 @@ def bench_quality_cmd(
         str,
         typer.Option(help="small (~30 min on 2 CPU cores), medium (<= 2.5 h, 3 seeds), long (the 3x pair) or full."),
     ] = "small",
-    config: Annotated[Path, typer.Option(help="Base config.")] = Path("configs/quickstart.yaml"),
+    config: Annotated[
+        Path | None, typer.Option(help="Base config (default: configs/quickstart.yaml; classify.yaml for --task).")
+    ] = None,
+    task: Annotated[
+        str, typer.Option(help="image_generation (FD vs end-to-end) or classification (accuracy vs backprop).")
+    ] = "image_generation",
     num_samples: Annotated[
         int | None, typer.Option(help="Samples per evaluated run (default: the budget's, 1000; medium 500).")
     ] = None,
@@ -31,23 +36,49 @@ def bench_quality_cmd(
     Runs already in RESULTS_DIR/quality-BUDGET.json are kept: rerunning an interrupted budget continues it.
     Example: dblocks bench quality --budget medium --json
     """
-    from coordinator.bench.quality import BUDGETS, bench_quality, dump, write_quality_doc
+    from coordinator.bench.quality import (
+        BUDGETS,
+        DEFAULT_CONFIGS,
+        bench_quality,
+        budget_spec,
+        dump,
+        write_classification_doc,
+        write_quality_doc,
+    )
     from coordinator.settings import Settings
 
     if budget not in BUDGETS:
         fail(f"--budget {budget!r}: must be one of {', '.join(BUDGETS)}")
-    load(config, [])
+    if task not in DEFAULT_CONFIGS:
+        fail(f"--task {task!r}: must be one of {', '.join(DEFAULT_CONFIGS)}")
+    try:
+        budget_spec(budget, task)
+    except ValueError as err:
+        fail(f"--budget {budget!r}: {err}")
+    config = config or Path(DEFAULT_CONFIGS[task])
+    base_task = load(config, []).task
+    if base_task != task:
+        fail(f"--config {config}: a {base_task} config; --task {task} needs a {task} config")
     settings = Settings.from_env()
     store = open_store(settings)
     dispatcher = open_dispatcher(settings)
     log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
-    out = results_dir / f"quality-{budget}.json"
+    classification = task == "classification"
+    out = results_dir / (f"quality-classification-{budget}.json" if classification else f"quality-{budget}.json")
     previous = json.loads(out.read_text()) if out.is_file() else None
-    command = f"dblocks bench quality --budget {budget} --json"
+    command = (
+        f"dblocks bench quality --task {task} --json"
+        if classification
+        else (f"dblocks bench quality --budget {budget} --json")
+    )
 
     def save(report: dict) -> None:
         dump(report, out)
-        if doc_dir is not None:
+        if doc_dir is None:
+            return
+        if classification:
+            write_classification_doc(report, doc_dir / "quality-classification.md", command)
+        else:
             write_quality_doc(
                 report, doc_dir / f"quality-{budget}.md", doc_dir / f"quality_fd_vs_b_{budget}.png", command
             )
@@ -64,6 +95,7 @@ def bench_quality_cmd(
             log=log,
             previous=previous,
             save=save,
+            task=task,
         )
     finally:
         dispatcher.shutdown()

@@ -27,10 +27,11 @@ def plan(config: Path, set_: SetOpt = None, as_json: Annotated[bool, typer.Optio
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
-    typer.echo(f"boundaries: {', '.join(f'{b:.5g}' for b in doc['boundaries'])}")
+    axis = doc.get("axis", "sigma")  # text: masking time t (block 0 owns the most-masked slice)
+    typer.echo(f"{axis} boundaries: {', '.join(f'{b:.5g}' for b in doc['boundaries'])}")
     for b in doc["blocks"]:
         typer.echo(
-            f"block {b['index']}: sigma [{b['sigma_lo']:.5g}, {b['sigma_hi']:.5g}] trains on "
+            f"block {b['index']}: {axis} [{b['sigma_lo']:.5g}, {b['sigma_hi']:.5g}] trains on "
             f"[{b['train_sigma_lo']:.5g}, {b['train_sigma_hi']:.5g}] layers {b['layers']} "
             f"params {b['num_params']:,}"
         )
@@ -103,8 +104,12 @@ def _drive_with_progress(run_id: str, store, dispatcher):
 @app.command()
 def sample(
     run_dir: Annotated[Path, typer.Argument(help="Run directory, or a run id with --server.")],
-    out: Annotated[Path, typer.Option(help="FILE.png (grid) or FILE.npz (samples, labels).")],
+    out: Annotated[
+        Path, typer.Option(help="FILE.png (grid) or FILE.npz (samples, labels); a text run: FILE.txt (one per line).")
+    ],
     num_per_class: Annotated[int | None, typer.Option(help="Samples per class.")] = None,
+    num: Annotated[int | None, typer.Option(help="Text runs: how many samples (default 8).")] = None,
+    length: Annotated[int | None, typer.Option(help="Text runs: symbols per sample (default: text.seq_len).")] = None,
     steps: Annotated[int | None, typer.Option(help="Sampler steps.")] = None,
     cfg: Annotated[float | None, typer.Option("--cfg", help="Guidance scale.")] = None,
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
@@ -126,8 +131,11 @@ def sample(
     from coordinator.artefacts.sample import sample_run
     from shared.images import save_grid
 
+    if out.suffix == ".txt":
+        _sample_text(run_dir, out, num=num, length=length, steps=steps, seed=seed, weights=weights, server=server)
+        return
     if out.suffix not in (".png", ".npz"):
-        fail(f"--out {out}: must end in .png or .npz")
+        fail(f"--out {out}: must end in .png or .npz (.txt for a text run)")
     if weights not in (None, "ema", "raw"):
         fail(f"--weights {weights!r}: must be 'ema' or 'raw'")
     if server and not run_dir.is_dir():
@@ -152,6 +160,8 @@ def sample(
         typer.echo(f"wrote the samples of {run_dir} to {out}")
         return
     config = run_config(run_dir)
+    if config.task == "text":
+        fail(f"{run_dir} is a text run: its samples are text (--out FILE.txt)")
     if config.task != "image_generation":
         fail(f"{run_dir} is a {config.task} run: it has no samples (label images with `dblocks predict`)")
     try:
@@ -167,6 +177,46 @@ def sample(
     typer.echo(f"wrote {len(labels)} samples to {out}")
 
 
+def _sample_text(run_dir: Path, out: Path, *, num, length, steps, seed, weights, server) -> None:
+    """`dblocks sample RUN --out FILE.txt`: one generated text per line, from a run directory or the service."""
+    from coordinator.artefacts.text import generate_texts
+
+    if weights not in (None, "ema", "raw"):
+        fail(f"--weights {weights!r}: must be 'ema' or 'raw'")
+    if server and not run_dir.is_dir():
+        params = {"num": num or 8, "length": length, "steps": steps, "seed": seed, "weights": weights}
+        with client(server) as c:
+            response = c.get(
+                f"/v1/runs/{run_dir}/samples.txt",
+                params={k: v for k, v in params.items() if v is not None},
+                timeout=600,
+            )
+        if response.status_code >= 400:
+            checked(response)
+        out.write_text(response.text)
+        typer.echo(f"wrote the samples of {run_dir} to {out}")
+        return
+    config = run_config(run_dir)
+    if config.task != "text":
+        fail(f"--out {out}: a .txt file holds text samples; {run_dir} is a {config.task} run (use .png or .npz)")
+    try:
+        texts = generate_texts(
+            run_dir,
+            config,
+            num=8 if num is None else num,
+            length=length,
+            steps=steps,
+            seed=config.sample.seed if seed is None else seed,
+            weights=weights or config.sample.weights,
+        )
+    except ValueError as err:
+        fail(f"--num/--length: {err}")
+    except CheckpointError as err:
+        fail(str(err), 1)
+    out.write_text("".join(t + "\n" for t in texts))
+    typer.echo(f"wrote {len(texts)} samples of {len(texts[0])} characters to {out}")
+
+
 @app.command("eval")
 def eval_(
     run_dir: Path,
@@ -178,7 +228,8 @@ def eval_(
 ) -> None:
     """Evaluate a finished run on its held-out split. Image generation: Frechet distance (classifier features) and
     class accuracy of its samples. Classification: accuracy and calibration error (`{"task": "classification",
-    "accuracy": ...}`).
+    "accuracy": ...}`). Text: bits per character, the Monte-Carlo ELBO bound (`{"task": "text", "bpc": ...,
+    "bpc_stderr": ..., "unigram_bpc": ...}`).
 
     Example: dblocks eval runs/demo --num-samples 1000 --json
     """
@@ -190,6 +241,9 @@ def eval_(
         fail(f"--weights {weights!r}: must be 'ema' or 'raw'")
     if config.task == "classification":
         _eval_classification(run_dir, config, weights=weights, seed=seed, as_json=as_json)
+        return
+    if config.task == "text":
+        _eval_text(run_dir, config, weights=weights, seed=seed, as_json=as_json)
         return
     if num_samples < 10:
         fail(f"--num-samples {num_samples}: need at least one sample per class")
@@ -234,6 +288,26 @@ def _eval_classification(run_dir: Path, config, *, weights: str, seed: int, as_j
         as_json,
         f"accuracy {result['accuracy']:.4f}  ECE {result['ece']:.4f}  ({result['num_examples']} held-out "
         f"examples, {result['num_steps']} steps, {weights} weights)",
+    )
+
+
+def _eval_text(run_dir: Path, config, *, weights: str, seed: int, as_json: bool) -> None:
+    from coordinator.artefacts.text import evaluate_text
+    from shared.data import DataError
+
+    try:
+        result = evaluate_text(run_dir, config, weights=weights, seed=seed)
+    except DataError as err:
+        fail(str(err))
+    except CheckpointError as err:
+        fail(str(err), 1)
+    _report_eval(
+        run_dir,
+        result,
+        as_json,
+        f"{result['bpc']:.3f} ± {result['bpc_stderr']:.3f} bits per character (unigram floor "
+        f"{result['unigram_bpc']:.3f}; {result['num_samples']} Monte-Carlo draws over {result['num_test_sequences']} "
+        f"held-out sequences, {weights} weights)",
     )
 
 

@@ -73,6 +73,10 @@ def check_labels(reader: SplitReader, num_classes: int, split: str) -> None:
 
 def resolve_data(config: Config) -> Config:
     """The config with its data facts filled in, after validating the source; DataError names what is wrong."""
+    if config.task == "text":
+        from shared.data.text import resolve_text
+
+        return resolve_text(config)
     d = config.data
     if d.source is None:
         return config

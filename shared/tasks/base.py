@@ -16,6 +16,14 @@ from shared.model import NetSpec
 class Task(Protocol):
     name: str
 
+    @classmethod
+    def options_from(cls, config) -> dict:
+        """This task's options under `config` (JSON values; the keyword arguments of the task's constructor)."""
+
+    @property
+    def options(self) -> dict:
+        """The options this task was built with: saved in every block file, so a block rebuilds as it trained."""
+
     def network(self, spec: NetSpec, *, activation_checkpointing: bool = False) -> nn.Module:
         """A fresh block network F (its state dict is what a block file holds)."""
 

@@ -11,6 +11,10 @@ schedule call each block once, so inference costs one forward pass of the whole 
 
 Every block owns its E (private, like the image blocks' embeddings), initialised from one fixed seed, so all blocks
 start in the same embedding space and exchange nothing while they train.
+
+The backprop baseline (`classification.objective: backprop`, end-to-end only) is the same network as an ordinary
+classifier: the label token carries zeros and the noise conditioning is constant (a learned CLS token, fixed adaLN),
+the loss is plain cross-entropy, and inference is its one call.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch.utils.checkpoint import checkpoint
 from shared.model import NetSpec, TransformerLayer, fourier_features, modulate, sincos_2d
 from shared.noise import edm_scalings, loss_weight
 from shared.sampling import euler_step
+from shared.tasks.edm import EDMTask
 
 EMBEDDING_SEED = 0  # the same initial class embedding in every block of every run
 
@@ -71,14 +76,18 @@ class LabelDenoiserNet(nn.Module):
 
 
 class LabelDenoiser(nn.Module):
-    """EDM preconditioning of the label: `forward(z, sigma, images)` -> logits; `denoise` -> the estimate of y."""
+    """EDM preconditioning of the label: `forward(z, sigma, images)` -> logits; `denoise` -> the estimate of y.
+    `noise_free`: the backprop baseline, which sees neither z nor sigma (an ordinary classifier)."""
 
-    def __init__(self, net: LabelDenoiserNet, sigma_data: float):
+    def __init__(self, net: LabelDenoiserNet, sigma_data: float, *, noise_free: bool = False):
         super().__init__()
         self.net = net
         self.sigma_data = sigma_data
+        self.noise_free = noise_free
 
     def forward(self, z: torch.Tensor, sigma: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        if self.noise_free:
+            return self.net(images, torch.zeros_like(z), torch.zeros(len(z), dtype=z.dtype, device=z.device))
         sigma = sigma.reshape(-1, 1).to(z.dtype)
         _, _, c_in, c_noise = edm_scalings(sigma, self.sigma_data)
         return self.net(images, c_in * z, c_noise.flatten())
@@ -107,19 +116,39 @@ def label_denoising_loss(
     return (loss_weight(sigma, sigma_data) * F.cross_entropy(logits, labels, reduction="none")).mean()
 
 
-class Classification:
+OBJECTIVES = ("label_denoising", "backprop")
+
+
+class Classification(EDMTask):
     name = "classification"
+
+    def __init__(self, objective: str = "label_denoising"):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"classification objective must be one of {OBJECTIVES}, got {objective!r}")
+        self.objective = objective
+
+    @classmethod
+    def options_from(cls, config) -> dict:
+        return {"objective": config.classification.objective}
+
+    @property
+    def options(self) -> dict:
+        return {"objective": self.objective}
 
     def network(self, spec: NetSpec, *, activation_checkpointing: bool = False) -> nn.Module:
         return LabelDenoiserNet(spec, activation_checkpointing=activation_checkpointing)
 
     def denoiser(self, net: nn.Module, sigma_data: float) -> nn.Module:
-        return LabelDenoiser(net, sigma_data)
+        return LabelDenoiser(net, sigma_data, noise_free=self.objective == "backprop")
 
     def loss(
         self, model, images, labels, sigma, *, sigma_data: float, generator: torch.Generator, label_dropout: float
     ) -> torch.Tensor:
-        eps = torch.randn((len(labels), model_width(model)), generator=generator, device=images.device)
+        width = model_width(model)
+        if self.objective == "backprop":  # ordinary cross-entropy; the sigmas drawn for the batch are unused
+            zeros = torch.zeros((len(labels), width), device=images.device)
+            return F.cross_entropy(model(zeros, sigma, images), labels)
+        eps = torch.randn((len(labels), width), generator=generator, device=images.device)
         return label_denoising_loss(model, images, labels, sigma, eps, sigma_data)
 
     def preview(self, denoiser, images, labels, sigma_lo, sigma_hi, generator) -> None:

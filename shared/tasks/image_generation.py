@@ -10,11 +10,20 @@ from torch import nn
 
 from shared.model import BlockNet, NetSpec
 from shared.precond import Denoiser, denoising_loss
+from shared.tasks.edm import EDMTask
 from shared.visualize import block_preview
 
 
-class ImageGeneration:
+class ImageGeneration(EDMTask):
     name = "image_generation"
+
+    @classmethod
+    def options_from(cls, config) -> dict:
+        return {}
+
+    @property
+    def options(self) -> dict:
+        return {}
 
     def network(self, spec: NetSpec, *, activation_checkpointing: bool = False) -> nn.Module:
         return BlockNet(spec, activation_checkpointing=activation_checkpointing)

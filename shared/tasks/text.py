@@ -1,0 +1,273 @@
+"""Masked-diffusion language modelling (MD4; DiffusionBlocks' text experiments) over a character vocabulary.
+
+Noise is masking: at time t in [0, 1] each symbol is kept with probability alpha(t) = 1 - t and replaced by [MASK]
+(id = vocabulary size) otherwise. The time axis is partitioned at equal training mass, which for the linear
+schedule is `t_b = b / B`; block 0 owns the most-masked slice (t near 1), as block 0 owns the highest sigma for
+images, and gamma widens each slice linearly in t. Each block's loss is the MD4 ELBO restricted to its slice: t
+drawn uniformly in the (widened) slice, weight `-alpha'(t) / (1 - alpha(t)) = 1 / t` times the cross-entropy over
+the masked positions, per symbol. The block is a bidirectional transformer over the symbols with adaLN time
+conditioning (the DiT layer of `shared.model`), with its own symbol embedding and head (nothing crosses blocks).
+
+Sampling starts all-[MASK] at t = 1 and steps t down; at each step the block owning t predicts the masked symbols
+and each still-masked one is revealed with probability `(alpha(s) - alpha(t)) / (1 - alpha(t)) = (t - s) / t`, so
+by s = 0 every symbol is revealed. Bits per character: the ELBO (integral over t of the weighted masked
+cross-entropy, per symbol, over ln 2), estimated by Monte Carlo over t and masks with each t routed to its block.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from shared.model import NetSpec, TransformerLayer, fourier_features, modulate
+from shared.partition import widen_linear
+
+T_MIN = 1e-3  # training and evaluation times are clamped here: the weight 1/t is bounded (the ELBO loses < 0.1 %)
+
+
+def sincos_1d(length: int, dim: int) -> torch.Tensor:
+    """Fixed sine-cosine position embedding, (length, dim)."""
+    half = dim // 2
+    freqs = 1.0 / 10000 ** (torch.arange(half, dtype=torch.float64, device="cpu") / half)
+    angles = torch.arange(length, dtype=torch.float64, device="cpu")[:, None] * freqs[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1).float()
+
+
+class MaskedTokenNet(nn.Module):
+    """Logits over the vocabulary at every position from (symbols with [MASK]s, t). `spec.num_classes` is the
+    vocabulary size V (the mask id is V) and `spec.seq_len` the sequence length. Zero-initialised adaLN gates and
+    head: a fresh block predicts the uniform distribution."""
+
+    def __init__(self, spec: NetSpec, *, activation_checkpointing: bool = False):
+        super().__init__()
+        self.spec = spec
+        self.activation_checkpointing = activation_checkpointing
+        d = spec.hidden_size
+        self.token_embed = nn.Embedding(spec.num_classes + 1, d)  # + [MASK]
+        self.register_buffer("pos_embed", sincos_1d(spec.seq_len, d), persistent=False)
+        self.time_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
+        self.layers = nn.ModuleList(TransformerLayer(d, spec.num_heads, spec.mlp_ratio) for _ in range(spec.num_layers))
+        self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Linear(d, 2 * d)
+        self.head = nn.Linear(d, spec.num_classes)
+        for zeroed in (self.ada_out, self.head):
+            nn.init.zeros_(zeroed.weight)
+            nn.init.zeros_(zeroed.bias)
+
+    def forward(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        length = tokens.shape[1]
+        if length > self.spec.seq_len:
+            raise ValueError(f"sequence of {length} symbols: this model was trained on at most {self.spec.seq_len}")
+        x = self.token_embed(tokens) + self.pos_embed[:length]  # (N, L, D)
+        cond = self.time_embed(fourier_features(t))  # (N, D)
+        for layer in self.layers:
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(layer, x, cond, use_reentrant=False)
+            else:
+                x = layer(x, cond)
+        shift, scale = self.ada_out(F.silu(cond)).chunk(2, dim=1)
+        return self.head(modulate(self.norm_out(x), shift, scale))  # (N, L, V)
+
+
+class MaskedDenoiser(nn.Module):
+    """The denoiser signature the assembly routes by noise level: `forward(z, t, labels=None)` -> logits."""
+
+    def __init__(self, net: MaskedTokenNet):
+        super().__init__()
+        self.net = net
+
+    @property
+    def mask_id(self) -> int:
+        return self.net.spec.num_classes
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, labels=None) -> torch.Tensor:
+        return self.net(z, t.reshape(-1).to(torch.float32))
+
+
+def mask_tokens(tokens: torch.Tensor, t: torch.Tensor, mask_id: int, generator: torch.Generator):
+    """(z, masked): each symbol replaced by [MASK] with probability t (its example's), i.e. kept with alpha = 1 - t."""
+    u = torch.rand(tokens.shape, generator=generator, device=generator.device).to(tokens.device)
+    masked = u < t[:, None]
+    return torch.where(masked, torch.full_like(tokens, mask_id), tokens), masked
+
+
+def elbo_weight(t: torch.Tensor) -> torch.Tensor:
+    """-alpha'(t) / (1 - alpha(t)) for the linear schedule alpha(t) = 1 - t: 1 / t."""
+    return 1.0 / t
+
+
+def masked_nats(logits: torch.Tensor, tokens: torch.Tensor, masked: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Per sequence: the weighted masked cross-entropy per symbol (nats), (N,). Its mean over t ~ U(0, 1) and masks
+    is the MD4 ELBO (an upper bound on the negative log-likelihood per symbol)."""
+    ce = F.cross_entropy(logits.transpose(1, 2).float(), tokens, reduction="none")  # (N, L)
+    return elbo_weight(t) * (ce * masked).sum(dim=1) / tokens.shape[1]
+
+
+def stratified_times(num: int, lo: float, hi: float, generator: torch.Generator) -> torch.Tensor:
+    """`num` times in [lo, hi], one per equal stratum, in random order (MD4's low-variance draw of t), >= T_MIN."""
+    device = generator.device
+    u = (torch.rand(1, generator=generator, device=device) + torch.arange(num, device=device) / num) % 1.0
+    u = u[torch.randperm(num, generator=generator, device=device)]
+    return (lo + (hi - lo) * u).clamp(min=T_MIN)
+
+
+class MaskedDiffusionText:
+    name = "text"
+    axis = "t"  # masking time: higher is noisier (more masked); block 0 owns the highest
+
+    def __init__(self, vocabulary: str = "", seq_len: int = 0):
+        self.vocabulary = vocabulary  # the symbols in id order; the mask id is len(vocabulary)
+        self.seq_len = seq_len
+
+    @classmethod
+    def options_from(cls, config) -> dict:
+        return {"vocabulary": text_vocabulary(config), "seq_len": config.text.seq_len}
+
+    @property
+    def options(self) -> dict:
+        return {"vocabulary": self.vocabulary, "seq_len": self.seq_len}
+
+    def net_spec(self, config, num_layers: int) -> NetSpec:
+        model = config.model
+        return NetSpec(
+            image_size=0,
+            channels=0,
+            num_classes=len(self.vocabulary),
+            patch_size=1,
+            hidden_size=model.hidden_size,
+            num_heads=model.num_heads,
+            mlp_ratio=model.mlp_ratio,
+            num_layers=num_layers,
+            seq_len=self.seq_len,
+        )
+
+    def boundaries(self, config) -> list[float]:
+        """B + 1 ascending times at equal training mass: alpha(t_a) - alpha(t_b) equal, i.e. t_b = b / B."""
+        n = config.planned_blocks
+        return [b / n for b in range(n + 1)]
+
+    def widen(self, lo: float, hi: float, gamma: float, lo_min: float, hi_max: float) -> tuple[float, float]:
+        return widen_linear(lo, hi, gamma, lo_min, hi_max)
+
+    def sample_noise(self, num: int, lo: float, hi: float, config, generator: torch.Generator) -> torch.Tensor:
+        return stratified_times(num, lo, hi, generator)
+
+    def train_batches(self, config, *, seed: int, rank: int = 0, world_size: int = 1):
+        from shared.data.text import TokenBatches, load_corpus
+
+        corpus = load_corpus(config.text)
+        return TokenBatches(corpus.split("train"), config.text.seq_len)
+
+    def preview_batch(self, config, count: int) -> tuple[torch.Tensor, None]:
+        from shared.data.text import load_corpus, sequences
+
+        return sequences(load_corpus(config.text).split("validation"), config.text.seq_len)[:count], None
+
+    def network(self, spec: NetSpec, *, activation_checkpointing: bool = False) -> nn.Module:
+        return MaskedTokenNet(spec, activation_checkpointing=activation_checkpointing)
+
+    def denoiser(self, net: nn.Module, sigma_data: float) -> nn.Module:
+        return MaskedDenoiser(net)
+
+    def loss(self, model, images, labels, sigma, *, sigma_data: float, generator, label_dropout: float):
+        """`images` are the clean symbols (N, L), `sigma` the times t (N,)."""
+        mask_id = getattr(model, "module", model).mask_id
+        z, masked = mask_tokens(images, sigma, mask_id, generator)
+        return masked_nats(model(z, sigma), images, masked, sigma).mean()
+
+    def preview(self, denoiser, images, labels, sigma_lo, sigma_hi, generator) -> str:
+        """Held-out text masked at the middle of the block's own slice, and this block's reconstruction (the most
+        likely symbol at every masked position)."""
+        t = torch.full((len(images),), (sigma_lo + sigma_hi) / 2, device=images.device).clamp(min=T_MIN)
+        with torch.no_grad():
+            z, masked = mask_tokens(images, t, denoiser.mask_id, generator)
+            guess = torch.where(masked, denoiser(z, t).argmax(dim=-1), images)
+        lines = [f"t = {float(t[0]):.3f} (block interval [{sigma_lo:.3f}, {sigma_hi:.3f}])"]
+        for row_z, row_guess in zip(z.tolist(), guess.tolist()):
+            lines += ["masked:  " + self.render(row_z), "guessed: " + self.render(row_guess), ""]
+        return "\n".join(lines)
+
+    def render(self, ids) -> str:
+        return "".join(self.vocabulary[i] if i < len(self.vocabulary) else "_" for i in ids)
+
+
+def text_vocabulary(config) -> str:
+    """The run's symbols: fixed for text8; for `chars`, `text.symbols` (filled in when the run is resolved)."""
+    from shared.data.text import TEXT8
+
+    if config.text.vocabulary == "text8":
+        return TEXT8
+    if not config.text.symbols:
+        raise ValueError("text.vocabulary chars: text.symbols is not resolved yet (shared.data.text.resolve_text)")
+    return config.text.symbols
+
+
+@torch.no_grad()
+def sample_text(
+    assembled, *, num: int, length: int, steps: int, seed: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """(num, length) symbol ids generated from all-[MASK] at t = 1 by `steps` equal steps down to t = 0; at each
+    step the block owning t predicts, and each still-masked symbol is revealed with probability (t - s) / t."""
+    mask_id = assembled.blocks[0].mask_id
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    z = torch.full((num, length), mask_id, dtype=torch.long, device=device)
+    times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64).tolist()
+    for t, s in zip(times[:-1], times[1:]):
+        logits = assembled(z, torch.full((num,), t, device=device), None).float()
+        probs = logits.softmax(dim=-1).cpu()
+        drawn = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(num, length)
+        reveal = torch.rand((num, length), generator=generator) < (t - s) / t
+        still = (z == mask_id).cpu()
+        z = torch.where((still & reveal).to(z.device), drawn.to(z.device), z)
+    return z
+
+
+@torch.no_grad()
+def estimate_bpc(
+    assembled,
+    sequences: torch.Tensor,
+    *,
+    seed: int,
+    target_stderr: float,
+    min_samples: int,
+    max_samples: int,
+    batch_size: int = 256,
+) -> dict:
+    """Monte-Carlo ELBO in bits per character on held-out sequences: rounds over the sequences, each with its own
+    t ~ U(0, 1) (stratified per batch) and mask, each t routed to the block that owns it, until the standard error
+    is at most `target_stderr` (after at least `min_samples`; at most `max_samples`)."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    mask_id = assembled.blocks[0].mask_id
+    values: list[torch.Tensor] = []
+    count, start = 0, 0
+    while count < max_samples:
+        rows = torch.arange(start, start + batch_size) % len(sequences)
+        start += batch_size
+        tokens = sequences[rows]
+        t = stratified_times(len(tokens), 0.0, 1.0, generator)
+        z, masked = mask_tokens(tokens, t, mask_id, generator)
+        bits = masked_nats(assembled(z, t, None), tokens, masked, t) / math.log(2)
+        values.append(bits)
+        count += len(bits)
+        if count >= min_samples:
+            all_bits = torch.cat(values).double()
+            stderr = float(all_bits.std() / math.sqrt(len(all_bits)))
+            if stderr <= target_stderr:
+                break
+    all_bits = torch.cat(values).double()
+    return {
+        "bpc": float(all_bits.mean()),
+        "bpc_stderr": float(all_bits.std() / math.sqrt(len(all_bits))),
+        "num_samples": len(all_bits),
+    }
+
+
+def unigram_bpc(ids: torch.Tensor, vocabulary_size: int) -> float:
+    """Entropy in bits of the symbol frequencies of `ids`: what a model that ignores context scores."""
+    counts = torch.bincount(ids.reshape(-1), minlength=vocabulary_size).double()
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log2()).sum())
