@@ -68,3 +68,43 @@ def test_difference_standard_error():
     b = {"mean": 4.0, "std": 1.0, "values": [3.0, 4.0, 5.0]}
     diff, se = difference(a, b)
     assert diff == 6.0 and se == pytest.approx((4 / 3 + 1 / 3) ** 0.5)
+
+
+@pytest.mark.parametrize("task", ["classification", "text"])
+def test_task_comparisons_summarise_against_their_reference_case(task, tmp_path):
+    from coordinator.bench.quality import METRICS, write_task_doc
+
+    spec = budget_spec("small", task)
+    assert spec.seeds == [0, 1, 2] and len(spec.cases) == (3 if task == "classification" else 2)
+    (key,) = METRICS[task][:1]
+    runs = []
+    for index, case in enumerate(spec.cases):
+        for seed in spec.seeds:
+            value = 0.9 + 0.01 * index + 0.001 * seed
+            runs.append(
+                {
+                    "label": case.label,
+                    "seed": seed,
+                    "mode": "end_to_end" if "end_to_end" in case.overrides[0] else "blockwise",
+                    "objective": "backprop" if case.label == "backprop" else "label_denoising",
+                    "num_blocks": 1 if case.label in ("backprop", "end_to_end") else 3,
+                    "partition": "equiprobable",
+                    "overlap_gamma": 0.05,
+                    "layers": None,
+                    "steps_per_block": 1500,
+                    "layer_updates": 9000,
+                    "num_samples": 1000,
+                    "wall_s": 1.0,
+                    **{w: {k: value for k in METRICS[task]} for w in ("ema", "raw")},
+                }
+            )
+    report = summarise("small", spec, runs, {"task": task, "num_samples": 1000, "wall_s": 60.0})
+    assert report["complete"] and [r[key]["mean"] for r in report["results"]] == pytest.approx(
+        [0.901 + 0.01 * i for i in range(len(spec.cases))]
+    )
+    write_task_doc(report, tmp_path / "q.md", f"dblocks bench quality --task {task} --json")
+    text = (tmp_path / "q.md").read_text()
+    reference = "backprop" if task == "classification" else "end-to-end"
+    assert f"vs {reference}" in text and "+0.0100 ± 0.0008 (beyond 2 SE)" in text and "complete" in text
+    with pytest.raises(ValueError, match="budget must be small"):
+        budget_spec("medium", task)

@@ -422,6 +422,9 @@ def test_the_api_reads_data_only_under_its_data_roots(rgb_files, tmp_path, redis
     for source in ("/etc", f"{rgb_files}/../../etc", "s3://other/x"):
         response = client.post("/v1/runs", json={"data": {"source": source}})
         assert response.status_code == 422 and "outside the data roots" in response.text, response.text
+    # A text corpus can be learnt and sampled back: its source is confined by the same roots.
+    response = client.post("/v1/runs", json={"task": "text", "text": {"source": "/etc/passwd"}})
+    assert response.status_code == 422 and "text.source '/etc/passwd': outside the data roots" in response.text
     assert not redis_client.keys("t-roots*") and not (tmp_path / "runs").exists()
     inside = {"data": {"source": str(rgb_files / "folder"), "test_fraction": 0.1}, "model": {"patch_size": 4}}
     assert client.post("/v1/runs", json=inside).status_code == 201

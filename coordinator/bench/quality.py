@@ -20,6 +20,7 @@ from pathlib import Path
 
 from coordinator.artefacts.classification import evaluate_classifier
 from coordinator.artefacts.quality import evaluate_run
+from coordinator.artefacts.text import evaluate_text
 from coordinator.dispatch import RayDispatcher
 from coordinator.runs import create_run
 from coordinator.service import Coordinator
@@ -44,8 +45,14 @@ PAPER_CLASSIFICATION = {
 }
 WEIGHTS = ("ema", "raw")
 # The metrics each task's cases are compared by; the first is the headline.
-METRICS = {"image_generation": ("fd", "class_accuracy"), "classification": ("accuracy", "ece")}
-DEFAULT_CONFIGS = {"image_generation": "configs/quickstart.yaml", "classification": "configs/classify.yaml"}
+METRICS = {"image_generation": ("fd", "class_accuracy"), "classification": ("accuracy", "ece"), "text": ("bpc",)}
+DEFAULT_CONFIGS = {
+    "image_generation": "configs/quickstart.yaml",
+    "classification": "configs/classify.yaml",
+    "text": "configs/text.yaml",
+}
+# Paper Table 3 (MD4 on text8, 12 layers, test BPC; shape only: a small model on Python's documentation here).
+PAPER_TEXT = {"end_to_end": (1.56, "Table 3, text8"), "B=3 equiprobable gamma=0.05": (1.45, "Table 3, text8")}
 
 
 @dataclass(frozen=True)
@@ -82,11 +89,13 @@ BACKPROP = Case("backprop", ("train.mode=end_to_end", "classification.objective=
 def budget_spec(budget: str, task: str = "image_generation") -> Budget:
     """The cases, seeds and common overrides of a budget (costs on this project's 2-core CPU machine in
     docs/quality.md)."""
-    if task == "classification":
+    if task in ("classification", "text"):
         if budget != "small":
-            raise ValueError(f"budget must be small for the classification task, got {budget!r}")
-        # The issue's three cases at equal layer-updates, 3 seeds, on configs/classify.yaml's own steps.
-        return Budget([BACKPROP, END_TO_END, _equi(3, 0.05)], [0, 1, 2], ())
+            raise ValueError(f"budget must be small for the {task} task, got {budget!r}")
+        # At equal layer-updates, 3 seeds, on the task's own example config (its steps).
+        if task == "classification":
+            return Budget([BACKPROP, END_TO_END, _equi(3, 0.05)], [0, 1, 2], ())
+        return Budget([END_TO_END, _equi(3, 0.05)], [0, 1, 2], ())
     if budget == "small":  # ~30 min: the quickstart model, one seed
         return Budget(
             [
@@ -168,7 +177,8 @@ def summarise(budget: str, spec: Budget, runs: list[dict], base: dict) -> dict:
     """Per case: the task's metrics (FD and class accuracy; accuracy and ECE) over the seeds evaluated so far, raw
     and EMA."""
     task = base.get("task", "image_generation")
-    metrics, paper_table = METRICS[task], PAPER_CLASSIFICATION if task == "classification" else PAPER
+    metrics = METRICS[task]
+    paper_table = {"classification": PAPER_CLASSIFICATION, "text": PAPER_TEXT}.get(task, PAPER)
     results = []
     for case in spec.cases:
         done = [r for r in runs if r["label"] == case.label]
@@ -252,6 +262,9 @@ def bench_quality(
             if task == "classification":
                 evals = {which: evaluate_classifier(run_dir, config, weights=which) for which in WEIGHTS}
                 base.update(num_test_examples=evals["ema"]["num_examples"])
+            elif task == "text":
+                evals = {which: evaluate_text(run_dir, config, weights=which) for which in WEIGHTS}
+                base.update(unigram_bpc=evals["ema"]["unigram_bpc"], seq_len=config.text.seq_len)
             else:
                 evals = {
                     which: evaluate_run(
@@ -356,22 +369,71 @@ values. Its partition and block-count ablations ran at gamma 0; where our row is
     doc_path.write_text(text)
 
 
-def write_classification_doc(report: dict, doc_path: Path, command: str) -> None:
-    """The generated page of `dblocks bench quality --task classification`: accuracy and ECE, raw and EMA, each case
-    against the backprop baseline, the paper's Table 1 beside."""
-    results = report["results"]
-    backprop = next((r for r in results if r.get("objective") == "backprop"), None)
+@dataclass(frozen=True)
+class TaskDoc:
+    """What the generated page of a non-image task's comparison says."""
+
+    title: str
+    metrics: tuple[tuple[str, str], ...]  # (key, column name); the first is compared with the reference case
+    reference: Callable[[dict], bool]  # which result row the others are compared with
+    reference_name: str
+    intro: str  # after the common first paragraph
+    paper_note: str
+
+
+TASK_DOCS = {
+    "classification": TaskDoc(
+        title="classification by label denoising",
+        metrics=(("accuracy", "accuracy"), ("ece", "ECE")),
+        reference=lambda r: r.get("objective") == "backprop",
+        reference_name="backprop",
+        intro="""Base config `configs/classify.yaml` (6 layers, width 64, patch 4, 1,500 steps per block, batch 128).
+Accuracy and expected calibration error (15 bins) on the held-out MNIST digits; inference for label denoising is
+one call per block (B Euler steps at the plan's boundaries).
+
+- **backprop**: the same network (`LabelDenoiserNet`) trained end to end as an ordinary classifier: the label token
+  carries zeros, the noise conditioning is constant, plain cross-entropy (`classification.objective: backprop`).
+- **end_to_end**: label denoising with one block owning the whole noise range (the B = 1 plan).
+- **B=3**: DiffusionBlocks, three blocks of two layers trained independently, gamma 0.05.""",
+        paper_note="The paper's column is a ViT on CIFAR-100 (Table 1, accuracy %): compare the *shape* (block-wise "
+        "within about a point of backprop), not the values.",
+    ),
+    "text": TaskDoc(
+        title="masked-diffusion text (MD4), bits per character",
+        metrics=(("bpc", "BPC"),),
+        reference=lambda r: r.get("mode") == "end_to_end",
+        reference_name="end-to-end",
+        intro="""Base config `configs/text.yaml` (6 layers, width 96, sequences of 64 characters, text8 vocabulary,
+1,500 steps per block, batch 64) on the built-in corpus (Python's documentation text, docs/data.md). BPC: the
+Monte-Carlo ELBO bound on the test chunk, each t routed to its block, sampled until its standard error is at most
+0.01; lower is better. The unigram floor (a model that ignores context) is in the JSON (`unigram_bpc`).
+
+- **end_to_end**: one network, all layers, t over [0, 1] (the B = 1 plan), an ordinary MD4 model.
+- **B=3**: DiffusionBlocks, three blocks of two layers, each owning a third of t, gamma 0.05.""",
+        paper_note="The paper's column is a 12-layer model on text8 (Table 3: 1.56 end-to-end vs 1.45 block-wise): "
+        "compare the *shape* (which wins), not the values.",
+    ),
+}
+
+
+def write_task_doc(report: dict, doc_path: Path, command: str) -> None:
+    """The generated page of `dblocks bench quality --task classification|text`: the task's metrics, raw and EMA,
+    each case against the task's reference case, the paper beside."""
+    doc, results = TASK_DOCS[report["task"]], report["results"]
+    reference = next((r for r in results if doc.reference(r)), None)
+    first = doc.metrics[0][0]
+    names = [f"{name} {w.upper() if w == 'ema' else w}" for _, name in doc.metrics for w in WEIGHTS]
     rows = [
-        "| run | objective | B | seeds | accuracy EMA | accuracy raw | ECE EMA | ECE raw | accuracy vs backprop (EMA) "
-        "| paper accuracy % (setting) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| run | B | seeds | {' | '.join(names)} | {doc.metrics[0][1]} vs {doc.reference_name} (EMA) | paper |",
+        "|---|---|---|" + "---|" * len(names) + "---|---|",
     ]
     for r in results:
-        paper = f"{r['paper_accuracy']:.2f} ({r['paper_setting']})" if r.get("paper_accuracy") else "—"
-        cells = [f"{r[w][k]['mean']:.4f} ± {r[w][k]['std']:.4f}" for k in ("accuracy", "ece") for w in WEIGHTS]
+        paper_value = r.get("paper_accuracy", r.get("paper_fid"))
+        paper = f"{paper_value:.2f} ({r['paper_setting']})" if paper_value else "—"
+        cells = [f"{r[w][k]['mean']:.4f} ± {r[w][k]['std']:.4f}" for k, _ in doc.metrics for w in WEIGHTS]
         rows.append(
-            f"| {r['label']} | {r['objective']} | {r['num_blocks']} | {len(r['seeds'])} | {' | '.join(cells)} | "
-            f"{_vs(r, backprop, 'accuracy', digits=4)} | {paper} |"
+            f"| {r['label']} | {r['num_blocks']} | {len(r['seeds'])} | {' | '.join(cells)} | "
+            f"{_vs(r, reference, first, digits=4)} | {paper} |"
         )
     status = (
         "complete"
@@ -379,25 +441,18 @@ def write_classification_doc(report: dict, doc_path: Path, command: str) -> None
         else f"PARTIAL: {report['runs_done']} of {report['runs_expected']} runs so far; rerunning the command "
         "continues from the committed JSON"
     )
-    text = f"""# Quality, classification by label denoising (generated)
+    text = f"""# Quality, {doc.title} (generated)
 
 Produced by `{command}` ({status}); {report.get("wall_s", 0.0) / 60:.0f} minutes of wall time so far on this
-project's 2-core CPU machine. Base config `configs/classify.yaml` (6 layers, width 64, patch 4, 1,500 steps per
-block, batch 128); every case trains through the coordinator and Ray at the same layer-updates
-({results[0]["layer_updates"]:,} per case). Accuracy and expected calibration error (15 bins) on the
-{report.get("num_test_examples", 1000):,} held-out MNIST digits; inference for label denoising is one call per
-block (B Euler steps at the plan's boundaries). Values are mean ± standard deviation over seeds; "vs backprop" is
-the difference of means ± its standard error, and says whether it exceeds twice that.
+project's 2-core CPU machine. Every case trains through the coordinator and Ray at the same layer-updates
+({results[0]["layer_updates"]:,} per case). Values are mean ± standard deviation over seeds; "vs {doc.reference_name}"
+is the difference of means ± its standard error, and says whether it exceeds twice that.
 
-- **backprop**: the same network (`LabelDenoiserNet`) trained end to end as an ordinary classifier: the label token
-  carries zeros, the noise conditioning is constant, plain cross-entropy (`classification.objective: backprop`).
-- **end_to_end**: label denoising with one block owning the whole noise range (the B = 1 plan).
-- **B=3**: DiffusionBlocks, three blocks of two layers trained independently, gamma 0.05.
+{doc.intro}
 
 {chr(10).join(rows)}
 
-The paper's column is a ViT on CIFAR-100 (Table 1): compare the *shape* (block-wise within about a point of
-backprop), not the values.
+{doc.paper_note}
 """
     doc_path.write_text(text)
 

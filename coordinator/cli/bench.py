@@ -22,7 +22,11 @@ def bench_quality_cmd(
         Path | None, typer.Option(help="Base config (default: configs/quickstart.yaml; classify.yaml for --task).")
     ] = None,
     task: Annotated[
-        str, typer.Option(help="image_generation (FD vs end-to-end) or classification (accuracy vs backprop).")
+        str,
+        typer.Option(
+            help="image_generation (FD vs end-to-end), classification (accuracy vs backprop) or text (BPC vs "
+            "end-to-end)."
+        ),
     ] = "image_generation",
     num_samples: Annotated[
         int | None, typer.Option(help="Samples per evaluated run (default: the budget's, 1000; medium 500).")
@@ -42,8 +46,8 @@ def bench_quality_cmd(
         bench_quality,
         budget_spec,
         dump,
-        write_classification_doc,
         write_quality_doc,
+        write_task_doc,
     )
     from coordinator.settings import Settings
 
@@ -63,21 +67,19 @@ def bench_quality_cmd(
     store = open_store(settings)
     dispatcher = open_dispatcher(settings)
     log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
-    classification = task == "classification"
-    out = results_dir / (f"quality-classification-{budget}.json" if classification else f"quality-{budget}.json")
+    images = task == "image_generation"
+    out = results_dir / (f"quality-{budget}.json" if images else f"quality-{task}-{budget}.json")
     previous = json.loads(out.read_text()) if out.is_file() else None
     command = (
-        f"dblocks bench quality --task {task} --json"
-        if classification
-        else (f"dblocks bench quality --budget {budget} --json")
+        f"dblocks bench quality --budget {budget} --json" if images else f"dblocks bench quality --task {task} --json"
     )
 
     def save(report: dict) -> None:
         dump(report, out)
         if doc_dir is None:
             return
-        if classification:
-            write_classification_doc(report, doc_dir / "quality-classification.md", command)
+        if not images:
+            write_task_doc(report, doc_dir / f"quality-{task}.md", command)
         else:
             write_quality_doc(
                 report, doc_dir / f"quality-{budget}.md", doc_dir / f"quality_fd_vs_b_{budget}.png", command

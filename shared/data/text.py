@@ -51,8 +51,10 @@ def vocabulary_of(text: str, kind: str) -> str:
         return TEXT8
     symbols = "".join(sorted(set(text)))
     if len(symbols) > MAX_SYMBOLS:
-        raise DataError(f"text.vocabulary chars: the corpus has {len(symbols)} distinct characters, at most "
-                        f"{MAX_SYMBOLS} fit (use text8)")
+        raise DataError(
+            f"text.vocabulary chars: the corpus has {len(symbols)} distinct characters, at most "
+            f"{MAX_SYMBOLS} fit (use text8)"
+        )
     return symbols
 
 
@@ -77,7 +79,7 @@ def decode(ids, vocabulary: str) -> str:
 
 
 def _decode_utf8(data: bytes, where: str) -> str:
-    if b"\x00" in data[:1 << 20]:
+    if b"\x00" in data[: 1 << 20]:
         raise DataError(f"{where}: binary data (NUL bytes), not text")
     try:
         return data.decode("utf-8")
