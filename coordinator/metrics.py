@@ -53,6 +53,12 @@ class Metrics:
         )
         self.block_step = Gauge("dblocks_block_step", "Latest training step of a running block.", ["block"], registry=r)
         self.block_loss = Gauge("dblocks_block_loss", "Latest training loss of a running block.", ["block"], registry=r)
+        self.block_accuracy = Gauge(
+            "dblocks_block_accuracy",
+            "Classification: latest training accuracy of a running block at its own noise levels.",
+            ["block"],
+            registry=r,
+        )
         self.api_requests = Counter(
             "dblocks_api_requests_total", "HTTP API requests.", ["method", "route", "status"], registry=r
         )

@@ -38,6 +38,7 @@ class BlockRecord:
     step: int = 0
     total_steps: int = 0
     loss: float | None = None
+    accuracy: float | None = None  # tasks with a progress metric (classification): the block's training accuracy
     resumed_from_step: int = 0
     sigma_lo: float = 0.0
     sigma_hi: float = 0.0

@@ -95,7 +95,8 @@ class RunReconciler:
         if block.state != State.RUNNING:  # cancelled meanwhile
             return
         duration = max(0.0, time.time() - block.launched_at)
-        for gauge in (self.metrics.block_step, self.metrics.block_loss):  # only running blocks have a series
+        # Only running blocks have a series.
+        for gauge in (self.metrics.block_step, self.metrics.block_loss, self.metrics.block_accuracy):
             try:
                 gauge.remove(str(index))
             except KeyError:
@@ -118,6 +119,7 @@ class RunReconciler:
                     sha256=digest,
                     step=int(m.get("step", block.step)),
                     loss=m.get("loss"),
+                    accuracy=m.get("accuracy"),
                     node=result.node,
                     finished_at=time.time(),
                     train_s=m.get("train_s", 0.0),
@@ -152,11 +154,16 @@ class RunReconciler:
             self.metrics.block_step.labels(str(index)).set(step)
             if loss is not None:
                 self.metrics.block_loss.labels(str(index)).set(loss)
+            accuracy = metrics.get("accuracy")
+            accuracy = float(accuracy) if isinstance(accuracy, (int, float)) else None
+            if accuracy is not None:
+                self.metrics.block_accuracy.labels(str(index)).set(accuracy)
             self.store.update_progress(
                 self.run_id,
                 index,
                 step=step,
                 loss=loss,
+                accuracy=accuracy,
                 resumed_from_step=metrics.get("resumed_from_step", 0),
                 first_step_at=metrics.get("first_step_at") or 0.0,
                 entered_at=metrics.get("entered_at") or 0.0,
@@ -167,6 +174,7 @@ class RunReconciler:
         parts = []
         for b in self.store.get_blocks(self.run_id):
             loss = f" loss {b.loss:.3f}" if b.loss is not None else ""
+            loss += f" acc {b.accuracy:.3f}" if b.accuracy is not None else ""
             parts.append(f"[{b.index}] {b.state} {b.step}/{b.total_steps}{loss}")
         return "  ".join(parts)
 

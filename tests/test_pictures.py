@@ -102,3 +102,10 @@ def test_live_rates_and_table():
     text = console.export_text()
     assert "150/200" in text and "5.0" in text and "0:10" in text and "350/400 block steps" in text
     assert live.line(run).startswith("[0] RUNNING 150/200 loss 0.500")
+    assert "accuracy" not in text  # image runs: no accuracy column
+    for b, accuracy in zip(run["blocks"], (0.5, 0.97)):
+        b["accuracy"] = accuracy  # a classification run's blocks report their training accuracy
+    console = Console(width=120, record=True, force_terminal=False)
+    console.print(live.render(run, rates))
+    text = console.export_text()
+    assert "accuracy" in text and "0.970" in text and live.line(run).endswith("loss 0.100 acc 0.970")

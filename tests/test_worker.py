@@ -137,3 +137,15 @@ def test_local_entry_point_trains_one_block(tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["step"] == 4
     assert (tmp_path / "block_1.safetensors").is_file()
+
+
+def test_a_classification_block_reports_its_training_accuracy_and_it_rises():
+    """The live accuracy (the task's progress metric, shown by the live table and Grafana) is measured on the
+    training batch at its noise levels, with its own generator."""
+    config = tiny("task=classification", "train.steps_per_block=60", "train.log_every_steps=20", "train.lr=0.003")
+    job = BlockJob(run_id="t", config=config, block=block_specs(config)[1])  # the low-noise block sees the label
+    reporter = ListReporter()
+    train_block(job, data=data(), reporter=reporter)
+    accuracies = [m["accuracy"] for m in reporter.metrics]
+    assert len(accuracies) == 3 and all(0.0 <= a <= 1.0 for a in accuracies)
+    assert accuracies[-1] > 0.5  # labels noised at low sigma are easy to read back: it learns to use them

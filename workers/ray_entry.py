@@ -32,6 +32,10 @@ WORKER_GAUGES = {
     "step": ("dblocks_worker_step", "Latest training step of the block."),
     "loss": ("dblocks_worker_loss", "Training loss of the block (mean over the last window)."),
     "samples_per_s": ("dblocks_worker_samples_per_second", "Training throughput of the block."),
+    "accuracy": (
+        "dblocks_worker_accuracy",
+        "Classification: accuracy of the block on its last training batch at its own noise levels.",
+    ),
     "peak_memory_bytes": ("dblocks_worker_peak_memory_bytes", "Peak memory of the block's worker."),
     "checkpoint_s": ("dblocks_worker_checkpoint_seconds", "Duration of the block's last checkpoint."),
     "records_skipped": ("dblocks_worker_records_skipped", "Corrupt records skipped so far (data.skip_corrupt)."),

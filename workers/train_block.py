@@ -186,6 +186,10 @@ def train_block(
                 "entered_at": entered_at or started_at,
                 "first_step_at": first_step_at,
             }
+            if task.progress_metric is not None:  # e.g. classification accuracy; its own generator
+                with torch.no_grad(), autocast:
+                    progress_generator = torch.Generator(device=device).manual_seed(job.seed + done)
+                    metrics[task.progress_metric] = task.progress(model, clean, batch_labels, sigma, progress_generator)
             if save_now:
                 started = time.perf_counter()
                 checkpoint(done)

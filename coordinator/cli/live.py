@@ -57,8 +57,11 @@ def observe(rates: Rates, run: dict) -> None:
 
 
 def render(run: dict, rates: Rates) -> Group:
+    """One row per block. A task with a training accuracy (classification) shows it beside the loss."""
     table = Table(title=f"run {run['id']} — {run['state']}", expand=False)
-    for column in ("block", "state", "node", "step / total", "loss", "steps/s", "ETA", "attempt"):
+    accuracy = any(b.get("accuracy") is not None for b in run["blocks"])
+    columns = ["block", "state", "node", "step / total", "loss", *(["accuracy"] if accuracy else [])]
+    for column in (*columns, "steps/s", "ETA", "attempt"):
         table.add_column(column, justify="right" if column not in ("state", "node") else "left")
     done = total = 0
     for b in run["blocks"]:
@@ -73,6 +76,7 @@ def render(run: dict, rates: Rates) -> Group:
             b["node"] or "-",
             f"{b['step']}/{steps}",
             f"{loss:.4f}" if loss is not None else "-",
+            *([f"{b['accuracy']:.3f}" if b.get("accuracy") is not None else "-"] if accuracy else []),
             f"{rate:.1f}" if rate else "-",
             _eta(eta),
             str(b["attempt"]),
@@ -85,6 +89,7 @@ def line(run: dict) -> str:
     parts = [
         f"[{b['index']}] {b['state']} {b['step']}/{b['total_steps']}"
         + (f" loss {b['loss']:.3f}" if b["loss"] is not None else "")
+        + (f" acc {b['accuracy']:.3f}" if b.get("accuracy") is not None else "")
         for b in run["blocks"]
     ]
     return "  ".join(parts)

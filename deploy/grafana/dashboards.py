@@ -55,6 +55,11 @@ OVERVIEW = [
 
 TRAINING = [
     ("Loss by block (each block on its own scale)", "timeseries", ["ray_dblocks_worker_loss"]),
+    (
+        "Training accuracy by block (classification runs)",
+        "timeseries",
+        ["ray_dblocks_worker_accuracy", "dblocks_block_accuracy"],
+    ),
     ("Step by block", "timeseries", ["ray_dblocks_worker_step", "dblocks_block_step"]),
     ("Steps/s by block", "timeseries", ["rate(ray_dblocks_worker_step[2m])"]),
     ("Samples/s by block", "timeseries", ["ray_dblocks_worker_samples_per_second"]),

@@ -15,6 +15,8 @@ from shared.model import NetSpec
 
 class Task(Protocol):
     name: str
+    axis: str  # the noise axis: "sigma" (EDM tasks) or "t" (masking time); higher is noisier on both
+    progress_metric: str | None  # a training metric the live table and Grafana show beside the loss, or None
 
     @classmethod
     def options_from(cls, config) -> dict:
@@ -44,6 +46,9 @@ class Task(Protocol):
     ) -> torch.Tensor:
         """This block's training loss on one batch at per-example noise levels `sigma` (a scalar tensor). All its
         randomness comes from `generator`; `label_dropout` is used by tasks that train for guidance."""
+
+    def progress(self, model: nn.Module, images, labels, sigma, generator: torch.Generator) -> float:
+        """`progress_metric` on one training batch at its noise levels (called at report steps, without grad)."""
 
     def preview(
         self,

@@ -121,6 +121,7 @@ OBJECTIVES = ("label_denoising", "backprop")
 
 class Classification(EDMTask):
     name = "classification"
+    progress_metric = "accuracy"  # the block's own predictions on its training batch, at its own noise levels
 
     def __init__(self, objective: str = "label_denoising"):
         if objective not in OBJECTIVES:
@@ -150,6 +151,14 @@ class Classification(EDMTask):
             return F.cross_entropy(model(zeros, sigma, images), labels)
         eps = torch.randn((len(labels), width), generator=generator, device=images.device)
         return label_denoising_loss(model, images, labels, sigma, eps, sigma_data)
+
+    def progress(self, model, images, labels, sigma, generator: torch.Generator) -> float:
+        """Accuracy of the block's logits on a training batch whose labels are noised at the batch's sigmas."""
+        width = model_width(model)
+        eps = torch.randn((len(labels), width), generator=generator, device=images.device)
+        targets = getattr(model, "module", model).net.targets()
+        logits = model(targets[labels] + sigma[:, None] * eps, sigma, images)
+        return float((logits.argmax(dim=1) == labels).float().mean())
 
     def preview(self, denoiser, images, labels, sigma_lo, sigma_hi, generator) -> None:
         return None  # per-block class probabilities are drawn at assembly (`coordinator.artefacts`)

@@ -13,6 +13,7 @@ from shared.partition import equiprobable_boundaries, uniform_log_boundaries, wi
 
 class EDMTask:
     axis = "sigma"  # the noise level: higher is noisier; block 0 owns the highest
+    progress_metric: str | None = None
 
     def net_spec(self, config, num_layers: int) -> NetSpec:
         """A block of `num_layers` layers under `config` (image shape and classes from the data)."""

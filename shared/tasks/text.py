@@ -118,6 +118,7 @@ def stratified_times(num: int, lo: float, hi: float, generator: torch.Generator)
 class MaskedDiffusionText:
     name = "text"
     axis = "t"  # masking time: higher is noisier (more masked); block 0 owns the highest
+    progress_metric = None  # the loss itself is in nats per symbol (bits: divide by ln 2)
 
     def __init__(self, vocabulary: str = "", seq_len: int = 0):
         self.vocabulary = vocabulary  # the symbols in id order; the mask id is len(vocabulary)
