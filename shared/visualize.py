@@ -93,15 +93,28 @@ def figure(path: str | Path, *, figsize: tuple[float, float], ncols: int = 1, dp
         plt.close(fig)
 
 
-def plot_loss_curves(histories: list[list[dict]], path: str | Path) -> None:
-    """One axis per block: block losses are not comparable to one another."""
+def plot_loss_curves(
+    histories: list[list[dict]], path: str | Path, *, scale: float = 1.0, ylabel: str = "training loss"
+) -> None:
+    """One axis per block: block losses are not comparable to one another. `scale` multiplies the loss (text:
+    1 / ln 2, nats to bits)."""
     with figure(path, figsize=(3.2 * len(histories), 2.8), ncols=len(histories)) as (_, axes):
         for index, (ax, history) in enumerate(zip(axes, histories)):
-            ax.plot([m["step"] for m in history], [m["loss"] for m in history], lw=1)
+            ax.plot([m["step"] for m in history], [m["loss"] * scale for m in history], lw=1)
             ax.set_title(f"block {index}")
             ax.set_xlabel("step")
             ax.set_yscale("log")
-        axes[0].set_ylabel("training loss")
+        axes[0].set_ylabel(ylabel)
+
+
+def plot_bits_by_time(times: list[float], bits: list[float], boundaries: list[float], path: str | Path) -> None:
+    """The held-out ELBO integrand against masking time t; its area is the BPC bound."""
+    with figure(path, figsize=(5.5, 3.5)) as (_, (ax,)):
+        ax.plot(times, bits, marker=".")
+        for b in boundaries[1:-1]:
+            ax.axvline(b, color="grey", ls="--", lw=0.8)
+        ax.set_xlabel("masking time t (dashed: block boundaries; block 0 owns t near 1)")
+        ax.set_ylabel("held-out bits per character at t")
 
 
 def plot_sigma_loss(

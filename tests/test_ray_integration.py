@@ -233,6 +233,11 @@ def test_text_trains_blockwise_evaluates_and_samples(tmp_path, ray_env):
     previews = sorted(p.name for p in (run_dir / "previews").iterdir())
     assert "block_0_step_40.txt" in previews and "block_1_step_20.txt" in previews
     assert "guessed:" in (run_dir / "previews" / "block_1_step_40.txt").read_text()
+    assert (run_dir / "bpc_curve.png").is_file() and (run_dir / "loss_curves.png").is_file()
+    reported = dblocks("report", str(run_dir), env=ray_env)
+    assert reported.returncode == 0, reported.stderr
+    page = (run_dir / "report.html").read_text()
+    assert "<h2>Samples</h2>" in page and "block 1 at step 40" in page and page.count("data:image/png") == 2
 
     evaluated = dblocks("eval", str(run_dir), "--json", env=ray_env)
     assert evaluated.returncode == 0, evaluated.stderr

@@ -271,3 +271,19 @@ def test_a_text_run_directory_loads_and_samples_through_its_manifest(tmp_path):
     ids = sample_text(model, num=2, length=16, steps=4, seed=0)
     assert ids.shape == (2, 16) and (ids < 27).all()
     assert json.loads((tmp_path / "manifest.json").read_text())["task_options"]["vocabulary"] == TEXT8
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates_and_plans(path, tmp_path):
+    """Every example config is a valid config with a plan; text8_paper.yaml with a stand-in for text8."""
+    overrides = []
+    if path.name == "text8_paper.yaml":
+        corpus = tmp_path / "text8"
+        corpus.write_text("the quick brown fox jumps over the lazy dog " * 2000)
+        overrides = [f"text.source={corpus}"]
+    config = resolve_data(load_config(path, overrides)) if path.name != "shapes.yaml" else load_config(path, [])
+    plan = plan_json(config) if path.name != "shapes.yaml" else None
+    assert plan is None or len(plan["blocks"]) == config.planned_blocks
+    if path.name == "text8_paper.yaml":
+        assert [b["layers"] for b in plan["blocks"]] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+        assert plan["boundaries"] == pytest.approx([0, 1 / 3, 2 / 3, 1]) and config.model.hidden_size == 768

@@ -3,10 +3,11 @@ assembled (with the assembled model, loaded and verified once). Returns a one-li
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from coordinator.artefacts.classification import write_classification_artefacts
-from coordinator.artefacts.pictures import write_pictures
+from coordinator.artefacts.pictures import write_loss_curves, write_pictures
 from coordinator.artefacts.sample import write_samples_png
 from coordinator.artefacts.text import write_text_artefacts
 from shared.config import Config
@@ -28,7 +29,9 @@ def classification_artefacts(
 
 
 def text_artefacts(run_dir: Path, config: Config, manifest: dict, storage: Storage, run_id: str, blocks, model) -> str:
-    return write_text_artefacts(run_dir, config, model)
+    summary = write_text_artefacts(run_dir, config, model, manifest["boundaries"])
+    write_loss_curves(run_dir, config, storage, run_id, blocks, scale=1 / math.log(2), ylabel="training loss (bits)")
+    return summary
 
 
 RUN_ARTEFACTS = {

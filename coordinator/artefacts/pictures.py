@@ -89,7 +89,9 @@ def write_sigma_loss(
     return path
 
 
-def write_loss_curves(run_dir: Path, config: Config, storage: Storage, run_id: str, blocks) -> Path | None:
+def write_loss_curves(
+    run_dir: Path, config: Config, storage: Storage, run_id: str, blocks, *, scale: float = 1.0, ylabel: str = ""
+) -> Path | None:
     histories = []
     for spec, record in zip(block_specs(config), blocks):
         job = BlockJob(run_id=run_id, config=config, block=spec, generation=record.generation)
@@ -97,7 +99,7 @@ def write_loss_curves(run_dir: Path, config: Config, storage: Storage, run_id: s
     if not all(histories):
         return None
     path = run_dir / "loss_curves.png"
-    plot_loss_curves(histories, path)
+    plot_loss_curves(histories, path, scale=scale, ylabel=ylabel or "training loss")
     return path
 
 

@@ -16,6 +16,7 @@ PICTURES = [
     ("trajectory.png", "Hand-over trajectory: start noise, the image each block hands over (block 0 first), final"),
     ("loss_curves.png", "Training loss per block (each on its own axis: block losses are not comparable)"),
     ("sigma_loss.png", "Held-out denoising loss vs sigma for the assembled model (dashed: block boundaries)"),
+    ("bpc_curve.png", "Held-out bits per character against masking time t (its area is the BPC bound; dashed: blocks)"),
 ]
 
 
@@ -42,7 +43,10 @@ def _fmt(value) -> str:
 def latest_previews(run_dir: Path) -> list[Path]:
     """The last preview each block wrote."""
     latest: dict[int, tuple[int, Path]] = {}
-    for path in (run_dir / "previews").glob("block_*_step_*.png"):
+    for path in [
+        *(run_dir / "previews").glob("block_*_step_*.png"),
+        *(run_dir / "previews").glob("block_*_step_*.txt"),
+    ]:
         _, index, _, step = path.stem.split("_")
         if int(step) >= latest.get(int(index), (-1, path))[0]:
             latest[int(index)] = (int(step), path)
@@ -67,9 +71,23 @@ def render_report(run_dir: Path, config: Config) -> str:
     ]
     if evaluation:
         parts += ["<h2>Evaluation</h2>", _table([evaluation], [k for k in evaluation if k != "run_dir"])]
+    if (run_dir / "samples.txt").is_file():  # text runs
+        parts += ["<h2>Samples</h2>", f"<pre>{html.escape((run_dir / 'samples.txt').read_text())}</pre>"]
     parts.append("<h2>Pictures</h2>")
     parts += [_img(run_dir / name, caption) for name, caption in PICTURES if (run_dir / name).is_file()]
     previews = latest_previews(run_dir)
+    texts = [p for p in previews if p.suffix == ".txt"]
+    previews = [p for p in previews if p.suffix == ".png"]
+    if texts:
+        parts.append(
+            "<h2>Per-block previews</h2><p>Validation text masked at the middle of each block's own slice "
+            "of t, and what that block alone fills in.</p>"
+        )
+        parts += [
+            f"<h3>block {p.stem.split('_')[1]} at step {p.stem.split('_')[3]}</h3>"
+            f"<pre>{html.escape(p.read_text())}</pre>"
+            for p in texts
+        ]
     if previews:
         parts.append(
             "<h2>Per-block previews</h2><p>Rows: held-out images; then, at the low end, middle and high "

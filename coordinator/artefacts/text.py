@@ -10,7 +10,8 @@ from shared.assembly import load_assembled
 from shared.checkpoint import CheckpointError
 from shared.config import Config
 from shared.data.text import decode, load_corpus, sequences
-from shared.tasks.text import estimate_bpc, sample_text, unigram_bpc
+from shared.tasks.text import bits_by_time, estimate_bpc, sample_text, unigram_bpc
+from shared.visualize import plot_bits_by_time
 
 MIN_EVAL_SAMPLES = 1000  # (sequence, t) draws before the standard error is trusted to stop the estimate
 MAX_SAMPLE_TEXTS = 1000  # texts per sampling call (CLI and API)
@@ -73,12 +74,26 @@ def generate_texts(
     return [decode(row, symbols) for row in ids.tolist()]
 
 
-def write_text_artefacts(run_dir: Path, config: Config, model) -> str:
-    """eval.json and samples.txt of a finished run; returns a one-line summary."""
+BPC_CURVE_TIMES = [i / 20 for i in range(1, 21)]
+BPC_CURVE_SEQUENCES = 256
+
+
+def write_bpc_curve(run_dir: Path, config: Config, model, boundaries: list[float]) -> Path:
+    """bpc_curve.png: the held-out ELBO integrand against t, block boundaries dashed."""
+    test = sequences(load_corpus(config.text).split("test"), config.text.seq_len)[:BPC_CURVE_SEQUENCES]
+    bits = bits_by_time(model, test, BPC_CURVE_TIMES, seed=0)
+    path = run_dir / "bpc_curve.png"
+    plot_bits_by_time(BPC_CURVE_TIMES, bits, boundaries, path)
+    return path
+
+
+def write_text_artefacts(run_dir: Path, config: Config, model, boundaries: list[float]) -> str:
+    """eval.json, samples.txt and bpc_curve.png of a finished run; returns a one-line summary."""
     result = evaluate_text(run_dir, config, weights=config.sample.weights, model=model)
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
     texts = generate_texts(run_dir, config, num=8, seed=config.sample.seed, model=model)
     (run_dir / "samples.txt").write_text("".join(t + "\n" for t in texts))
+    write_bpc_curve(run_dir, config, model, boundaries)
     return (
         f"held-out {result['bpc']:.3f} ± {result['bpc_stderr']:.3f} bits per character (unigram "
         f"{result['unigram_bpc']:.3f}; eval.json), samples.txt"
