@@ -254,6 +254,12 @@ class ClassificationConfig(_Section):
         description="label_denoising = the DiffusionBlocks task; backprop = the same network as an ordinary "
         "classifier trained end to end with cross-entropy (the baseline; needs train.mode end_to_end).",
     )
+    augment_shift: int = Field(
+        2,
+        ge=0,
+        le=16,
+        description="Training images are shifted by up to this many pixels each way (edge padding); 0 = off.",
+    )
     num_steps: int = Field(0, ge=0, le=MAX_SAMPLE_STEPS, description="Euler steps at inference; 0 = one per block (B).")
     calibration_bins: int = Field(15, ge=2, le=100, description="Bins of the expected calibration error.")
 

@@ -169,7 +169,8 @@ def test_the_backprop_baseline_is_the_same_network_blind_to_noise_and_plain_cros
     assert torch.equal(a, b)  # neither z nor sigma reaches it: an ordinary classifier
     loss = task.loss(model, images, labels, torch.ones(3), sigma_data=0.5, generator=torch.Generator(), label_dropout=0)
     assert torch.allclose(loss, torch.nn.functional.cross_entropy(a, labels))
-    assert type(get_task("classification", task.options)) is type(task) and task.options == {"objective": "backprop"}
+    rebuilt = get_task("classification", task.options)
+    assert type(rebuilt) is type(task) and rebuilt.options == {"objective": "backprop", "augment_shift": 0}
 
 
 def test_backprop_needs_end_to_end_and_a_bad_objective_is_named():
@@ -182,3 +183,16 @@ def test_backprop_needs_end_to_end_and_a_bad_objective_is_named():
     assert config.planned_blocks == 1
     with pytest.raises(ValueError, match="objective must be one of"):
         get_task("classification", {"objective": "guessing"})
+
+
+def test_random_shift_translates_each_image_by_at_most_the_shift():
+    from shared.tasks.classification import random_shift
+
+    images = -torch.ones(64, 1, 9, 9)
+    images[:, :, 4, 4] = 1.0  # one bright pixel in the middle of a background of -1
+    shifted = random_shift(images, 2, torch.Generator().manual_seed(0))
+    assert shifted.shape == images.shape and ((shifted == 1.0).sum(dim=(1, 2, 3)) == 1).all()
+    rows, cols = (shifted[:, 0] == 1.0).nonzero()[:, 1:].T
+    assert rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 10  # each image drew its own offset
+    assert torch.equal(random_shift(images, 0, torch.Generator()), images)

@@ -123,18 +123,19 @@ class Classification(EDMTask):
     name = "classification"
     progress_metric = "accuracy"  # the block's own predictions on its training batch, at its own noise levels
 
-    def __init__(self, objective: str = "label_denoising"):
+    def __init__(self, objective: str = "label_denoising", augment_shift: int = 0):
         if objective not in OBJECTIVES:
             raise ValueError(f"classification objective must be one of {OBJECTIVES}, got {objective!r}")
         self.objective = objective
+        self.augment_shift = augment_shift  # training only: random shifts of up to this many pixels
 
     @classmethod
     def options_from(cls, config) -> dict:
-        return {"objective": config.classification.objective}
+        return {"objective": config.classification.objective, "augment_shift": config.classification.augment_shift}
 
     @property
     def options(self) -> dict:
-        return {"objective": self.objective}
+        return {"objective": self.objective, "augment_shift": self.augment_shift}
 
     def network(self, spec: NetSpec, *, activation_checkpointing: bool = False) -> nn.Module:
         return LabelDenoiserNet(spec, activation_checkpointing=activation_checkpointing)
@@ -146,6 +147,7 @@ class Classification(EDMTask):
         self, model, images, labels, sigma, *, sigma_data: float, generator: torch.Generator, label_dropout: float
     ) -> torch.Tensor:
         width = model_width(model)
+        images = random_shift(images, self.augment_shift, generator)
         if self.objective == "backprop":  # ordinary cross-entropy; the sigmas drawn for the batch are unused
             zeros = torch.zeros((len(labels), width), device=images.device)
             return F.cross_entropy(model(zeros, sigma, images), labels)
@@ -162,6 +164,22 @@ class Classification(EDMTask):
 
     def preview(self, denoiser, images, labels, sigma_lo, sigma_hi, generator) -> None:
         return None  # per-block class probabilities are drawn at assembly (`coordinator.artefacts`)
+
+
+def random_shift(images: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image translated by its own (dy, dx) in [-shift, shift]^2, edges replicated (MNIST's border is its
+    background): the usual augmentation for small image classifiers, used alike by every objective."""
+    if shift == 0:
+        return images
+    n, _, h, w = images.shape
+    padded = F.pad(images, (shift, shift, shift, shift), mode="replicate")
+    offsets = torch.randint(0, 2 * shift + 1, (2, n), generator=generator, device=generator.device).to(images.device)
+    rows = offsets[0][:, None] + torch.arange(h, device=images.device)  # (N, H)
+    cols = offsets[1][:, None] + torch.arange(w, device=images.device)  # (N, W)
+    picked = padded.permute(0, 2, 3, 1)[
+        torch.arange(n, device=images.device)[:, None, None], rows[:, :, None], cols[:, None, :]
+    ]
+    return picked.permute(0, 3, 1, 2)
 
 
 def model_width(model: nn.Module) -> int:
