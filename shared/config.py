@@ -376,7 +376,9 @@ class Config(_Section):
 
     def hash(self) -> str:
         """sha256 of the canonical JSON of the fields that differ from their defaults: a config hashes the same
-        whether or not it spells out a default, and adding an optional field later changes no existing hash."""
+        whether or not it spells out a default, and adding an optional field later changes no existing hash. The
+        price: changing a default's value changes no hash either, so never change a default silently (a new
+        behaviour gets a new field); the benchmarks key their reuse on the full config (`bench.quality`)."""
         return hashlib.sha256(json.dumps(self.model_dump(exclude_defaults=True), sort_keys=True).encode()).hexdigest()
 
     def to_yaml(self) -> str:

@@ -108,3 +108,16 @@ def test_task_comparisons_summarise_against_their_reference_case(task, tmp_path)
     assert f"vs {reference}" in text and "+0.0100 ± 0.0008 (beyond 2 SE)" in text and "complete" in text
     with pytest.raises(ValueError, match="budget must be small"):
         budget_spec("medium", task)
+
+
+def test_a_run_recorded_under_another_config_is_not_reused():
+    from coordinator.bench.quality import full_config_sha, recorded
+    from shared.config import load_config
+    from tests.conftest import TINY
+
+    base, other = load_config(TINY), load_config(TINY, ["classification.augment_shift=3"])
+    assert full_config_sha(base) != full_config_sha(other) and base.hash() != other.hash()
+    runs = [{"label": "end_to_end", "seed": 0, "config_sha": full_config_sha(base)}]
+    assert recorded(runs, "end_to_end", 0, full_config_sha(base))
+    assert not recorded(runs, "end_to_end", 0, full_config_sha(other)) and not recorded(runs, "end_to_end", 1, "x")
+    assert recorded([{"label": "end_to_end", "seed": 0}], "end_to_end", 0, "any")  # older records are kept

@@ -10,6 +10,7 @@ the same K.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import statistics
@@ -167,10 +168,23 @@ def train_case(
         coordinator.run_until_done(run_id, require_success=True)
 
 
+def full_config_sha(config: Config) -> str:
+    """sha256 of the whole config, defaults included. `Config.hash` leaves defaults out (so a new optional field
+    changes no run's hash), which also means a *changed default* keeps the hash: a benchmark must not reuse a run
+    trained under an older default, so its run ids and records carry this one."""
+    return hashlib.sha256(config.to_yaml().encode()).hexdigest()
+
+
+def recorded(runs: list[dict], label: str, seed: int, sha: str) -> bool:
+    """Whether `runs` already holds (label, seed) trained under this exact config (records written before
+    `config_sha` existed count)."""
+    return any(r["label"] == label and r["seed"] == seed and r.get("config_sha", sha) == sha for r in runs)
+
+
 def _run_id(budget: str, case: Case, seed: int, config: Config) -> str:
     slug = f"{budget}-{case.label.replace(' ', '_').replace('=', '').replace(',', '-')}-seed{seed}"
     slug = "".join(c for c in slug if c.isalnum() or c in "_-.")
-    return f"bench-{slug}-{config.hash()[:8]}"
+    return f"bench-{slug}-{full_config_sha(config)[:8]}"
 
 
 def summarise(budget: str, spec: Budget, runs: list[dict], base: dict) -> dict:
@@ -249,10 +263,12 @@ def bench_quality(
     }
     for seed in spec.seeds:
         for case in spec.cases:
-            if any(r["label"] == case.label and r["seed"] == seed for r in runs):
-                continue
-            started = time.time()
             config = load_config(base_config, [*spec.common, *case.overrides, f"train.seed={seed}", "name=bench"])
+            sha = full_config_sha(config)
+            if recorded(runs, case.label, seed, sha):
+                continue
+            runs = [r for r in runs if not (r["label"] == case.label and r["seed"] == seed)]  # stale: redo
+            started = time.time()
             if config.task != task:
                 raise ValueError(f"{base_config} is a {config.task} config; --task {task} needs a {task} config")
             run_id = _run_id(budget, case, seed, config)
@@ -287,6 +303,7 @@ def bench_quality(
                 {
                     "label": case.label,
                     "seed": seed,
+                    "config_sha": sha,
                     "mode": config.train.mode,
                     "objective": config.classification.objective if task == "classification" else None,
                     "num_blocks": config.planned_blocks,
