@@ -13,9 +13,26 @@ from typing import Annotated, Literal
 
 import yaml
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from coordinator.api_models import (
+    ERROR_DESCRIPTIONS,
+    ERROR_TYPES,
+    PNG,
+    TEXT,
+    CancelAccepted,
+    Health,
+    Predictions,
+    RetrainAccepted,
+    RunCreated,
+    RunSummary,
+    RunView,
+    config_body_schema,
+    errors,
+)
 from coordinator.artefacts.sample import sample_grid_png
 from coordinator.artefacts.text import MAX_SAMPLE_TEXTS
 from coordinator.metrics import Metrics
@@ -70,17 +87,44 @@ def create_app(
     app = FastAPI(title="dblocks coordinator", version="1")
     metrics = metrics or Metrics()
 
+    # One error shape for every 4xx: {"detail": [{"loc", "msg", "type"}]} (coordinator/api_models.py).
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        detail = exc.detail
+        if exc.status_code < 500 and not isinstance(detail, list):
+            detail = [{"loc": [], "msg": str(detail), "type": ERROR_TYPES.get(exc.status_code, "error")}]
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        items = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", "invalid"))}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": items}, status_code=422)
+
+    def refuse(status: int, msg: str, *, loc: list | None = None, kind: str | None = None, headers=None):
+        return HTTPException(
+            status, [{"loc": loc or [], "msg": msg, "type": kind or ERROR_TYPES[status]}], headers=headers
+        )
+
+    def too_large() -> JSONResponse:
+        msg = f"request body over {MAX_BODY_BYTES} bytes"
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": msg, "type": "payload_too_large"}]}, 413)
+
+    app.openapi = lambda: app.openapi_schema or _openapi(app)
+
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+            return too_large()
         if length is None and request.method in ("POST", "PUT", "PATCH"):
             body = b""
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > MAX_BODY_BYTES:
-                    return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+                    return too_large()
             request._body = body
         return await call_next(request)
 
@@ -113,7 +157,7 @@ def create_app(
 
     # Health endpoints are coroutines: they run on the event loop, never queued behind the worker threads that
     # serve sampling and the other blocking routes.
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Health)
     async def healthz() -> dict:
         return {"ok": True}
 
@@ -124,7 +168,14 @@ def create_app(
             raise HTTPException(503, {"ready": False, **checks})
         return {"ready": True, **checks}
 
-    @app.post("/v1/runs", status_code=201, dependencies=[Depends(authorised)])
+    @app.post(
+        "/v1/runs",
+        status_code=201,
+        dependencies=[Depends(authorised)],
+        response_model=RunCreated,
+        responses={200: {"model": RunCreated, "description": "The run this Idempotency-Key created before"}}
+        | errors(401, 409, 413, 422),
+    )
     def submit(config: dict, response: Response, idempotency_key: Annotated[str | None, Header()] = None) -> dict:
         """Create a run. With an `Idempotency-Key` header, the same key (within 24 h) gives the same run: 200 and
         its id, nothing created; the same key with a different config is 409."""
@@ -139,12 +190,19 @@ def create_app(
                 if uri is not None and not within_roots(uri, data_roots):
                     raise DataError(f"{field} {uri!r}: outside the data roots this service reads (DBLOCKS_DATA_ROOTS)")
             parsed = resolve_data(parsed)  # the data is opened and checked before anything is written
-        except (ConfigError, DataError) as err:
-            raise HTTPException(422, str(err)) from None
+        except ConfigError as err:
+            items = [{**e, "loc": ["body", *e["loc"]]} for e in err.errors]
+            raise HTTPException(422, [{**e, "type": e["type"] or "invalid_config"} for e in items]) from None
+        except DataError as err:
+            raise refuse(422, str(err), loc=["body"], kind="invalid_data") from None
         run_id = new_run_id(parsed)
         if idempotency_key is not None:
             if not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-                raise HTTPException(422, "Idempotency-Key: 1 to 200 printable ASCII characters, no spaces")
+                raise refuse(
+                    422,
+                    "Idempotency-Key: 1 to 200 printable ASCII characters, no spaces",
+                    loc=["header", "idempotency-key"],
+                )
             first_run, first_hash = store.claim_idempotency_key(
                 idempotency_key, run_id, parsed.hash(), IDEMPOTENCY_TTL_S
             )
@@ -161,7 +219,7 @@ def create_app(
             raise
         return {"id": run_id}
 
-    @app.get("/v1/runs", dependencies=[Depends(authorised)])
+    @app.get("/v1/runs", dependencies=[Depends(authorised)], response_model=list[RunSummary], responses=errors(401))
     def list_runs() -> list[dict]:
         out = []
         for run_id in store.list_runs():
@@ -171,16 +229,29 @@ def create_app(
             )
         return out
 
-    @app.get("/v1/runs/{run_id}", dependencies=[Depends(authorised)])
+    @app.get(
+        "/v1/runs/{run_id}", dependencies=[Depends(authorised)], response_model=RunView, responses=errors(401, 404)
+    )
     def get_run(run_id: str) -> dict:
         return run_view(run_or_404(run_id), store.get_blocks(run_id))
 
-    @app.get("/v1/runs/{run_id}/events", dependencies=[Depends(authorised)])
+    @app.get(
+        "/v1/runs/{run_id}/events",
+        dependencies=[Depends(authorised)],
+        response_model=list[dict[str, str]],
+        responses=errors(401, 404),
+    )
     def events(run_id: str) -> list[dict]:
         run_or_404(run_id)
         return store.events(run_id)
 
-    @app.post("/v1/runs/{run_id}/cancel", status_code=202, dependencies=[Depends(authorised)])
+    @app.post(
+        "/v1/runs/{run_id}/cancel",
+        status_code=202,
+        dependencies=[Depends(authorised)],
+        response_model=CancelAccepted,
+        responses=errors(401, 404, 409),
+    )
     def cancel(run_id: str) -> dict:
         run = run_or_404(run_id)
         if run.state in TERMINAL:
@@ -188,7 +259,13 @@ def create_app(
         store.request_cancel(run_id)
         return {"id": run_id, "cancel_requested": True}
 
-    @app.post("/v1/runs/{run_id}/blocks/{index}/retrain", status_code=202, dependencies=[Depends(authorised)])
+    @app.post(
+        "/v1/runs/{run_id}/blocks/{index}/retrain",
+        status_code=202,
+        dependencies=[Depends(authorised)],
+        response_model=RetrainAccepted,
+        responses=errors(401, 404, 409, 413, 422),
+    )
     def retrain(run_id: str, index: int, body: RetrainRequest | None = None) -> dict:
         body = body or RetrainRequest()
         run = run_or_404(run_id)
@@ -205,7 +282,12 @@ def create_app(
             raise HTTPException(409, str(err)) from None
         return {"id": run_id, "block": block_view(block)}
 
-    @app.get("/v1/runs/{run_id}/samples.png", dependencies=[Depends(authorised)])
+    @app.get(
+        "/v1/runs/{run_id}/samples.png",
+        dependencies=[Depends(authorised)],
+        response_class=Response,
+        responses=PNG | errors(401, 404, 409, 422, 429),
+    )
     def samples(
         run_id: str,
         num_per_class: Annotated[int | None, Query(ge=1, le=MAX_SAMPLES_PER_CLASS)] = None,
@@ -248,7 +330,12 @@ def create_app(
             sampling.release()
         return Response(png, media_type="image/png")
 
-    @app.get("/v1/runs/{run_id}/samples.txt", dependencies=[Depends(authorised)])
+    @app.get(
+        "/v1/runs/{run_id}/samples.txt",
+        dependencies=[Depends(authorised)],
+        response_class=Response,
+        responses=TEXT | errors(401, 404, 409, 422, 429),
+    )
     def text_samples(
         run_id: str,
         num: Annotated[int | None, Query(ge=1, le=MAX_SAMPLE_TEXTS)] = None,
@@ -295,7 +382,12 @@ def create_app(
             sampling.release()
         return Response("".join(t + "\n" for t in texts), media_type="text/plain; charset=utf-8")
 
-    @app.post("/v1/runs/{run_id}/predict", dependencies=[Depends(authorised)])
+    @app.post(
+        "/v1/runs/{run_id}/predict",
+        dependencies=[Depends(authorised)],
+        response_model=Predictions,
+        responses=errors(401, 404, 409, 413, 422, 429),
+    )
     def predict(run_id: str, body: PredictRequest) -> dict:
         """Labels for images, from a finished classification run (same limits as sampling: at most 2 at once)."""
         import torch
@@ -330,13 +422,32 @@ def create_app(
             sampling.release()
         return {"labels": probs.argmax(dim=1).tolist(), "probabilities": probs.max(dim=1).values.tolist()}
 
-    @app.get("/v1/runs/{run_id}/previews", dependencies=[Depends(authorised)])
+    @app.get(
+        "/v1/runs/{run_id}/previews",
+        dependencies=[Depends(authorised)],
+        response_model=list[str],
+        responses=errors(401, 404),
+    )
     def previews(run_id: str) -> list[str]:
         run = run_or_404(run_id)
         checkpoints = run_storage(run)  # the workers write previews there while blocks train
         return [n for n in checkpoints.list_names(previews_dir(checkpoints)) if PREVIEW_NAME.fullmatch(n)]
 
-    @app.get("/v1/runs/{run_id}/previews/{name}", dependencies=[Depends(authorised)])
+    @app.get(
+        "/v1/runs/{run_id}/previews/{name}",
+        dependencies=[Depends(authorised)],
+        response_class=Response,
+        responses={
+            200: {
+                "content": {
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
+                    "text/plain": {"schema": {"type": "string"}},
+                },
+                "description": "A preview: PNG, or text for text runs",
+            }
+        }
+        | errors(401, 404, 422),
+    )
     def preview(run_id: str, name: str):
         run = run_or_404(run_id)
         if not PREVIEW_NAME.fullmatch(name):  # a plain file name: nothing can escape the run directory
@@ -350,3 +461,21 @@ def create_app(
         return Response(data, media_type=media)
 
     return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's document, with the run config's schema as the body of POST /v1/runs (docs/openapi.json)."""
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    for path in schema["paths"].values():  # FastAPI's own 422 model is replaced by the one error shape
+        for operation in path.values():
+            response = operation.get("responses", {}).get("422")
+            if response is not None:
+                response["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+                response["description"] = ERROR_DESCRIPTIONS[422]
+    schemas = schema.get("components", {}).get("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    app.openapi_schema = config_body_schema(schema)
+    return app.openapi_schema

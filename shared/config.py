@@ -20,7 +20,12 @@ from shared.partition import split_layers
 
 
 class ConfigError(ValueError):
-    """A config that cannot be run; the message names the field and the reason."""
+    """A config that cannot be run; the message names the field and the reason. `errors`: one
+    `{"loc": [...], "msg", "type"}` per bad field (the API's error items)."""
+
+    def __init__(self, message: str, errors: list[dict] | None = None):
+        super().__init__(message)
+        self.errors = errors if errors is not None else [{"loc": [], "msg": message, "type": "invalid_config"}]
 
 
 # Bounds of every field (docs/config.md, docs/security.md): generous for real work, small enough that no derived
@@ -402,14 +407,19 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return merged
 
 
-def _format_error(err: ValidationError) -> str:
-    lines = []
+def _error_items(err: ValidationError) -> list[dict]:
+    """One `{"loc", "msg", "type"}` per bad field, messages as a person reads them."""
+    items = []
     for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "config"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
-        lines.append(f"{where}: {msg}")
+        items.append({"loc": [p for p in e["loc"]], "msg": msg, "type": e["type"]})
+    return items
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = [f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in _error_items(err)]
     return "invalid config:\n  " + "\n  ".join(lines)
 
 
@@ -420,7 +430,7 @@ def parse_config(raw: dict | None, overrides: list[str] = ()) -> Config:
     try:
         return Config.model_validate(apply_overrides(raw or {}, list(overrides)))
     except ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
+        raise ConfigError(_format_error(err), _error_items(err)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:

@@ -146,3 +146,10 @@ def s3_env(s3_endpoint, monkeypatch):
     for key, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": s3_endpoint}.items():
         monkeypatch.setenv(key, value)
     return {**CREDENTIALS, "AWS_ENDPOINT_URL": s3_endpoint}
+
+
+def error_text(response) -> str:
+    """The API's error items (`{"detail": [{"loc", "msg", "type"}]}`) as `a.b: message` lines, asserting the shape."""
+    detail = response.json()["detail"]
+    assert isinstance(detail, list) and all(set(item) == {"loc", "msg", "type"} for item in detail), detail
+    return "\n".join(".".join(str(p) for p in item["loc"][1:]) + ": " + item["msg"] for item in detail)

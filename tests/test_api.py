@@ -16,7 +16,7 @@ from coordinator.cli import app as cli_app
 from coordinator.metrics import Metrics
 from coordinator.records import State
 from coordinator.store import Store
-from tests.conftest import TINY, free_port
+from tests.conftest import TINY, error_text, free_port
 from tests.test_checkpoint import write_run
 
 TOKEN = "s3cret"
@@ -65,7 +65,7 @@ def test_bad_config_is_a_422_naming_the_field_and_writes_nothing(api, tmp_path, 
     keys = set(redis_client.keys("t-api*"))
     bad = tiny_config() | {"blocks": {"num_blocks": 0}}
     response = client.post("/v1/runs", json=bad)
-    assert response.status_code == 422 and "blocks.num_blocks" in response.json()["detail"]
+    assert response.status_code == 422 and "blocks.num_blocks" in error_text(response)
     assert set(redis_client.keys("t-api*")) == keys and not list(tmp_path.iterdir())
 
 
@@ -263,3 +263,47 @@ def test_predict_labels_images_of_a_classification_run_within_bounds(api, tmp_pa
     image_run = client.post("/v1/runs", json=tiny_config()).json()["id"]
     assert client.post(f"/v1/runs/{image_run}/predict", json={"images": images}).status_code == 409
     assert client.get(f"/v1/runs/{run_id}/samples.png", params={"steps": 4}).status_code == 409
+
+
+def test_the_served_schema_is_the_committed_one_and_types_every_route(api):
+    """docs/openapi.json is what the service serves (regenerate: python -m coordinator.api_models >
+    docs/openapi.json), so an API change shows in review; the run config is the body of POST /v1/runs."""
+    import json
+
+    from tests.conftest import REPO
+
+    client, _ = api
+    served = client.get("/openapi.json").json()
+    assert served == json.loads((REPO / "docs" / "openapi.json").read_text())
+    body = served["paths"]["/v1/runs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    config = served["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+    assert config["additionalProperties"] is False and {"data", "model", "train", "text"} <= set(config["properties"])
+    lr = served["components"]["schemas"]["TrainConfig"]["properties"]["lr"]
+    assert lr["exclusiveMinimum"] == 0 and lr["maximum"] == 10 and lr["default"] == 0.001
+    for path, operations in served["paths"].items():
+        for method, operation in operations.items():
+            assert "200" in operation["responses"] or "201" in operation["responses"] or "202" in operation["responses"]
+            if path.startswith("/v1/runs/{run_id}"):  # every route on a run can miss it
+                assert "404" in operation["responses"], (method, path)
+            for status, response in operation["responses"].items():
+                if status.startswith("4"):
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (method, path, status)
+
+
+def test_every_4xx_has_the_one_error_shape(api):
+    client, _ = api
+    for response, status in [
+        (client.get("/v1/runs/nope"), 404),
+        (client.get("/v1/nothing-here"), 404),
+        (client.delete("/v1/runs"), 405),
+        (TestClient(client.app).get("/v1/runs"), 401),
+        (client.post("/v1/runs", json={"train": {"lr": -1}}), 422),
+        (client.post("/v1/runs", content=b"{not json", headers={"content-type": "application/json"}), 422),
+        (client.get("/v1/runs/nope/samples.png", params={"steps": 0}), 422),
+        (client.post("/v1/runs", content=b"x" * (2 << 20)), 413),
+    ]:
+        assert response.status_code == status, (status, response.text)
+        assert error_text(response)  # {"detail": [{"loc", "msg", "type"}]}
+    lr = client.post("/v1/runs", json={"train": {"lr": -1}}).json()["detail"][0]
+    assert lr["loc"] == ["body", "train", "lr"] and lr["type"] == "greater_than"

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from coordinator.api import create_app
 from coordinator.store import Store
 from shared.config import Config, ConfigError, parse_config
-from tests.conftest import TINY
+from tests.conftest import TINY, error_text
 
 BASE = yaml.safe_load(TINY.read_text())
 
@@ -55,7 +55,14 @@ WRONG_TYPE = st.one_of(
 
 # Free-text fields (paths, column names) accept any string here; whether it names real data is checked when the
 # data is resolved (tests/test_data.py).
-FREE_TEXT = {"data.source", "data.test_source", "data.image_column", "data.label_column"}
+FREE_TEXT = {
+    "data.source",
+    "data.test_source",
+    "data.image_column",
+    "data.label_column",
+    "text.source",
+    "text.text_column",
+}
 
 RANGED = [(s, n, v) for s, n, f in FIELDS for v in [*lower_bounds(f), *upper_bounds(f)]]
 
@@ -97,7 +104,7 @@ def test_generated_bad_request_bodies_are_4xx_and_write_nothing(case, redis_clie
         create_app(store=Store(redis_client, prefix="t-bad"), runs_dir=tmp_path, api_token=None, ready=lambda: {})
     )
     response = client.post("/v1/runs", json=config)
-    assert response.status_code == 422 and field in response.json()["detail"]
+    assert response.status_code == 422 and field in error_text(response)
     assert not redis_client.keys("t-bad*") and not list(tmp_path.iterdir())
 
 

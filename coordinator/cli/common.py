@@ -79,5 +79,12 @@ def checked(response) -> dict:
             detail = response.json().get("detail", response.text)
         except ValueError:
             detail = response.text
+        if isinstance(detail, list):  # the API's error items: {"loc", "msg", "type"}
+            detail = "; ".join(
+                (".".join(str(p) for p in item.get("loc", [])[1:]) + ": " if len(item.get("loc", [])) > 1 else "")
+                + str(item.get("msg", item))
+                for item in detail
+                if isinstance(item, dict)
+            )
         fail(f"{response.status_code}: {detail}", 1)
     return response.json()
