@@ -80,12 +80,13 @@ class TransformerLayer(nn.Module):
         nn.init.zeros_(self.ada.weight)
         nn.init.zeros_(self.ada.bias)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """`attn_bias`: (H, T, T) added to the attention logits (text: ALiBi's distance penalty), or None."""
         n, t, d = x.shape  # (N, T, D)
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(cond)).chunk(6, dim=1)
         h = modulate(self.norm1(x), shift1, scale1)
         q, k, v = self.qkv(h).view(n, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v)  # (N, H, T, D/H)
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)  # (N, H, T, D/H)
         x = x + gate1[:, None, :] * self.proj(attn.transpose(1, 2).reshape(n, t, d))
         x = x + gate2[:, None, :] * self.mlp(modulate(self.norm2(x), shift2, scale2))
         return x

@@ -37,6 +37,14 @@ def sincos_1d(length: int, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1).float()
 
 
+def alibi_bias(num_heads: int, length: int) -> torch.Tensor:
+    """(H, L, L) attention-logit bias `-slope_h * |i - j|` (ALiBi, bidirectional): each head prefers nearby
+    symbols at its own rate (slopes 2^(-8h/H)), a locality the model need not first learn from absolute positions."""
+    slopes = torch.tensor([2.0 ** (-8.0 * (h + 1) / num_heads) for h in range(num_heads)], device="cpu")
+    distance = (torch.arange(length, device="cpu")[:, None] - torch.arange(length, device="cpu")[None, :]).abs()
+    return -slopes[:, None, None] * distance[None].float()
+
+
 class MaskedTokenNet(nn.Module):
     """Logits over the vocabulary at every position from (symbols with [MASK]s, t). `spec.num_classes` is the
     vocabulary size V (the mask id is V) and `spec.seq_len` the sequence length. Zero-initialised adaLN gates and
@@ -49,6 +57,7 @@ class MaskedTokenNet(nn.Module):
         d = spec.hidden_size
         self.token_embed = nn.Embedding(spec.num_classes + 1, d)  # + [MASK]
         self.register_buffer("pos_embed", sincos_1d(spec.seq_len, d), persistent=False)
+        self.register_buffer("attn_bias", alibi_bias(spec.num_heads, spec.seq_len), persistent=False)
         self.time_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.layers = nn.ModuleList(TransformerLayer(d, spec.num_heads, spec.mlp_ratio) for _ in range(spec.num_layers))
         self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
@@ -64,11 +73,12 @@ class MaskedTokenNet(nn.Module):
             raise ValueError(f"sequence of {length} symbols: this model was trained on at most {self.spec.seq_len}")
         x = self.token_embed(tokens) + self.pos_embed[:length]  # (N, L, D)
         cond = self.time_embed(fourier_features(t))  # (N, D)
+        bias = self.attn_bias[:, :length, :length].to(x.dtype)
         for layer in self.layers:
             if self.activation_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(layer, x, cond, use_reentrant=False)
+                x = checkpoint(layer, x, cond, bias, use_reentrant=False)
             else:
-                x = layer(x, cond)
+                x = layer(x, cond, bias)
         shift, scale = self.ada_out(F.silu(cond)).chunk(2, dim=1)
         return self.head(modulate(self.norm_out(x), shift, scale))  # (N, L, V)
 
