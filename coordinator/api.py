@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from coordinator.api_models import (
     Predictions,
     RetrainAccepted,
     RunCreated,
+    RunDeleted,
     RunSummary,
     RunView,
     config_body_schema,
@@ -244,6 +246,30 @@ def create_app(
     def events(run_id: str) -> list[dict]:
         run_or_404(run_id)
         return store.events(run_id)
+
+    @app.delete(
+        "/v1/runs/{run_id}",
+        dependencies=[Depends(authorised)],
+        response_model=RunDeleted,
+        responses=errors(401, 404, 409),
+    )
+    def delete_run(run_id: str, files: Annotated[bool, Query()] = False) -> dict:
+        """Remove a finished, failed or cancelled run's records (409 while it is pending or running); with
+        `files=true` also its run directory on the coordinator (checkpoints on S3 are left to the bucket's own
+        lifecycle rules)."""
+        run = run_or_404(run_id)
+        try:
+            store.delete_run(run_id)
+        except TransitionError as err:
+            raise HTTPException(409, str(err)) from None
+        except KeyError:
+            raise HTTPException(404, f"no run {run_id!r}") from None
+        run_dir = Path(run.run_dir)
+        removed = False
+        if files and run_dir.is_dir() and run_dir.resolve().parent == runs_dir.resolve():  # only our own runs
+            shutil.rmtree(run_dir)
+            removed = True
+        return {"id": run_id, "deleted": True, "files_deleted": removed}
 
     @app.post(
         "/v1/runs/{run_id}/cancel",

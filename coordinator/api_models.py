@@ -81,6 +81,12 @@ class CancelAccepted(_Out):
     cancel_requested: bool
 
 
+class RunDeleted(_Out):
+    id: str
+    deleted: bool
+    files_deleted: bool
+
+
 class RetrainAccepted(_Out):
     id: str
     block: BlockRecord

@@ -167,6 +167,29 @@ class Store:
                 except redis.WatchError:
                     continue
 
+    def delete_run(self, run_id: str) -> None:
+        """Remove a finished (or failed, or cancelled) run's records: the run, its blocks, its events and its place
+        in the index, in one transaction that fails if the run left its terminal state meanwhile (a retrain)."""
+        run_key = self.run_key(run_id)
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(run_key)
+                    raw = pipe.hgetall(run_key)
+                    if not raw:
+                        raise KeyError(run_id)
+                    run = _decode(RunRecord, raw)
+                    if run.state not in TERMINAL:
+                        raise TransitionError(f"run {run_id} is {run.state}: cancel it first, or wait for it to end")
+                    pipe.multi()
+                    pipe.delete(run_key, self.events_key(run_id))
+                    pipe.delete(*[self.block_key(run_id, i) for i in range(run.num_blocks)] or [run_key])
+                    pipe.zrem(self.runs_key(), run_id)
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
+
     def request_cancel(self, run_id: str) -> None:
         """Durable cancel request; the coordinator's loop acts on it (stops jobs, marks blocks CANCELLED)."""
         self.client.hset(self.run_key(run_id), "cancel_requested", json.dumps(True))

@@ -307,3 +307,22 @@ def test_every_4xx_has_the_one_error_shape(api):
         assert error_text(response)  # {"detail": [{"loc", "msg", "type"}]}
     lr = client.post("/v1/runs", json={"train": {"lr": -1}}).json()["detail"][0]
     assert lr["loc"] == ["body", "train", "lr"] and lr["type"] == "greater_than"
+
+
+def test_delete_removes_a_finished_runs_records_and_on_request_its_files(api, tmp_path, redis_client):
+    client, store = api
+    keep = client.post("/v1/runs", json=tiny_config()).json()["id"]
+    run_id = client.post("/v1/runs", json=tiny_config() | {"name": "other"}).json()["id"]
+    assert client.delete(f"/v1/runs/{run_id}").status_code == 409  # pending: cancel it first
+    assert client.delete("/v1/runs/nope").status_code == 404
+    for i in range(2):
+        store.transition_block(run_id, i, State.CANCELLED)
+    store.set_run_state(run_id, State.CANCELLED)
+    assert (tmp_path / run_id).is_dir() and redis_client.keys(f"t-api:run:{run_id}*")
+
+    response = client.delete(f"/v1/runs/{run_id}", params={"files": "true"})
+    assert response.status_code == 200 and response.json() == {"id": run_id, "deleted": True, "files_deleted": True}
+    assert not redis_client.keys(f"t-api:run:{run_id}*") and not (tmp_path / run_id).exists()
+    assert client.get(f"/v1/runs/{run_id}").status_code == 404
+    assert [r["id"] for r in client.get("/v1/runs").json()] == [keep] and (tmp_path / keep).is_dir()
+    assert client.delete(f"/v1/runs/{run_id}").status_code == 404

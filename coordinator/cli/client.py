@@ -81,6 +81,21 @@ def cancel(run_id: str, server: ServerOpt) -> None:
 
 
 @app.command()
+def delete(
+    run_id: str,
+    server: ServerOpt,
+    files: Annotated[bool, typer.Option("--files", help="Also remove the run directory on the service.")] = False,
+) -> None:
+    """Remove a finished, failed or cancelled run from the service (its records; with --files its directory).
+
+    Example: dblocks delete RUN_ID --files --server http://127.0.0.1:8000
+    """
+    with client(server) as c:
+        result = checked(c.delete(f"/v1/runs/{run_id}", params={"files": str(files).lower()}))
+    typer.echo(f"deleted {run_id}" + (" and its files" if result["files_deleted"] else ""))
+
+
+@app.command()
 def retrain(
     run_id: str,
     block: int,
