@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 import yaml
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Path as FastAPIPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -47,7 +48,7 @@ from shared.data import DataError, resolve_data
 from shared.data.sources import within_roots
 from shared.job import previews_dir
 
-PREVIEW_NAME = re.compile(r"block_\d+_step_\d+\.(png|txt)")
+PREVIEW_NAME = re.compile(r"^block_\d+_step_\d+\.(png|txt)$")
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,159}")  # what new_run_id and the benchmarks make; nothing else
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")  # printable ASCII, no spaces
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -92,10 +93,12 @@ def create_app(
     # One error shape for every 4xx: {"detail": [{"loc", "msg", "type"}]} (coordinator/api_models.py).
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        detail = exc.detail
+        detail, headers = exc.detail, dict(getattr(exc, "headers", None) or {})
         if exc.status_code < 500 and not isinstance(detail, list):
             detail = [{"loc": [], "msg": str(detail), "type": ERROR_TYPES.get(exc.status_code, "error")}]
-        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        if exc.status_code == 405:  # Allow: every method of every route on this path, not only the first route's
+            headers["Allow"] = ", ".join(sorted(allowed_methods(app, request.scope)))
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -176,9 +179,15 @@ def create_app(
         dependencies=[Depends(authorised)],
         response_model=RunCreated,
         responses={200: {"model": RunCreated, "description": "The run this Idempotency-Key created before"}}
-        | errors(401, 409, 413, 422),
+        | errors(400, 401, 409, 413, 422),
     )
-    def submit(config: dict, response: Response, idempotency_key: Annotated[str | None, Header()] = None) -> dict:
+    def submit(
+        config: dict,
+        response: Response,
+        idempotency_key: Annotated[
+            str | None, Header(pattern=r"^[\x21-\x7e]{1,200}$", description="1 to 200 printable ASCII, no spaces.")
+        ] = None,
+    ) -> dict:
         """Create a run. With an `Idempotency-Key` header, the same key (within 24 h) gives the same run: 200 and
         its id, nothing created; the same key with a different config is 409."""
         try:
@@ -290,7 +299,7 @@ def create_app(
         status_code=202,
         dependencies=[Depends(authorised)],
         response_model=RetrainAccepted,
-        responses=errors(401, 404, 409, 413, 422),
+        responses=errors(400, 401, 404, 409, 413, 422),
     )
     def retrain(run_id: str, index: int, body: RetrainRequest | None = None) -> dict:
         body = body or RetrainRequest()
@@ -412,7 +421,7 @@ def create_app(
         "/v1/runs/{run_id}/predict",
         dependencies=[Depends(authorised)],
         response_model=Predictions,
-        responses=errors(401, 404, 409, 413, 422, 429),
+        responses=errors(400, 401, 404, 409, 413, 422, 429),
     )
     def predict(run_id: str, body: PredictRequest) -> dict:
         """Labels for images, from a finished classification run (same limits as sampling: at most 2 at once)."""
@@ -426,8 +435,20 @@ def create_app(
         if config.task != "classification":
             raise HTTPException(409, f"run {run_id} is a {config.task} run: it does not label images")
         info = data_shape(config)
-        images = torch.tensor(body.images, dtype=torch.float32)
         expected = (info.channels, info.image_size, info.image_size)
+        try:
+            images = torch.tensor(body.images, dtype=torch.float32)
+        except (ValueError, TypeError):  # ragged nesting: rows of different lengths
+            raise HTTPException(
+                422,
+                [
+                    {
+                        "loc": ["body", "images"],
+                        "msg": f"ragged: expected N x {' x '.join(map(str, expected))}",
+                        "type": "invalid_shape",
+                    }
+                ],
+            ) from None
         if images.ndim != 4 or tuple(images.shape[1:]) != expected:
             raise HTTPException(
                 422, f"images: shape {list(images.shape)}, expected N x {' x '.join(map(str, expected))}"
@@ -460,7 +481,7 @@ def create_app(
         return [n for n in checkpoints.list_names(previews_dir(checkpoints)) if PREVIEW_NAME.fullmatch(n)]
 
     @app.get(
-        "/v1/runs/{run_id}/previews/{name}",
+        "/v1/runs/{run_id}/previews/{name}",  # name: block_<i>_step_<s>.png or .txt (checked; see PREVIEW_NAME)
         dependencies=[Depends(authorised)],
         response_class=Response,
         responses={
@@ -474,7 +495,7 @@ def create_app(
         }
         | errors(401, 404, 422),
     )
-    def preview(run_id: str, name: str):
+    def preview(run_id: str, name: Annotated[str, FastAPIPath(pattern=PREVIEW_NAME.pattern, max_length=64)]):
         run = run_or_404(run_id)
         if not PREVIEW_NAME.fullmatch(name):  # a plain file name: nothing can escape the run directory
             raise HTTPException(422, "name must look like block_<i>_step_<s>.png (or .txt for text runs)")
@@ -487,6 +508,18 @@ def create_app(
         return Response(data, media_type=media)
 
     return app
+
+
+def allowed_methods(app: FastAPI, scope: dict) -> set[str]:
+    """The methods the routes matching this request's path accept (Starlette answers only the first route's)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in app.routes:
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
 
 
 def _openapi(app: FastAPI) -> dict:

@@ -34,6 +34,7 @@ ERROR_TYPES = {
 }
 
 ERROR_DESCRIPTIONS = {
+    400: "The body is not parseable JSON (not UTF-8, or not JSON at all).",
     401: "Missing or wrong bearer token (when the service has one).",
     404: "No such run (or block, or preview).",
     409: "The run is in a state that does not allow this.",

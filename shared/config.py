@@ -30,7 +30,9 @@ class ConfigError(ValueError):
 
 # Bounds of every field (docs/config.md, docs/security.md): generous for real work, small enough that no derived
 # quantity (memory, steps, sample counts, seeds) overflows or stalls the service.
-MAX_SEED = 2**63 - 1  # torch generators take seeds below 2**64; block seeds are derived into 63 bits
+# Seeds are JSON-safe integers (exact in a double, so every HTTP client reads and writes them unchanged); torch
+# generators take anything below 2**64, and block seeds are derived into 63 bits from these.
+MAX_SEED = 2**53 - 1
 MAX_LAYERS = 256
 MAX_BLOCKS = 64
 MAX_STEPS = 10_000_000

@@ -258,6 +258,8 @@ def test_predict_labels_images_of_a_classification_run_within_bounds(api, tmp_pa
     assert all(abs(p - 0.1) < 1e-5 for p in body["probabilities"])  # untrained blocks: uniform
     wrong_shape = client.post(f"/v1/runs/{run_id}/predict", json={"images": [[[[0.0] * 5] * 5]]})
     assert wrong_shape.status_code == 422 and "expected N x 1 x 28 x 28" in wrong_shape.text
+    ragged = client.post(f"/v1/runs/{run_id}/predict", json={"images": [[[[0.0, 1.0], [0.5]]]]})  # Schemathesis found
+    assert ragged.status_code == 422 and error_text(ragged).startswith("images: ragged")
     too_many = client.post(f"/v1/runs/{run_id}/predict", json={"images": [[[[0.0]]]] * 257})
     assert too_many.status_code == 422
     image_run = client.post("/v1/runs", json=tiny_config()).json()["id"]
