@@ -307,6 +307,7 @@ def test_every_4xx_has_the_one_error_shape(api):
     ]:
         assert response.status_code == status, (status, response.text)
         assert error_text(response)  # {"detail": [{"loc", "msg", "type"}]}
+    assert client.delete("/v1/runs").headers["allow"] == "GET, POST"  # every method of the path, not the first route's
     lr = client.post("/v1/runs", json={"train": {"lr": -1}}).json()["detail"][0]
     assert lr["loc"] == ["body", "train", "lr"] and lr["type"] == "greater_than"
 
