@@ -186,7 +186,7 @@ class TokenBatches:
         self.ids = torch.from_numpy(ids.astype(np.int64))
         self.seq_len = seq_len
         self.device = torch.device(device)
-        self._offsets = torch.arange(seq_len)
+        self._offsets = torch.arange(seq_len, device="cpu")
 
     def to(self, device) -> TokenBatches:
         self.device = torch.device(device)

@@ -226,12 +226,12 @@ def sample_text(
     mask_id = assembled.blocks[0].mask_id
     generator = torch.Generator(device="cpu").manual_seed(seed)
     z = torch.full((num, length), mask_id, dtype=torch.long, device=device)
-    times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64).tolist()
+    times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64, device="cpu").tolist()
     for t, s in zip(times[:-1], times[1:]):
         logits = assembled(z, torch.full((num,), t, device=device), None).float()
         probs = logits.softmax(dim=-1).cpu()
         drawn = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(num, length)
-        reveal = torch.rand((num, length), generator=generator) < (t - s) / t
+        reveal = torch.rand((num, length), generator=generator, device="cpu") < (t - s) / t
         still = (z == mask_id).cpu()
         z = torch.where((still & reveal).to(z.device), drawn.to(z.device), z)
     return z
@@ -256,7 +256,7 @@ def estimate_bpc(
     values: list[torch.Tensor] = []
     count, start = 0, 0
     while count < max_samples:
-        rows = torch.arange(start, start + batch_size) % len(sequences)
+        rows = torch.arange(start, start + batch_size, device="cpu") % len(sequences)
         start += batch_size
         tokens = sequences[rows]
         t = stratified_times(len(tokens), 0.0, 1.0, generator)
@@ -286,7 +286,7 @@ def bits_by_time(assembled, sequences: torch.Tensor, times: list[float], *, seed
     mask_id = assembled.blocks[0].mask_id
     curve = []
     for t in times:
-        tt = torch.full((len(sequences),), max(t, T_MIN))
+        tt = torch.full((len(sequences),), max(t, T_MIN), device=sequences.device)
         z, masked = mask_tokens(sequences, tt, mask_id, generator)
         curve.append(float(masked_nats(assembled(z, tt, None), sequences, masked, tt).mean()) / math.log(2))
     return curve
