@@ -46,7 +46,9 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     dataset: str = Field(
-        "mnist", description=f"Built-in dataset, used when no source is given; one of {sorted(DATASETS)}."
+        "mnist",
+        description=f"Built-in dataset, used when no source is given; one of {sorted(DATASETS)}.",
+        json_schema_extra={"enum": sorted(DATASETS)},  # the schema says it; the validator names a wrong one
     )
     source: str | None = Field(
         None,
