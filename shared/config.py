@@ -40,8 +40,20 @@ MAX_SAMPLES_PER_CLASS = 64
 MAX_SAMPLE_STEPS = 1000
 
 
+NUMBERS = (int, float, int | None, float | None)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, value, info):
+        """pydantic's lax mode reads true/false as 1/0 for a number: a config that says `num_steps: false` means
+        something else, so it is refused (strict mode would also refuse YAML's `lr: 1e-3`, a string to PyYAML)."""
+        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation in NUMBERS:
+            raise ValueError("expected a number, got a boolean")
+        return value
 
 
 class DataConfig(_Section):
