@@ -58,7 +58,7 @@ TRAINING = [
     (
         "Training accuracy by block (classification runs)",
         "timeseries",
-        ["ray_dblocks_worker_accuracy", "dblocks_block_accuracy"],
+        ["dblocks_block_accuracy"],  # the coordinator declares it; workers export it only in classification runs
     ),
     ("Step by block", "timeseries", ["ray_dblocks_worker_step", "dblocks_block_step"]),
     ("Steps/s by block", "timeseries", ["rate(ray_dblocks_worker_step[2m])"]),
