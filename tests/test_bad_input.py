@@ -87,7 +87,7 @@ def bad_config(draw):
     return config, f"{section}.{name}"
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(bad_config())
 def test_generated_bad_configs_are_rejected_naming_the_field(case):
     config, field = case
@@ -96,7 +96,7 @@ def test_generated_bad_configs_are_rejected_naming_the_field(case):
     assert field in str(err.value)
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=bad_config())
 def test_generated_bad_request_bodies_are_4xx_and_write_nothing(case, redis_client, tmp_path):
     config, field = case

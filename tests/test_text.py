@@ -177,7 +177,7 @@ def test_folders_parquet_and_the_chars_vocabulary(tmp_path):
 @pytest.mark.parametrize(
     "content, match, through_cli",
     [
-        (b"", "no text left after normalisation", True),
+        (b"", "no text left after normalisation", False),
         (b"!!! 123 ???", "no text left after normalisation", False),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary data", True),
         (b"caf\xe9 latin-1", "not UTF-8 text", False),
@@ -287,3 +287,10 @@ def test_every_shipped_config_validates_and_plans(path, tmp_path):
     if path.name == "text8_paper.yaml":
         assert [b["layers"] for b in plan["blocks"]] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
         assert plan["boundaries"] == pytest.approx([0, 1 / 3, 2 / 3, 1]) and config.model.hidden_size == 768
+
+
+def test_a_sample_longer_than_the_trained_sequence_is_refused(tmp_path):
+    from coordinator.artefacts.text import generate_texts
+
+    with pytest.raises(ValueError, match=r"length 17: must be 1..16 \(the run's text.seq_len\)"):
+        generate_texts(tmp_path, text_config("text.seq_len=16"), num=1, length=17)
