@@ -9,6 +9,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -151,6 +152,23 @@ def create_app(
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     sampling = threading.BoundedSemaphore(MAX_CONCURRENT_SAMPLING)
+
+    @contextmanager
+    def assembled_model_slot(run_id: str):
+        """One of the MAX_CONCURRENT_SAMPLING slots for work on a run's assembled model (sampling, prediction):
+        429 when none is free; 409 when the run has no assembled model."""
+        if not sampling.acquire(blocking=False):
+            raise HTTPException(
+                429,
+                f"{MAX_CONCURRENT_SAMPLING} sampling or prediction requests are running; retry later",
+                headers={"Retry-After": "5"},
+            )
+        try:
+            yield
+        except CheckpointError as err:
+            raise HTTPException(409, f"run {run_id} has no assembled model: {err}") from None
+        finally:
+            sampling.release()
 
     def run_or_404(run_id: str):
         if not RUN_ID.fullmatch(run_id):  # never reaches Redis: ids with ':' would name other keys
@@ -343,13 +361,7 @@ def create_app(
         if config.task != "image_generation":
             hint = " (its samples are text: samples.txt)" if config.task == "text" else ""
             raise HTTPException(409, f"run {run_id} is a {config.task} run: it has no image samples{hint}")
-        if not sampling.acquire(blocking=False):
-            raise HTTPException(
-                429,
-                f"{MAX_CONCURRENT_SAMPLING} sampling requests are running; retry later",
-                headers={"Retry-After": "5"},
-            )
-        try:
+        with assembled_model_slot(run_id):
             png = sample_grid_png(
                 Path(run.run_dir),
                 config,
@@ -359,10 +371,6 @@ def create_app(
                 seed=seed,
                 weights=weights,
             )
-        except CheckpointError as err:
-            raise HTTPException(409, f"run {run_id} has no assembled model to sample: {err}") from None
-        finally:
-            sampling.release()
         return Response(png, media_type="image/png")
 
     @app.get(
@@ -395,13 +403,7 @@ def create_app(
             if not path.is_file():
                 raise HTTPException(404, f"run {run_id} has no samples yet")
             return FileResponse(path, media_type="text/plain; charset=utf-8")
-        if not sampling.acquire(blocking=False):
-            raise HTTPException(
-                429,
-                f"{MAX_CONCURRENT_SAMPLING} sampling requests are running; retry later",
-                headers={"Retry-After": "5"},
-            )
-        try:
+        with assembled_model_slot(run_id):
             texts = generate_texts(
                 Path(run.run_dir),
                 config,
@@ -411,10 +413,6 @@ def create_app(
                 seed=config.sample.seed if seed is None else seed,
                 weights=weights or config.sample.weights,
             )
-        except CheckpointError as err:
-            raise HTTPException(409, f"run {run_id} has no assembled model to sample: {err}") from None
-        finally:
-            sampling.release()
         return Response("".join(t + "\n" for t in texts), media_type="text/plain; charset=utf-8")
 
     @app.post(
@@ -455,18 +453,8 @@ def create_app(
             )
         if not torch.isfinite(images).all():
             raise HTTPException(422, "images: NaN or infinite values")
-        if not sampling.acquire(blocking=False):
-            raise HTTPException(
-                429,
-                f"{MAX_CONCURRENT_SAMPLING} sampling or prediction requests are running",
-                headers={"Retry-After": "5"},
-            )
-        try:
+        with assembled_model_slot(run_id):
             probs, _ = predict_images(Path(run.run_dir), config, images.clamp(-1, 1), seed=body.seed)
-        except CheckpointError as err:
-            raise HTTPException(409, f"run {run_id} has no assembled model: {err}") from None
-        finally:
-            sampling.release()
         return {"labels": probs.argmax(dim=1).tolist(), "probabilities": probs.max(dim=1).values.tolist()}
 
     @app.get(
