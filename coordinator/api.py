@@ -18,7 +18,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi import Path as FastAPIPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coordinator.api_models import (
@@ -72,7 +72,7 @@ class PredictRequest(BaseModel):
 class RetrainRequest(BaseModel):
     model_config = {"extra": "forbid"}
 
-    from_scratch: bool = Field(True, description="True: new weights; False: resume its checkpoint, train on.")
+    from_scratch: StrictBool = Field(True, description="True: new weights; False: resume its checkpoint, train on.")
     steps: int | None = Field(None, ge=1, description="Total steps for the block (default: the run's).")
 
 

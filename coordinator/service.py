@@ -19,9 +19,10 @@ from coordinator.metrics import Metrics
 from coordinator.reconcile import Resources, free
 from coordinator.records import TERMINAL, State
 from coordinator.runner import RunReconciler
-from coordinator.store import STORE_UNAVAILABLE, Store
+from coordinator.store import STORE_UNAVAILABLE, Store, TransitionError
 
 Log = Callable[[str], None]
+EXPIRY_EVERY_S = 60.0  # how often the leader looks for runs past their retention
 
 
 class RunNotSucceeded(RuntimeError):
@@ -41,6 +42,7 @@ class Coordinator:
         lease_ttl_s: float | None = None,
         progress_every_s: float = 15.0,
         metrics: Metrics | None = None,
+        retention_s: float | None = None,
     ):
         self.store, self.dispatcher, self.log, self.poll_s = store, dispatcher, log, poll_s
         self.max_in_flight = max_in_flight
@@ -50,7 +52,8 @@ class Coordinator:
         self.progress_every_s = progress_every_s
         self.reconcilers: dict[str, RunReconciler] = {}
         self.metrics = metrics or Metrics()
-        self._last_progress = 0.0
+        self.retention_s = retention_s
+        self._last_progress = self._last_expiry = 0.0
         self.last_tick_ok = time.monotonic()
 
     def active_runs(self) -> list[str]:
@@ -64,6 +67,9 @@ class Coordinator:
             self.last_tick_ok = time.monotonic()
             return
         self.metrics.leader.set(1)
+        if self.retention_s is not None and time.monotonic() - self._last_expiry > EXPIRY_EVERY_S:
+            self._last_expiry = time.monotonic()
+            self.expire_runs()
         for run_id in self.active_runs():
             if run_id not in self.reconcilers:
                 self._isolated(run_id, "loading the run", self._add_reconciler, run_id)
@@ -90,6 +96,20 @@ class Coordinator:
             self._last_progress = time.monotonic()
             for run_id, rec in self.reconcilers.items():
                 self.log(f"[{run_id}] {rec.progress_line()}")
+
+    def expire_runs(self, limit: int = 100) -> list[str]:
+        """Forget the records of up to `limit` runs that ended more than `retention_s` ago (DBLOCKS_RUN_RETENTION_
+        DAYS). Their run directories stay: they hold the trained models (`dblocks delete --files` removes one)."""
+        expired = []
+        for run_id in self.store.ended_before(time.time() - self.retention_s, limit):
+            try:
+                self.store.delete_run(run_id)
+            except (KeyError, TransitionError):  # deleted meanwhile, or retrained meanwhile: not ours to expire
+                continue
+            expired.append(run_id)
+        if expired:
+            self.log(f"expired the records of {len(expired)} runs ended over {self.retention_s / 86400:g} days ago")
+        return expired
 
     def _add_reconciler(self, run_id: str) -> None:
         self.reconcilers[run_id] = RunReconciler(
@@ -134,9 +154,7 @@ class Coordinator:
         m.cluster_gpus.set(capacity.gpu)
         m.cluster_memory.set(capacity.memory)
         m.in_flight.set(sum(len(self.dispatcher.in_flight(r)) for r in active))
-        runs = {state: 0 for state in State}
-        for state in self.store.run_states().values():
-            runs[state] += 1
+        runs = self.store.run_counts()
         blocks = {state: 0 for state in State}
         for run_id in active:
             for block in self.store.get_blocks(run_id):

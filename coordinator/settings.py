@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,12 @@ class Settings:
     data_roots: tuple[str, ...]
     max_in_flight: (
         int | None
-    )  # DBLOCKS_MAX_IN_FLIGHT: cap on block jobs running at once over all runs (unset: what fits)
+    )  # DBLOCKS_MAX_IN_FLIGHT: cap on block jobs running at once over all runs (unset: what fits; 0: hold every
+    # run queued, a drain before maintenance: runs are accepted and wait, nothing new starts)
+
+    # DBLOCKS_RUN_RETENTION_DAYS: forget the records of runs that ended this long ago (unset: keep them); their
+    # run directories stay
+    run_retention_s: float | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -53,15 +59,30 @@ class Settings:
             lease_ttl_s=float(env.get("DBLOCKS_LEASE_TTL_S", "10")),
             poll_s=float(env.get("DBLOCKS_POLL_S", "1.0")),
             metrics_port=int(env.get("DBLOCKS_METRICS_PORT", "9090")),
-            max_in_flight=_positive_int(env, "DBLOCKS_MAX_IN_FLIGHT"),
+            max_in_flight=_count(env, "DBLOCKS_MAX_IN_FLIGHT"),
+            run_retention_s=_days(env, "DBLOCKS_RUN_RETENTION_DAYS"),
             data_roots=tuple(r.strip() for r in env.get("DBLOCKS_DATA_ROOTS", "").split(",") if r.strip()),
         )
 
 
-def _positive_int(env: dict[str, str], name: str) -> int | None:
+def _count(env: dict[str, str], name: str, limit: int = 1_000_000) -> int | None:
     raw = env.get(name)
     if not raw:
         return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{name}={raw!r}: expected a positive integer")
+    if not raw.isdigit() or int(raw) > limit:
+        raise ValueError(f"{name}={raw!r}: expected a whole number from 0 to {limit}")
     return int(raw)
+
+
+def _days(env: dict[str, str], name: str, limit: float = 36_500) -> float | None:
+    """A duration given in days (fractions allowed), in seconds."""
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        days = float(raw)
+    except ValueError:
+        days = math.nan
+    if not 0 < days <= limit:
+        raise ValueError(f"{name}={raw!r}: expected a number of days above 0 and at most {limit:g}")
+    return days * 86400

@@ -2,6 +2,9 @@
 
 Keys (prefix "dblocks" by default):
     <p>:runs                      sorted set of run ids by creation time
+    <p>:active                    sorted set of the runs not yet finished, by creation time (what a tick reads)
+    <p>:ended:<STATE>             sorted sets of the SUCCEEDED, FAILED and CANCELLED runs, by when they ended
+                                  (counts for the metrics, and expiry, without reading any run)
     <p>:run:<id>                  hash: the run record
     <p>:run:<id>:block:<i>        hash: one block job record
     <p>:run:<id>:events           stream: append-only event log of the run
@@ -67,6 +70,15 @@ class Store:
     def events_key(self, run_id: str) -> str:
         return f"{self.prefix}:run:{run_id}:events"
 
+    def active_key(self) -> str:
+        return f"{self.prefix}:active"
+
+    def ended_key(self, state: State) -> str:
+        return f"{self.prefix}:ended:{state}"
+
+    def ended_keys(self) -> list[str]:
+        return [self.ended_key(state) for state in sorted(TERMINAL)]
+
     # Reads
     def get_run(self, run_id: str) -> RunRecord | None:
         raw = self.client.hgetall(self.run_key(run_id))
@@ -84,17 +96,54 @@ class Store:
             pipe.hgetall(self.block_key(run_id, index))
         return [_decode(BlockRecord, raw) for raw in pipe.execute()]
 
-    def run_states(self) -> dict[str, State]:
-        """Every run's state, oldest run first, in one round trip."""
+    def active_runs(self) -> list[str]:
+        """Runs that are not terminal, oldest first: one read of the active index, whatever the number of runs
+        that have ended (a tick costs nothing per finished run)."""
+        if not self.client.exists(f"{self.prefix}:indexed"):
+            self._index_runs()
+        return [r.decode() for r in self.client.zrange(self.active_key(), 0, -1)]
+
+    def _index_runs(self) -> None:
+        """Build the active and finished indexes from the run records, once (records written before they
+        existed)."""
         ids = self.list_runs()
         pipe = self.client.pipeline(transaction=False)
         for run_id in ids:
-            pipe.hget(self.run_key(run_id), "state")
-        return {r: State(json.loads(state)) for r, state in zip(ids, pipe.execute()) if state is not None}
+            pipe.hmget(self.run_key(run_id), ["state", "created_at", "updated_at"])
+        pipe2 = self.client.pipeline(transaction=True)
+        for run_id, (state, created, updated) in zip(ids, pipe.execute()):
+            if state is None:
+                continue
+            if (state := State(json.loads(state))) in TERMINAL:
+                pipe2.zadd(self.ended_key(state), {run_id: json.loads(updated or "0")})
+            else:
+                pipe2.zadd(self.active_key(), {run_id: json.loads(created or "0")})
+        pipe2.set(f"{self.prefix}:indexed", "1")
+        pipe2.execute()
 
-    def active_runs(self) -> list[str]:
-        """Runs that are not terminal, oldest first."""
-        return [r for r, state in self.run_states().items() if state not in TERMINAL]
+    def ended_before(self, cutoff: float, limit: int = 100) -> list[str]:
+        """Up to `limit` runs that ended (in any terminal state) before `cutoff`, unix seconds."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.ended_keys():
+            pipe.zrangebyscore(key, "-inf", cutoff, 0, limit)
+        return sorted({r.decode() for found in pipe.execute() for r in found})[:limit]
+
+    def run_counts(self) -> dict[State, int]:
+        """How many runs are in each state: the active ones read one by one, the ended ones counted (O(1) each)."""
+        counts = {state: 0 for state in State}
+        active = self.active_runs()
+        pipe = self.client.pipeline(transaction=False)
+        for run_id in active:
+            pipe.hget(self.run_key(run_id), "state")
+        for key in self.ended_keys():
+            pipe.zcard(key)
+        answers = pipe.execute()
+        for state in answers[: len(active)]:
+            if state is not None:
+                counts[State(json.loads(state))] += 1
+        for state, count in zip(sorted(TERMINAL), answers[len(active) :]):
+            counts[state] = count
+        return counts
 
     def events(self, run_id: str) -> list[dict]:
         return [
@@ -115,6 +164,7 @@ class Store:
             block.updated_at = now
             pipe.hset(self.block_key(run.id, block.index), mapping=_encode(block))
         pipe.zadd(self.runs_key(), {run.id: now})
+        pipe.zadd(self.active_key(), {run.id: now})
         self._event(pipe, run.id, "run_created", num_blocks=len(blocks))
         pipe.execute()
 
@@ -126,6 +176,9 @@ class Store:
         hash) it maps to now: ours when the key was new, the first request's otherwise."""
         value = json.dumps([run_id, config_hash])
         if self.client.set(self.idempotency_key(key), value, nx=True, px=int(ttl_s * 1000)):
+            # the run remembers its key, so that deleting the run frees the key (a retry then creates a new run
+            # rather than answering with the id of a run that is gone)
+            self.client.set(f"{self.run_key(run_id)}:idempotency_key", key, px=int(ttl_s * 1000))
             return run_id, config_hash
         stored = self.client.get(self.idempotency_key(key))
         if stored is None:  # expired between the two calls: claim it again
@@ -135,16 +188,28 @@ class Store:
 
     def release_idempotency_key(self, key: str, run_id: str) -> None:
         """Forget a claim whose run could not be created (only if it is still ours)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(f"{self.run_key(run_id)}:idempotency_key")
+        self._release(pipe, key, run_id)
+        pipe.execute()
+
+    def _release(self, pipe, key: str, run_id: str) -> None:
+        """Queue the deletion of an Idempotency-Key's mapping if it maps to `run_id` (read now, outside `pipe`)."""
         stored = self.client.get(self.idempotency_key(key))
         if stored is not None and json.loads(stored)[0] == run_id:
-            self.client.delete(self.idempotency_key(key))
+            pipe.delete(self.idempotency_key(key))
 
     def set_run_state(self, run_id: str, state: State, **changes) -> None:
+        now = time.time()
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(
             self.run_key(run_id),
-            mapping={k: json.dumps(v) for k, v in {"state": state, "updated_at": time.time(), **changes}.items()},
+            mapping={k: json.dumps(v) for k, v in {"state": state, "updated_at": now, **changes}.items()},
         )
+        if state in TERMINAL:
+            for key in (self.active_key(), *self.ended_keys()):
+                pipe.zrem(key, run_id)
+            pipe.zadd(self.ended_key(state), {run_id: now})
         self._event(pipe, run_id, "run_state", state=state, **changes)
         pipe.execute()
 
@@ -181,10 +246,14 @@ class Store:
                     run = _decode(RunRecord, raw)
                     if run.state not in TERMINAL:
                         raise TransitionError(f"run {run_id} is {run.state}: cancel it first, or wait for it to end")
+                    claimed = pipe.get(f"{run_key}:idempotency_key")
                     pipe.multi()
-                    pipe.delete(run_key, self.events_key(run_id))
+                    pipe.delete(run_key, self.events_key(run_id), f"{run_key}:idempotency_key")
+                    if claimed is not None:
+                        self._release(pipe, claimed.decode(), run_id)
                     pipe.delete(*[self.block_key(run_id, i) for i in range(run.num_blocks)] or [run_key])
-                    pipe.zrem(self.runs_key(), run_id)
+                    for index in (self.runs_key(), self.active_key(), *self.ended_keys()):
+                        pipe.zrem(index, run_id)
                     pipe.execute()
                     return
                 except redis.WatchError:
@@ -238,6 +307,9 @@ class Store:
                             "updated_at": json.dumps(time.time()),
                         },
                     )
+                    for key in self.ended_keys():
+                        pipe.zrem(key, run_id)
+                    pipe.zadd(self.active_key(), {run_id: run.created_at})
                     self._event(
                         pipe, run_id, "block_retrain", block=index, from_scratch=from_scratch, total_steps=total_steps
                     )

@@ -49,10 +49,14 @@ class _Section(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _numbers_are_not_booleans(cls, value, info):
-        """pydantic's lax mode reads true/false as 1/0 for a number: a config that says `num_steps: false` means
-        something else, so it is refused (strict mode would also refuse YAML's `lr: 1e-3`, a string to PyYAML)."""
-        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation in NUMBERS:
+        """pydantic's lax mode reads true/false as 1/0 for a number, and 0, 1, "yes", "off" as a boolean: a config
+        that says `num_steps: false` or `compile: 0` means something else, so both are refused (strict mode would
+        also refuse YAML's `lr: 1e-3`, a string to PyYAML)."""
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool) and annotation in NUMBERS:
             raise ValueError("expected a number, got a boolean")
+        if annotation is bool and not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
         return value
 
 

@@ -1,6 +1,7 @@
 """The HTTP API against a real redis-server (no Ray: the API only reads and writes state)."""
 
 import io
+import json
 import threading
 import time
 
@@ -172,7 +173,9 @@ def test_fresh_samples_are_drawn_on_request_within_bounds(api, tmp_path):
         assert next(iter(bad)) in response.text
 
 
-def test_cli_samples_a_run_through_the_service(redis_client, tmp_path):
+@pytest.fixture
+def served(redis_client, tmp_path):
+    """The API on a real loopback port (uvicorn in a thread): (url, app, run directory root)."""
     store = Store(redis_client, prefix="t-api-cli")
     app = create_app(store=store, runs_dir=tmp_path, api_token=TOKEN, ready=lambda: {"redis": True})
     port = free_port()
@@ -184,27 +187,83 @@ def test_cli_samples_a_run_through_the_service(redis_client, tmp_path):
         while not server.started:
             assert time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.05)
-        url = f"http://127.0.0.1:{port}"
-        client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"})
-        run_id = client.post("/v1/runs", json=tiny_config()).json()["id"]
-        write_run(tmp_path / run_id)
-        out = tmp_path / "grid.png"
-        result = CliRunner().invoke(
-            cli_app,
-            ["sample", run_id, "--server", url, "--steps", "4", "--num-per-class", "2", "--out", str(out)],
-            env={"DBLOCKS_API_TOKEN": TOKEN},
-        )
-        assert result.exit_code == 0, result.output
-        assert Image.open(out).size == (2 * (2 * 30 + 2), 2 * (10 * 30 + 2))
-        result = CliRunner().invoke(
-            cli_app,
-            ["sample", "no-such-run", "--server", url, "--steps", "4", "--out", str(out)],
-            env={"DBLOCKS_API_TOKEN": TOKEN},
-        )
-        assert result.exit_code == 1 and "404" in result.output
+        yield f"http://127.0.0.1:{port}", app, tmp_path
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_cli_samples_a_run_through_the_service(served, tmp_path):
+    url, app, runs = served
+    client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"})
+    run_id = client.post("/v1/runs", json=tiny_config()).json()["id"]
+    write_run(runs / run_id)
+    out = tmp_path / "grid.png"
+    result = CliRunner().invoke(
+        cli_app,
+        ["sample", run_id, "--server", url, "--steps", "4", "--num-per-class", "2", "--out", str(out)],
+        env={"DBLOCKS_API_TOKEN": TOKEN},
+    )
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (2 * (2 * 30 + 2), 2 * (10 * 30 + 2))
+    result = CliRunner().invoke(
+        cli_app,
+        ["sample", "no-such-run", "--server", url, "--steps", "4", "--out", str(out)],
+        env={"DBLOCKS_API_TOKEN": TOKEN},
+    )
+    assert result.exit_code == 1 and "404" in result.output
+
+
+def test_cli_service_commands_go_through_the_typed_client(served, tmp_path):
+    """submit, status, cancel, delete, retrain over real HTTP: answers parsed by the schema's models, every error
+    shown as `field: message` with exit 1, a bad config refused by the service naming the field."""
+    url, _, _ = served
+    env = {"DBLOCKS_API_TOKEN": TOKEN}
+
+    def cli(*args):
+        return CliRunner().invoke(cli_app, [*args, "--server", url], env=env)
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.read_text())
+    submitted = cli("submit", str(config))
+    assert submitted.exit_code == 0, submitted.output
+    run_id = submitted.output.strip()
+    status = cli("status", run_id, "--json")
+    assert status.exit_code == 0 and json.loads(status.output)["state"] == "PENDING"
+    assert cli("delete", run_id).exit_code == 1  # 409: not finished yet
+    assert "409" in cli("delete", run_id).output
+    assert cli("cancel", run_id).exit_code == 0
+    bad = cli("submit", str(config), "--set", "train.lr=-1")
+    assert bad.exit_code == 2 and "train.lr" in bad.output  # refused before sending: the same config model
+    missing = cli("retrain", "no-such-run", "0")
+    assert missing.exit_code == 1 and "404" in missing.output
+    unreachable = CliRunner().invoke(cli_app, ["status", run_id, "--server", f"http://127.0.0.1:{free_port()}"])
+    assert unreachable.exit_code == 1 and "cannot reach the service" in unreachable.output
+
+
+def test_typed_client_parses_every_answer_and_raises_the_error_items(api):
+    from coordinator.client import ApiError, ServiceClient
+
+    http, _ = api
+    client = ServiceClient(http=http)
+    created = client.submit(tiny_config(), idempotency_key="k-1")
+    assert client.submit(tiny_config(), idempotency_key="k-1").id == created.id
+    view = client.run(created.id)
+    assert view.state == "PENDING" and len(view.blocks) == 2 and view.blocks[0].sigma_hi == 80.0
+    assert [r.id for r in client.runs()] == [created.id]
+    assert client.events(created.id)[0]["kind"]
+    assert client.previews(created.id) == []
+    with pytest.raises(ApiError) as err:
+        client.submit(tiny_config() | {"train": {"lr": -1}})
+    assert err.value.status == 422 and err.value.items[0].loc[:3] == ["body", "train", "lr"]
+    assert "train.lr:" in str(err.value)
+    with pytest.raises(ApiError) as err:
+        client.run("nope")
+    assert err.value.status == 404 and err.value.items[0].type == "not_found"
+    assert client.cancel(created.id).cancel_requested
+    with pytest.raises(ApiError) as err:
+        client.retrain(created.id, 5)
+    assert err.value.status == 404
 
 
 def write_classification_run(run_dir):

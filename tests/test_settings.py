@@ -9,9 +9,10 @@ def test_defaults_and_the_in_flight_cap():
     settings = Settings.from_env({})
     assert settings.max_in_flight is None and settings.checkpoint_uri is None and settings.runs_dir.name == "runs"
     assert Settings.from_env({"DBLOCKS_MAX_IN_FLIGHT": "3"}).max_in_flight == 3
+    assert Settings.from_env({"DBLOCKS_MAX_IN_FLIGHT": "0"}).max_in_flight == 0  # drain: nothing new starts
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+@pytest.mark.parametrize("value", ["-1", "two", "1.5", "10000001"])
 def test_a_bad_in_flight_cap_is_refused_naming_the_variable(value):
     with pytest.raises(ValueError, match="DBLOCKS_MAX_IN_FLIGHT"):
         Settings.from_env({"DBLOCKS_MAX_IN_FLIGHT": value})

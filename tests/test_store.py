@@ -75,3 +75,106 @@ def test_concurrent_transitions_are_serialised(redis_client):
     assert len(states) + len(errors) == 100  # every attempt either committed with its event or was refused
     assert all(not (a == b == "PENDING") for a, b in zip(states, states[1:]))  # never an illegal PENDING->PENDING
     assert store.get_blocks("r1")[0].state == State(states[-1])
+
+
+class Idle:
+    """The dispatcher seam of the coordinator loop, for a cluster that runs nothing (a tick's own cost only)."""
+
+    def capacity(self):
+        from coordinator.reconcile import Resources
+
+        return Resources(0)
+
+    def held(self):
+        from coordinator.reconcile import NOTHING
+
+        return NOTHING
+
+    def in_flight(self, run_id):
+        return set()
+
+    def num_in_flight(self):
+        return 0
+
+    def wait(self, timeout_s):
+        return []
+
+    def cancel(self, run_id):
+        pass
+
+
+def commands(redis_client) -> int:
+    return redis_client.info("stats")["total_commands_processed"]
+
+
+def test_a_tick_costs_nothing_per_finished_run(redis_client, tmp_path):
+    """Redis commands in one reconcile tick are the same with 0 or 300 ended runs in the store."""
+    from coordinator.service import Coordinator
+
+    from coordinator.runs import create_run
+    from shared.config import load_config
+    from tests.conftest import TINY
+
+    store = Store(redis_client, prefix="t-tick")
+    for i in range(3):
+        create_run(load_config(TINY), store=store, run_id=f"live{i}", run_dir=tmp_path / f"live{i}")
+    coordinator = Coordinator(store=store, dispatcher=Idle(), log=lambda _: None, poll_s=0)
+    coordinator.tick()  # the first tick builds the reconcilers
+    assert sorted(coordinator.reconcilers) == ["live0", "live1", "live2"]
+
+    def tick_cost():
+        before = commands(redis_client)
+        coordinator.tick()
+        return commands(redis_client) - before - 1  # the INFO call itself
+
+    alone = tick_cost()
+    for i in range(300):
+        make_run(store, f"old{i}", num_blocks=2)
+        store.set_run_state(f"old{i}", State.SUCCEEDED if i % 3 else State.CANCELLED)
+    assert tick_cost() == alone
+    counts = store.run_counts()
+    assert counts[State.SUCCEEDED] == 200 and counts[State.CANCELLED] == 100 and counts[State.RUNNING] == 3
+    assert store.active_runs() == ["live0", "live1", "live2"]
+
+
+def test_runs_written_before_the_indexes_are_indexed_once(redis_client):
+    store = Store(redis_client, prefix="t-index")
+    make_run(store, "a")
+    make_run(store, "b")
+    store.set_run_state("b", State.FAILED, error="x")
+    redis_client.delete("t-index:active", "t-index:ended:FAILED")  # as an older version left them
+    assert store.active_runs() == ["a"]
+    assert store.run_counts()[State.FAILED] == 1 and redis_client.exists("t-index:indexed")
+
+
+def test_runs_past_their_retention_are_forgotten_and_others_stay(redis_client):
+    import time
+
+    from coordinator.service import Coordinator
+
+    store = Store(redis_client, prefix="t-expire")
+    for run_id in ("done", "failed", "live"):
+        make_run(store, run_id)
+    store.set_run_state("done", State.SUCCEEDED)
+    store.set_run_state("failed", State.FAILED, error="x")
+    time.sleep(0.3)
+    make_run(store, "recent", num_blocks=1)
+    store.transition_block("recent", 0, State.CANCELLED)
+    store.set_run_state("recent", State.CANCELLED)
+    coordinator = Coordinator(store=store, dispatcher=Idle(), log=lambda _: None, poll_s=0, retention_s=0.2)
+    assert sorted(coordinator.expire_runs()) == ["done", "failed"]
+    assert store.list_runs() == ["live", "recent"] and store.get_run("done") is None
+    assert not redis_client.keys("t-expire:run:done*") and store.run_counts()[State.SUCCEEDED] == 0
+    store.reopen_block("recent", 0, from_scratch=True, total_steps=10)  # retrained: active again, not expired
+    time.sleep(0.3)
+    assert coordinator.expire_runs() == [] and "recent" in store.active_runs()
+
+
+def test_deleting_a_run_frees_its_idempotency_key(redis_client):
+    store = Store(redis_client, prefix="t-idem")
+    assert store.claim_idempotency_key("k", "r1", "h", 60) == ("r1", "h")
+    make_run(store, "r1")
+    assert store.claim_idempotency_key("k", "r2", "h", 60) == ("r1", "h")  # the same key: the first run
+    store.set_run_state("r1", State.SUCCEEDED)
+    store.delete_run("r1")
+    assert store.claim_idempotency_key("k", "r3", "h", 60) == ("r3", "h")  # the run is gone: a new one

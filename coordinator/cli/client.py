@@ -11,15 +11,15 @@ from typing import Annotated
 import typer
 
 from coordinator.cli import app
-from coordinator.cli.common import ServerOpt, SetOpt, checked, client, load
+from coordinator.cli.common import ServerOpt, SetOpt, answered, client, load
 
 
 @app.command()
 def submit(config: Path, server: ServerOpt, set_: SetOpt = None) -> None:
     """Submit a run to a coordinator service; prints its id. Example: dblocks submit cfg.yaml --server URL"""
     cfg = load(config, set_, resolve=False)
-    with client(server) as c:
-        typer.echo(checked(c.post("/v1/runs", json=cfg.model_dump()))["id"])
+    with answered(), client(server) as c:
+        typer.echo(c.submit(cfg.model_dump(mode="json")).id)
 
 
 @app.command()
@@ -33,8 +33,8 @@ def status(
     if watch:
         _watch(run_id, server)
         return
-    with client(server) as c:
-        run = checked(c.get(f"/v1/runs/{run_id}"))
+    with answered(), client(server) as c:
+        run = c.run(run_id).model_dump(mode="json")
     if as_json:
         typer.echo(json.dumps(run, indent=2))
         return
@@ -54,17 +54,17 @@ def _watch(run_id: str, server: str, interval_s: float = 2.0) -> None:
     from coordinator.cli import live
 
     console, rates = Console(), live.Rates()
-    with client(server) as c:
+    with answered(), client(server) as c:
         if not console.is_terminal:
             while True:
-                run = checked(c.get(f"/v1/runs/{run_id}"))
+                run = c.run(run_id).model_dump(mode="json")
                 typer.echo(f"{run['state']}  {live.line(run)}")
                 if run["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
                     return
                 time.sleep(interval_s * 5)
         with Live(console=console, refresh_per_second=2) as view:
             while True:
-                run = checked(c.get(f"/v1/runs/{run_id}"))
+                run = c.run(run_id).model_dump(mode="json")
                 live.observe(rates, run)
                 view.update(live.render(run, rates))
                 if run["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
@@ -75,8 +75,8 @@ def _watch(run_id: str, server: str, interval_s: float = 2.0) -> None:
 @app.command()
 def cancel(run_id: str, server: ServerOpt) -> None:
     """Cancel a run. Example: dblocks cancel RUN_ID --server http://127.0.0.1:8000"""
-    with client(server) as c:
-        checked(c.post(f"/v1/runs/{run_id}/cancel"))
+    with answered(), client(server) as c:
+        c.cancel(run_id)
     typer.echo(f"cancel requested for {run_id}")
 
 
@@ -90,9 +90,9 @@ def delete(
 
     Example: dblocks delete RUN_ID --files --server http://127.0.0.1:8000
     """
-    with client(server) as c:
-        result = checked(c.delete(f"/v1/runs/{run_id}", params={"files": str(files).lower()}))
-    typer.echo(f"deleted {run_id}" + (" and its files" if result["files_deleted"] else ""))
+    with answered(), client(server) as c:
+        result = c.delete(run_id, files=files)
+    typer.echo(f"deleted {run_id}" + (" and its files" if result.files_deleted else ""))
 
 
 @app.command()
@@ -109,8 +109,6 @@ def retrain(
 
     Example: dblocks retrain RUN_ID 2 --resume --steps 4000 --server http://127.0.0.1:8000
     """
-    with client(server) as c:
-        checked(
-            c.post(f"/v1/runs/{run_id}/blocks/{block}/retrain", json={"from_scratch": from_scratch, "steps": steps})
-        )
+    with answered(), client(server) as c:
+        c.retrain(run_id, block, from_scratch=from_scratch, steps=steps)
     typer.echo(f"block {block} of {run_id} queued for retraining")

@@ -3,6 +3,8 @@ the one place that builds the store and the Ray dispatcher from the environment.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -64,27 +66,23 @@ def open_dispatcher(settings: Settings) -> RayDispatcher:
 
 
 def client(server: str):
-    import httpx
-
+    """The typed API client (coordinator/client.py) for `server`, with DBLOCKS_API_TOKEN when set."""
+    from coordinator.client import ServiceClient
     from coordinator.settings import Settings
 
-    token = Settings.from_env().api_token
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=server, headers=headers, timeout=30)
+    return ServiceClient(server, token=Settings.from_env().api_token)
 
 
-def checked(response) -> dict:
-    if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        if isinstance(detail, list):  # the API's error items: {"loc", "msg", "type"}
-            detail = "; ".join(
-                (".".join(str(p) for p in item.get("loc", [])[1:]) + ": " if len(item.get("loc", [])) > 1 else "")
-                + str(item.get("msg", item))
-                for item in detail
-                if isinstance(item, dict)
-            )
-        fail(f"{response.status_code}: {detail}", 1)
-    return response.json()
+@contextmanager
+def answered() -> Iterator[None]:
+    """Exit 1 with the server's error items (`field: message`), or with why the server could not be reached."""
+    import httpx
+
+    from coordinator.client import ApiError
+
+    try:
+        yield
+    except ApiError as err:
+        fail(str(err), 1)
+    except httpx.TransportError as err:
+        fail(f"cannot reach the service: {type(err).__name__}: {err}", 1)

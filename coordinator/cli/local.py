@@ -10,7 +10,7 @@ import numpy as np
 import typer
 
 from coordinator.cli import app
-from coordinator.cli.common import SetOpt, checked, client, fail, load, open_dispatcher, open_store, run_config
+from coordinator.cli.common import SetOpt, answered, client, fail, load, open_dispatcher, open_store, run_config
 from shared.checkpoint import CheckpointError
 from shared.data import data_shape
 
@@ -152,7 +152,8 @@ def sample(
             }.items()
             if v is not None
         }
-        out.write_bytes(_fetch_samples(server, f"/v1/runs/{run_dir}/samples.png", params).content)
+        with answered(), client(server) as c:
+            out.write_bytes(c.samples_png(str(run_dir), **params))
         typer.echo(f"wrote the samples of {run_dir} to {out}")
         return
     config = run_config(run_dir)
@@ -173,15 +174,6 @@ def sample(
     typer.echo(f"wrote {len(labels)} samples to {out}")
 
 
-def _fetch_samples(server: str, path: str, params: dict):
-    """GET a run's samples from the service (parameters left unset are not sent); exits on an error answer."""
-    with client(server) as c:
-        response = c.get(path, params={k: v for k, v in params.items() if v is not None}, timeout=600)
-    if response.status_code >= 400:
-        checked(response)
-    return response
-
-
 def _sample_text(run_dir: Path, out: Path, *, num, length, steps, seed, weights, server) -> None:
     """`dblocks sample RUN --out FILE.txt`: one generated text per line, from a run directory or the service."""
     from coordinator.artefacts.text import generate_texts
@@ -190,7 +182,8 @@ def _sample_text(run_dir: Path, out: Path, *, num, length, steps, seed, weights,
         fail(f"--weights {weights!r}: must be 'ema' or 'raw'")
     if server and not run_dir.is_dir():
         params = {"num": num or 8, "length": length, "steps": steps, "seed": seed, "weights": weights}
-        out.write_text(_fetch_samples(server, f"/v1/runs/{run_dir}/samples.txt", params).text)
+        with answered(), client(server) as c:
+            out.write_text(c.samples_txt(str(run_dir), **params))
         typer.echo(f"wrote the samples of {run_dir} to {out}")
         return
     config = run_config(run_dir)

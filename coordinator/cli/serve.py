@@ -77,6 +77,7 @@ def serve(
         lease_ttl_s=settings.lease_ttl_s,
         max_in_flight=settings.max_in_flight,
         metrics=metrics,
+        retention_s=settings.run_retention_s,
     )
     stop = threading.Event()
     loop = threading.Thread(target=coordinator.run_forever, args=(stop,), name="reconcile", daemon=True)
