@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from coordinator.dispatch import RayDispatcher
 from coordinator.metrics import Metrics
@@ -53,6 +54,10 @@ class Coordinator:
         self.reconcilers: dict[str, RunReconciler] = {}
         self.metrics = metrics or Metrics()
         self.retention_s = retention_s
+        # Assembly, its samples and pictures take seconds to minutes: they run beside the loop, one run at a time,
+        # so a tick never waits for them (admission, polling and cancelling go on for every other run).
+        self.assembler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="assemble")
+        self.assembling: dict[str, Future] = {}
         self._last_progress = self._last_expiry = 0.0
         self.last_tick_ok = time.monotonic()
 
@@ -122,9 +127,20 @@ class Coordinator:
 
     def _advance(self, run_id: str) -> None:
         rec = self.reconcilers[run_id]
+        assembly = self.assembling.get(run_id)
+        if assembly is not None:  # its blocks are done; nothing else to do for it until the assembly ends
+            if assembly.done():
+                del self.assembling[run_id], self.reconcilers[run_id]
+                assembly.result()  # an unexpected error fails the run (see _isolated); expected ones already did
+            return
         rec.poll_progress()
         final_state = rec.outcome()
-        if final_state is not None:
+        if final_state == State.SUCCEEDED:
+            # The run stays RUNNING until the assembly has written everything: a coordinator that dies meanwhile
+            # leaves it RUNNING with every block SUCCEEDED, and the next one assembles it again from the start.
+            self.store.record_event(run_id, "assembly_started")
+            self.assembling[run_id] = self.assembler.submit(rec.finish, final_state)
+        elif final_state is not None:
             rec.finish(final_state)
             del self.reconcilers[run_id]
 
@@ -139,6 +155,7 @@ class Coordinator:
             reason = f"internal error while {phase}: {type(err).__name__}: {err}"
             self.log(f"[{run_id}] {reason}")
             self.reconcilers.pop(run_id, None)
+            self.assembling.pop(run_id, None)
             self.dispatcher.cancel(run_id)
             self.store.set_run_state(run_id, State.FAILED, error=reason[:2000])
             self.metrics.run_failures.inc()
@@ -190,5 +207,6 @@ class Coordinator:
             except Exception as err:  # keep serving; the next tick re-reads all state from Redis
                 self.log(f"reconcile error: {type(err).__name__}: {err}")
                 time.sleep(self.poll_s)
+        self.assembler.shutdown(wait=False, cancel_futures=True)
         if self.lease_ttl_s is not None:
             self.store.release_lease(self.holder)

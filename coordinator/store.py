@@ -335,6 +335,12 @@ class Store:
             mapping={k: json.dumps(v) for k, v in {**progress, "updated_at": time.time()}.items()},
         )
 
+    def record_event(self, run_id: str, kind: str, **data) -> None:
+        """An event alone (no record changes with it), e.g. that a run's assembly started."""
+        pipe = self.client.pipeline(transaction=True)
+        self._event(pipe, run_id, kind, **data)
+        pipe.execute()
+
     def _event(self, pipe, run_id: str, kind: str, **data) -> None:
         payload = {"kind": kind, "time": repr(time.time()), **{k: str(v) for k, v in data.items()}}
         pipe.xadd(self.events_key(run_id), payload, maxlen=EVENTS_MAXLEN, approximate=True)

@@ -72,3 +72,77 @@ def test_a_block_bigger_than_the_cluster_waits_with_its_reason_until_the_cluster
     assert dispatcher.submitted == [1, 0]
     block = store.get_blocks("r1")[0]
     assert block.state == State.RUNNING and block.error == ""
+
+
+class Cluster(InFlight):
+    """The whole dispatcher seam of the coordinator loop: 8 CPUs, jobs recorded and never finishing."""
+
+    def __init__(self):
+        super().__init__(set())
+        self.by_run: dict[str, set[int]] = {}
+
+    def capacity(self):
+        return Resources(8)
+
+    def held(self):
+        return Resources(sum(len(v) for v in self.by_run.values()))
+
+    def in_flight(self, run_id):
+        return self.by_run.setdefault(run_id, set())
+
+    def num_in_flight(self):
+        return sum(len(v) for v in self.by_run.values())
+
+    def submit(self, job, storage_uri, demand) -> str:
+        self.in_flight(job.run_id).add(job.block.index)
+        return job.name
+
+    def wait(self, timeout_s):
+        return []
+
+    def cancel(self, run_id):
+        self.by_run.pop(run_id, None)
+
+
+def test_assembly_runs_beside_the_loop_and_a_new_coordinator_starts_it_again(redis_client, tmp_path, monkeypatch):
+    """While one run assembles (held here on an event), ticks stay short and another run is admitted; a
+    coordinator that dies mid-assembly leaves the run unfinished, and the next one assembles it."""
+    import threading
+    import time
+
+    from coordinator.service import Coordinator
+
+    store = Store(redis_client, prefix="t-assembly")
+    config = load_config(REPO / "tests" / "tiny.yaml")
+    create_run(config, store=store, run_id="done", run_dir=tmp_path / "done")
+    for index in range(2):
+        store.transition_block("done", index, State.RUNNING, attempt=1)
+        store.transition_block("done", index, State.SUCCEEDED, step=config.train.steps_per_block)
+    release, started = threading.Event(), []
+
+    def slow_assembly(self):
+        started.append(self.run_id)
+        assert release.wait(30)
+        self.store.set_run_state(self.run_id, State.SUCCEEDED, error="", assembly_s=1.0)
+        return State.SUCCEEDED
+
+    monkeypatch.setattr(RunReconciler, "_assemble_and_sample", slow_assembly)
+    first = Coordinator(store=store, dispatcher=Cluster(), log=lambda _: None, poll_s=0)
+    first.tick()
+    assert [e["kind"] for e in store.events("done")][-1] == "assembly_started"
+    create_run(config, store=store, run_id="next", run_dir=tmp_path / "next")
+    began = time.monotonic()
+    first.tick()
+    assert time.monotonic() - began < 5  # the tick did not wait for the assembly
+    assert store.get_run("done").state == State.PENDING and started == ["done"]  # not SUCCEEDED until assembled
+    assert {b.state for b in store.get_blocks("next")} == {State.RUNNING}  # admitted meanwhile
+
+    second = Coordinator(store=store, dispatcher=Cluster(), log=lambda _: None, poll_s=0)  # the first "died"
+    second.tick()
+    assert started == ["done", "done"]  # assembled again from the start
+    release.set()
+    deadline = time.monotonic() + 30
+    while store.get_run("done").state != State.SUCCEEDED:
+        assert time.monotonic() < deadline
+        second.tick()
+    assert "done" not in second.reconcilers and "done" not in second.assembling
