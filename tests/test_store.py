@@ -109,9 +109,8 @@ def commands(redis_client) -> int:
 
 def test_a_tick_costs_nothing_per_finished_run(redis_client, tmp_path):
     """Redis commands in one reconcile tick are the same with 0 or 300 ended runs in the store."""
-    from coordinator.service import Coordinator
-
     from coordinator.runs import create_run
+    from coordinator.service import Coordinator
     from shared.config import load_config
     from tests.conftest import TINY
 
