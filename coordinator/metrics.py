@@ -65,6 +65,12 @@ class Metrics:
         self.api_latency = Histogram(
             "dblocks_api_request_duration_seconds", "HTTP API latency.", ["method", "route"], registry=r
         )
+        self.tick = Histogram(
+            "dblocks_reconcile_tick_seconds",
+            "Work of one reconcile tick (reading state, admitting, collecting, polling), without its wait for jobs.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
         self.leader = Gauge("dblocks_coordinator_is_leader", "1 while this coordinator holds the lease.", registry=r)
         for state in State:
             self.runs.labels(str(state))

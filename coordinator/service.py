@@ -72,6 +72,7 @@ class Coordinator:
             self.last_tick_ok = time.monotonic()
             return
         self.metrics.leader.set(1)
+        started = time.perf_counter()
         if self.retention_s is not None and time.monotonic() - self._last_expiry > EXPIRY_EVERY_S:
             self._last_expiry = time.monotonic()
             self.expire_runs()
@@ -90,12 +91,16 @@ class Coordinator:
                 if launched is not None:
                     available, count = launched
                     slots = None if slots is None else slots - count
-        for result in self.dispatcher.wait(self.poll_s):
+        waiting = time.perf_counter()
+        results = self.dispatcher.wait(self.poll_s)
+        waited = time.perf_counter() - waiting
+        for result in results:
             if result.run_id in self.reconcilers:
                 self._isolated(result.run_id, "collecting a block", self.reconcilers[result.run_id].on_result, result)
         for run_id in active:
             if run_id in self.reconcilers:
                 self._isolated(run_id, "polling and finishing", self._advance, run_id)
+        self.metrics.tick.observe(time.perf_counter() - started - waited)
         self.last_tick_ok = time.monotonic()
         if time.monotonic() - self._last_progress > self.progress_every_s:
             self._last_progress = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -86,13 +87,59 @@ def redis_client(redis_url, request):
         client.delete(key)
 
 
+def start_ray_head(num_cpus: int = 2) -> tuple[subprocess.Popen, str]:
+    """A real Ray cluster (`ray start --head` on loopback, in its own process group): (process, address)."""
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    head = subprocess.Popen(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            f"--port={port}",
+            f"--num-cpus={num_cpus}",
+            "--include-dashboard=false",
+            "--block",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while subprocess.run([ray_bin, "status", f"--address={address}"], env=env, capture_output=True).returncode:
+        assert head.poll() is None and time.monotonic() < deadline, "ray head did not come up"
+        time.sleep(1)
+    return head, address
+
+
+def stop_ray_head(head: subprocess.Popen) -> None:
+    os.killpg(head.pid, signal.SIGTERM)
+    try:
+        head.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def shared_ray():
+    """One Ray cluster for every test that trains through the CLI: each `dblocks train` connects to it as a
+    driver (RAY_ADDRESS), as on a real cluster, instead of starting and stopping a local cluster of its own."""
+    head, address = start_ray_head()
+    yield address
+    stop_ray_head(head)
+
+
 @pytest.fixture
-def ray_env(redis_url, tmp_path):
-    """Environment for a subprocess that runs the CLI against the test Redis and a fresh local Ray."""
+def ray_env(redis_url, tmp_path, shared_ray):
+    """Environment for a subprocess that runs the CLI against the test Redis and the shared Ray cluster."""
     env = dict(os.environ)
     env.update(
         {
             "REDIS_URL": redis_url,
+            "RAY_ADDRESS": shared_ray,
             "RAY_AUTH_MODE": "disabled",
             "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
             "DBLOCKS_STORAGE": str(tmp_path / "storage"),
@@ -100,7 +147,6 @@ def ray_env(redis_url, tmp_path):
             "PYTHONUNBUFFERED": "1",
         }
     )
-    env.pop("RAY_ADDRESS", None)
     return env
 
 

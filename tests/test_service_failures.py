@@ -12,7 +12,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.conftest import REPO, TINY, free_port
+from tests.conftest import REPO, TINY, free_port, start_ray_head, stop_ray_head
 
 pytestmark = pytest.mark.slow
 
@@ -25,39 +25,10 @@ CONFIG_OVERRIDES = {
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    port = free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
-    head = subprocess.Popen(
-        [
-            os.path.join(os.path.dirname(sys.executable), "ray"),
-            "start",
-            "--head",
-            f"--port={port}",
-            "--num-cpus=2",
-            "--include-dashboard=false",
-            "--block",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while (
-        subprocess.run(
-            [os.path.join(os.path.dirname(sys.executable), "ray"), "status", f"--address={address}"],
-            env=env,
-            capture_output=True,
-        ).returncode
-        != 0
-    ):
-        assert time.monotonic() < deadline, "ray head did not come up"
-        time.sleep(1)
+def ray_cluster():
+    head, address = start_ray_head()
     yield address
-    os.killpg(head.pid, signal.SIGTERM)
-    head.wait(timeout=60)
+    stop_ray_head(head)
 
 
 class Service:

@@ -242,3 +242,26 @@ def bench_data_cmd(
     path = write_result(result, f"data-{result['machine']['device'].replace(' ', '_')}", results_dir)
     mib = result["peak_rss_difference_bytes"] / 2**20
     typer.echo(json.dumps(result, indent=2) if as_json else f"peak RSS difference {mib:.0f} MiB -> {path}")
+
+
+@bench_app.command("api")
+def bench_api_cmd(
+    duration: Annotated[float, typer.Option(min=1, max=3600, help="Seconds of load.")] = 60,
+    clients: Annotated[int, typer.Option(min=1, max=500, help="Clients polling a run's status once a second.")] = 50,
+    submit_every: Annotated[float, typer.Option(min=0.1, max=600, help="Seconds between run submissions.")] = 2.0,
+    results_dir: ResultsOpt = Path("benchmarks/results"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Load test of a real `dblocks serve` on loopback: p50/p99 latency per route, errors, tick time under load.
+
+    Starts its own service (embedded Redis, local Ray, one block job at a time), trains one tiny run, then drives
+    status pollers, submissions, three samplers (some 429s are deliberate) and a liveness probe.
+    Example: dblocks bench api --json
+    """
+    from coordinator.bench.api import bench_api
+    from coordinator.bench.perf import machine, write_result
+
+    result = {**bench_api(duration_s=duration, clients=clients, submit_every_s=submit_every), "machine": machine()}
+    path = write_result(result, f"api-{result['machine']['device'].replace(' ', '_')}", results_dir)
+    summary = f"{result['requests']} requests, {result['errors']} errors"
+    typer.echo(json.dumps(result, indent=2) if as_json else f"{summary} -> {path}")
