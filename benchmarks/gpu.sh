@@ -18,7 +18,7 @@ if [ "${TINY:-0}" = 1 ]; then
   STEPS=4
   SAMPLE_BATCH=4
   SET=(--set model.num_layers=4 --set model.hidden_size=32 --set model.num_heads=2 --set model.patch_size=7
-       --set train.batch_size=4)
+       --set train.batch_size=4 --set blocks.num_blocks=2)
 else
   [ "$($BIN/python -c 'import torch; print(torch.cuda.is_available())')" = True ] \
     || { echo "no CUDA device visible to torch (TINY=1 runs the CPU check)" >&2; exit 1; }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 
 import ray
@@ -123,7 +124,10 @@ class RayDispatcher:
         return job.name
 
     def wait(self, timeout_s: float) -> list[JobResult]:
+        """Results of the jobs that ended within `timeout_s`. With nothing in flight it still waits `timeout_s`: it
+        is the loop's poll interval (an idle leader otherwise spun, hundreds of ticks a second)."""
         if not self._refs:
+            time.sleep(timeout_s)
             return []
         done, _ = ray.wait(list(self._refs), num_returns=len(self._refs), timeout=timeout_s)
         results = []

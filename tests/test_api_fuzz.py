@@ -1,5 +1,5 @@
-"""Schemathesis (a pinned dev dependency) against a real `dblocks serve`: real Redis, its own local Ray cluster,
-runs accepted but held queued by DBLOCKS_MAX_IN_FLIGHT=0 (nothing trains), data sources confined to an empty
+"""Schemathesis (a pinned dev dependency) against a real `dblocks serve`: real Redis, a real Ray cluster, runs
+accepted but held queued by DBLOCKS_MAX_IN_FLIGHT=0 (nothing trains), data sources confined to an empty
 folder. Its coverage, fuzzing and stateful phases, every check on (response schemas, undocumented statuses, the
 Allow header, auth, ...), bounded in examples; zero failures. The contract exceptions a JSON Schema cannot state
 are in tests/schemathesis.toml."""
@@ -19,12 +19,13 @@ from tests.conftest import REPO, free_port
 pytestmark = pytest.mark.slow
 
 
-def test_schemathesis_finds_no_contract_failure(redis_url, tmp_path):
+def test_schemathesis_finds_no_contract_failure(redis_url, shared_ray, tmp_path):
     port = free_port()
     (tmp_path / "data").mkdir()
     env = {
-        **{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+        **os.environ,
         "REDIS_URL": redis_url,
+        "RAY_ADDRESS": shared_ray,
         "DBLOCKS_API_TOKEN": "t",
         "DBLOCKS_MAX_IN_FLIGHT": "0",
         "DBLOCKS_STORAGE": str(tmp_path / "runs"),

@@ -89,3 +89,16 @@ def test_run_outcome():
     assert run_outcome(blocks(State.SUCCEEDED, State.RUNNING)) is None
     assert run_outcome(blocks(State.FAILED, State.RUNNING)) == State.FAILED
     assert run_outcome(blocks(State.CANCELLED, State.SUCCEEDED)) == State.CANCELLED
+
+
+def test_an_idle_dispatcher_waits_its_poll_interval():
+    """With no job in flight, wait() still takes its timeout: the loop's tick cadence (it used to return at once,
+    and an idle leader spun through hundreds of ticks a second against Redis)."""
+    import time
+
+    from coordinator.dispatch import RayDispatcher
+
+    dispatcher = RayDispatcher(address=None)  # not connected: nothing in flight, no Ray call made
+    started = time.monotonic()
+    assert dispatcher.wait(0.3) == []
+    assert time.monotonic() - started >= 0.3
