@@ -261,7 +261,11 @@ def bench_api_cmd(
     from coordinator.bench.api import bench_api
     from coordinator.bench.perf import machine, write_result
 
-    result = {**bench_api(duration_s=duration, clients=clients, submit_every_s=submit_every), "machine": machine()}
+    log = lambda message: typer.echo(message, err=True)  # noqa: E731 (stdout is the JSON)
+    result = {
+        **bench_api(duration_s=duration, clients=clients, submit_every_s=submit_every, log=log),
+        "machine": machine(),
+    }
     path = write_result(result, f"api-{result['machine']['device'].replace(' ', '_')}", results_dir)
     summary = f"{result['requests']} requests, {result['errors']} errors"
     typer.echo(json.dumps(result, indent=2) if as_json else f"{summary} -> {path}")
