@@ -3,6 +3,7 @@ to a dict for Ray), its Ray run name, and where the worker writes progress, hist
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from shared.config import Config
@@ -66,8 +67,25 @@ def progress_path(storage: Storage, job: BlockJob) -> str:
     return storage.path(job.name, "progress.json")
 
 
-def history_path(storage: Storage, job: BlockJob) -> str:
-    """Every report of the block, one JSON line each (the loss curves)."""
+HISTORY_SEGMENT_LINES = 100  # reports per history segment: the most a worker rewrites on each report
+
+
+def history_dir(storage: Storage, job: BlockJob) -> str:
+    """Every report of the block, one JSON line each (the loss curves), in segments `part-00000.jsonl`, ... of
+    HISTORY_SEGMENT_LINES lines: object stores cannot append, and rewriting one growing file on every report cost
+    O(reports^2) bytes over a run; a full segment is never written again."""
+    return storage.path(job.name, "history")
+
+
+HISTORY_PART = re.compile(r"part-\d{5,}\.jsonl")
+
+
+def history_segment(index: int) -> str:
+    return f"part-{index:05d}.jsonl"
+
+
+def legacy_history_path(storage: Storage, job: BlockJob) -> str:
+    """The single history file of runs written before segments (still read)."""
     return storage.path(job.name, "history.jsonl")
 
 

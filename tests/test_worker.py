@@ -149,3 +149,29 @@ def test_a_classification_block_reports_its_training_accuracy_and_it_rises():
     accuracies = [m["accuracy"] for m in reporter.metrics]
     assert len(accuracies) == 3 and all(0.0 <= a <= 1.0 for a in accuracies)
     assert accuracies[-1] > 0.5  # labels noised at low sigma are easy to read back: it learns to use them
+
+
+def test_history_is_written_in_segments_and_read_back_whole(tmp_path):
+    """Each report rewrites only the current segment (at most HISTORY_SEGMENT_LINES lines), a restarted worker goes on
+    in its last segment, and the loss curves read every segment, and a run's older single history file, by step."""
+    from coordinator.artefacts.pictures import block_history
+    from shared.job import HISTORY_SEGMENT_LINES, history_dir, legacy_history_path, progress_path
+    from shared.storage import Storage
+    from workers.reporting import ProgressFileReporter
+
+    storage = Storage.from_uri(tmp_path)
+    job = BlockJob(run_id="r", config=load_config(TINY), block=block_specs(load_config(TINY))[0])
+    directory = history_dir(storage, job)
+    reporter = ProgressFileReporter(storage, progress_path(storage, job), directory, node="n")
+    n = HISTORY_SEGMENT_LINES
+    for step in range(1, 2 * n + n // 2 + 1):
+        reporter.report({"step": step, "loss": 1.0 / step})
+    assert storage.list_names(directory) == ["part-00000.jsonl", "part-00001.jsonl", "part-00002.jsonl"]
+    assert len(storage.read_text(f"{directory}/part-00002.jsonl").splitlines()) == n // 2
+    restarted = ProgressFileReporter(storage, progress_path(storage, job), directory, node="n")
+    restarted.report({"step": 2 * n + n // 2 + 1, "loss": 0.0})  # goes on in the part-filled segment
+    assert len(storage.read_text(f"{directory}/part-00002.jsonl").splitlines()) == n // 2 + 1
+    storage.write_text(legacy_history_path(storage, job), json.dumps({"step": 0, "loss": 9.0}) + "\n")
+    history = block_history(storage, job)
+    assert [m["step"] for m in history] == list(range(0, 2 * n + n // 2 + 2))
+    assert json.loads(storage.read_text(progress_path(storage, job)))["step"] == 2 * n + n // 2 + 1

@@ -17,7 +17,7 @@ from ray.train.torch import TorchTrainer
 
 from shared.checkpoint import load_training_state
 from shared.images import grid_png
-from shared.job import BlockJob, history_path, previews_dir, progress_path
+from shared.job import BlockJob, history_dir, previews_dir, progress_path
 from shared.storage import Storage
 from shared.tasks import task_for
 from workers.reporting import ProgressFileReporter, TeeReporter
@@ -86,7 +86,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     reporter = RayReporter(job.block.index, node)
     storage = Storage.from_uri(loop_config["storage_uri"])
     if context.get_world_rank() == 0:
-        progress = ProgressFileReporter(storage, progress_path(storage, job), history_path(storage, job), node=node)
+        progress = ProgressFileReporter(storage, progress_path(storage, job), history_dir(storage, job), node=node)
         reporter = TeeReporter(progress, reporter)
     preview = None
     if loop_config.get("previews") and context.get_world_rank() == 0:

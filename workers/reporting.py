@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
+from shared.job import HISTORY_PART, HISTORY_SEGMENT_LINES, history_segment
 from shared.storage import Storage
 
 
@@ -52,22 +53,30 @@ class ListReporter:
 
 class ProgressFileReporter:
     """Writes the latest metrics as one JSON object to `progress_path` on the checkpoint storage (local or S3),
-    and every report to `history_path` (JSON lines: the loss curves). Each write replaces the whole object, so a
-    reader never sees half of one; a restarted worker picks the history up where it was. The coordinator polls
-    the progress file, so workers never need a Redis connection."""
+    and every report to the history under `history_dir` (JSON lines in segments of HISTORY_SEGMENT_LINES: the loss
+    curves; each report rewrites only the current segment). Each write replaces a whole object, so a reader never
+    sees half of one; a restarted worker goes on in its last segment. The coordinator polls the progress file, so
+    workers never need a Redis connection."""
 
-    def __init__(self, storage: Storage, progress_path: str, history_path: str, node: str | None = None):
-        self.storage, self.progress_path, self.history_path = storage, progress_path, history_path
+    def __init__(self, storage: Storage, progress_path: str, history_dir: str, node: str | None = None):
+        self.storage, self.progress_path, self.history_dir = storage, progress_path, history_dir
         self.node = node or socket.gethostname()
-        self.history = storage.read_text(history_path) if storage.exists(history_path) else ""
+        parts = sorted(n for n in storage.list_names(history_dir) if HISTORY_PART.fullmatch(n))
+        self.segment, self.lines = len(parts), []
+        if parts:
+            last = storage.read_text(f"{history_dir}/{parts[-1]}").splitlines(keepends=True)
+            if len(last) < HISTORY_SEGMENT_LINES:  # not full: go on in it
+                self.segment, self.lines = len(parts) - 1, last
 
     def checkpoint(self, metrics: dict, directory: str | None) -> None:
         self.report(metrics)
 
     def report(self, metrics: dict) -> None:
         line = json.dumps({**metrics, "node": self.node})
-        self.history += line + "\n"
-        self.storage.write_text(self.history_path, self.history)
+        self.lines.append(line + "\n")
+        self.storage.write_text(f"{self.history_dir}/{history_segment(self.segment)}", "".join(self.lines))
+        if len(self.lines) >= HISTORY_SEGMENT_LINES:
+            self.segment, self.lines = self.segment + 1, []
         self.storage.write_text(self.progress_path, line)
 
 

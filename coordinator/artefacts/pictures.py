@@ -14,7 +14,7 @@ from shared.config import Config
 from shared.data import data_shape, load_split
 from shared.generate import step_sigmas
 from shared.images import save_grid
-from shared.job import BlockJob, history_path
+from shared.job import HISTORY_PART, BlockJob, history_dir, legacy_history_path
 from shared.plan import block_specs
 from shared.storage import Storage
 from shared.visualize import handover_trajectory, plot_loss_curves, plot_sigma_loss, sigma_loss_curve
@@ -24,13 +24,14 @@ SIGMA_GRID = 24
 
 def block_history(storage: Storage, job: BlockJob) -> list[dict]:
     """A block's reported metrics, by step (the last report wins where a restart repeated steps)."""
-    path = history_path(storage, job)
-    if not storage.exists(path):
-        return []
+    directory, legacy = history_dir(storage, job), legacy_history_path(storage, job)
+    paths = [legacy] if storage.exists(legacy) else []
+    paths += [f"{directory}/{n}" for n in sorted(storage.list_names(directory)) if HISTORY_PART.fullmatch(n)]
     by_step = {}
-    for line in storage.read_text(path).splitlines():
-        metrics = json.loads(line)
-        by_step[metrics["step"]] = metrics
+    for path in paths:
+        for line in storage.read_text(path).splitlines():
+            metrics = json.loads(line)
+            by_step[metrics["step"]] = metrics
     return [by_step[s] for s in sorted(by_step)]
 
 
