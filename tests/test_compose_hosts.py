@@ -119,7 +119,7 @@ def stack(tmp_path_factory):
             entrypoint = IMAGE_ENTRYPOINTS.get(service.get("image", "").split(":")[0], [])
             proc = net.run(
                 host,
-                [*entrypoint, *service["command"]],
+                [arg.replace("$$", "$") for arg in [*entrypoint, *service["command"]]],  # compose's escape, undone
                 env=env,
                 volumes=service.get("volumes", []),
                 cwd=service.get("working_dir") or ("/data" if name == "redis" else f"{STAGE}/{name}"),

@@ -81,7 +81,23 @@ def test_compose_files_validate_with_the_real_compose_binary():
         environment = services[name]["environment"]
         assert environment["DBLOCKS_CHECKPOINT_URI"] == "s3://dblocks/checkpoints", name
         assert environment["AWS_ENDPOINT_URL"] == "http://minio:9000" and environment["AWS_SECRET_ACCESS_KEY"], name
+        assert environment["AWS_SECRET_ACCESS_KEY"] != env["MINIO_ROOT_PASSWORD"], name  # not MinIO's root keys
     assert "mc mb" in " ".join(services["minio-init"]["command"])
+    # Exposure: nothing published beyond loopback (the API; Prometheus, Grafana and the MinIO console for a local
+    # look), Ray's ports (dashboard and Jobs API, GCS) not at all; every long-running service restarts; no secret on
+    # a command line; the image runs as a user, not root.
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert port.get("host_ip") == "127.0.0.1", (name, port)
+        if name != "minio-init":
+            assert service.get("restart") == "unless-stopped", name
+        command = " ".join(service.get("command") or [])
+        for secret in ("REDIS_PASSWORD", "MINIO_ROOT_PASSWORD", "DBLOCKS_API_TOKEN", "GRAFANA_ADMIN_PASSWORD"):
+            assert env[secret] not in command, (name, secret)
+    assert "ports" not in services["ray-head"] and "ports" not in services["ray-worker"]
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text().splitlines()
+    users = [line.split()[1] for line in dockerfile if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0"), users
     # Secrets are required, not defaulted: without any one of them compose refuses, naming it. (One missing at a
     # time: with several missing, compose names whichever it meets first, in no fixed order.)
     for files, secret in [
@@ -89,6 +105,7 @@ def test_compose_files_validate_with_the_real_compose_binary():
         (["docker-compose.yml"], "DBLOCKS_API_TOKEN"),
         (["docker-compose.yml"], "GRAFANA_ADMIN_PASSWORD"),
         (["docker-compose.yml", "docker-compose.s3.yml"], "MINIO_ROOT_PASSWORD"),
+        (["docker-compose.yml", "docker-compose.s3.yml"], "DBLOCKS_S3_SECRET_KEY"),
     ]:
         bare = {k: v for k, v in env.items() if k != secret}
         args = [compose_binary(), *(a for f in files for a in ("-f", f)), "config", "--quiet"]
@@ -119,3 +136,28 @@ def wait_for(predicate, timeout_s, what):
             pass
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(1)
+
+
+def test_kuberay_manifests_hold_together():
+    """The KubeRay RayCluster and RayJob, checked for what a cluster would refuse or a user would trip on: the
+    API group and kinds, the Ray version we pin, the RayJob selecting this cluster and running `dblocks serve`, and
+    the Secret reaching the head pod, where the driver (the coordinator) runs."""
+    import importlib.metadata
+
+    documents = list(yaml.safe_load_all((DEPLOY / "kuberay" / "raycluster.yaml").read_text()))
+    cluster, claim = documents
+    job = yaml.safe_load((DEPLOY / "kuberay" / "rayjob.yaml").read_text())
+    assert (cluster["apiVersion"], cluster["kind"]) == ("ray.io/v1", "RayCluster")
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    assert cluster["spec"]["rayVersion"] == importlib.metadata.version("ray")
+    assert job["spec"]["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}
+    assert job["spec"]["entrypoint"].startswith("dblocks serve ")
+    (head,) = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    assert {"secretRef": {"name": "dblocks"}} in head.get("envFrom", [])
+    for group in cluster["spec"]["workerGroupSpecs"]:
+        for container in group["template"]["spec"]["containers"]:
+            assert container["image"] == head["image"]
+            assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/data"}
+    volumes = cluster["spec"]["headGroupSpec"]["template"]["spec"]["volumes"]
+    assert claim["kind"] == "PersistentVolumeClaim" and "ReadWriteMany" in claim["spec"]["accessModes"]
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}} in volumes

@@ -1,9 +1,11 @@
 """Redis restarts with the compose stack's own flags (AOF on, fsync always): no run, block or event is lost."""
 
+import os
 import signal
 import subprocess
 import time
 
+import psutil
 import redis
 import yaml
 
@@ -13,10 +15,15 @@ from tests.conftest import REPO, free_port, redis_server_binary
 
 
 def start_redis(port, workdir):
-    command = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["redis"]["command"]
-    args = [a if "REDIS_PASSWORD" not in a else "pw" for a in command[1:]]
+    """The compose service's own command (`sh -c` with the password as configuration on stdin), on a free port."""
+    shell, flag, script = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["redis"]["command"]
+    assert (shell, flag) == ("sh", "-c") and "redis-server - " in script
+    script = script.replace("$$", "$").replace(
+        "redis-server - ", f"{redis_server_binary()} - --port {port} --bind 127.0.0.1 --dir {workdir} "
+    )
     proc = subprocess.Popen(
-        [redis_server_binary(), *args, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)],
+        [shell, flag, script],
+        env={"REDIS_PASSWORD": "pw", "PATH": os.environ["PATH"]},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -24,6 +31,7 @@ def start_redis(port, workdir):
     for _ in range(200):
         try:
             client.ping()
+            assert "pw" not in " ".join(psutil.Process(proc.pid).cmdline())  # not on any command line
             return proc, client
         except redis.ConnectionError:
             time.sleep(0.05)
