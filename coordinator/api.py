@@ -58,6 +58,7 @@ MAX_CONCURRENT_SAMPLING = 2  # on-demand sampling runs in the coordinator: beyon
 
 
 MAX_PREDICT_IMAGES = 256  # per request: the body limit (1 MiB) allows about this many 28x28 digits as JSON
+MAX_LIST_RUNS = 10_000  # GET /v1/runs answers at most this many (the newest); expiry bounds the rest
 
 
 class PredictRequest(BaseModel):
@@ -248,15 +249,17 @@ def create_app(
             raise
         return {"id": run_id}
 
-    @app.get("/v1/runs", dependencies=[Depends(authorised)], response_model=list[RunSummary], responses=errors(401))
-    def list_runs() -> list[dict]:
-        out = []
-        for run_id in store.list_runs():
-            run = store.get_run(run_id)
-            out.append(
-                {"id": run.id, "state": str(run.state), "num_blocks": run.num_blocks, "created_at": run.created_at}
-            )
-        return out
+    @app.get(
+        "/v1/runs", dependencies=[Depends(authorised)], response_model=list[RunSummary], responses=errors(401, 422)
+    )
+    def list_runs(
+        limit: Annotated[int, Query(ge=1, le=MAX_LIST_RUNS, description="How many of the newest runs.")] = 1000,
+    ) -> list[dict]:
+        """The newest `limit` runs (oldest of them first): id, state, number of blocks, creation time."""
+        return [
+            {"id": run.id, "state": str(run.state), "num_blocks": run.num_blocks, "created_at": run.created_at}
+            for run in store.recent_runs(limit)
+        ]
 
     @app.get(
         "/v1/runs/{run_id}", dependencies=[Depends(authorised)], response_model=RunView, responses=errors(401, 404)

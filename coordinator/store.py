@@ -87,6 +87,14 @@ class Store:
     def list_runs(self) -> list[str]:
         return [r.decode() for r in self.client.zrange(self.runs_key(), 0, -1)]
 
+    def recent_runs(self, limit: int) -> list[RunRecord]:
+        """The `limit` most recently created runs, oldest of them first, in one round trip for the records."""
+        ids = [r.decode() for r in self.client.zrange(self.runs_key(), -limit, -1)]
+        pipe = self.client.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hgetall(self.run_key(run_id))
+        return [_decode(RunRecord, raw) for raw in pipe.execute() if raw]
+
     def get_blocks(self, run_id: str) -> list[BlockRecord]:
         run = self.get_run(run_id)
         if run is None:

@@ -388,3 +388,13 @@ def test_delete_removes_a_finished_runs_records_and_on_request_its_files(api, tm
     assert client.get(f"/v1/runs/{run_id}").status_code == 404
     assert [r["id"] for r in client.get("/v1/runs").json()] == [keep] and (tmp_path / keep).is_dir()
     assert client.delete(f"/v1/runs/{run_id}").status_code == 404
+
+
+def test_listing_runs_gives_the_newest_within_a_bounded_limit(api):
+    client, _ = api
+    ids = [client.post("/v1/runs", json=tiny_config()).json()["id"] for _ in range(3)]
+    assert [r["id"] for r in client.get("/v1/runs").json()] == ids
+    assert [r["id"] for r in client.get("/v1/runs", params={"limit": 2}).json()] == ids[1:]
+    for bad in (0, 10_001, "many"):
+        response = client.get("/v1/runs", params={"limit": bad})
+        assert response.status_code == 422 and error_text(response)
