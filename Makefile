@@ -20,13 +20,15 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # Debian packages the tests need, installed when missing: Prometheus (and promtool) for the observability tests;
-# redis-tools for a TLS-capable redis-server (the rediss:// test; it installs no service).
+# redis-tools for a TLS-capable redis-server (the rediss:// test; it installs no service); Chromium, the real
+# browser that renders the API's docs page offline.
 system-deps:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v redis-check-rdb >/dev/null || { \
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v redis-check-rdb >/dev/null \
+	  && command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      prometheus redis-tools; \
-	  else echo "install Prometheus 2.x (prometheus + promtool) and redis-tools (TLS redis-server) to run the tests" >&2; \
+	      prometheus redis-tools chromium; \
+	  else echo "install Prometheus 2.x (prometheus + promtool), redis-tools (TLS redis-server) and chromium to run the tests" >&2; \
 	    exit 1; fi; }
 
 run: install

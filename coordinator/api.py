@@ -89,8 +89,9 @@ def create_app(
 ) -> FastAPI:
     """`runs_dir`: run directories (local); `checkpoint_uri`: where new runs keep checkpoints (default: their
     run directory)."""
-    app = FastAPI(title="dblocks coordinator", version="1")
+    app = FastAPI(title="dblocks coordinator", version="1", docs_url=None, redoc_url=None)
     metrics = metrics or Metrics()
+    serve_docs_offline(app)
 
     # One error shape for every 4xx: {"detail": [{"loc", "msg", "type"}]} (coordinator/api_models.py).
     @app.exception_handler(StarletteHTTPException)
@@ -499,6 +500,40 @@ def create_app(
         return Response(data, media_type=media)
 
     return app
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def serve_docs_offline(app: FastAPI) -> None:
+    """`/docs` (Swagger UI) and `/redoc` from assets this service ships (the `fastapi-offline` wheel's copies of
+    Swagger UI 5 and ReDoc) instead of a public CDN: the API's docs page works on a cluster without internet."""
+    import fastapi_offline
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui():
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} - API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc():
+        return get_redoc_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def allowed_methods(app: FastAPI, scope: dict) -> set[str]:

@@ -398,3 +398,40 @@ def test_listing_runs_gives_the_newest_within_a_bounded_limit(api):
     for bad in (0, 10_001, "many"):
         response = client.get("/v1/runs", params={"limit": bad})
         assert response.status_code == 422 and error_text(response)
+
+
+def test_the_docs_pages_load_nothing_from_outside_the_service(api):
+    """/docs and /redoc reference only the service's own assets (an air-gapped cluster has no CDN), and each one
+    is served."""
+    import re
+
+    client, _ = api
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        urls = re.findall(r'(?:src|href)="([^"]+)"', html) + re.findall(r"url: '([^']+)'", html)
+        assert urls and all(u.startswith("/") for u in urls), urls
+        for url in urls:
+            assert client.get(url).status_code == 200, url
+    assert "SwaggerUIBundle" in client.get("/docs-assets/swagger-ui-bundle.js").text
+
+
+def test_a_real_browser_renders_every_operation_of_the_docs_page_offline(served):
+    """Headless Chromium (Debian's) opens /docs with every host name but loopback unresolvable, as on a cluster
+    without internet: Swagger UI loads from the service itself and renders each operation of the schema."""
+    import shutil
+    import subprocess
+
+    url, app, _ = served
+    browser = shutil.which("chromium")
+    assert browser, "chromium is installed by `make system-deps`"
+    out = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--virtual-time-budget=15000",
+         "--dump-dom", f"{url}/docs"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    for path, methods in app.openapi()["paths"].items():
+        assert f'data-path="{path}"' in out.stdout, path  # Swagger UI rendered this operation
+        for method in methods:
+            assert f"opblock-{method}" in out.stdout, (path, method)
