@@ -2,7 +2,7 @@
 accepted but held queued by DBLOCKS_MAX_IN_FLIGHT=0 (nothing trains), data sources confined to an empty
 folder. Its coverage, fuzzing and stateful phases, every check on (response schemas, undocumented statuses, the
 Allow header, auth, ...), bounded in examples; zero failures. The contract exceptions a JSON Schema cannot state
-are in tests/schemathesis.toml."""
+are in tests/schemathesis.toml. Then `dblocks bench api`'s load phase runs a few seconds against the same service."""
 
 import os
 import shutil
@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_schemathesis_finds_no_contract_failure(redis_url, shared_ray, tmp_path):
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     (tmp_path / "data").mkdir()
     env = {
         **os.environ,
@@ -30,7 +31,7 @@ def test_schemathesis_finds_no_contract_failure(redis_url, shared_ray, tmp_path)
         "DBLOCKS_MAX_IN_FLIGHT": "0",
         "DBLOCKS_STORAGE": str(tmp_path / "runs"),
         "DBLOCKS_DATA_ROOTS": str(tmp_path / "data"),
-        "DBLOCKS_METRICS_PORT": "0",
+        "DBLOCKS_METRICS_PORT": str(metrics_port),
         "DBLOCKS_KEY_PREFIX": "t-fuzz",
         "RAY_AUTH_MODE": "disabled",
     }
@@ -86,9 +87,44 @@ def test_schemathesis_finds_no_contract_failure(redis_url, shared_ray, tmp_path)
         assert f"Tested: {operations}" in summary  # every operation of the schema was exercised
         for phase in ("Coverage", "Fuzzing", "Stateful"):
             assert f"✅ {phase}" in summary, summary
+        load_the_same_service(url, tmp_path, metrics_port)
     finally:
         os.killpg(service.pid, signal.SIGINT)
         try:
             service.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(service.pid, signal.SIGKILL)
+
+
+def load_the_same_service(url, tmp_path, metrics_port):
+    """`dblocks bench api`'s load phase for a few seconds against the same service (a run with untrained blocks
+    written into its directory gives the samplers a model): every route answers, nothing fails beyond the deliberate
+    429s, and the tick time is read from the service's /metrics before and during the load."""
+    import yaml
+
+    from coordinator.bench.api import ROUTE_OF, load_test
+    from tests.conftest import TINY
+    from tests.test_checkpoint import write_run
+
+    tiny = yaml.safe_load(TINY.read_text())
+    http = httpx.Client(base_url=url, headers={"Authorization": "Bearer t"}, timeout=30)
+    run_id = http.post("/v1/runs", json=tiny).json()["id"]
+    write_run(Path(http.get(f"/v1/runs/{run_id}").json()["run_dir"]))
+    result = load_test(
+        url,
+        token="t",
+        run_id=run_id,
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+        duration_s=3,
+        clients=4,
+        submit_every_s=1.0,
+        idle_s=1,
+        submit_config=tiny,
+        log=lambda _: None,
+    )
+    assert set(result["routes"]) == set(ROUTE_OF.values())
+    assert result["errors"] == 0, result["routes"]
+    for route in result["routes"].values():
+        assert route["requests"] >= 1 and 0 < route["p50_ms"] <= route["p99_ms"] <= route["max_ms"]
+    assert result["routes"]["GET /v1/runs/{run_id}/samples.png"]["statuses"].get("200", 0) >= 1
+    assert result["tick_before_load"]["ticks"] >= 1 and result["tick_during_load"]["mean_ms"] > 0

@@ -3,7 +3,6 @@ not here): keys other tools read, and the memory measurement agreeing with its a
 
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from coordinator.cli import app
@@ -95,20 +94,3 @@ def test_bench_data_streams_two_datasets_and_reports_memory_and_rates(tmp_path, 
     assert large["bytes"] >= 2e6 and all(c["steps"] == 4 and c["read_images_per_s"] > 0 for c in (small, large))
     assert doc["peak_rss_difference_bytes"] == large["peak_rss_bytes"] - small["peak_rss_bytes"]
     assert list(tmp_path.glob("data-*.json"))
-
-
-@pytest.mark.slow
-def test_bench_api_loads_a_real_service_and_reports_latency_errors_and_ticks(shared_ray, monkeypatch):
-    """A few seconds of the load test against a real `dblocks serve` (on the shared Ray cluster): every route is
-    exercised and reported, nothing failed beyond the deliberate 429s, and the tick time is measured twice."""
-    from coordinator.bench.api import ROUTE_OF, bench_api
-
-    monkeypatch.setenv("RAY_ADDRESS", shared_ray)
-    result = bench_api(duration_s=4, clients=4, submit_every_s=1.0, idle_s=2, log=lambda _: None)
-    assert set(result["routes"]) == set(ROUTE_OF.values())
-    assert result["errors"] == 0, result["routes"]
-    for route in result["routes"].values():
-        assert route["requests"] >= 1 and 0 < route["p50_ms"] <= route["p99_ms"] <= route["max_ms"]
-    assert result["routes"]["GET /v1/runs/{run_id}"]["statuses"].get("200", 0) >= 4
-    assert result["tick_before_load"]["ticks"] >= 1 and result["tick_during_load"]["ticks"] >= 1
-    assert result["tick_during_load"]["mean_ms"] > 0

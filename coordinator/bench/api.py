@@ -121,9 +121,9 @@ def _mean_tick_ms(before: tuple[float, float], after: tuple[float, float]) -> di
 def bench_api(
     *, duration_s: float = 60, clients: int = 50, submit_every_s: float = 2.0, idle_s: float = 10, log=print
 ) -> dict:
-    """The load test; RAY_ADDRESS, when set, is the cluster the service uses (else it starts its own)."""
-    if not (1 <= duration_s <= 3600 and 1 <= clients <= 500 and 0.1 <= submit_every_s <= 600):
-        raise ValueError("duration_s in [1, 3600], clients in [1, 500], submit_every_s in [0.1, 600]")
+    """The load test against a service of its own (RAY_ADDRESS, when set, is the cluster that service uses; else
+    it starts its own), after training one tiny run to sample from."""
+    _check_bounds(duration_s, clients, submit_every_s)
     workdir = Path(tempfile.mkdtemp(prefix="dblocks-bench-api-"))
     port, metrics_port, token = _free_port(), _free_port(), secrets.token_hex(16)
     env = {
@@ -144,73 +144,23 @@ def bench_api(
         start_new_session=True,
     )
     url, metrics_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics"
-    headers = {"Authorization": f"Bearer {token}"}
     try:
         _wait(lambda: _ok(f"{url}/readyz"), 180, "the service to become ready", service, workdir)
-        with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
             run_id = http.post("/v1/runs", json=TINY_RUN).raise_for_status().json()["id"]
             log(f"training {run_id} for an assembled model to sample from")
             _wait(lambda: http.get(f"/v1/runs/{run_id}").json()["state"] == "SUCCEEDED", 600, "it", service, workdir)
-            idle_before = _tick_totals(metrics_url)
-            time.sleep(idle_s)
-            idle = _mean_tick_ms(idle_before, _tick_totals(metrics_url))
-        log(f"load: {clients} status pollers, a submit every {submit_every_s:g} s, 3 samplers, for {duration_s:g} s")
-        recorder, stop = _Recorder(), threading.Event()
-        load_before = _tick_totals(metrics_url)
-
-        def loop(kind, pause_s, request):
-            with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
-                rng = np.random.default_rng(abs(hash((kind, threading.get_ident()))) % 2**32)
-                stop.wait(float(rng.uniform(0, pause_s)))  # spread the clients over the period
-                while not stop.is_set():
-                    request(http)
-                    stop.wait(pause_s)
-
-        seeds = iter(range(10**9))
-
-        def status(h):
-            recorder.call("status", h, "GET", f"/v1/runs/{run_id}")
-
-        def submit(h):
-            recorder.call("submit", h, "POST", "/v1/runs", json=TINY_RUN)
-
-        def sample(h):
-            params = {"seed": next(seeds), "steps": 4, "num_per_class": 1}
-            recorder.call("sample", h, "GET", f"/v1/runs/{run_id}/samples.png", params=params)
-
-        def healthz(h):
-            recorder.call("healthz", h, "GET", "/healthz")
-
-        def listing(h):
-            recorder.call("list", h, "GET", "/v1/runs")
-
-        plan = [("status", 1.0, status)] * clients + [("submit", submit_every_s, submit)]
-        plan += [("sample", 0.2, sample)] * 3 + [("healthz", 1.0, healthz), ("list", 5.0, listing)]
-        workers = [threading.Thread(target=loop, args=args, daemon=True) for args in plan]
-        started = time.monotonic()
-        for w in workers:
-            w.start()
-        time.sleep(duration_s)
-        stop.set()
-        for w in workers:
-            w.join(timeout=180)
-        elapsed = time.monotonic() - started
-        during = _mean_tick_ms(load_before, _tick_totals(metrics_url))
-        routes = recorder.report()
-        return {
-            "benchmark": "api",
-            "duration_s": round(elapsed, 1),
-            "clients": clients,
-            "submit_every_s": submit_every_s,
-            "requests": sum(r["requests"] for r in routes.values()),
-            "requests_per_s": round(sum(r["requests"] for r in routes.values()) / elapsed, 1),
-            "errors": recorder.errors(),
-            "deliberate_429": sum(s.get("429", 0) for s in recorder.statuses.values()),
-            "routes": routes,
-            "tick_before_load": idle,
-            "tick_during_load": during,
-            "cpu_count": os.cpu_count(),
-        }
+        return load_test(
+            url,
+            token=token,
+            run_id=run_id,
+            metrics_url=metrics_url,
+            duration_s=duration_s,
+            clients=clients,
+            submit_every_s=submit_every_s,
+            idle_s=idle_s,
+            log=log,
+        )
     finally:
         os.killpg(service.pid, signal.SIGINT)
         try:
@@ -218,6 +168,94 @@ def bench_api(
         except subprocess.TimeoutExpired:
             os.killpg(service.pid, signal.SIGKILL)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _check_bounds(duration_s: float, clients: int, submit_every_s: float) -> None:
+    if not (1 <= duration_s <= 3600 and 1 <= clients <= 500 and 0.1 <= submit_every_s <= 600):
+        raise ValueError("duration_s in [1, 3600], clients in [1, 500], submit_every_s in [0.1, 600]")
+
+
+def load_test(
+    url: str,
+    *,
+    token: str | None,
+    run_id: str,
+    metrics_url: str | None = None,
+    duration_s: float = 60,
+    clients: int = 50,
+    submit_every_s: float = 2.0,
+    idle_s: float = 10,
+    submit_config: dict | None = None,
+    log=print,
+) -> dict:
+    """Drive the service at `url` (any running one): status pollers on `run_id`, submissions of `submit_config`
+    (default: a tiny run), samplers of `run_id`'s assembled model, a liveness probe and a listing. With
+    `metrics_url` (the service's /metrics), the tick's work time `idle_s` before and during the load."""
+    _check_bounds(duration_s, clients, submit_every_s)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    submit_config = submit_config or TINY_RUN
+    idle = None
+    if metrics_url:
+        idle_before = _tick_totals(metrics_url)
+        time.sleep(idle_s)
+        idle = _mean_tick_ms(idle_before, _tick_totals(metrics_url))
+    log(f"load: {clients} status pollers, a submit every {submit_every_s:g} s, 3 samplers, for {duration_s:g} s")
+    recorder, stop = _Recorder(), threading.Event()
+    load_before = _tick_totals(metrics_url) if metrics_url else None
+
+    def loop(kind, pause_s, request):
+        with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
+            rng = np.random.default_rng(abs(hash((kind, threading.get_ident()))) % 2**32)
+            stop.wait(float(rng.uniform(0, pause_s)))  # spread the clients over the period
+            while not stop.is_set():
+                request(http)
+                stop.wait(pause_s)
+
+    seeds = iter(range(10**9))
+
+    def status(h):
+        recorder.call("status", h, "GET", f"/v1/runs/{run_id}")
+
+    def submit(h):
+        recorder.call("submit", h, "POST", "/v1/runs", json=submit_config)
+
+    def sample(h):
+        params = {"seed": next(seeds), "steps": 4, "num_per_class": 1}
+        recorder.call("sample", h, "GET", f"/v1/runs/{run_id}/samples.png", params=params)
+
+    def healthz(h):
+        recorder.call("healthz", h, "GET", "/healthz")
+
+    def listing(h):
+        recorder.call("list", h, "GET", "/v1/runs")
+
+    plan = [("status", 1.0, status)] * clients + [("submit", submit_every_s, submit)]
+    plan += [("sample", 0.2, sample)] * 3 + [("healthz", 1.0, healthz), ("list", 5.0, listing)]
+    workers = [threading.Thread(target=loop, args=args, daemon=True) for args in plan]
+    started = time.monotonic()
+    for w in workers:
+        w.start()
+    time.sleep(duration_s)
+    stop.set()
+    for w in workers:
+        w.join(timeout=180)
+    elapsed = time.monotonic() - started
+    during = _mean_tick_ms(load_before, _tick_totals(metrics_url)) if metrics_url else None
+    routes = recorder.report()
+    return {
+        "benchmark": "api",
+        "duration_s": round(elapsed, 1),
+        "clients": clients,
+        "submit_every_s": submit_every_s,
+        "requests": sum(r["requests"] for r in routes.values()),
+        "requests_per_s": round(sum(r["requests"] for r in routes.values()) / elapsed, 1),
+        "errors": recorder.errors(),
+        "deliberate_429": sum(s.get("429", 0) for s in recorder.statuses.values()),
+        "routes": routes,
+        "tick_before_load": idle,
+        "tick_during_load": during,
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def _ok(url: str) -> bool:

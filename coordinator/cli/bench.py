@@ -249,23 +249,41 @@ def bench_api_cmd(
     duration: Annotated[float, typer.Option(min=1, max=3600, help="Seconds of load.")] = 60,
     clients: Annotated[int, typer.Option(min=1, max=500, help="Clients polling a run's status once a second.")] = 50,
     submit_every: Annotated[float, typer.Option(min=0.1, max=600, help="Seconds between run submissions.")] = 2.0,
+    server: Annotated[
+        str | None, typer.Option(help="Load this running service instead of one of its own (token: DBLOCKS_API_TOKEN).")
+    ] = None,
+    run: Annotated[str | None, typer.Option(help="With --server: a finished run to poll and sample.")] = None,
+    metrics_url: Annotated[str | None, typer.Option(help="With --server: its /metrics, for the tick time.")] = None,
     results_dir: ResultsOpt = Path("benchmarks/results"),
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Load test of a real `dblocks serve` on loopback: p50/p99 latency per route, errors, tick time under load.
+    """Load test of a real `dblocks serve`: p50/p99 latency per route, errors, tick time before and under load.
 
-    Starts its own service (embedded Redis, local Ray, one block job at a time), trains one tiny run, then drives
-    status pollers, submissions, three samplers (some 429s are deliberate) and a liveness probe.
-    Example: dblocks bench api --json
+    Without --server it starts its own service on loopback (embedded Redis, local Ray, one block job at a time)
+    and trains one tiny run first. Drives status pollers, submissions, three samplers (some 429s are deliberate),
+    a liveness probe and a listing. Example: dblocks bench api --json
     """
-    from coordinator.bench.api import bench_api
+    from coordinator.bench.api import bench_api, load_test
     from coordinator.bench.perf import machine, write_result
+    from coordinator.settings import Settings
 
     log = lambda message: typer.echo(message, err=True)  # noqa: E731 (stdout is the JSON)
-    result = {
-        **bench_api(duration_s=duration, clients=clients, submit_every_s=submit_every, log=log),
-        "machine": machine(),
-    }
+    if server is not None:
+        if run is None:
+            fail("--server needs --run: a finished run of that service to poll and sample")
+        result = load_test(
+            server,
+            token=Settings.from_env().api_token,
+            run_id=run,
+            metrics_url=metrics_url,
+            duration_s=duration,
+            clients=clients,
+            submit_every_s=submit_every,
+            log=log,
+        )
+    else:
+        result = bench_api(duration_s=duration, clients=clients, submit_every_s=submit_every, log=log)
+    result["machine"] = machine()
     path = write_result(result, f"api-{result['machine']['device'].replace(' ', '_')}", results_dir)
     summary = f"{result['requests']} requests, {result['errors']} errors"
     typer.echo(json.dumps(result, indent=2) if as_json else f"{summary} -> {path}")
