@@ -76,7 +76,12 @@ def test_train_assemble_sample(tmp_path, ray_env, redis_url):
     assert np.isfinite(data["samples"]).all()
 
 
-def test_end_to_end_baseline_goes_through_the_same_path(tmp_path, ray_env):
+def test_end_to_end_baseline_goes_through_the_same_path_data_parallel(tmp_path, ray_env):
+    """The end-to-end baseline (B = 1, every layer) through the same coordinator and Ray path, and trained data
+    parallel: num_workers_per_block=2, one block trained by two DDP workers (gloo on CPU), weights saved unwrapped;
+    each worker also reserves Ray's `memory` resource (resources.memory_gb_per_block)."""
+    from shared.assembly import load_assembled
+
     run_dir = tmp_path / "e2e"
     result = dblocks(
         "train",
@@ -85,6 +90,10 @@ def test_end_to_end_baseline_goes_through_the_same_path(tmp_path, ray_env):
         "train.mode=end_to_end",
         "--set",
         "train.steps_per_block=10",
+        "--set",
+        "resources.num_workers_per_block=2",
+        "--set",
+        "resources.memory_gb_per_block=0.25",
         "--out",
         str(run_dir),
         env=ray_env,
@@ -94,6 +103,8 @@ def test_end_to_end_baseline_goes_through_the_same_path(tmp_path, ray_env):
     assert manifest["mode"] == "end_to_end" and manifest["boundaries"] == [0.002, 80.0]
     assert [b["layers"] for b in manifest["blocks"]] == [[0, 1]]
     assert (run_dir / "samples.png").is_file()
+    denoiser, manifest = load_assembled(run_dir)  # strict load: no "module." prefixes, every tensor present
+    assert manifest["blocks"][0]["steps"] == 10 and len(denoiser.blocks) == 1
 
 
 def test_dispatch_benchmark_reports_its_json(tmp_path, ray_env):
@@ -147,32 +158,6 @@ def test_dispatch_benchmark_reports_its_json(tmp_path, ray_env):
         assert keys <= set(doc) and doc["num_blocks"] == 2, doc
         assert all(v > 0 for v in doc.get("block_train_s_alone", [1])) and doc.get("first_step_s", 1) > 0
         assert list(tmp_path.glob(f"{kind}-*.json"))
-
-
-def test_data_parallel_inside_one_block(tmp_path, ray_env):
-    """num_workers_per_block=2: one block trained by two DDP workers (gloo on CPU); weights saved unwrapped.
-    Each worker also reserves Ray's `memory` resource (resources.memory_gb_per_block)."""
-    run_dir = tmp_path / "ddp"
-    result = dblocks(
-        "train",
-        str(TINY),
-        "--set",
-        "train.mode=end_to_end",
-        "--set",
-        "train.steps_per_block=10",
-        "--set",
-        "resources.num_workers_per_block=2",
-        "--set",
-        "resources.memory_gb_per_block=0.25",
-        "--out",
-        str(run_dir),
-        env=ray_env,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    from shared.assembly import load_assembled
-
-    denoiser, manifest = load_assembled(run_dir)  # strict load: no "module." prefixes, every tensor present
-    assert manifest["blocks"][0]["steps"] == 10 and len(denoiser.blocks) == 1
 
 
 def test_classification_trains_blockwise_and_evaluates(tmp_path, ray_env):
