@@ -77,13 +77,21 @@ class RunReconciler:
         return free(available, sum((self.demands[i] for i in chosen), NOTHING)), len(chosen)
 
     def _launch(self, block: BlockRecord) -> None:
+        """Record RUNNING first, then submit: if Redis fails in between, nothing was submitted, and the next tick
+        finds a RUNNING block with no job in flight and launches it once (as an orphan, under the same Ray name).
+        The other order could submit a block twice (submitted, RUNNING write lost, still PENDING)."""
         job = self.job(block)
-        name = self.dispatcher.submit(job, self.storage.uri, self.demands[block.index])
         attempt = block.attempt + 1 if block.state == State.PENDING else block.attempt
         now = time.time()
         self.store.transition_block(
-            self.run_id, block.index, State.RUNNING, attempt=attempt, ray_name=name, error="", launched_at=now
+            self.run_id, block.index, State.RUNNING, attempt=attempt, ray_name=job.name, error="", launched_at=now
         )
+        try:
+            name = self.dispatcher.submit(job, self.storage.uri, self.demands[block.index])
+        except Exception:
+            if block.state == State.PENDING:  # not launched: back to the queue, the attempt not charged
+                self.store.transition_block(self.run_id, block.index, State.PENDING, attempt=block.attempt)
+            raise
         self.metrics.launches.inc()
         if block.state == State.PENDING:
             self.metrics.queue_wait.observe(max(0.0, now - block.updated_at))

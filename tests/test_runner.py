@@ -146,3 +146,50 @@ def test_assembly_runs_beside_the_loop_and_a_new_coordinator_starts_it_again(red
         assert time.monotonic() < deadline
         second.tick()
     assert "done" not in second.reconcilers and "done" not in second.assembling
+
+
+def test_a_block_is_submitted_only_after_its_running_record_is_written(redis_client, tmp_path):
+    """The RUNNING write comes first: when Redis fails on it, nothing was submitted (no second launch later); when
+    the submission fails, the block goes back to PENDING with its attempt uncharged; the next launch is the only one.
+    """
+    import pytest
+    import redis as redis_lib
+
+    class FlakyStore(Store):
+        fail_next_transition = False
+
+        def transition_block(self, *args, **kwargs):
+            if self.fail_next_transition:
+                self.fail_next_transition = False
+                raise redis_lib.ConnectionError("injected: Redis went away")
+            return super().transition_block(*args, **kwargs)
+
+    class FlakyDispatcher(InFlight):
+        fail_next_submit = False
+
+        def submit(self, job, storage_uri, demand) -> str:
+            if self.fail_next_submit:
+                self.fail_next_submit = False
+                raise RuntimeError("injected: Ray refused the job")
+            return super().submit(job, storage_uri, demand)
+
+    store = FlakyStore(redis_client, prefix="t-runner-order")
+    create_run(load_config(REPO / "tests" / "tiny.yaml"), store=store, run_id="r1", run_dir=tmp_path / "r1")
+    dispatcher = FlakyDispatcher(set())
+    reconciler = RunReconciler("r1", store=store, dispatcher=dispatcher, log=lambda _: None)
+    block = store.get_blocks("r1")[0]
+
+    store.fail_next_transition = True
+    with pytest.raises(redis_lib.ConnectionError):
+        reconciler._launch(block)
+    assert dispatcher.submitted == [] and store.get_blocks("r1")[0].state == State.PENDING
+
+    dispatcher.fail_next_submit = True
+    with pytest.raises(RuntimeError):
+        reconciler._launch(block)
+    assert dispatcher.submitted == []
+    assert (store.get_blocks("r1")[0].state, store.get_blocks("r1")[0].attempt) == (State.PENDING, 0)
+
+    reconciler._launch(store.get_blocks("r1")[0])
+    assert dispatcher.submitted == [0]
+    assert (store.get_blocks("r1")[0].state, store.get_blocks("r1")[0].attempt) == (State.RUNNING, 1)
