@@ -16,3 +16,11 @@ def test_defaults_and_the_in_flight_cap():
 def test_a_bad_in_flight_cap_is_refused_naming_the_variable(value):
     with pytest.raises(ValueError, match="DBLOCKS_MAX_IN_FLIGHT"):
         Settings.from_env({"DBLOCKS_MAX_IN_FLIGHT": value})
+
+
+def test_run_retention_is_days_bounded_and_named_when_wrong():
+    assert Settings.from_env({}).run_retention_s is None
+    assert Settings.from_env({"DBLOCKS_RUN_RETENTION_DAYS": "0.5"}).run_retention_s == 43200
+    for bad in ("0", "-1", "nan", "inf", "a week", "1e9"):
+        with pytest.raises(ValueError, match="DBLOCKS_RUN_RETENTION_DAYS"):
+            Settings.from_env({"DBLOCKS_RUN_RETENTION_DAYS": bad})
