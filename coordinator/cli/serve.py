@@ -38,6 +38,7 @@ def serve(
     from coordinator.api import create_app
     from coordinator.service import Coordinator
     from coordinator.settings import Settings
+    from coordinator.store import close_embedded
 
     settings = Settings.from_env()
     if host not in LOOPBACK and not settings.api_token:
@@ -111,5 +112,6 @@ def serve(
         dispatcher.shutdown()
         if node is not None:
             node.stop()
+        close_embedded(client)
     if node is not None and node_exit:  # the node died under us: a non-zero exit restarts the container
         raise typer.Exit(1)
