@@ -103,7 +103,9 @@ class ServiceClient:
         response = self._call("DELETE", f"/v1/runs/{run_id}", params={"files": str(files).lower()})
         return RunDeleted.model_validate_json(response.content)
 
-    def retrain(self, run_id: str, block: int, *, from_scratch: bool = True, steps: int | None = None):
+    def retrain(
+        self, run_id: str, block: int, *, from_scratch: bool = True, steps: int | None = None
+    ) -> RetrainAccepted:
         body = {"from_scratch": from_scratch, "steps": steps}
         response = self._call("POST", f"/v1/runs/{run_id}/blocks/{block}/retrain", json=body)
         return RetrainAccepted.model_validate_json(response.content)
