@@ -1,7 +1,11 @@
 """The only module that talks to Ray: cluster connection, capacity, and block jobs in flight.
 
-Each block job is a Ray task (`num_cpus=0`, so it holds no CPU itself) that runs one block's TorchTrainer.fit()
-to completion; the Train workers it starts hold the block's CPUs/GPUs. Cancelling the task kills its trainer.
+Each block job is a named, detached Ray actor (`num_cpus=0`, so it holds no CPU itself; workers/ray_entry.py
+`BlockJobActor`) that runs one block's TorchTrainer.fit() to completion; the Train workers it starts hold the block's
+CPUs/GPUs. Detached, it outlives the coordinator that launched it: a coordinator that starts later `attach`es to it
+by name (namespace: the service's key prefix; name: the block's Ray run name and attempt) and collects its result;
+a dispatcher that steps down `forget`s its jobs without stopping them. Cancelling kills the actor, and with it the
+Train controller and workers it owns.
 """
 
 from __future__ import annotations
@@ -9,30 +13,17 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass
 
 import ray
 
+from coordinator.jobs import JobResult
 from coordinator.reconcile import NOTHING, Resources
 from shared.job import BlockJob
-from workers.ray_entry import fit_block
+from workers.ray_entry import BlockJobActor
 
 # Variables a local cluster's processes must inherit (Ray Train reads its own from the driver's environment).
 # AWS_*: credentials and endpoint of an S3-compatible checkpoint store, needed wherever a block trains.
 _PROPAGATED_PREFIXES = ("RAY_TRAIN_", "OMP_NUM_THREADS", "AWS_")
-
-
-@dataclass(frozen=True, kw_only=True)
-class JobResult:
-    """How one block job in flight ended."""
-
-    run_id: str
-    block_index: int
-    ok: bool
-    checkpoint_path: str | None
-    metrics: dict
-    error: str | None
-    node: str
 
 
 _WARM_WORKERS = 8
@@ -48,13 +39,21 @@ def _free_loopback_port() -> int:
         return sock.getsockname()[1]
 
 
+def actor_name(job: BlockJob, attempt: int) -> str:
+    return f"{job.name}:attempt{attempt}"
+
+
 class RayDispatcher:
-    def __init__(self, *, address: str | None, auth_mode: str = "disabled"):
+    def __init__(self, *, address: str | None, auth_mode: str = "disabled", namespace: str = "dblocks"):
         self.address = address
         self.auth_mode = auth_mode
+        self.namespace = f"dblocks-jobs-{namespace}"  # block jobs of one service (key prefix) by name
         self._refs: dict[ray.ObjectRef, tuple[str, int]] = {}
         self._demand: dict[ray.ObjectRef, Resources] = {}
-        self._remote = ray.remote(num_cpus=0, max_retries=0)(fit_block)
+        self._actors: dict[ray.ObjectRef, ray.actor.ActorHandle] = {}
+        # max_concurrency: the `result` calls of coordinators that died may still be waiting inside the actor; the
+        # next coordinator's call must not queue behind them
+        self._actor_class = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)(BlockJobActor)
 
     def connect(self, num_cpus: int | None = None) -> None:
         os.environ["RAY_AUTH_MODE"] = self.auth_mode
@@ -117,11 +116,56 @@ class RayDispatcher:
     def ready(self) -> bool:
         return ray.is_initialized() and bool(ray.cluster_resources())
 
-    def submit(self, job: BlockJob, storage_uri: str, demand: Resources, previews: bool = True) -> str:
-        ref = self._remote.remote(job.to_dict(), storage_uri, previews)
+    def submit(
+        self, job: BlockJob, storage_uri: str, demand: Resources, previews: bool = True, *, attempt: int = 1
+    ) -> str:
+        """Start `attempt` of a block as a detached actor (a leftover actor of the same name, whose result nobody
+        collected, is stopped first: a new attempt starts afresh from the block's checkpoint)."""
+        name = actor_name(job, attempt)
+        self._kill_named(name)
+        actor = self._actor_class.options(name=name, namespace=self.namespace, lifetime="detached").remote(
+            job.to_dict(), storage_uri, previews
+        )
+        self._track(actor, job, demand)
+        return name
+
+    def attach(self, job: BlockJob, demand: Resources, *, attempt: int) -> bool:
+        """Take over `attempt` of a block still running under a detached actor (launched by a coordinator that
+        died or stepped down); False if there is none."""
+        try:
+            actor = ray.get_actor(actor_name(job, attempt), namespace=self.namespace)
+        except ValueError:
+            return False
+        self._track(actor, job, demand)
+        return True
+
+    def _track(self, actor, job: BlockJob, demand: Resources) -> None:
+        ref = actor.result.remote()
         self._refs[ref] = (job.run_id, job.block.index)
         self._demand[ref] = demand
-        return job.name
+        self._actors[ref] = actor
+
+    def stop(self, job: BlockJob, *, attempt: int) -> None:
+        """Stop `attempt` of a block's detached job if it runs, tracked here or not."""
+        self._kill_named(actor_name(job, attempt))
+
+    def _kill_named(self, name: str) -> None:
+        try:
+            ray.kill(ray.get_actor(name, namespace=self.namespace), no_restart=True)
+        except ValueError:  # none
+            pass
+
+    def _drop(self, ref, *, kill: bool) -> None:
+        self._refs.pop(ref, None)
+        self._demand.pop(ref, None)
+        actor = self._actors.pop(ref, None)
+        if kill and actor is not None:
+            ray.kill(actor, no_restart=True)
+
+    def forget(self) -> None:
+        """Let go of every job without stopping it (stepping down: the next leader attaches to them)."""
+        for ref in list(self._refs):
+            self._drop(ref, kill=False)
 
     def wait(self, timeout_s: float) -> list[JobResult]:
         """Results of the jobs that ended within `timeout_s`. With nothing in flight it still waits `timeout_s`: it
@@ -132,12 +176,12 @@ class RayDispatcher:
         done, _ = ray.wait(list(self._refs), num_returns=len(self._refs), timeout=timeout_s)
         results = []
         for ref in done:
-            run_id, block_index = self._refs.pop(ref)
-            self._demand.pop(ref, None)
+            run_id, block_index = self._refs[ref]
             try:
                 result = ray.get(ref)
-            except Exception as err:  # the task itself died (node lost, cancelled, ...)
+            except Exception as err:  # the job itself died (its node lost, killed, ...)
                 result = {"ok": False, "error": f"{type(err).__name__}: {err}", "checkpoint_path": None, "metrics": {}}
+            self._drop(ref, kill=True)  # collected: the detached actor has nothing left to do
             results.append(
                 JobResult(
                     run_id=run_id,
@@ -154,9 +198,7 @@ class RayDispatcher:
     def cancel(self, run_id: str) -> None:
         for ref, (rid, _) in list(self._refs.items()):
             if rid == run_id:
-                ray.cancel(ref, force=True)
-                del self._refs[ref]
-                self._demand.pop(ref, None)
+                self._drop(ref, kill=True)
 
     def shutdown(self) -> None:
         if ray.is_initialized():

@@ -1,8 +1,10 @@
 """One run's reconcile step: read its records -> decide (coordinator.reconcile, pure) -> act.
 
 `RunReconciler` has no loop of its own: the `Coordinator` (coordinator/service.py) calls it for every active run.
-Redis is touched only through `Store`, Ray only through `RayDispatcher`. A block found RUNNING in Redis but not in
-flight here (a previous coordinator died) is re-submitted under its Ray name and resumes from its checkpoint.
+Redis is touched only through `Store`, Ray only through the dispatcher (coordinator/jobs.py). A block found RUNNING
+in Redis but not in flight here (a previous coordinator died or stepped down) is attached to: its detached job is
+still training, and this coordinator waits on it instead. Only if its job is gone too is it re-submitted under its
+Ray name, resuming from its checkpoint.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import yaml
 
 from coordinator.artefacts.assemble import assemble, collect_block, collect_previews
 from coordinator.artefacts.finish import write_run_artefacts
-from coordinator.dispatch import JobResult, RayDispatcher
+from coordinator.jobs import Dispatcher, JobResult
 from coordinator.metrics import Metrics
 from coordinator.reconcile import NOTHING, Resources, after_failure, free, launches, run_outcome, too_big
 from coordinator.records import BlockRecord, State
@@ -36,7 +38,7 @@ class RunReconciler:
     """Reconciles one run. Holds only in-process handles; all state is in Redis."""
 
     def __init__(
-        self, run_id: str, *, store: Store, dispatcher: RayDispatcher, log: Log = print, metrics: Metrics | None = None
+        self, run_id: str, *, store: Store, dispatcher: Dispatcher, log: Log = print, metrics: Metrics | None = None
     ):
         run = store.get_run(run_id)
         if run is None:
@@ -79,15 +81,22 @@ class RunReconciler:
     def _launch(self, block: BlockRecord) -> None:
         """Record RUNNING first, then submit: if Redis fails in between, nothing was submitted, and the next tick
         finds a RUNNING block with no job in flight and launches it once (as an orphan, under the same Ray name).
-        The other order could submit a block twice (submitted, RUNNING write lost, still PENDING)."""
+        The other order could submit a block twice (submitted, RUNNING write lost, still PENDING).
+
+        An orphan whose detached job still runs is attached to, not launched: its training goes on untouched."""
         job = self.job(block)
+        demand = self.demands[block.index]
+        if block.state == State.RUNNING and self.dispatcher.attach(job, demand, attempt=block.attempt):
+            self.store.record_event(self.run_id, "block_attached", block=block.index, attempt=block.attempt)
+            self.log(f"block {block.index}: attached to its running job (attempt {block.attempt})")
+            return
         attempt = block.attempt + 1 if block.state == State.PENDING else block.attempt
         now = time.time()
         self.store.transition_block(
             self.run_id, block.index, State.RUNNING, attempt=attempt, ray_name=job.name, error="", launched_at=now
         )
         try:
-            name = self.dispatcher.submit(job, self.storage.uri, self.demands[block.index])
+            name = self.dispatcher.submit(job, self.storage.uri, self.demands[block.index], attempt=attempt)
         except Exception:
             if block.state == State.PENDING:  # not launched: back to the queue, the attempt not charged
                 self.store.transition_block(self.run_id, block.index, State.PENDING, attempt=block.attempt)
@@ -200,6 +209,10 @@ class RunReconciler:
                 final_state, error = State.FAILED, f"assembly failed: {err}"
         else:
             error = "; ".join(f"block {b.index}: {b.error}" for b in self.store.get_blocks(self.run_id) if b.error)
+        in_flight = self.dispatcher.in_flight(self.run_id)
+        for b in self.store.get_blocks(self.run_id):  # jobs a previous coordinator left running
+            if b.state == State.RUNNING and b.index not in in_flight:
+                self.dispatcher.stop(self.job(b), attempt=b.attempt)
         self.dispatcher.cancel(self.run_id)
         for b in self.store.get_blocks(self.run_id):
             if b.state in (State.PENDING, State.RUNNING):

@@ -1,9 +1,14 @@
 """The coordinator loop over every active run: read state -> decide -> act, one tick at a time.
 
 All Ray dispatch goes through here. Admission is global: a block starts only if what all in-flight blocks hold
-plus its own demand fits the cluster (Ray alone would queue a trainer and retry every 60 s). With `lease_ttl_s`,
-only the holder of the Redis leader lease reconciles, so two coordinators on one Redis never both dispatch; a new
-coordinator takes over when the old one's lease expires and resumes every unfinished run.
+plus its own demand fits the cluster (Ray alone would queue a trainer and retry every 60 s).
+
+Leadership (with `lease_ttl_s`): only the holder of the Redis leader lease reconciles. A thread renews the lease on
+its own cadence (a third of the TTL), whatever a tick is doing; every write the coordinator makes is fenced by the
+lease's value (coordinator/store.py), so a coordinator that lost the lease (paused past its TTL, cut off from Redis)
+has its writes refused, and steps down: it forgets its runs and its handles on block jobs without stopping them.
+The next leader re-attaches to the block jobs still running (they are detached from any coordinator) and resumes
+every unfinished run.
 """
 
 from __future__ import annotations
@@ -15,12 +20,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from coordinator.dispatch import RayDispatcher
+from coordinator.jobs import Dispatcher
 from coordinator.metrics import Metrics
 from coordinator.reconcile import Resources, free
 from coordinator.records import TERMINAL, State
 from coordinator.runner import RunReconciler
-from coordinator.store import STORE_UNAVAILABLE, Store, TransitionError
+from coordinator.store import STORE_UNAVAILABLE, NotLeader, Store, TransitionError
 
 Log = Callable[[str], None]
 EXPIRY_EVERY_S = 60.0  # how often the leader looks for runs past their retention
@@ -30,12 +35,44 @@ class RunNotSucceeded(RuntimeError):
     """A run driven to its end finished FAILED or CANCELLED."""
 
 
+class LeaseKeeper:
+    """Renews a held lease every `ttl_s / 3` in its own thread, independent of the loop's work (a tick that runs
+    long does not let the lease lapse). `lost` is set once a renewal finds the lease gone or another's."""
+
+    def __init__(self, store: Store, lease: str, ttl_s: float):
+        self.store, self.lease, self.ttl_s = store, lease, ttl_s
+        self.renewed_at = time.monotonic()
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="lease", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                asked = time.monotonic()
+                if not self.store.renew_lease(self.lease, self.ttl_s):
+                    self.lost.set()
+                    return
+                self.renewed_at = asked
+            except STORE_UNAVAILABLE:  # try again next time; past the TTL the lease is gone and renewal says so
+                continue
+
+    def held(self) -> bool:
+        """Whether the lease is surely still ours: not found lost, and renewed within its TTL (a process paused
+        past the TTL, or cut off from Redis, must assume another has it)."""
+        return not self.lost.is_set() and time.monotonic() - self.renewed_at < self.ttl_s
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 class Coordinator:
     def __init__(
         self,
         *,
         store: Store,
-        dispatcher: RayDispatcher,
+        dispatcher: Dispatcher,
         log: Log = print,
         poll_s: float = 1.0,
         max_in_flight: int | None = None,
@@ -45,11 +82,15 @@ class Coordinator:
         metrics: Metrics | None = None,
         retention_s: float | None = None,
     ):
-        self.store, self.dispatcher, self.log, self.poll_s = store, dispatcher, log, poll_s
+        # `store` as given (unfenced); `self.store` is the one every reconcile write goes through: fenced by the
+        # lease while this coordinator leads (with a lease), else the same store
+        self.base_store = self.store = store
+        self.dispatcher, self.log, self.poll_s = dispatcher, log, poll_s
         self.max_in_flight = max_in_flight
         self.only_runs = only_runs
         self.lease_ttl_s = lease_ttl_s
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
+        self.keeper: LeaseKeeper | None = None
         self.progress_every_s = progress_every_s
         self.reconcilers: dict[str, RunReconciler] = {}
         self.metrics = metrics or Metrics()
@@ -65,13 +106,47 @@ class Coordinator:
         runs = self.store.active_runs()
         return [r for r in runs if self.only_runs is None or r in self.only_runs]
 
+    def lead(self) -> bool:
+        """Whether this coordinator leads now: it holds the lease (taking it when free) or needs none."""
+        if self.lease_ttl_s is None:
+            return True
+        if self.keeper is not None and not self.keeper.held():
+            self.step_down("the lease was lost or not renewed within its TTL")
+        if self.keeper is None:
+            lease = self.base_store.acquire_lease(self.holder, self.lease_ttl_s)
+            if lease is None:
+                return False
+            self.keeper = LeaseKeeper(self.base_store, lease, self.lease_ttl_s)
+            self.store = self.base_store.fenced(lease)
+            self.log(f"leading with lease {lease}")
+        return True
+
+    def step_down(self, why: str) -> None:
+        """Stop acting as leader: forget every run and every block-job handle (the jobs go on; the next leader
+        re-attaches to them) and write nothing more under the old lease."""
+        if self.keeper is not None:
+            self.keeper.stop()
+            self.log(f"stepped down ({why}): lease {self.keeper.lease} is no longer ours")
+        self.keeper = None
+        self.store = self.base_store
+        self.reconcilers.clear()
+        self.assembling.clear()  # a running assembly's writes are refused by the fence
+        self.dispatcher.forget()
+        self.metrics.leader.set(0)
+
     def tick(self) -> None:
-        if self.lease_ttl_s is not None and not self.store.acquire_lease(self.holder, self.lease_ttl_s):
+        if not self.lead():
             self.metrics.leader.set(0)
             time.sleep(self.poll_s)
             self.last_tick_ok = time.monotonic()
             return
         self.metrics.leader.set(1)
+        try:
+            self._reconcile()
+        except NotLeader as err:
+            self.step_down(str(err))
+
+    def _reconcile(self) -> None:
         started = time.perf_counter()
         if self.retention_s is not None and time.monotonic() - self._last_expiry > EXPIRY_EVERY_S:
             self._last_expiry = time.monotonic()
@@ -154,7 +229,7 @@ class Coordinator:
         tick), that run alone fails with the reason, and the loop goes on with the others."""
         try:
             return step(*args)
-        except STORE_UNAVAILABLE:
+        except (*STORE_UNAVAILABLE, NotLeader):
             raise
         except Exception as err:
             reason = f"internal error while {phase}: {type(err).__name__}: {err}"
@@ -213,5 +288,6 @@ class Coordinator:
                 self.log(f"reconcile error: {type(err).__name__}: {err}")
                 time.sleep(self.poll_s)
         self.assembler.shutdown(wait=False, cancel_futures=True)
-        if self.lease_ttl_s is not None:
-            self.store.release_lease(self.holder)
+        if self.keeper is not None:
+            self.keeper.stop()
+            self.base_store.release_lease(self.keeper.lease)

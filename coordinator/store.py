@@ -8,7 +8,12 @@ Keys (prefix "dblocks" by default):
     <p>:run:<id>                  hash: the run record
     <p>:run:<id>:block:<i>        hash: one block job record
     <p>:run:<id>:events           stream: append-only event log of the run
-Every state change writes the record(s) and its event in one MULTI/EXEC transaction.
+    <p>:leader                    the leader lease: "<holder>#<fencing token>", expiring after its TTL
+    <p>:leader:token              the last fencing token handed out (INCR: each new leadership gets a larger one)
+Every state change writes the record(s) and its event in one MULTI/EXEC transaction. A coordinator's store is
+*fenced* (`Store.fenced`): each of its writes WATCHes the lease and goes through only while the lease still holds
+its own value, so a coordinator that lost the lease (paused past its TTL, cut off) cannot change anything once
+another has taken over: the write raises `NotLeader` and nothing of it is applied.
 """
 
 from __future__ import annotations
@@ -27,6 +32,12 @@ EVENTS_MAXLEN = 10_000
 # Errors that mean Redis itself is unreachable (not that one record is bad): the reconcile loop stops its tick.
 STORE_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError)
 
+_ACQUIRE_LEASE = """
+if redis.call('exists', KEYS[1]) == 1 then return false end
+local value = ARGV[1] .. '#' .. redis.call('incr', KEYS[2])
+redis.call('set', KEYS[1], value, 'PX', ARGV[2])
+return value
+"""
 _RENEW_LEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0
@@ -41,6 +52,11 @@ class TransitionError(RuntimeError):
     pass
 
 
+class NotLeader(RuntimeError):
+    """A fenced write was refused: the lease this store writes under has expired or passed to another
+    coordinator. Nothing of the write was applied; the coordinator steps down."""
+
+
 def _encode(record) -> dict[str, str]:
     return {k: json.dumps(v) for k, v in asdict(record).items()}
 
@@ -53,9 +69,14 @@ def _decode(cls, raw: dict[bytes, bytes]):
 
 
 class Store:
-    def __init__(self, client: redis.Redis, prefix: str = "dblocks"):
+    def __init__(self, client: redis.Redis, prefix: str = "dblocks", fence: str | None = None):
         self.client = client
         self.prefix = prefix
+        self.fence = fence  # the lease value every write is conditioned on (None: unfenced, e.g. the API's)
+
+    def fenced(self, lease: str) -> Store:
+        """The same store whose writes all go through only while the leader lease still holds `lease`."""
+        return Store(self.client, self.prefix, fence=lease)
 
     # Keys
     def runs_key(self) -> str:
@@ -72,6 +93,9 @@ class Store:
 
     def active_key(self) -> str:
         return f"{self.prefix}:active"
+
+    def leader_key(self) -> str:
+        return f"{self.prefix}:leader"
 
     def ended_key(self, state: State) -> str:
         return f"{self.prefix}:ended:{state}"
@@ -160,6 +184,31 @@ class Store:
         ]
 
     # Writes (each one transaction, with its event)
+    def _guard(self, pipe, *keys: str) -> None:
+        """WATCH `keys` (and the lease, when fenced) on `pipe`; raise NotLeader now if the lease is not ours.
+        A change to any of them (the lease expiring included) before EXEC aborts the transaction."""
+        if self.fence is None:
+            if keys:
+                pipe.watch(*keys)
+            return
+        pipe.watch(self.leader_key(), *keys)
+        current = pipe.get(self.leader_key())
+        if current is None or current.decode() != self.fence:
+            raise NotLeader(f"the lease {self.fence!r} is no longer held (now {current!r})")
+
+    def _commit(self, write) -> None:
+        """One transaction: `write(pipe)` queues the commands; fenced, it applies only under our lease."""
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    self._guard(pipe)
+                    pipe.multi()
+                    write(pipe)
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
+
     def create_run(self, run: RunRecord, blocks: list[BlockRecord]) -> None:
         now = time.time()
         run.created_at = run.updated_at = now
@@ -209,17 +258,19 @@ class Store:
 
     def set_run_state(self, run_id: str, state: State, **changes) -> None:
         now = time.time()
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(
-            self.run_key(run_id),
-            mapping={k: json.dumps(v) for k, v in {"state": state, "updated_at": now, **changes}.items()},
-        )
-        if state in TERMINAL:
-            for key in (self.active_key(), *self.ended_keys()):
-                pipe.zrem(key, run_id)
-            pipe.zadd(self.ended_key(state), {run_id: now})
-        self._event(pipe, run_id, "run_state", state=state, **changes)
-        pipe.execute()
+
+        def write(pipe) -> None:
+            pipe.hset(
+                self.run_key(run_id),
+                mapping={k: json.dumps(v) for k, v in {"state": state, "updated_at": now, **changes}.items()},
+            )
+            if state in TERMINAL:
+                for key in (self.active_key(), *self.ended_keys()):
+                    pipe.zrem(key, run_id)
+                pipe.zadd(self.ended_key(state), {run_id: now})
+            self._event(pipe, run_id, "run_state", state=state, **changes)
+
+        self._commit(write)
 
     def transition_block(self, run_id: str, index: int, to: State, **changes) -> BlockRecord:
         """Move one block to `to` (checked against BLOCK_TRANSITIONS under WATCH), with its event."""
@@ -227,7 +278,7 @@ class Store:
         with self.client.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    pipe.watch(key)
+                    self._guard(pipe, key)
                     current = _decode(BlockRecord, pipe.hgetall(key))
                     if to not in BLOCK_TRANSITIONS[current.state]:
                         raise TransitionError(f"block {index} of {run_id}: {current.state} -> {to} not allowed")
@@ -247,7 +298,7 @@ class Store:
         with self.client.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    pipe.watch(run_key)
+                    self._guard(pipe, run_key)
                     raw = pipe.hgetall(run_key)
                     if not raw:
                         raise KeyError(run_id)
@@ -283,7 +334,7 @@ class Store:
         with self.client.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    pipe.watch(block_key, run_key)
+                    self._guard(pipe, block_key, run_key)
                     run = _decode(RunRecord, pipe.hgetall(run_key))
                     block = _decode(BlockRecord, pipe.hgetall(block_key))
                     if run.state not in TERMINAL or block.state not in TERMINAL:
@@ -326,28 +377,36 @@ class Store:
                 except redis.WatchError:
                     continue
 
-    def acquire_lease(self, holder: str, ttl_s: float) -> bool:
-        """Leader lease: only the holder reconciles. Taken if free, renewed if ours; expires after ttl_s."""
-        key, ms = f"{self.prefix}:leader", int(ttl_s * 1000)
-        if self.client.set(key, holder, nx=True, px=ms):
-            return True
-        return bool(self.client.eval(_RENEW_LEASE, 1, key, holder, ms))
+    def acquire_lease(self, holder: str, ttl_s: float) -> str | None:
+        """Take the leader lease if nobody holds it: its value, "<holder>#<fencing token>", with a token larger
+        than any handed out before; None if another holds it. Expires after `ttl_s` unless renewed."""
+        value = self.client.eval(
+            _ACQUIRE_LEASE, 2, self.leader_key(), f"{self.leader_key()}:token", holder, int(ttl_s * 1000)
+        )
+        return value.decode() if value else None
 
-    def release_lease(self, holder: str) -> None:
-        self.client.eval(_RELEASE_LEASE, 1, f"{self.prefix}:leader", holder)
+    def renew_lease(self, lease: str, ttl_s: float) -> bool:
+        """Extend the lease if it still holds `lease`; False once it expired or passed to another."""
+        return bool(self.client.eval(_RENEW_LEASE, 1, self.leader_key(), lease, int(ttl_s * 1000)))
+
+    def release_lease(self, lease: str) -> None:
+        self.client.eval(_RELEASE_LEASE, 1, self.leader_key(), lease)
+
+    def leader(self) -> str | None:
+        value = self.client.get(self.leader_key())
+        return value.decode() if value else None
 
     def update_progress(self, run_id: str, index: int, **progress) -> None:
         """Live progress (step, loss, ...): no state change, no event."""
-        self.client.hset(
-            self.block_key(run_id, index),
-            mapping={k: json.dumps(v) for k, v in {**progress, "updated_at": time.time()}.items()},
-        )
+        mapping = {k: json.dumps(v) for k, v in {**progress, "updated_at": time.time()}.items()}
+        if self.fence is None:  # one round trip
+            self.client.hset(self.block_key(run_id, index), mapping=mapping)
+        else:
+            self._commit(lambda pipe: pipe.hset(self.block_key(run_id, index), mapping=mapping))
 
     def record_event(self, run_id: str, kind: str, **data) -> None:
         """An event alone (no record changes with it), e.g. that a run's assembly started."""
-        pipe = self.client.pipeline(transaction=True)
-        self._event(pipe, run_id, kind, **data)
-        pipe.execute()
+        self._commit(lambda pipe: self._event(pipe, run_id, kind, **data))
 
     def _event(self, pipe, run_id: str, kind: str, **data) -> None:
         payload = {"kind": kind, "time": repr(time.time()), **{k: str(v) for k, v in data.items()}}

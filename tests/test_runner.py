@@ -22,10 +22,13 @@ class InFlight:
     def in_flight(self, run_id: str) -> set[int]:
         return self.indices
 
-    def submit(self, job, storage_uri, demand) -> str:
+    def submit(self, job, storage_uri, demand, previews=True, *, attempt=1) -> str:
         self.submitted.append(job.block.index)
         self.indices.add(job.block.index)
         return job.name
+
+    def attach(self, job, demand, *, attempt) -> bool:
+        return False
 
 
 def test_progress_files_that_are_partial_or_garbage_are_skipped(redis_client, tmp_path):
@@ -167,11 +170,11 @@ def test_a_block_is_submitted_only_after_its_running_record_is_written(redis_cli
     class FlakyDispatcher(InFlight):
         fail_next_submit = False
 
-        def submit(self, job, storage_uri, demand) -> str:
+        def submit(self, job, storage_uri, demand, previews=True, *, attempt=1) -> str:
             if self.fail_next_submit:
                 self.fail_next_submit = False
                 raise RuntimeError("injected: Ray refused the job")
-            return super().submit(job, storage_uri, demand)
+            return super().submit(job, storage_uri, demand, previews, attempt=attempt)
 
     store = FlakyStore(redis_client, prefix="t-runner-order")
     create_run(load_config(REPO / "tests" / "tiny.yaml"), store=store, run_id="r1", run_dir=tmp_path / "r1")

@@ -1,12 +1,13 @@
 """The Redis store against a real redis-server: records, atomic transitions, events, key prefix."""
 
 import threading
+import time
 
 import pytest
 import redis
 
 from coordinator.records import BlockRecord, RunRecord, State
-from coordinator.store import Store, TransitionError
+from coordinator.store import NotLeader, Store, TransitionError
 
 
 def make_run(store, run_id="r1", num_blocks=3):
@@ -102,6 +103,9 @@ class Idle:
 
     def cancel(self, run_id):
         pass
+
+    def forget(self):
+        self.forgotten = getattr(self, "forgotten", 0) + 1
 
 
 def commands(redis_client) -> int:
@@ -201,3 +205,77 @@ def test_the_embedded_redis_stops_with_a_service_that_held_several_connections(t
     finally:
         close_embedded(again)
     close_embedded(redis.Redis())  # a server of REDIS_URL is not ours to stop: nothing is sent
+
+
+def test_a_lapsed_lease_passes_on_with_a_larger_token_and_the_old_leaders_writes_are_refused(redis_client):
+    store = Store(redis_client, prefix="t-fence")
+    make_run(store, num_blocks=2)
+    first = store.acquire_lease("a", 0.3)
+    assert first == "a#1" and store.acquire_lease("b", 0.3) is None  # held: nobody else takes it
+    old = store.fenced(first)
+    old.transition_block("r1", 0, State.RUNNING, attempt=1)  # ours: accepted
+    time.sleep(0.4)  # paused past the TTL
+    second = store.acquire_lease("b", 5)
+    assert second == "b#2" and not store.renew_lease(first, 5) and store.renew_lease(second, 5)
+    events = len(store.events("r1"))
+    refused = [
+        lambda: old.transition_block("r1", 1, State.RUNNING, attempt=1),
+        lambda: old.update_progress("r1", 0, step=5),
+        lambda: old.set_run_state("r1", State.FAILED, error="stale"),
+        lambda: old.record_event("r1", "assembly_started"),
+    ]
+    for write in refused:
+        with pytest.raises(NotLeader):
+            write()
+    blocks = store.get_blocks("r1")
+    assert [b.state for b in blocks] == [State.RUNNING, State.PENDING] and blocks[0].step == 0
+    assert store.get_run("r1").state == State.PENDING and len(store.events("r1")) == events  # nothing applied
+    new = store.fenced(second)
+    new.transition_block("r1", 1, State.RUNNING, attempt=1)
+    assert store.get_blocks("r1")[1].state == State.RUNNING
+    store.release_lease(first)  # not ours any more: a no-op
+    assert store.leader() == second
+
+
+def test_a_lease_lost_between_the_check_and_the_commit_aborts_the_write(redis_client):
+    """The fence is atomic: the lease is WATCHed, so a takeover after the check but before EXEC refuses it."""
+    other = redis.Redis(connection_pool=redis_client.connection_pool)
+
+    class TakenOverMidWrite(Store):
+        def _guard(self, pipe, *keys):
+            super()._guard(pipe, *keys)
+            other.set(self.leader_key(), "b#99")  # the lease passes on right after our check
+
+    store = Store(redis_client, prefix="t-fence-race")
+    make_run(store, num_blocks=1)
+    lease = store.acquire_lease("a", 5)
+    with pytest.raises(NotLeader):
+        TakenOverMidWrite(redis_client, "t-fence-race", fence=lease).transition_block("r1", 0, State.RUNNING)
+    assert store.get_blocks("r1")[0].state == State.PENDING
+
+
+def test_the_lease_is_renewed_apart_from_the_loop_and_a_leader_that_lost_it_steps_down(redis_client, tmp_path):
+    from coordinator.runs import create_run
+    from coordinator.service import Coordinator
+    from shared.config import load_config
+    from tests.conftest import TINY
+
+    store = Store(redis_client, prefix="t-lead")
+    create_run(load_config(TINY), store=store, run_id="live", run_dir=tmp_path / "live")
+    dispatcher = Idle()
+    first = Coordinator(store=store, dispatcher=dispatcher, log=lambda _: None, poll_s=0, lease_ttl_s=0.6)
+    first.holder = "first"
+    first.tick()
+    assert first.metrics.leader._value.get() == 1 and list(first.reconcilers) == ["live"]
+    time.sleep(1.5)  # no tick for 2.5 TTLs: the keeper thread alone keeps the lease
+    assert store.leader() == first.keeper.lease
+    first.keeper.stop()  # as if the process were paused (SIGSTOP) past the TTL
+    time.sleep(0.8)
+    second = Coordinator(store=store, dispatcher=Idle(), log=lambda _: None, poll_s=0, lease_ttl_s=5)
+    second.holder = "second"
+    second.tick()
+    assert store.leader() == second.keeper.lease and second.keeper.lease.endswith("#2")
+    first.tick()  # resumes: its first write is refused, and it steps down without stopping any job
+    assert first.keeper is None and first.reconcilers == {} and dispatcher.forgotten == 1
+    assert first.metrics.leader._value.get() == 0 and store.leader() == second.keeper.lease
+    second.keeper.stop()

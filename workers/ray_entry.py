@@ -8,8 +8,10 @@ resumes from the latest checkpoint — after a worker crash (FailureConfig) and 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
+import ray
 import ray.train
 import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -172,3 +174,39 @@ def fit_block(job_dict: dict, storage_uri: str, previews: bool = True) -> dict:
         "metrics": metrics,
         "node": metrics.get("node", socket.gethostname()),
     }
+
+
+# How long a finished block job waits for a coordinator to collect its result before it ends itself (a coordinator
+# that is down longer finds no job and re-launches the block, which resumes from its final checkpoint at once).
+UNCOLLECTED_RESULT_KEEP_S = 3600.0
+
+
+class BlockJobActor:
+    """One block's training, detached from the coordinator that launched it (a named Ray actor with
+    `lifetime="detached"`, coordinator/dispatch.py): its constructor starts `fit_block` in a thread, so the
+    Train run it owns goes on when that coordinator dies, and the next one finds it by name and waits on
+    `result` instead of launching the block again. The coordinator that collects the result kills the actor."""
+
+    def __init__(self, job_dict: dict, storage_uri: str, previews: bool = True):
+        self.name = BlockJob.from_dict(job_dict).name
+        self.started_at = time.time()
+        self._result: dict | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(job_dict, storage_uri, previews), name="fit", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, job_dict: dict, storage_uri: str, previews: bool) -> None:
+        self._result = fit_block(job_dict, storage_uri, previews)
+        self._done.set()
+        time.sleep(UNCOLLECTED_RESULT_KEEP_S)  # nobody collected it: end, rather than hold a process forever
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+
+    def result(self) -> dict:
+        """Blocks until the block's training ends; what `fit_block` returned."""
+        self._done.wait()
+        return self._result
+
+    def info(self) -> dict:
+        return {"name": self.name, "started_at": self.started_at, "done": self._done.is_set()}

@@ -60,7 +60,9 @@ def open_dispatcher(settings: Settings) -> RayDispatcher:
     """A connected dispatcher: RAY_ADDRESS's cluster, or a local one of our own."""
     from coordinator.dispatch import RayDispatcher
 
-    dispatcher = RayDispatcher(address=settings.ray_address, auth_mode=settings.ray_auth_mode)
+    dispatcher = RayDispatcher(
+        address=settings.ray_address, auth_mode=settings.ray_auth_mode, namespace=settings.key_prefix
+    )
     dispatcher.connect()
     return dispatcher
 
