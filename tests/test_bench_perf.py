@@ -94,3 +94,25 @@ def test_bench_data_streams_two_datasets_and_reports_memory_and_rates(tmp_path, 
     assert large["bytes"] >= 2e6 and all(c["steps"] == 4 and c["read_images_per_s"] > 0 for c in (small, large))
     assert doc["peak_rss_difference_bytes"] == large["peak_rss_bytes"] - small["peak_rss_bytes"]
     assert list(tmp_path.glob("data-*.json"))
+
+
+def test_bench_coordinator_counts_a_ticks_round_trips_against_active_and_finished_runs(
+    monkeypatch, tmp_path, redis_url
+):
+    """The real loop on a real Redis, the cluster simulated behind the dispatcher interface: round trips per tick
+    grow in proportion to active runs and not at all with finished ones (the curve itself: docs/benchmarks.md)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    result = runner.invoke(app, ["bench", "coordinator", "--runs", "2,4", "--finished", "30", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output[result.output.index("{\n") :])
+    assert [c["active_runs"] for c in doc["curve"]] == [2, 4]
+    assert all(c["blocks_in_flight"] == 8 * c["active_runs"] for c in doc["curve"])
+    two, four = (c["round_trips_per_tick"] for c in doc["curve"])
+    assert doc["round_trips_per_active_run"] == (four - two) / 2 > 0  # each active run costs the same
+    assert doc["round_trips_fixed_per_tick"] == two - 2 * doc["round_trips_per_active_run"]
+    assert doc["with_finished_runs"]["round_trips_per_tick"] == two and doc["flat_in_finished_runs"]
+    assert doc["linear_in_active_runs"] and doc["curve"][0]["tick_ms_median"] > 0
+    assert list((tmp_path / "benchmarks" / "results").glob("coordinator-*.json"))
+    bad = runner.invoke(app, ["bench", "coordinator", "--runs", "10,lots"])
+    assert bad.exit_code != 0 and "--runs" in bad.output

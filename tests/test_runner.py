@@ -96,9 +96,12 @@ class Cluster(InFlight):
     def num_in_flight(self):
         return sum(len(v) for v in self.by_run.values())
 
-    def submit(self, job, storage_uri, demand) -> str:
+    def submit(self, job, storage_uri, demand, previews=True, *, attempt=1) -> str:
         self.in_flight(job.run_id).add(job.block.index)
         return job.name
+
+    def attach(self, job, demand, *, attempt) -> bool:
+        return False
 
     def wait(self, timeout_s):
         return []

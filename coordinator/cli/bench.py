@@ -287,3 +287,37 @@ def bench_api_cmd(
     path = write_result(result, f"api-{result['machine']['device'].replace(' ', '_')}", results_dir)
     summary = f"{result['requests']} requests, {result['errors']} errors"
     typer.echo(json.dumps(result, indent=2) if as_json else f"{summary} -> {path}")
+
+
+@bench_app.command("coordinator")
+def bench_coordinator_cmd(
+    runs: Annotated[
+        str, typer.Option(help="Comma-separated counts of active runs (8 blocks each) to measure a tick at.")
+    ] = "10,100,1000",
+    finished: Annotated[
+        int, typer.Option(min=0, max=100_000, help="Finished runs added to show they cost nothing.")
+    ] = 1000,
+    results_dir: ResultsOpt = Path("benchmarks/results"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The reconcile tick's cost at scale: work time and Redis round trips per tick at 10, 100 and 1,000 active
+    runs of 8 blocks, and with finished runs added. Real loop and real Redis (REDIS_URL, else an embedded
+    redis-server); the cluster is simulated behind the dispatcher interface. Example: dblocks bench coordinator --json
+    """
+    from coordinator.bench.coordinator import bench_coordinator
+    from coordinator.bench.perf import machine, write_result
+    from coordinator.settings import Settings
+
+    try:
+        counts = tuple(int(n) for n in runs.split(","))
+    except ValueError:
+        fail(f"--runs {runs!r}: comma-separated whole numbers, e.g. 10,100,1000")
+    if not counts or any(not 1 <= n <= 10_000 for n in counts):
+        fail(f"--runs {runs!r}: each count must be between 1 and 10000")
+    log = lambda message: typer.echo(message, err=True)  # noqa: E731 (stdout is the JSON)
+    result = bench_coordinator(
+        redis_url=Settings.from_env().redis_url, active_runs=counts, finished_runs=finished, log=log
+    )
+    result["machine"] = machine()
+    path = write_result(result, f"coordinator-{result['machine']['device'].replace(' ', '_')}", results_dir)
+    typer.echo(json.dumps(result, indent=2) if as_json else f"wrote {path}")
