@@ -31,6 +31,7 @@ SECRETS = {
     "REDIS_PASSWORD": "rehearsal-redis",
     "DBLOCKS_API_TOKEN": "rehearsal-token",
     "GRAFANA_ADMIN_PASSWORD": "rehearsal-grafana",
+    "RAY_AUTH_TOKEN": "rehearsal-ray-token-0123456789abcdef",
 }
 TEST_ONLY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "DBLOCKS_POLL_S": "0.3"}
 NUM_RAY_WORKERS = 2

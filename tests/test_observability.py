@@ -92,9 +92,18 @@ def test_compose_files_validate_with_the_real_compose_binary():
         if name != "minio-init":
             assert service.get("restart") == "unless-stopped", name
         command = " ".join(service.get("command") or [])
-        for secret in ("REDIS_PASSWORD", "MINIO_ROOT_PASSWORD", "DBLOCKS_API_TOKEN", "GRAFANA_ADMIN_PASSWORD"):
+        for secret in (
+            "REDIS_PASSWORD",
+            "MINIO_ROOT_PASSWORD",
+            "DBLOCKS_API_TOKEN",
+            "GRAFANA_ADMIN_PASSWORD",
+            "RAY_AUTH_TOKEN",
+        ):
             assert env[secret] not in command, (name, secret)
     assert "ports" not in services["ray-head"] and "ports" not in services["ray-worker"]
+    for name in ("coordinator", "ray-head", "ray-worker"):  # Ray token auth wherever a Ray process runs
+        environment = services[name]["environment"]
+        assert environment["RAY_AUTH_MODE"] == "token" and environment["RAY_AUTH_TOKEN"] == env["RAY_AUTH_TOKEN"]
     dockerfile = (REPO / "deploy" / "Dockerfile").read_text().splitlines()
     users = [line.split()[1] for line in dockerfile if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0"), users
@@ -104,6 +113,7 @@ def test_compose_files_validate_with_the_real_compose_binary():
         (["docker-compose.yml"], "REDIS_PASSWORD"),
         (["docker-compose.yml"], "DBLOCKS_API_TOKEN"),
         (["docker-compose.yml"], "GRAFANA_ADMIN_PASSWORD"),
+        (["docker-compose.yml"], "RAY_AUTH_TOKEN"),
         (["docker-compose.yml", "docker-compose.s3.yml"], "MINIO_ROOT_PASSWORD"),
         (["docker-compose.yml", "docker-compose.s3.yml"], "DBLOCKS_S3_SECRET_KEY"),
     ]:
@@ -158,6 +168,13 @@ def test_kuberay_manifests_hold_together():
         for container in group["template"]["spec"]["containers"]:
             assert container["image"] == head["image"]
             assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/data"}
+    # Ray token auth on every Ray container and on the submitter (the Jobs API asks for it), from one Secret
+    token = {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "dblocks-ray", "key": "auth_token"}}}
+    submitter = job["spec"]["submitterPodTemplate"]["spec"]["containers"]
+    workers = [c for g in cluster["spec"]["workerGroupSpecs"] for c in g["template"]["spec"]["containers"]]
+    for container in [head, *workers, *submitter]:
+        assert {"name": "RAY_AUTH_MODE", "value": "token"} in container["env"] and token in container["env"]
+    assert yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]["RAY_AUTH_MODE"] == "token"
     volumes = cluster["spec"]["headGroupSpec"]["template"]["spec"]["volumes"]
     assert claim["kind"] == "PersistentVolumeClaim" and "ReadWriteMany" in claim["spec"]["accessModes"]
     assert {"name": "data", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}} in volumes
