@@ -152,7 +152,8 @@ def test_a_run_submitted_to_the_published_api_trains_on_the_worker_hosts(stack):
     coordinator, _, _, coordinator_log = started["coordinator"]
     api = api_client(coordinator)
     config = yaml.safe_load(TINY.read_text())
-    config["train"].update({"steps_per_block": 60, "log_every_steps": 10})
+    # long enough (~5 s a block) that the workers export their gauges while training, on a busy machine too
+    config["train"].update({"steps_per_block": 200, "log_every_steps": 10})
     response = api.post("/v1/runs", json=config)
     assert response.status_code == 201, response.text
     run_id = response.json()["id"]

@@ -239,3 +239,58 @@ def test_text_trains_blockwise_evaluates_and_samples(tmp_path, ray_env):
     assert len(lines) == 3 and all(
         len(line) == 10 and set(line) <= set(" abcdefghijklmnopqrstuvwxyz") for line in lines
     )
+
+
+DETACHED_JOBS = """
+import sys, time
+import ray
+from coordinator.dispatch import RayDispatcher, actor_name
+from coordinator.reconcile import Resources
+from shared.config import load_config
+from shared.job import BlockJob
+from shared.plan import block_specs
+
+config = load_config(sys.argv[1], ["train.steps_per_block=100000"])
+job = BlockJob(run_id="detached", config=config, block=block_specs(config)[0])
+first = RayDispatcher(address=sys.argv[2], namespace="t-detached")
+first.connect()
+
+def gone(attempt):
+    named = {"name": actor_name(job, attempt), "namespace": first.namespace}
+    return named not in ray.util.list_named_actors(all_namespaces=True)
+
+def wait_until(predicate, what):
+    deadline = time.monotonic() + 60
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+
+first.submit(job, sys.argv[3], Resources(cpu=1), attempt=1)
+assert first.in_flight("detached") == {0} and not gone(1)
+first.cancel("detached")  # a tracked job: killed
+wait_until(lambda: gone(1), "the cancelled job's actor to end")
+assert first.in_flight("detached") == set()
+
+first.submit(job, sys.argv[3], Resources(cpu=1), attempt=2)
+first.forget()  # stepping down: the job goes on
+assert first.in_flight("detached") == set() and not gone(2)
+later = RayDispatcher(address=sys.argv[2], namespace="t-detached")  # the next leader
+assert not later.attach(job, Resources(cpu=1), attempt=1)  # cancelled: nothing to attach to
+assert later.attach(job, Resources(cpu=1), attempt=2) and later.in_flight("detached") == {0}
+later.forget()
+later.stop(job, attempt=2)  # the cancel path for a job a previous leader launched
+wait_until(lambda: gone(2), "the stopped job's actor to end")
+print("DETACHED-OK")
+"""
+
+
+def test_block_jobs_are_detached_actors_that_a_later_dispatcher_attaches_to_and_cancel_stops(tmp_path, ray_env):
+    out = subprocess.run(
+        [sys.executable, "-c", DETACHED_JOBS, str(TINY), ray_env["RAY_ADDRESS"], str(tmp_path / "ckpt")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ray_env,
+        timeout=300,
+    )
+    assert "DETACHED-OK" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
