@@ -49,11 +49,19 @@ class RunReconciler:
         self.config = parse_config(yaml.safe_load(run.config_yaml))
         self.specs = block_specs(self.config)
         self.num_blocks = len(self.specs)
+        self._blocks: list[BlockRecord] | None = None  # read once per tick (see blocks())
         self.demands = [block_demand(self.config, spec.index) for spec in self.specs]
         self.metrics = metrics or Metrics()
 
     def blocks(self) -> list[BlockRecord]:
-        return self.store.get_blocks(self.run_id, self.num_blocks)
+        """The run's block records, read at most once between changes: the coordinator calls `refresh` at each
+        tick's start, and every write of ours drops the copy (only the leader writes block records)."""
+        if self._blocks is None:
+            self._blocks = self.store.get_blocks(self.run_id, self.num_blocks)
+        return self._blocks
+
+    def refresh(self) -> None:
+        self._blocks = None
 
     def job(self, block: BlockRecord) -> BlockJob:
         return BlockJob(
@@ -74,6 +82,7 @@ class RunReconciler:
         blocks = self.blocks()
         for index, reason in too_big(self.demands, capacity).items():  # say why it waits, once
             if blocks[index].state == State.PENDING and blocks[index].error != f"waiting: {reason}":
+                self.refresh()
                 self.store.update_progress(self.run_id, index, error=f"waiting: {reason}")
                 self.log(f"waiting: {reason}")
         chosen = launches(blocks, self.dispatcher.in_flight(self.run_id), self.demands, capacity, available, max_new)
@@ -95,6 +104,7 @@ class RunReconciler:
             return
         attempt = block.attempt + 1 if block.state == State.PENDING else block.attempt
         now = time.time()
+        self.refresh()
         self.store.transition_block(
             self.run_id, block.index, State.RUNNING, attempt=attempt, ray_name=job.name, error="", launched_at=now
         )
@@ -102,6 +112,7 @@ class RunReconciler:
             name = self.dispatcher.submit(job, self.storage.uri, self.demands[block.index], attempt=attempt)
         except Exception:
             if block.state == State.PENDING:  # not launched: back to the queue, the attempt not charged
+                self.refresh()
                 self.store.transition_block(self.run_id, block.index, State.PENDING, attempt=block.attempt)
             raise
         self.metrics.launches.inc()
@@ -130,6 +141,7 @@ class RunReconciler:
                 result = replace(result, ok=False, checkpoint_path=None, error=f"collect failed: {err}")
             else:
                 m = result.metrics
+                self.refresh()
                 self.store.transition_block(
                     self.run_id,
                     index,
@@ -155,6 +167,7 @@ class RunReconciler:
                 )
                 return
         state = after_failure(block, self.config.train.max_attempts)
+        self.refresh()
         self.store.transition_block(self.run_id, index, state, error=result.error or "unknown error")
         self.metrics.job_duration.labels("failed").observe(duration)
         self.metrics.failures.inc()
@@ -192,7 +205,9 @@ class RunReconciler:
                 entered_at=metrics.get("entered_at") or 0.0,
                 node=metrics.get("node", ""),
             )
-        self.store.update_progress_many(self.run_id, updates)
+        if updates:
+            self.refresh()
+            self.store.update_progress_many(self.run_id, updates)
 
     def progress_line(self) -> str:
         parts = []
@@ -209,6 +224,7 @@ class RunReconciler:
         return run_outcome(self.blocks())
 
     def finish(self, final_state: State) -> State:
+        self.refresh()  # it changes many records, and may run in the assembly thread: read afresh throughout
         if final_state == State.SUCCEEDED:
             try:
                 return self._assemble_and_sample()
@@ -224,6 +240,7 @@ class RunReconciler:
         for b in self.blocks():
             if b.state in (State.PENDING, State.RUNNING):
                 self.store.transition_block(self.run_id, b.index, State.CANCELLED)
+        self.refresh()
         self.store.set_run_state(
             self.run_id, final_state, error=error or ("cancelled" if final_state == State.CANCELLED else "")
         )

@@ -155,6 +155,9 @@ class Coordinator:
             if run_id not in self.reconcilers:
                 self._isolated(run_id, "loading the run", self._add_reconciler, run_id)
         active = list(self.reconcilers)
+        for run_id in active:
+            if run_id not in self.assembling:  # (an assembling run's reconciler belongs to the assembly thread)
+                self.reconcilers[run_id].refresh()
         capacity = self.dispatcher.capacity()
         self._observe(active, capacity)
         available = free(capacity, self.dispatcher.held())
