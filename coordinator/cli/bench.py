@@ -10,6 +10,7 @@ import typer
 
 from coordinator.cli import bench_app
 from coordinator.cli.common import ResultsOpt, SetOpt, fail, load, open_dispatcher, open_store, run_config
+from coordinator.store import close_embedded
 
 
 @bench_app.command("quality")
@@ -101,6 +102,7 @@ def bench_quality_cmd(
         )
     finally:
         dispatcher.shutdown()
+        close_embedded(store.client)
     save(report)
     typer.echo(json.dumps(report, indent=2) if as_json else f"wrote {out}")
 
@@ -180,6 +182,7 @@ def _ray_bench(kind: str, config: Path, set_: list[str] | None, defaults: list[s
         return bench(cfg, settings.runs_dir / "bench", store=store, dispatcher=dispatcher, log=log)
     finally:
         dispatcher.shutdown()
+        close_embedded(store.client)  # the embedded redis-server otherwise outlived the bench
 
 
 @bench_app.command("scaling")

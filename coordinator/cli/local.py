@@ -11,6 +11,7 @@ import typer
 
 from coordinator.cli import app
 from coordinator.cli.common import SetOpt, answered, client, fail, load, open_dispatcher, open_store, run_config
+from coordinator.store import close_embedded
 from shared.checkpoint import CheckpointError
 from shared.data import data_shape
 
@@ -65,6 +66,7 @@ def train(
         state = _drive_with_progress(run_id, store, dispatcher)
     finally:
         dispatcher.shutdown()
+        close_embedded(store.client)
     if state != State.SUCCEEDED:
         raise typer.Exit(1)
 
