@@ -221,7 +221,8 @@ class Coordinator:
         if final_state == State.SUCCEEDED:
             # The run stays RUNNING until the assembly has written everything: a coordinator that dies meanwhile
             # leaves it RUNNING with every block SUCCEEDED, and the next one assembles it again from the start.
-            self.store.record_event(run_id, "assembly_started")
+            lease = self.keeper.lease if self.keeper is not None else ""
+            self.store.record_event(run_id, "assembly_started", lease=lease)  # which leadership assembled it
             self.assembling[run_id] = self.assembler.submit(rec.finish, final_state)
         elif final_state is not None:
             rec.finish(final_state)

@@ -186,12 +186,15 @@ def test_training_outlives_its_coordinators_and_a_paused_leader_is_fenced_out(se
         run = third.run(run_id)
         assert run["state"] == "SUCCEEDED", run
         assert assembly_starts(third, run_id) == 2 and (Path(run["run_dir"]) / "manifest.json").is_file()
+        # each leadership assembled the run at most once: the second start is the next leader's, after the kill
+        events = third.client.get(f"/v1/runs/{run_id}/events").json()
+        leases = [e["lease"] for e in events if e["kind"] == "assembly_started"]
+        assert len(set(leases)) == 2 and all(leases), leases
         for block in run["blocks"]:
             assert block["step"] == STEPS and block["attempt"] == 1, block  # a coordinator change is no failure
             # one Ray Train run from start to end: no resume but the worker kill's, 0 steps redone
             assert block["resumed_from_step"] == restarted.get(block["index"], 0), block
         print("FAILURE-COST leader paused, then killed twice: 0 steps redone, no block launched again")
-        events = third.client.get(f"/v1/runs/{run_id}/events").json()
         launches = {
             i: sum(e["kind"] == "block_state" and e["state"] == "RUNNING" and e["block"] == str(i) for e in events)
             for i in (0, 1)
