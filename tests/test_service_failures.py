@@ -164,9 +164,14 @@ def test_training_outlives_its_coordinators_and_a_paused_leader_is_fenced_out(se
         assert block["attempt"] == 1  # Ray Train's restart in place, not a new attempt of ours
         restarted = {block["index"]: block["resumed_from_step"]}
 
+        # The blocks' Train workers are paused through the coordinator changes (tiny blocks would otherwise finish
+        # first); Ray Train's worker health check allows 10 minutes, so the pause alone restarts nothing.
+        workers = train_worker_pids()
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
         first.proc.send_signal(signal.SIGSTOP)  # 2. the leader hangs past its lease
         running = {b["index"] for b in second.run(run_id)["blocks"] if b["state"] == "RUNNING"}
-        assert running, "the blocks finished before the leader could be paused mid-run"
+        assert running and len(workers) == len(running), (running, workers)
         wait_for(lambda: attached(second, run_id) >= len(running), 60, "the second coordinator to attach")
         first.proc.send_signal(signal.SIGCONT)
         wait_for(lambda: first.is_leader() == 0 and second.is_leader() == 1, 30, "the first to step down")
@@ -177,6 +182,8 @@ def test_training_outlives_its_coordinators_and_a_paused_leader_is_fenced_out(se
         second.kill()
         before = attached(first, run_id)
         wait_for(lambda: attached(first, run_id) >= before + len(running), 60, "the first to lead and attach again")
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
 
         # 4. the leader dies in the middle of assembling the run: the third assembles it again
         wait_for(lambda: assembly_starts(first, run_id) == 1, 300, "the assembly to start")
@@ -201,6 +208,11 @@ def test_training_outlives_its_coordinators_and_a_paused_leader_is_fenced_out(se
         }
         assert launches == {0: 1, 1: 1}  # every block launched once over three coordinators
     finally:
+        for pid in train_worker_pids():  # never leave a paused worker behind
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
         for service in (first, second, third):
             if service is not None:
                 if service.proc.poll() is None:
