@@ -175,9 +175,12 @@ class SimulatedCluster:
     def in_flight(self, run_id: str) -> set[int]:
         return {i for r, i in self.submitted if r == run_id}
 
-    def submit(self, job, storage_uri, demand, previews=True) -> str:
+    def submit(self, job, storage_uri, demand, previews=True, *, attempt=1) -> str:
         self.submitted.append((job.run_id, job.block.index))
         return job.name
+
+    def attach(self, job, demand, *, attempt) -> bool:
+        return False
 
     def wait(self, timeout_s: float) -> list:
         return []
