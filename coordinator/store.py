@@ -416,11 +416,7 @@ class Store:
 
     def update_progress(self, run_id: str, index: int, **progress) -> None:
         """Live progress (step, loss, ...): no state change, no event."""
-        mapping = {k: json.dumps(v) for k, v in {**progress, "updated_at": time.time()}.items()}
-        if self.fence is None:  # one round trip
-            self.client.hset(self.block_key(run_id, index), mapping=mapping)
-        else:
-            self._commit(lambda pipe: pipe.hset(self.block_key(run_id, index), mapping=mapping))
+        self.update_progress_many(run_id, {index: progress})
 
     def update_progress_many(self, run_id: str, progress: dict[int, dict]) -> None:
         """Live progress of several blocks of a run (block index -> fields), in one transaction."""

@@ -188,8 +188,6 @@ class BlockJobActor:
     `result` instead of launching the block again. The coordinator that collects the result kills the actor."""
 
     def __init__(self, job_dict: dict, storage_uri: str, previews: bool = True):
-        self.name = BlockJob.from_dict(job_dict).name
-        self.started_at = time.time()
         self._result: dict | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(
@@ -207,6 +205,3 @@ class BlockJobActor:
         """Blocks until the block's training ends; what `fit_block` returned."""
         self._done.wait()
         return self._result
-
-    def info(self) -> dict:
-        return {"name": self.name, "started_at": self.started_at, "done": self._done.is_set()}
