@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -154,27 +155,35 @@ BUCKET = "dblocks-test"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
+def start_moto(env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """A moto S3 server on a free loopback port (its environment updated by `env`); returns (process, endpoint)."""
     port = free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
     )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
             urllib.request.urlopen(endpoint, timeout=1)
-            break
+            return server, endpoint
+        except urllib.error.HTTPError:  # answering, if only to refuse (an auth-enforcing server)
+            return server, endpoint
         except OSError:
             if time.monotonic() > deadline or server.poll() is not None:
                 server.kill()
                 raise RuntimeError("moto_server did not start")
             time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    server, endpoint = start_moto()
     pafs.S3FileSystem(
-        endpoint_override=f"127.0.0.1:{port}",
+        endpoint_override=endpoint.removeprefix("http://"),
         scheme="http",
         allow_bucket_creation=True,
         access_key="testing",

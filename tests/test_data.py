@@ -4,6 +4,7 @@ and a small synthetic 32x32 RGB dataset with labels."""
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -23,7 +24,7 @@ from shared.data.builtin import load_builtin
 from shared.data.stream import shuffled
 from shared.job import BlockJob
 from shared.plan import block_specs
-from tests.conftest import BUCKET, REPO, TINY
+from tests.conftest import BUCKET, REPO, TINY, start_moto
 from workers.reporting import ListReporter
 from workers.train_block import train_block
 
@@ -324,6 +325,30 @@ def test_unreachable_and_denied_s3_sources_are_named(s3_env, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
     with pytest.raises(DataError, match=r"s3://bucket/data: cannot be read"):
         resolve_data(config_for(source="s3://bucket/data"))
+
+
+def test_denied_s3_credentials_are_named_before_anything_is_written(s3_env, monkeypatch, tmp_path):
+    """An S3 server that enforces authentication (moto's IAM check from the first request) and keys it does not know:
+    resolution says "access denied" and names the source; `dblocks data inspect` and `train` exit 2, nothing written."""
+    server, endpoint = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        with pytest.raises(DataError, match=r"s3://bucket/mnist: access denied \(check AWS_ACCESS_KEY_ID"):
+            resolve_data(config_for(source="s3://bucket/mnist"))
+        env = {**s3_env, "AWS_ENDPOINT_URL": endpoint, "DBLOCKS_STORAGE": str(tmp_path / "ckpt")}
+        for argv in (
+            ["data", "inspect", "s3://bucket/mnist"],
+            ["train", str(TINY), "--set", "data.source=s3://bucket/mnist", "--out", str(tmp_path / "run")],
+        ):
+            done = subprocess.run(
+                [sys.executable, "-m", "coordinator.cli", *argv],
+                capture_output=True, text=True, env={**os.environ, **env}, cwd=REPO, timeout=120,
+            )  # fmt: skip
+            assert done.returncode == 2 and "s3://bucket/mnist: access denied" in done.stderr, done.stderr
+        assert not (tmp_path / "run").exists() and not (tmp_path / "ckpt").exists()
+    finally:
+        server.kill()
+        server.wait()
 
 
 def test_parquet_shards_on_s3_and_inspect(s3_env, mnist_files, tmp_path):

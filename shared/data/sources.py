@@ -104,11 +104,23 @@ def open_source(uri: str, *, format: str = "auto", image_column: str | None = No
     raise DataError(f"data.format {fmt!r}: expected one of {('auto', *FORMATS)}")
 
 
+_DENIED = ("ACCESS_DENIED", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH", "AccessDenied", "Forbidden")
+
+
+def unreadable(what: str, err: OSError, verb: str = "read") -> DataError:
+    """The error for a source that could not be opened: a denial says so and points at the credentials."""
+    if any(code in str(err) for code in _DENIED):
+        return DataError(
+            f"{what}: access denied (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket's policy) ({err})"
+        )
+    return DataError(f"{what}: cannot be {verb} ({err})")
+
+
 def _info(storage: Storage, path: str) -> pafs.FileInfo:
     try:
         info = storage.fs.get_file_info(path)
     except OSError as err:  # unreachable endpoint, denied, no such bucket
-        raise DataError(f"{storage.uri}: cannot be read ({err})") from None
+        raise unreadable(storage.uri, err) from None
     if info.type == pafs.FileType.NotFound:
         raise DataError(f"{storage.uri}: does not exist")
     return info
@@ -119,7 +131,7 @@ def _list(storage: Storage, root: str) -> list[str]:
     try:
         infos = storage.fs.get_file_info(pafs.FileSelector(root, recursive=True))
     except OSError as err:
-        raise DataError(f"{storage.uri}: cannot be listed ({err})") from None
+        raise unreadable(storage.uri, err, "listed") from None
     prefix = root.rstrip("/") + "/"
     return sorted(i.path[len(prefix) :] for i in infos if i.type == pafs.FileType.File)
 
@@ -129,7 +141,7 @@ def _read(storage: Storage, path: str) -> bytes:
         with storage.fs.open_input_stream(path) as f:
             return f.read()
     except OSError as err:
-        raise DataError(f"{path}: cannot be read ({err})") from None
+        raise unreadable(path, err) from None
 
 
 class ArraySource:
