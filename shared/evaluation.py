@@ -73,6 +73,7 @@ def train_classifier(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Classifier(images.shape[1], num_classes)
+    batch_size = min(batch_size, len(labels))  # a split smaller than a batch still trains (one batch an epoch)
     steps = epochs * (len(labels) // batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)

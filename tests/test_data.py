@@ -412,6 +412,35 @@ def test_an_unlabelled_rgb_folder_trains_through_ray_into_an_unconditional_model
         assert (saved["labels"] == 0).all()
 
 
+@pytest.mark.slow
+def test_numpy_arrays_train_through_ray_at_their_own_scale(ray_env, rgb_files, tmp_path):
+    """An .npz of float arrays (the form of pre-encoded latents) with labels: used as stored, sigma_data from the
+    measured std, class-conditional; samples come back in the data's own scale and shape."""
+    run_dir = tmp_path / "run"
+    overrides = ["train.steps_per_block=10", "train.log_every_steps=5", f"data.source={rgb_files / 'rgb.npz'}",
+                 "data.test_fraction=0.1", "model.patch_size=8"]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "train", str(TINY), "--out", str(run_dir),
+         *(a for o in overrides for a in ("--set", o))],
+        capture_output=True, text=True, cwd=REPO, timeout=400, env=ray_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    config = load_config(run_dir / "config.yaml")
+    with np.load(rgb_files / "rgb.npz") as arrays:
+        measured_std = float(arrays["images"].std())
+    assert (config.data.format, config.data.num_classes, config.data.channels) == ("numpy", 3, 3)
+    assert config.noise.sigma_data == pytest.approx(measured_std, rel=0.05) and measured_std > 0.6
+    npz = tmp_path / "samples.npz"
+    sampled = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "sample", str(run_dir), "--num-per-class", "2", "--steps", "4",
+         "--out", str(npz)],
+        capture_output=True, text=True, cwd=REPO, timeout=200, env=ray_env,
+    )  # fmt: skip
+    assert sampled.returncode == 0, sampled.stderr[-2000:]
+    with np.load(npz) as saved:
+        assert saved["samples"].shape == (6, 3, 32, 32) and saved["labels"].tolist() == [0, 0, 1, 1, 2, 2]
+
+
 def test_a_relative_source_is_stored_absolute_for_workers_elsewhere(rgb_files, monkeypatch):
     monkeypatch.chdir(rgb_files)
     config = resolve_data(config_for(source="folder", test_source="folder"))

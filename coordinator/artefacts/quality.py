@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+
+import torch
 
 from coordinator.artefacts.sample import sample_run
 from shared.config import Config
 from shared.data import data_shape, load_split
 from shared.evaluation import cached_classifier, evaluate_samples, frechet_distance, predict, rotation_views
+from shared.fid_inception import FIDInception, inception_features, load_fid_inception
 
 MAX_EVAL_EXAMPLES = 10_000  # per split: the evaluation holds its images in memory
 
@@ -53,7 +57,11 @@ def evaluate_run(
     weights: str = "ema",
     num_steps: int | None = None,
     cfg_scale: float | None = None,
+    inception: Path | None = None,
 ) -> dict:
+    """FD in the dataset's own classifier features and class accuracy; with `inception` (a local FID Inception
+    weights file) also standard FID against the held-out split."""
+    fid_net = load_fid_inception(inception) if inception else None  # a wrong file fails before any sampling
     ref = reference_stats(config, cache_dir)
     num_classes = data_shape(config).num_classes
     per_class = num_samples if num_classes == 0 else max(1, num_samples // num_classes)  # unconditional: one "class"
@@ -63,6 +71,8 @@ def evaluate_run(
     result = evaluate_samples(ref["classifier"], samples, labels, ref["test_images"])
     if num_classes == 0:
         result["class_accuracy"] = None  # no classes to be right about
+    if fid_net is not None:
+        result.update(standard_fid(fid_net, Path(inception), samples, ref["test_images"], cache_dir))
     return {
         **result,
         "fd_floor": ref["fd_floor"],
@@ -73,4 +83,26 @@ def evaluate_run(
         "num_steps": num_steps or config.sample.num_steps,
         "cfg_scale": config.sample.cfg_scale if cfg_scale is None else cfg_scale,
         "run_dir": str(run_dir),
+    }
+
+
+def standard_fid(
+    net: FIDInception, weights: Path, samples: torch.Tensor, reference: torch.Tensor, cache_dir: Path
+) -> dict:
+    """FID of `samples` against `reference` in the Inception pool features; the reference's features are cached
+    per (weights file, reference images)."""
+    weights_sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    images_sha = hashlib.sha256(reference.numpy().tobytes()).hexdigest()
+    path = Path(cache_dir) / f"fid-reference-{weights_sha[:16]}-{images_sha[:16]}.pt"
+    if path.is_file():
+        ref_feats = torch.load(path, weights_only=True)
+    else:
+        ref_feats = inception_features(net, reference)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(ref_feats, path.with_name(f".{path.name}.tmp"))
+        path.with_name(f".{path.name}.tmp").replace(path)
+    return {
+        "fid": frechet_distance(inception_features(net, samples), ref_feats),
+        "fid_reference_images": len(reference),
+        "inception_weights_sha256": weights_sha,
     }

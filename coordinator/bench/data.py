@@ -116,17 +116,98 @@ def probe(source: str, steps: int, read_batches: int) -> dict:
     }
 
 
+def probe_ray_data(source: str, read_batches: int, cpus: int) -> dict:
+    """The same read as `probe`'s reader (decode with the same Transform, shuffle through a 1,024-record buffer,
+    batches of 32) through Ray Data (`read_parquet` -> `map_batches` -> `iter_torch_batches`) on a fresh local Ray
+    of `cpus` CPUs: images/s after the first batch, the time to the first batch, the peak RSS of this driver."""
+    import ray
+
+    from shared.data.decode import Transform
+
+    transform = Transform(channels=3, image_size=IMAGE_SIZE)
+
+    def decode(batch: dict) -> dict:
+        images = np.stack([transform(bytes(b), "bench") for b in batch["image"]])
+        return {"image": images, "label": np.asarray(batch["label"], dtype=np.int64)}
+
+    started = time.perf_counter()
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        rss_start = _vm("VmRSS")
+        dataset = ray.data.read_parquet(source, columns=["image", "label"]).map_batches(decode, batch_size=256)
+        batches = dataset.iter_torch_batches(batch_size=32, local_shuffle_buffer_size=1024)
+        iterator = iter(batches)
+        next(iterator)
+        first_s = time.perf_counter() - started
+        started, images = time.perf_counter(), 0
+        for _, batch in zip(range(read_batches), iterator):  # a dataset smaller than asked: what it has
+            images += len(batch["label"])
+        read_s = time.perf_counter() - started
+    finally:
+        ray.shutdown()
+    return {
+        "reader": "ray.data",
+        "ray_cpus": cpus,
+        "first_batch_s": first_s,
+        "images_timed": images,
+        "read_images_per_s": images / read_s,
+        "driver_rss_after_init_bytes": rss_start,
+        "driver_peak_rss_bytes": _vm("VmHWM"),
+    }
+
+
+def probe_reader_only(source: str, read_batches: int) -> dict:
+    """This project's streaming reader alone, timed like `probe_ray_data` (first batch, then images/s)."""
+    from shared.config import parse_config
+    from shared.data import resolve_data, train_batches
+    from shared.plan import block_seed
+
+    started = time.perf_counter()
+    config = resolve_data(parse_config({"data": {"source": source}}, PROBE_OVERRIDES))
+    reader = train_batches(config.data, seed=block_seed(config.train.seed, 0))
+    reader.next_batch(32)
+    first_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(read_batches):
+        reader.next_batch(32)
+    read_s = time.perf_counter() - started
+    return {
+        "reader": "dblocks",
+        "first_batch_s": first_s,
+        "images_timed": read_batches * 32,
+        "read_images_per_s": read_batches * 32 / read_s,
+        "peak_rss_bytes": _vm("VmHWM"),
+    }
+
+
+def _run_probe(*args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "coordinator.bench.data", *args],
+        capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def compare_readers(source: str, read_batches: int) -> dict:
+    """Ray Data against this reader on the same shards, each in a fresh process: on 1 CPU (a block worker's share
+    here) and, for Ray Data, on every CPU of the machine (its parallel decode is its strength)."""
+    cpus = os.cpu_count() or 1
+    return {
+        "dblocks": _run_probe("--reader-only", source, "--read-batches", str(read_batches)),
+        "ray_data_1cpu": _run_probe("--ray-data", source, "--read-batches", str(read_batches), "--cpus", "1"),
+        f"ray_data_{cpus}cpu": _run_probe(
+            "--ray-data", source, "--read-batches", str(read_batches), "--cpus", str(cpus)
+        ),
+    }
+
+
 def bench_data(cache_dir: Path, *, small_mb: float, large_mb: float, steps: int, read_batches: int) -> dict:
     cases = {}
     for name, megabytes in (("small", small_mb), ("large", large_mb)):
         path = cache_dir / f"bench-data-noise-{IMAGE_SIZE}px-{megabytes:g}mb"
         info = write_noise_parquet(path, megabytes)
-        out = subprocess.run(
-            [sys.executable, "-m", "coordinator.bench.data", "--probe", str(path), "--steps", str(steps),
-             "--read-batches", str(read_batches)],
-            capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )  # fmt: skip
-        cases[name] = {**info, "megabytes": megabytes, **json.loads(out.stdout.strip().splitlines()[-1])}
+        probed = _run_probe("--probe", str(path), "--steps", str(steps), "--read-batches", str(read_batches))
+        cases[name] = {**info, "megabytes": megabytes, **probed}
     difference = cases["large"]["peak_rss_bytes"] - cases["small"]["peak_rss_bytes"]
     return {
         "benchmark": "data",
@@ -137,13 +218,23 @@ def bench_data(cache_dir: Path, *, small_mb: float, large_mb: float, steps: int,
         "peak_rss_difference_bytes": difference,
         "within_200mb": difference <= 200 * 2**20,
         "reader_over_training_rate": cases["large"]["read_images_per_s"] / cases["large"]["train_images_per_s"],
+        "readers": compare_readers(cases["small"]["source"], read_batches),
     }
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--probe", required=True)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--probe")
+    group.add_argument("--ray-data")
+    group.add_argument("--reader-only")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--read-batches", type=int, default=50)
+    parser.add_argument("--cpus", type=int, default=1)
     args = parser.parse_args()
-    print(json.dumps(probe(args.probe, args.steps, args.read_batches)))
+    if args.ray_data:
+        print(json.dumps(probe_ray_data(args.ray_data, args.read_batches, args.cpus)))
+    elif args.reader_only:
+        print(json.dumps(probe_reader_only(args.reader_only, args.read_batches)))
+    else:
+        print(json.dumps(probe(args.probe, args.steps, args.read_batches)))

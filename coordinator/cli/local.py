@@ -216,6 +216,13 @@ def eval_(
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     weights: Annotated[str, typer.Option(help="ema or raw.")] = "ema",
     steps: Annotated[int | None, typer.Option(help="Sampler steps (default: the run's).")] = None,
+    inception: Annotated[
+        Path | None,
+        typer.Option(
+            help="Image runs: also standard FID, from this local FID Inception-v3 weights file "
+            "(pt_inception-2015-12-05-*.pth; never downloaded)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Evaluate a finished run on its held-out split. Image generation: Frechet distance (classifier features) and
@@ -227,6 +234,7 @@ def eval_(
     """
     from coordinator.artefacts.quality import evaluate_run
     from coordinator.settings import Settings
+    from shared.fid_inception import WeightsError
 
     config = run_config(run_dir)
     if weights not in ("ema", "raw"):
@@ -243,21 +251,26 @@ def eval_(
         result = evaluate_run(
             run_dir,
             config,
+            inception=inception,
             num_samples=num_samples,
             seed=seed,
             weights=weights,
             num_steps=steps,
             cache_dir=Settings.from_env().cache_dir,
         )
+    except WeightsError as err:
+        fail(f"--inception: {err}")
     except CheckpointError as err:
         fail(str(err), 1)
+    fid = f"  FID {result['fid']:.2f} (Inception)" if "fid" in result else ""
     _report_eval(
         run_dir,
         result,
         as_json,
         f"FD {result['fd']:.2f} (floor {result['fd_floor']:.2f}, {result['features']} features)  class accuracy "
         f"{'n/a' if result['class_accuracy'] is None else format(result['class_accuracy'], '.3f')}  "
-        f"({result['num_samples']} samples, feature network test accuracy {result['classifier_test_accuracy']:.3f})",
+        f"({result['num_samples']} samples, feature network test accuracy {result['classifier_test_accuracy']:.3f})"
+        + fid,
     )
 
 
