@@ -145,6 +145,11 @@ class ModelConfig(_Section):
     patch_size: int = Field(4, ge=1, le=256, description="Patch side; must divide the image size.")
     mlp_ratio: float = Field(4.0, gt=0, le=16, description="MLP hidden width / d.")
     label_dropout: float = Field(0.1, ge=0, lt=1, description="Training label drop rate (for CFG).")
+    output_conv: bool = Field(
+        False,
+        description="Image tasks: a 3x3 convolution after un-patchifying each block's output (identity at init), "
+        "so neighbouring patches see each other's edge pixels; removes patch-corner speckles (docs/quality.md).",
+    )
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelConfig:

@@ -28,6 +28,36 @@ def test_block_shapes_and_param_count():
     assert count_params(SPEC) == sum(p.numel() for p in net.parameters())
 
 
+def test_output_convolution_starts_as_the_identity_and_mixes_neighbouring_patches():
+    """model.output_conv: a 3x3 convolution after un-patchifying; at init the block is still D = c_skip * z (so a
+    fresh block is unchanged), and once trained a pixel's output depends on the patch next to it."""
+    from dataclasses import replace
+
+    spec = replace(SPEC, output_conv=True)
+    torch.manual_seed(0)
+    denoiser = Denoiser(BlockNet(spec), sigma_data=0.5)
+    z, sigma = torch.randn(2, 1, 28, 28), torch.tensor([0.3, 2.0])
+    c_skip = edm_scalings(sigma, 0.5)[0].view(-1, 1, 1, 1)
+    assert torch.allclose(denoiser(z, sigma, torch.tensor([0, 10])), c_skip * z)
+    assert count_params(spec) == count_params(SPEC) + 9 + 1
+    # At init the layers are identities (adaLN-Zero), so a pixel's output depends on its own patch only; once the
+    # convolution has learnt (here: a 3x3 box) the corner pixel of patch (0, 0) sees the patch to its right.
+    x = torch.randn(1, 1, 28, 28)
+    moved = x.clone()
+    moved[..., 0:4, 4:8] += 1.0
+
+    def corner(net):
+        torch.nn.init.normal_(net.head.weight)
+        return [net(v, torch.zeros(1), torch.tensor([1]))[0, 0, 3, 3].item() for v in (x, moved)]
+
+    plain = corner(BlockNet(SPEC))
+    convolved = BlockNet(spec)
+    torch.nn.init.constant_(convolved.output_conv.weight, 1 / 9)
+    mixed = corner(convolved)
+    assert plain[0] == pytest.approx(plain[1]) and mixed[0] != pytest.approx(mixed[1])
+    assert "output_conv" not in dict(BlockNet(SPEC).named_parameters()) and NetSpec(**SPEC.to_dict()) == SPEC
+
+
 def test_class_embedding_is_unit_scale():
     # docs/method.md ("What a block is"): a 0.02-std class embedding made the model ignore the class.
     assert BlockNet(SPEC).class_embed.weight.std() > 0.5

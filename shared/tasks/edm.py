@@ -27,6 +27,7 @@ class EDMTask:
             num_heads=model.num_heads,
             mlp_ratio=model.mlp_ratio,
             num_layers=num_layers,
+            output_conv=model.output_conv,
         )
 
     def boundaries(self, config) -> list[float]:
