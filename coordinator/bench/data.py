@@ -183,7 +183,7 @@ def probe_reader_only(source: str, read_batches: int) -> dict:
 def _run_probe(*args: str) -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "coordinator.bench.data", *args],
-        capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=1800,
     )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
 
