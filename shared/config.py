@@ -148,7 +148,8 @@ class ModelConfig(_Section):
     output_conv: bool = Field(
         False,
         description="Image tasks: a 3x3 convolution after un-patchifying each block's output (identity at init), "
-        "so neighbouring patches see each other's edge pixels; removes patch-corner speckles (docs/quality.md).",
+        "as U-ViT adds, so an output pixel sees the neighbouring patches; on the quickstart it did not remove the "
+        "patch-corner speckles (docs/quality.md).",
     )
 
     @model_validator(mode="after")
