@@ -110,14 +110,29 @@ def train(config_path: str, out: Path, overrides: list[str]) -> None:
     assemble(config, specs, boundaries(config), records, out)
 
 
+def swapped(run_dir: Path, which: str, swaps: dict[int, Path]):
+    """The run's assembled model with some blocks' weights taken from other files (an experiment: one block
+    retrained differently); each file must hold a block for the same noise range."""
+    from shared.assembly import load_block_denoiser
+
+    model, manifest = load_assembled(run_dir, which)
+    for index, path in swaps.items():
+        block, meta = load_block_denoiser(path, which)
+        entry = manifest["blocks"][index]
+        if [meta["block"]["sigma_lo"], meta["block"]["sigma_hi"]] != [entry["sigma_lo"], entry["sigma_hi"]]:
+            raise SystemExit(f"{path}: block range {meta['block']} is not block {index}'s")
+        model.blocks[index] = block
+    return model
+
+
 @torch.no_grad()
-def measure(run_dir: Path, num_per_class: int = 100) -> dict:
+def measure(run_dir: Path, num_per_class: int = 100, quick: bool = False, swaps: dict | None = None) -> dict:
     config = load_config(run_dir / "config.yaml")
     noise, info = config.noise, data_shape(config)
     ref = reference_stats(config, Settings.from_env().cache_dir)
     labels = class_labels(info.num_classes, num_per_class)
     shape = (len(labels), info.channels, info.image_size, info.image_size)
-    models = {which: load_assembled(run_dir, which)[0] for which in ("ema", "raw")}
+    models = {which: swapped(run_dir, which, swaps or {}) for which in ("ema", "raw")}
 
     def sigmas(steps: int, schedule: str) -> torch.Tensor:
         return step_sigmas(
@@ -127,7 +142,7 @@ def measure(run_dir: Path, num_per_class: int = 100) -> dict:
 
     start = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     variants = []
-    for name, weights, steps, cfg, solver, schedule in VARIANTS:
+    for name, weights, steps, cfg, solver, schedule in VARIANTS[:1] if quick else VARIANTS:
         grid = sigmas(steps, schedule)
         fn = guided(models[weights], cfg, info.num_classes)
         samples = SAMPLERS[solver](fn, grid[0] * start, grid, labels=labels)
@@ -141,6 +156,9 @@ def measure(run_dir: Path, num_per_class: int = 100) -> dict:
             }
         )
         print(json.dumps(variants[-1]), file=sys.stderr, flush=True)
+    if quick:
+        return {"run_dir": str(run_dir), "swaps": {str(k): str(v) for k, v in (swaps or {}).items()},
+                "speckles_real_test_digits": speckles(ref["test_images"]), "variants": variants}  # fmt: skip
 
     # The default sampler, step by step: speckles in the denoised estimate, and each block's D near the hand-overs.
     model, grid = models["ema"], sigmas(50, "karras")
@@ -185,11 +203,14 @@ def main() -> None:
     m = sub.add_parser("measure")
     m.add_argument("run_dir", type=Path)
     m.add_argument("--num-per-class", type=int, default=100)
+    m.add_argument("--quick", action="store_true", help="the default sampler only")
+    m.add_argument("--swap", action="append", default=[], help="I=FILE: block I's weights from FILE")
     args = parser.parse_args()
     if args.command == "train":
         train(args.config, args.out, args.overrides)
     else:
-        print(json.dumps(measure(args.run_dir, args.num_per_class), indent=1))
+        swaps = {int(i): Path(f) for i, f in (item.split("=", 1) for item in args.swap)}
+        print(json.dumps(measure(args.run_dir, args.num_per_class, args.quick, swaps), indent=1))
 
 
 if __name__ == "__main__":
