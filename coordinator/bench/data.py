@@ -132,19 +132,20 @@ def probe_ray_data(source: str, read_batches: int, cpus: int) -> dict:
 
     started = time.perf_counter()
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-    try:
-        rss_start = _vm("VmRSS")
-        dataset = ray.data.read_parquet(source, columns=["image", "label"]).map_batches(decode, batch_size=256)
-        batches = dataset.iter_torch_batches(batch_size=32, local_shuffle_buffer_size=1024)
-        iterator = iter(batches)
-        next(iterator)
-        first_s = time.perf_counter() - started
-        started, images = time.perf_counter(), 0
-        for _, batch in zip(range(read_batches), iterator):  # a dataset smaller than asked: what it has
-            images += len(batch["label"])
-        read_s = time.perf_counter() - started
-    finally:
-        ray.shutdown()
+    rss_start = _vm("VmRSS")
+    dataset = ray.data.read_parquet(source, columns=["image", "label"]).map_batches(decode, batch_size=256)
+    iterator = iter(dataset.iter_torch_batches(batch_size=32, local_shuffle_buffer_size=1024))
+    next(iterator)
+    first_s = time.perf_counter() - started
+    started, images = time.perf_counter(), 0
+    for _, batch in zip(range(read_batches), iterator):  # a dataset smaller than asked: what it has
+        images += len(batch["label"])
+    read_s = time.perf_counter() - started
+    getattr(
+        iterator, "close", lambda: None
+    )()  # its clean-up calls into Ray: it must run before the shutdown, not at garbage collection
+    del iterator, dataset
+    ray.shutdown()
     return {
         "reader": "ray.data",
         "ray_cpus": cpus,
@@ -233,7 +234,8 @@ if __name__ == "__main__":
     parser.add_argument("--cpus", type=int, default=1)
     args = parser.parse_args()
     if args.ray_data:
-        print(json.dumps(probe_ray_data(args.ray_data, args.read_batches, args.cpus)))
+        print(json.dumps(probe_ray_data(args.ray_data, args.read_batches, args.cpus)), flush=True)
+        os._exit(0)  # after ray.shutdown() a Ray Data thread can keep the interpreter from exiting
     elif args.reader_only:
         print(json.dumps(probe_reader_only(args.reader_only, args.read_batches)))
     else:
