@@ -83,7 +83,7 @@ def test_bench_data_streams_two_datasets_and_reports_memory_and_rates(tmp_path, 
 
     result = subprocess.run(
         [sys.executable, "-m", "coordinator.cli", "bench", "data", "--small-mb", "0.5", "--large-mb", "2",
-         "--steps", "4", "--read-batches", "2", "--results-dir", str(tmp_path), "--json"],
+         "--steps", "4", "--read-batches", "2", "--ray-data-cpus", "1", "--results-dir", str(tmp_path), "--json"],
         capture_output=True, text=True, cwd=REPO, timeout=300,
         env={**os.environ, "DBLOCKS_CACHE": str(tmp_path / "cache")},
     )  # fmt: skip
@@ -94,7 +94,7 @@ def test_bench_data_streams_two_datasets_and_reports_memory_and_rates(tmp_path, 
     assert large["bytes"] >= 2e6 and all(c["steps"] == 4 and c["read_images_per_s"] > 0 for c in (small, large))
     assert doc["peak_rss_difference_bytes"] == large["peak_rss_bytes"] - small["peak_rss_bytes"]
     readers = doc["readers"]  # Ray Data against this reader, on the small dataset
-    assert set(readers) == {"dblocks", "ray_data_1cpu", f"ray_data_{os.cpu_count()}cpu"}
+    assert set(readers) == {"dblocks", "ray_data_1cpu"}
     assert readers["ray_data_1cpu"]["reader"] == "ray.data" and readers["dblocks"]["reader"] == "dblocks"
     assert all(
         r["images_timed"] > 0 and r["read_images_per_s"] > 0 and r["first_batch_s"] > 0 for r in readers.values()

@@ -52,7 +52,8 @@ def test_only_the_store_talks_to_redis_and_only_dispatch_and_the_ray_node_to_ray
     }
     ray_users = {p.relative_to(REPO).as_posix() for p in python_files("coordinator") if "ray" in roots(p)}
     assert redis_users == {"coordinator/store.py"}, redis_users
-    assert ray_users <= {"coordinator/dispatch.py", "coordinator/bench/cluster.py"}, ray_users
+    benches_of_ray = {"coordinator/bench/cluster.py", "coordinator/bench/ray_data.py"}
+    assert ray_users <= {"coordinator/dispatch.py"} | benches_of_ray, ray_users
 
 
 def loaded_infrastructure(modules: list[str]) -> list[str]:

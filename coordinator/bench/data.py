@@ -75,7 +75,7 @@ def write_noise_parquet(path: Path, megabytes: float, seed: int = 0) -> dict:
     return info
 
 
-def _vm(field: str) -> int:
+def vm_bytes(field: str) -> int:
     return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1)) * 1024
 
 
@@ -95,7 +95,7 @@ def probe(source: str, steps: int, read_batches: int) -> dict:
         parse_config({"data": {"source": source}}, PROBE_OVERRIDES + [f"train.steps_per_block={steps}"])
     )
     job = BlockJob(run_id="bench-data", config=config, block=block_specs(config)[0])
-    rss_start = _vm("VmRSS")
+    rss_start = vm_bytes("VmRSS")
     reader = train_batches(config.data, seed=job.seed)
     started = time.perf_counter()
     for _ in range(read_batches):
@@ -108,52 +108,11 @@ def probe(source: str, steps: int, read_batches: int) -> dict:
         "num_examples": sum(s.num_records for s in reader.reader.shards),
         "loader": config.data.loader,
         "rss_after_imports_bytes": rss_start,
-        "peak_rss_bytes": _vm("VmHWM"),
+        "peak_rss_bytes": vm_bytes("VmHWM"),
         "read_images_per_s": read_batches * config.train.batch_size / read_s,
         "train_steps_per_s": final["step"] / final["train_s"],
         "train_images_per_s": final["step"] * config.train.batch_size / final["train_s"],
         "steps": final["step"],
-    }
-
-
-def probe_ray_data(source: str, read_batches: int, cpus: int) -> dict:
-    """The same read as `probe`'s reader (decode with the same Transform, shuffle through a 1,024-record buffer,
-    batches of 32) through Ray Data (`read_parquet` -> `map_batches` -> `iter_torch_batches`) on a fresh local Ray
-    of `cpus` CPUs: images/s after the first batch, the time to the first batch, the peak RSS of this driver."""
-    import ray
-
-    from shared.data.decode import Transform
-
-    transform = Transform(channels=3, image_size=IMAGE_SIZE)
-
-    def decode(batch: dict) -> dict:
-        images = np.stack([transform(bytes(b), "bench") for b in batch["image"]])
-        return {"image": images, "label": np.asarray(batch["label"], dtype=np.int64)}
-
-    started = time.perf_counter()
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-    rss_start = _vm("VmRSS")
-    dataset = ray.data.read_parquet(source, columns=["image", "label"]).map_batches(decode, batch_size=256)
-    iterator = iter(dataset.iter_torch_batches(batch_size=32, local_shuffle_buffer_size=1024))
-    next(iterator)
-    first_s = time.perf_counter() - started
-    started, images = time.perf_counter(), 0
-    for _, batch in zip(range(read_batches), iterator):  # a dataset smaller than asked: what it has
-        images += len(batch["label"])
-    read_s = time.perf_counter() - started
-    getattr(
-        iterator, "close", lambda: None
-    )()  # its clean-up calls into Ray: it must run before the shutdown, not at garbage collection
-    del iterator, dataset
-    ray.shutdown()
-    return {
-        "reader": "ray.data",
-        "ray_cpus": cpus,
-        "first_batch_s": first_s,
-        "images_timed": images,
-        "read_images_per_s": images / read_s,
-        "driver_rss_after_init_bytes": rss_start,
-        "driver_peak_rss_bytes": _vm("VmHWM"),
     }
 
 
@@ -177,7 +136,7 @@ def probe_reader_only(source: str, read_batches: int) -> dict:
         "first_batch_s": first_s,
         "images_timed": read_batches * 32,
         "read_images_per_s": read_batches * 32 / read_s,
-        "peak_rss_bytes": _vm("VmHWM"),
+        "peak_rss_bytes": vm_bytes("VmHWM"),
     }
 
 
@@ -189,20 +148,27 @@ def _run_probe(*args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def compare_readers(source: str, read_batches: int) -> dict:
-    """Ray Data against this reader on the same shards, each in a fresh process: on 1 CPU (a block worker's share
-    here) and, for Ray Data, on every CPU of the machine (its parallel decode is its strength)."""
-    cpus = os.cpu_count() or 1
-    return {
-        "dblocks": _run_probe("--reader-only", source, "--read-batches", str(read_batches)),
-        "ray_data_1cpu": _run_probe("--ray-data", source, "--read-batches", str(read_batches), "--cpus", "1"),
-        f"ray_data_{cpus}cpu": _run_probe(
-            "--ray-data", source, "--read-batches", str(read_batches), "--cpus", str(cpus)
-        ),
-    }
+def compare_readers(source: str, read_batches: int, ray_data_cpus: tuple[int, ...] | None = None) -> dict:
+    """Ray Data against this reader on the same shards, each in a fresh process: by default Ray Data on 1 CPU (a
+    block worker's share here) and on every CPU of the machine (its parallel decode is its strength)."""
+    cpus = ray_data_cpus or tuple(sorted({1, os.cpu_count() or 1}))
+    readers = {"dblocks": _run_probe("--reader-only", source, "--read-batches", str(read_batches))}
+    for n in cpus:
+        readers[f"ray_data_{n}cpu"] = _run_probe(
+            "--ray-data", source, "--read-batches", str(read_batches), "--cpus", str(n)
+        )
+    return readers
 
 
-def bench_data(cache_dir: Path, *, small_mb: float, large_mb: float, steps: int, read_batches: int) -> dict:
+def bench_data(
+    cache_dir: Path,
+    *,
+    small_mb: float,
+    large_mb: float,
+    steps: int,
+    read_batches: int,
+    ray_data_cpus: tuple[int, ...] | None = None,
+) -> dict:
     cases = {}
     for name, megabytes in (("small", small_mb), ("large", large_mb)):
         path = cache_dir / f"bench-data-noise-{IMAGE_SIZE}px-{megabytes:g}mb"
@@ -219,7 +185,7 @@ def bench_data(cache_dir: Path, *, small_mb: float, large_mb: float, steps: int,
         "peak_rss_difference_bytes": difference,
         "within_200mb": difference <= 200 * 2**20,
         "reader_over_training_rate": cases["large"]["read_images_per_s"] / cases["large"]["train_images_per_s"],
-        "readers": compare_readers(cases["small"]["source"], read_batches),
+        "readers": compare_readers(cases["small"]["source"], read_batches, ray_data_cpus),
     }
 
 
@@ -234,6 +200,8 @@ if __name__ == "__main__":
     parser.add_argument("--cpus", type=int, default=1)
     args = parser.parse_args()
     if args.ray_data:
+        from coordinator.bench.ray_data import probe_ray_data
+
         print(json.dumps(probe_ray_data(args.ray_data, args.read_batches, args.cpus)), flush=True)
         os._exit(0)  # after ray.shutdown() a Ray Data thread can keep the interpreter from exiting
     elif args.reader_only:

@@ -227,6 +227,9 @@ def bench_data_cmd(
     large_mb: Annotated[float, typer.Option(min=0.1, max=100_000, help="Size of the large dataset.")] = 2000,
     steps: Annotated[int, typer.Option(min=1, max=1_000_000, help="Training steps per case.")] = 200,
     read_batches: Annotated[int, typer.Option(min=1, max=1_000_000, help="Batches timed for the reader.")] = 50,
+    ray_data_cpus: Annotated[
+        list[int] | None, typer.Option(min=1, max=1024, help="CPUs of each Ray Data run (default: 1 and all).")
+    ] = None,
     results_dir: ResultsOpt = Path("benchmarks/results"),
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -240,7 +243,12 @@ def bench_data_cmd(
     from coordinator.settings import Settings
 
     result = bench_data(
-        Settings.from_env().cache_dir, small_mb=small_mb, large_mb=large_mb, steps=steps, read_batches=read_batches
+        Settings.from_env().cache_dir,
+        small_mb=small_mb,
+        large_mb=large_mb,
+        steps=steps,
+        read_batches=read_batches,
+        ray_data_cpus=tuple(ray_data_cpus) if ray_data_cpus else None,
     )
     path = write_result(result, f"data-{result['machine']['device'].replace(' ', '_')}", results_dir)
     mib = result["peak_rss_difference_bytes"] / 2**20
