@@ -378,6 +378,25 @@ def test_parquet_shards_on_s3_and_inspect(s3_env, mnist_files, tmp_path):
 # --- through Ray: the same path as any run -----------------------------------------------------------------------
 
 
+def train_and_sample(run_dir, overrides: list[str], num_per_class: int, env: dict) -> dict:
+    """`dblocks train` the tiny config with `overrides` through Ray, then `dblocks sample` an .npz; its arrays."""
+    result = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "train", str(TINY), "--out", str(run_dir),
+         *(a for o in overrides for a in ("--set", o))],
+        capture_output=True, text=True, cwd=REPO, timeout=400, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    npz = run_dir.parent / "samples.npz"
+    sampled = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "sample", str(run_dir), "--num-per-class", str(num_per_class),
+         "--steps", "4", "--out", str(npz)],
+        capture_output=True, text=True, cwd=REPO, timeout=200, env=env,
+    )  # fmt: skip
+    assert sampled.returncode == 0, sampled.stderr[-2000:]
+    with np.load(npz) as saved:
+        return {k: saved[k] for k in saved.files}
+
+
 @pytest.mark.slow
 def test_an_unlabelled_rgb_folder_trains_through_ray_into_an_unconditional_model(ray_env, rgb_files, tmp_path):
     """Parquet on S3 through Ray: tests/test_s3_storage.py. Here: a flat folder of RGB images, no labels."""
@@ -388,28 +407,15 @@ def test_an_unlabelled_rgb_folder_trains_through_ray_into_an_unconditional_model
     run_dir = tmp_path / "run"
     overrides = ["train.steps_per_block=20", "train.log_every_steps=10", "train.preview_every_steps=10",
                  f"data.source={flat}", "data.test_fraction=0.1", "model.patch_size=8"]  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", "train", str(TINY), "--out", str(run_dir),
-         *(a for o in overrides for a in ("--set", o))],
-        capture_output=True, text=True, cwd=REPO, timeout=400, env=ray_env,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    saved = train_and_sample(run_dir, overrides, 3, ray_env)
     config = load_config(run_dir / "config.yaml")
     assert (config.data.num_classes, config.data.channels, config.data.image_size) == (0, 3, 32)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert [b["steps"] for b in manifest["blocks"]] == [20, 20]
     samples = Image.open(run_dir / "samples.png")
     assert samples.mode == "RGB"
-    npz = tmp_path / "samples.npz"
-    sampled = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", "sample", str(run_dir), "--num-per-class", "3", "--steps", "4",
-         "--out", str(npz)],
-        capture_output=True, text=True, cwd=REPO, timeout=200, env=ray_env,
-    )  # fmt: skip
-    assert sampled.returncode == 0, sampled.stderr[-2000:]
-    with np.load(npz) as saved:
-        assert saved["samples"].shape == (3, 3, 32, 32) and saved["samples"].dtype == np.float32
-        assert (saved["labels"] == 0).all()
+    assert saved["samples"].shape == (3, 3, 32, 32) and saved["samples"].dtype == np.float32
+    assert (saved["labels"] == 0).all()
 
 
 @pytest.mark.slow
@@ -419,26 +425,13 @@ def test_numpy_arrays_train_through_ray_at_their_own_scale(ray_env, rgb_files, t
     run_dir = tmp_path / "run"
     overrides = ["train.steps_per_block=10", "train.log_every_steps=5", f"data.source={rgb_files / 'rgb.npz'}",
                  "data.test_fraction=0.1", "model.patch_size=8"]  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", "train", str(TINY), "--out", str(run_dir),
-         *(a for o in overrides for a in ("--set", o))],
-        capture_output=True, text=True, cwd=REPO, timeout=400, env=ray_env,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    saved = train_and_sample(run_dir, overrides, 2, ray_env)
     config = load_config(run_dir / "config.yaml")
     with np.load(rgb_files / "rgb.npz") as arrays:
         measured_std = float(arrays["images"].std())
     assert (config.data.format, config.data.num_classes, config.data.channels) == ("numpy", 3, 3)
     assert config.noise.sigma_data == pytest.approx(measured_std, rel=0.05) and measured_std > 0.6
-    npz = tmp_path / "samples.npz"
-    sampled = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", "sample", str(run_dir), "--num-per-class", "2", "--steps", "4",
-         "--out", str(npz)],
-        capture_output=True, text=True, cwd=REPO, timeout=200, env=ray_env,
-    )  # fmt: skip
-    assert sampled.returncode == 0, sampled.stderr[-2000:]
-    with np.load(npz) as saved:
-        assert saved["samples"].shape == (6, 3, 32, 32) and saved["labels"].tolist() == [0, 0, 1, 1, 2, 2]
+    assert saved["samples"].shape == (6, 3, 32, 32) and saved["labels"].tolist() == [0, 0, 1, 1, 2, 2]
 
 
 def test_a_relative_source_is_stored_absolute_for_workers_elsewhere(rgb_files, monkeypatch):
