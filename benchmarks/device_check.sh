@@ -41,7 +41,7 @@ EOF
 QUICK=()
 SAMPLES=1000
 if [ "${TINY:-0}" = 1 ]; then
-  QUICK=(--set train.steps_per_block=10 --set train.batch_size=8 --device cpu)
+  QUICK=(--set train.steps_per_block=10 --set "train.block_step_scale={}" --set train.batch_size=8 --device cpu)
   SAMPLES=0  # the evaluation trains its classifier for minutes on CPU; tests/test_ray_integration.py runs eval
 fi
 for precision in bf16 fp32; do

@@ -102,7 +102,7 @@ def train(config_path: str, out: Path, overrides: list[str]) -> None:
                 state=State.SUCCEEDED,
                 weights_file=target.name,
                 sha256=sha256_file(target),
-                step=config.train.steps_per_block,
+                step=config.train.steps_for(s.index),
                 attempt=1,
             )  # fmt: skip
         )

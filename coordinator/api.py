@@ -329,7 +329,7 @@ def create_app(
         if not 0 <= index < run.num_blocks:
             raise HTTPException(404, f"run {run_id} has blocks 0..{run.num_blocks - 1}, not {index}")
         config = parse_config(yaml.safe_load(run.config_yaml))
-        steps = body.steps or config.train.steps_per_block
+        steps = body.steps or config.train.steps_for(index)
         current = store.get_blocks(run_id)[index]
         if not body.from_scratch and steps <= current.step:
             raise HTTPException(422, f"steps {steps} must exceed the block's {current.step} to train on")

@@ -66,7 +66,9 @@ def launches(
     passed over instead: nothing could start it until the cluster grows (an autoscaler, a node joining).
 
     Candidates are RUNNING blocks that nobody is running (orphans of a dead coordinator, re-submitted under
-    their old Ray name so they resume from their last checkpoint), then PENDING blocks by index. At most
+    their old Ray name so they resume from their last checkpoint), then PENDING blocks, the most steps left first
+    (then by index): when blocks have different budgets (`train.block_step_scale`) and not all fit at once, the
+    longest starting first finishes the run soonest (longest-processing-time-first list scheduling). At most
     `max_new` are chosen (the service's cap on block jobs in flight).
     """
     big = too_big(demands, capacity)
@@ -74,7 +76,7 @@ def launches(
         available = free(capacity, sum((demands[i] for i in in_flight), NOTHING))
     chosen: list[int] = []
     taken = NOTHING
-    for block in sorted(blocks, key=lambda b: (b.state != State.RUNNING, b.index)):
+    for block in sorted(blocks, key=lambda b: (b.state != State.RUNNING, b.step - b.total_steps, b.index)):
         wanted = block.state == State.PENDING or (block.state == State.RUNNING and block.index not in in_flight)
         if not wanted or block.index in big:
             continue

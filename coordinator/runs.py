@@ -37,7 +37,9 @@ def create_run(config: Config, *, store: Store, run_id: str, run_dir: Path, chec
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", config.to_yaml())
     records = [
-        BlockRecord(index=s.index, sigma_lo=s.sigma_lo, sigma_hi=s.sigma_hi, total_steps=config.train.steps_per_block)
+        BlockRecord(
+            index=s.index, sigma_lo=s.sigma_lo, sigma_hi=s.sigma_hi, total_steps=config.train.steps_for(s.index)
+        )
         for s in block_specs(config)
     ]
     store.create_run(

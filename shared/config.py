@@ -199,6 +199,13 @@ class TrainConfig(_Section):
     steps_per_block: int = Field(
         2000, ge=1, le=MAX_STEPS, description="Optimiser steps each block (or the e2e net) takes."
     )
+    block_step_scale: dict[int, Annotated[float, Field(gt=0, le=100)]] = Field(
+        {},
+        max_length=MAX_BLOCKS,
+        description="Per-block multipliers of steps_per_block by block index, e.g. {1: 2.0}: block 1 trains twice "
+        "as long; a block not named takes steps_per_block. Blocks are independent, so each may get the budget "
+        "its noise range needs (docs/quality.md, the quickstart's speckles).",
+    )
     batch_size: int = Field(128, ge=1, le=65_536, description="Examples per step.")
     lr: float = Field(1e-3, gt=0, le=10, description="Peak AdamW learning rate.")
     weight_decay: float = Field(0.01, ge=0, le=10, description="AdamW weight decay.")
@@ -217,6 +224,10 @@ class TrainConfig(_Section):
     )
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast forward/loss (use on GPU).")
     compile: bool = Field(False, description="torch.compile the block (GPU; slow to start on CPU).")
+
+    def steps_for(self, index: int) -> int:
+        """Optimiser steps block `index` takes: steps_per_block times its scale (at least 1)."""
+        return max(1, round(self.steps_per_block * self.block_step_scale.get(index, 1.0)))
 
 
 class BlockResources(_Section):
@@ -391,9 +402,19 @@ class Config(_Section):
                 f"task classification and train.mode end_to_end (got task {self.task}, train.mode {self.train.mode})"
             )
         planned = self.planned_blocks
-        for index in self.resources.per_block:
-            if not 0 <= index < planned:
-                raise ValueError(f"resources.per_block.{index}: no such block; this plan has blocks 0..{planned - 1}")
+        for field, indices in (
+            ("resources.per_block", self.resources.per_block),
+            ("train.block_step_scale", self.train.block_step_scale),
+        ):
+            for index in indices:
+                if not 0 <= index < planned:
+                    raise ValueError(f"{field}.{index}: no such block; this plan has blocks 0..{planned - 1}")
+        for index, scale in self.train.block_step_scale.items():
+            if self.train.steps_for(index) > MAX_STEPS:
+                raise ValueError(
+                    f"train.block_step_scale.{index}: {scale} x train.steps_per_block {self.train.steps_per_block} "
+                    f"is more than {MAX_STEPS} steps"
+                )
         return self
 
     @property

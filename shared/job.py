@@ -18,12 +18,12 @@ class BlockJob:
     run_id: str
     config: Config
     block: BlockSpec
-    total_steps: int | None = None  # None: config.train.steps_per_block (a retrain may ask for more)
+    total_steps: int | None = None  # None: the config's steps for this block (a retrain may ask more)
     generation: int = 0  # bumped by "retrain from scratch": a new Ray run name, so no checkpoint is reused
 
     @property
     def steps(self) -> int:
-        return self.total_steps or self.config.train.steps_per_block
+        return self.total_steps or self.config.train.steps_for(self.block.index)
 
     @property
     def name(self) -> str:

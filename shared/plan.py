@@ -60,8 +60,14 @@ def block_entry(config: Config, spec: BlockSpec) -> dict:
         "train_sigma_lo": spec.train_sigma_lo,
         "train_sigma_hi": spec.train_sigma_hi,
         "layers": spec.layers,
+        "steps": config.train.steps_for(spec.index),
         "num_params": block_params(config, spec.num_layers),
     }
+
+
+def layer_updates(config: Config) -> int:
+    """Optimiser steps times layers, summed over the plan's blocks: the compute budget runs are compared at."""
+    return sum(config.train.steps_for(spec.index) * spec.num_layers for spec in block_specs(config))
 
 
 def block_params(config: Config, num_layers: int) -> int:

@@ -28,6 +28,10 @@ runner = CliRunner()
         (["resources.per_block={3: {gpus: 1}}"], "resources.per_block.3"),  # quickstart has blocks 0..2
         (["resources.per_block={0: {memory_gb: -1}}"], "resources.per_block.0.memory_gb"),
         (["resources.memory_gb_per_block=-2"], "resources.memory_gb_per_block"),
+        (["train.block_step_scale={3: 2}"], "train.block_step_scale.3"),  # no block 3
+        (["train.block_step_scale={1: 0}"], "train.block_step_scale.1"),
+        (["train.block_step_scale={1: 100}", "train.steps_per_block=200000"], "train.block_step_scale.1"),
+        (["train.mode=end_to_end", "train.block_step_scale={1: 2}"], "train.block_step_scale.1"),
     ],
 )
 def test_bad_config_names_the_field(overrides, field):
@@ -45,9 +49,22 @@ def test_per_block_resources_override_the_defaults_field_by_field():
     assert (large.cpus, large.gpus, large.memory_bytes) == (1.0, 1.0, 40_000_000_000)
 
 
+def test_block_step_scale_sets_each_blocks_budget_in_the_plan_and_the_job():
+    from shared.job import BlockJob
+    from shared.plan import block_specs, layer_updates, plan_json
+
+    config = load_config(QUICKSTART, ["train.steps_per_block=300", "train.block_step_scale.1=2.5"])
+    assert [config.train.steps_for(i) for i in range(3)] == [300, 750, 300]
+    assert [b["steps"] for b in plan_json(config)["blocks"]] == [300, 750, 300]
+    assert [BlockJob(run_id="r", config=config, block=s).steps for s in block_specs(config)] == [300, 750, 300]
+    assert layer_updates(config) == (300 + 750 + 300) * 2  # 2 layers per block
+    assert layer_updates(config.with_overrides(["train.block_step_scale={}"])) == 300 * 6
+
+
 def test_config_hash_ignores_spelled_out_defaults_but_not_changes():
     base = load_config(QUICKSTART)
     assert load_config(QUICKSTART, ["resources.per_block={}", "train.compile=false"]).hash() == base.hash()
+    assert load_config(QUICKSTART, ["train.block_step_scale={}"]).hash() == base.hash()
     assert load_config(QUICKSTART, ["train.lr=0.002"]).hash() != base.hash()
 
 

@@ -33,6 +33,25 @@ def test_the_service_cap_on_jobs_in_flight_limits_new_launches():
     assert launches(three, set(), each(Resources(1)), Resources(8), max_new=None) == [0, 1, 2]
 
 
+def test_uneven_budgets_start_the_most_steps_left_first():
+    """Longest first: budgets 2000/2000/4000 on room for two end in 4000 step-times, not 6000 (index order)."""
+    three = [BlockRecord(index=i, total_steps=n) for i, n in enumerate((2000, 2000, 4000))]
+    assert launches(three, set(), each(Resources(1)), Resources(2)) == [2, 0]
+    three[2].step = 3000  # resumed from a checkpoint: 1000 left
+    assert launches(three, set(), each(Resources(1)), Resources(2)) == [0, 1]
+    assert makespan([2000, 2000, 4000], order=[2, 0, 1], slots=2) == 4000
+    assert makespan([2000, 2000, 4000], order=[0, 1, 2], slots=2) == 6000
+
+
+def makespan(steps: list[int], order: list[int], slots: int) -> int:
+    """When the last of `steps` ends if each starts, in `order`, on the first of `slots` to come free."""
+    free_at = [0] * slots
+    for i in order:
+        slot = free_at.index(min(free_at))
+        free_at[slot] += steps[i]
+    return max(free_at)
+
+
 def test_orphaned_running_blocks_are_relaunched_first():
     mixed = blocks(State.PENDING, State.RUNNING, State.SUCCEEDED)
     assert launches(mixed, set(), each(Resources(1)), Resources(1)) == [1]

@@ -19,6 +19,7 @@ from coordinator.runs import create_run
 from coordinator.service import Coordinator
 from coordinator.store import Store
 from shared.config import Config
+from shared.plan import layer_updates
 
 
 def _variant(config: Config, overrides: list[str]) -> Config:
@@ -66,7 +67,7 @@ def bench_scaling(
     together = timed_run(blockwise, "scaling-parallel", out_dir, store=store, dispatcher=dispatcher, log=log)
     alone = timed_run(blockwise, "scaling-alone", out_dir, store=store, dispatcher=dispatcher, max_in_flight=1, log=log)
     e2e = timed_run(
-        _variant(config, ["train.mode=end_to_end", f"resources.cpus_per_block={b}"]),
+        _variant(config, ["train.mode=end_to_end", "train.block_step_scale={}", f"resources.cpus_per_block={b}"]),
         "scaling-e2e",
         out_dir,
         store=store,
@@ -90,7 +91,7 @@ def bench_scaling(
         "e2e_cpus": b,
         "e2e_train_s": e2e["train_s"][0],
         "wall_ratio_e2e_over_blockwise": e2e["blocks_wall_s"] / together["blocks_wall_s"],
-        "layer_updates": config.train.steps_per_block * config.model.num_layers,
+        "layer_updates": layer_updates(config),
     }
 
 

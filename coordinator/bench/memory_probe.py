@@ -72,6 +72,7 @@ def warm_up(config, data, device: torch.device) -> None:
             "model.num_heads=2",
             "train.mode=end_to_end",
             "train.steps_per_block=2",
+            "train.block_step_scale={}",
             "train.batch_size=4",
         ],
     )
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [
         *args.overrides,
         f"train.steps_per_block={args.steps}",
+        "train.block_step_scale={}",
         "train.checkpoint_every_steps=100000",
         "train.log_every_steps=100000",
         "train.warmup_steps=0",

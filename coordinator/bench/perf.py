@@ -122,7 +122,7 @@ def bench_sampling(config: Config, run_dir: Path | None, *, batch: int, num_step
             for s in block_specs(config)
         ]
         assembled = AssembledDenoiser(nets, boundaries(config))
-    e2e_config = config.with_overrides(["train.mode=end_to_end"])
+    e2e_config = config.with_overrides(["train.mode=end_to_end", "train.block_step_scale={}"])
     e2e = Denoiser(BlockNet(net_spec(e2e_config, config.model.num_layers)), config.noise.sigma_data).eval()
     spec: NetSpec = net_spec(config, 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -187,6 +187,7 @@ def bench_throughput(config: Config, *, steps: int) -> dict:
         config,
         [
             f"train.steps_per_block={2 * half}",
+            "train.block_step_scale={}",
             f"train.log_every_steps={half}",
             "train.checkpoint_every_steps=1000000",
             "train.preview_every_steps=0",
@@ -203,7 +204,10 @@ def bench_throughput(config: Config, *, steps: int) -> dict:
         "timed_steps": half,
     }
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in machine()["device"]), None)
-    for case, case_config in (("block", timed), ("e2e", _variant_config(timed, ["train.mode=end_to_end"]))):
+    for case, case_config in (
+        ("block", timed),
+        ("e2e", _variant_config(timed, ["train.mode=end_to_end", "train.block_step_scale={}"])),
+    ):
         spec = block_specs(case_config)[0]
         reporter = ListReporter()
         train_block(

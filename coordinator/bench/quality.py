@@ -27,6 +27,7 @@ from coordinator.runs import create_run
 from coordinator.service import Coordinator
 from coordinator.store import Store
 from shared.config import Config, load_config
+from shared.plan import layer_updates
 from shared.visualize import figure
 
 # Paper (DiT-S/2, CIFAR-10, test FID; shape only: other data, model and metric features). Table 2 compares
@@ -148,6 +149,8 @@ def budget_spec(budget: str, task: str = "image_generation") -> Budget:
 
 
 BUDGETS = ("small", "medium", "long", "full")
+# The cases compare at equal steps per block: a base config's own per-block budgets (the quickstart's) are dropped.
+EQUAL_STEPS = ("train.block_step_scale={}",)
 
 
 def mean_std(values: list[float]) -> dict:
@@ -263,7 +266,9 @@ def bench_quality(
     }
     for seed in spec.seeds:
         for case in spec.cases:
-            config = load_config(base_config, [*spec.common, *case.overrides, f"train.seed={seed}", "name=bench"])
+            config = load_config(
+                base_config, [*EQUAL_STEPS, *spec.common, *case.overrides, f"train.seed={seed}", "name=bench"]
+            )
             sha = full_config_sha(config)
             if recorded(runs, case.label, seed, sha):
                 continue
@@ -311,7 +316,7 @@ def bench_quality(
                     "overlap_gamma": config.blocks.overlap_gamma,
                     "layers": config.blocks.layers,
                     "steps_per_block": config.train.steps_per_block,
-                    "layer_updates": config.train.steps_per_block * config.model.num_layers,
+                    "layer_updates": layer_updates(config),
                     "num_samples": num_samples,
                     "wall_s": time.time() - started,
                     **{which: {key: e[key] for key in METRICS[task]} for which, e in evals.items()},

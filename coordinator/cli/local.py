@@ -34,7 +34,7 @@ def plan(config: Path, set_: SetOpt = None, as_json: Annotated[bool, typer.Optio
         typer.echo(
             f"block {b['index']}: {axis} [{b['sigma_lo']:.5g}, {b['sigma_hi']:.5g}] trains on "
             f"[{b['train_sigma_lo']:.5g}, {b['train_sigma_hi']:.5g}] layers {b['layers']} "
-            f"params {b['num_params']:,}"
+            f"params {b['num_params']:,} steps {b['steps']:,}"
         )
 
 
