@@ -105,35 +105,37 @@ def stack(tmp_path_factory):
     net = Network(workdir)
     started = {}
     try:
-        order = [
-            "redis",
-            "ray-head",
-            *[f"ray-worker-{i + 1}" for i in range(NUM_RAY_WORKERS)],
-            "coordinator",
-            "prometheus",
-        ]
-        for name in order:
-            service = services[name.rsplit("-", 1)[0] if name.startswith("ray-worker") else name]
-            host = net.add_host(name)
-            env = {**image_env(), **service.get("environment", {}), **TEST_ONLY_ENV}
-            log = workdir / f"{name}.log"
-            entrypoint = IMAGE_ENTRYPOINTS.get(service.get("image", "").split(":")[0], [])
-            proc = net.run(
-                host,
-                [arg.replace("$$", "$") for arg in [*entrypoint, *service["command"]]],  # compose's escape, undone
-                env=env,
-                volumes=service.get("volumes", []),
-                cwd=service.get("working_dir") or ("/data" if name == "redis" else f"{STAGE}/{name}"),
-                log=log,
-            )
-            wait_until(
-                lambda: healthy(net, host, service, env) or proc.poll() is not None,
-                180,
-                f"{name} to be healthy",
-                lambda: tail(log),
-            )
-            assert proc.poll() is None, f"{name} exited with {proc.returncode}:\n{tail(log)}"
-            started[name] = (host, service, env, log)
+        names = ["redis", "ray-head", *[f"ray-worker-{i + 1}" for i in range(NUM_RAY_WORKERS)], "coordinator",
+                 "prometheus"]  # fmt: skip
+        service_of = {n: services[n.rsplit("-", 1)[0] if n.startswith("ray-worker") else n] for n in names}
+        while len(started) < len(names):  # as compose does: everything whose dependencies are healthy, at once
+            wave = [n for n in names if n not in started and set(service_of[n].get("depends_on", {})) <= set(started)]
+            assert wave, f"depends_on cannot be met: {sorted(set(names) - set(started))}"
+            procs = {}
+            for name in wave:
+                service = service_of[name]
+                host = net.add_host(name)
+                env = {**image_env(), **service.get("environment", {}), **TEST_ONLY_ENV}
+                log = workdir / f"{name}.log"
+                entrypoint = IMAGE_ENTRYPOINTS.get(service.get("image", "").split(":")[0], [])
+                procs[name] = net.run(
+                    host,
+                    [arg.replace("$$", "$") for arg in [*entrypoint, *service["command"]]],  # compose's escape, undone
+                    env=env,
+                    volumes=service.get("volumes", []),
+                    cwd=service.get("working_dir") or ("/data" if name == "redis" else f"{STAGE}/{name}"),
+                    log=log,
+                )
+                procs[name] = (procs[name], host, service, env, log)
+            for name, (proc, host, service, env, log) in procs.items():
+                wait_until(
+                    lambda: healthy(net, host, service, env) or proc.poll() is not None,
+                    180,
+                    f"{name} to be healthy",
+                    lambda: tail(log),
+                )
+                assert proc.poll() is None, f"{name} exited with {proc.returncode}:\n{tail(log)}"
+                started[name] = (host, service, env, log)
         yield net, started, workdir
     finally:
         net.close()

@@ -15,8 +15,10 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
+from typer.testing import CliRunner
 
 from coordinator.api import create_app
+from coordinator.cli import app as cli_app
 from coordinator.store import Store
 from shared.config import load_config, parse_config
 from shared.data import DataError, StreamBatches, data_shape, load_split, open_split, resolve_data, train_batches
@@ -387,19 +389,18 @@ def train_and_sample(run_dir, overrides: list[str], num_per_class: int, env: dic
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     npz = run_dir.parent / "samples.npz"
-    sampled = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", "sample", str(run_dir), "--num-per-class", str(num_per_class),
-         "--steps", "4", "--out", str(npz)],
-        capture_output=True, text=True, cwd=REPO, timeout=200, env=env,
-    )  # fmt: skip
-    assert sampled.returncode == 0, sampled.stderr[-2000:]
+    sampled = CliRunner().invoke(  # reads the run directory only: in this process, no CLI start-up
+        cli_app, ["sample", str(run_dir), "--num-per-class", str(num_per_class), "--steps", "4", "--out", str(npz)]
+    )
+    assert sampled.exit_code == 0, sampled.output[-2000:]
     with np.load(npz) as saved:
         return {k: saved[k] for k in saved.files}
 
 
 @pytest.mark.slow
 def test_an_unlabelled_rgb_folder_trains_through_ray_into_an_unconditional_model(ray_env, rgb_files, tmp_path):
-    """Parquet on S3 through Ray: tests/test_s3_storage.py. Here: a flat folder of RGB images, no labels."""
+    """Parquet on S3 through Ray: tests/test_s3_storage.py; an .npz through Ray: tests/test_ray_integration.py (the
+    end-to-end baseline's data). Here: a flat folder of RGB images, no labels."""
     flat = tmp_path / "rgb-flat"
     flat.mkdir()
     for path in (rgb_files / "folder").rglob("*.png"):
@@ -416,22 +417,6 @@ def test_an_unlabelled_rgb_folder_trains_through_ray_into_an_unconditional_model
     assert samples.mode == "RGB"
     assert saved["samples"].shape == (3, 3, 32, 32) and saved["samples"].dtype == np.float32
     assert (saved["labels"] == 0).all()
-
-
-@pytest.mark.slow
-def test_numpy_arrays_train_through_ray_at_their_own_scale(ray_env, rgb_files, tmp_path):
-    """An .npz of float arrays (the form of pre-encoded latents) with labels: used as stored, sigma_data from the
-    measured std, class-conditional; samples come back in the data's own scale and shape."""
-    run_dir = tmp_path / "run"
-    overrides = ["train.steps_per_block=10", "train.log_every_steps=5", f"data.source={rgb_files / 'rgb.npz'}",
-                 "data.test_fraction=0.1", "model.patch_size=8"]  # fmt: skip
-    saved = train_and_sample(run_dir, overrides, 2, ray_env)
-    config = load_config(run_dir / "config.yaml")
-    with np.load(rgb_files / "rgb.npz") as arrays:
-        measured_std = float(arrays["images"].std())
-    assert (config.data.format, config.data.num_classes, config.data.channels) == ("numpy", 3, 3)
-    assert config.noise.sigma_data == pytest.approx(measured_std, rel=0.05) and measured_std > 0.6
-    assert saved["samples"].shape == (6, 3, 32, 32) and saved["labels"].tolist() == [0, 0, 1, 1, 2, 2]
 
 
 def test_a_relative_source_is_stored_absolute_for_workers_elsewhere(rgb_files, monkeypatch):

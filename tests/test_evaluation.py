@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from shared.data.builtin import load_builtin
-from shared.evaluation import cached_classifier, evaluate_samples, frechet_distance, predict
+from shared.evaluation import cached_classifier, evaluate_samples, frechet_distance, predict, train_classifier
 
 
 def test_frechet_distance_of_known_gaussians():
@@ -19,12 +19,34 @@ def test_frechet_distance_of_known_gaussians():
     )
 
 
+# The evaluation trains its classifier for 12 epochs (~2 minutes on 2 cores): 0.986-0.988 held-out accuracy, reported
+# as `classifier_test_accuracy` by every `dblocks eval` (benchmarks/results/quickstart-eval.json). The suite trains
+# the same recipe for 3 epochs: enough to show it learns, and the ordering below, in a quarter of the time.
+SUITE_EPOCHS = 3
+
+
 @pytest.fixture(scope="module")
 def classifier_and_data(tmp_path_factory):
     train = load_builtin("mnist", "train", num_test=1000, split_seed=0)
     test = load_builtin("mnist", "test", num_test=1000, split_seed=0)
-    model = cached_classifier(*train, num_classes=10, cache_dir=tmp_path_factory.mktemp("cache"))
+    model = train_classifier(*train, num_classes=10, epochs=SUITE_EPOCHS)
     return model, train, test
+
+
+def test_the_classifier_is_cached_by_its_training_data(tmp_path, monkeypatch):
+    """Trained once per (images, labels, seed), then loaded: a second call trains nothing."""
+    import shared.evaluation as evaluation
+
+    images, labels = torch.rand(64, 1, 28, 28) * 2 - 1, torch.arange(64) % 10
+    calls = []
+    real = evaluation.train_classifier
+    monkeypatch.setattr(evaluation, "train_classifier", lambda *a, **k: calls.append(1) or real(*a, **k, epochs=1))
+    first = cached_classifier(images, labels, num_classes=10, cache_dir=tmp_path)
+    second = cached_classifier(images, labels, num_classes=10, cache_dir=tmp_path)
+    assert len(calls) == 1 and len(list(tmp_path.iterdir())) == 1
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    cached_classifier(images, labels.roll(1), num_classes=10, cache_dir=tmp_path)  # other labels: trained anew
+    assert len(calls) == 2
 
 
 def test_train_and_test_splits_are_disjoint():
@@ -34,10 +56,10 @@ def test_train_and_test_splits_are_disjoint():
     assert sum(bytes(x.numpy().tobytes()) in train_rows for x in te) < 5  # (MNIST has a few exact duplicates)
 
 
-def test_classifier_reaches_97_percent_on_held_out_digits(classifier_and_data):
+def test_classifier_learns_held_out_digits(classifier_and_data):
     model, _, (test_x, test_y) = classifier_and_data
     _, pred = predict(model, test_x)
-    assert (pred == test_y).double().mean() >= 0.97
+    assert (pred == test_y).double().mean() >= 0.95  # after 3 of the evaluation's 12 epochs
 
 
 def test_eval_orders_real_above_shuffled_and_noise(classifier_and_data):

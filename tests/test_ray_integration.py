@@ -18,7 +18,21 @@ from tests.conftest import REPO, TINY
 pytestmark = pytest.mark.slow
 
 
+# Commands that read a finished run directory need neither Ray nor Redis: they run in this process (a CLI
+# subprocess costs ~5 s of imports on these 2 cores); `train` and `bench` run as the user runs them.
+IN_PROCESS = {"eval", "predict", "report", "sample"}
+
+
 def dblocks(*args, env, timeout=400):
+    if args[0] in IN_PROCESS:
+        from types import SimpleNamespace
+
+        from typer.testing import CliRunner
+
+        from coordinator.cli import app
+
+        result = CliRunner().invoke(app, [str(a) for a in args], env=env)
+        return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
     return subprocess.run(
         [sys.executable, "-m", "coordinator.cli", *args],
         capture_output=True,
@@ -76,27 +90,24 @@ def test_train_assemble_sample(tmp_path, ray_env, redis_url):
     assert np.isfinite(data["samples"]).all()
 
 
-def test_end_to_end_baseline_goes_through_the_same_path_data_parallel(tmp_path, ray_env):
+def test_end_to_end_baseline_goes_through_the_same_path_data_parallel_on_numpy_arrays(tmp_path, ray_env):
     """The end-to-end baseline (B = 1, every layer) through the same coordinator and Ray path, and trained data
     parallel: num_workers_per_block=2, one block trained by two DDP workers (gloo on CPU), weights saved unwrapped;
-    each worker also reserves Ray's `memory` resource (resources.memory_gb_per_block)."""
+    each worker also reserves Ray's `memory` resource (resources.memory_gb_per_block). Its data: an .npz of float
+    arrays with labels (the form of pre-encoded latents), used as stored: sigma_data from the measured std, samples
+    back in the data's own scale and shape (one Ray run for both, to keep the suite's Ray runs few)."""
     from shared.assembly import load_assembled
+    from shared.config import load_config
 
+    rng = np.random.default_rng(0)
+    images = rng.normal(0.5, 1.5, (60, 3, 16, 16)).astype(np.float32)  # not in [-1, 1]: a latent's own scale
+    np.savez(tmp_path / "latents.npz", images=images, labels=np.arange(60) % 3)
     run_dir = tmp_path / "e2e"
+    overrides = ["train.mode=end_to_end", "train.steps_per_block=10", "resources.num_workers_per_block=2",
+                 "resources.memory_gb_per_block=0.25", f"data.source={tmp_path / 'latents.npz'}",
+                 "data.test_fraction=0.1", "model.patch_size=8"]  # fmt: skip
     result = dblocks(
-        "train",
-        str(TINY),
-        "--set",
-        "train.mode=end_to_end",
-        "--set",
-        "train.steps_per_block=10",
-        "--set",
-        "resources.num_workers_per_block=2",
-        "--set",
-        "resources.memory_gb_per_block=0.25",
-        "--out",
-        str(run_dir),
-        env=ray_env,
+        "train", str(TINY), "--out", str(run_dir), *(a for o in overrides for a in ("--set", o)), env=ray_env
     )
     assert result.returncode == 0, result.stdout + result.stderr
     manifest = load_manifest(run_dir)
@@ -105,6 +116,16 @@ def test_end_to_end_baseline_goes_through_the_same_path_data_parallel(tmp_path, 
     assert (run_dir / "samples.png").is_file()
     denoiser, manifest = load_assembled(run_dir)  # strict load: no "module." prefixes, every tensor present
     assert manifest["blocks"][0]["steps"] == 10 and len(denoiser.blocks) == 1
+
+    config = load_config(run_dir / "config.yaml")
+    assert (config.data.format, config.data.num_classes, config.data.channels) == ("numpy", 3, 3)
+    assert config.noise.sigma_data == pytest.approx(float(images.std()), rel=0.05)
+    npz = tmp_path / "s.npz"
+    result = dblocks("sample", str(run_dir), "--num-per-class", "2", "--steps", "4", "--out", str(npz), env=ray_env)
+    assert result.returncode == 0, result.stderr
+    with np.load(npz) as saved:
+        assert saved["samples"].shape == (6, 3, 16, 16) and saved["labels"].tolist() == [0, 0, 1, 1, 2, 2]
+        assert np.abs(saved["samples"]).max() > 1.0  # in the data's scale, not clipped to an image's [-1, 1]
 
 
 def test_dispatch_benchmark_reports_its_json(tmp_path, ray_env):
