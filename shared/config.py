@@ -204,7 +204,8 @@ class TrainConfig(_Section):
         max_length=MAX_BLOCKS,
         description="Per-block multipliers of steps_per_block by block index, e.g. {1: 2.0}: block 1 trains twice "
         "as long; a block not named takes steps_per_block. Blocks are independent, so each may get the budget "
-        "its noise range needs (docs/quality.md, the quickstart's speckles).",
+        "its noise range needs (docs/quality.md, the quickstart's speckles). Block-wise plans only, like "
+        "blocks.layers: end_to_end trains steps_per_block.",
     )
     batch_size: int = Field(128, ge=1, le=65_536, description="Examples per step.")
     lr: float = Field(1e-3, gt=0, le=10, description="Peak AdamW learning rate.")
@@ -226,7 +227,10 @@ class TrainConfig(_Section):
     compile: bool = Field(False, description="torch.compile the block (GPU; slow to start on CPU).")
 
     def steps_for(self, index: int) -> int:
-        """Optimiser steps block `index` takes: steps_per_block times its scale (at least 1)."""
+        """Optimiser steps block `index` takes: steps_per_block times its scale (at least 1); end_to_end (the one
+        network of the B = 1 plan) takes steps_per_block."""
+        if self.mode == "end_to_end":
+            return self.steps_per_block
         return max(1, round(self.steps_per_block * self.block_step_scale.get(index, 1.0)))
 
 
@@ -402,13 +406,13 @@ class Config(_Section):
                 f"task classification and train.mode end_to_end (got task {self.task}, train.mode {self.train.mode})"
             )
         planned = self.planned_blocks
-        for field, indices in (
-            ("resources.per_block", self.resources.per_block),
-            ("train.block_step_scale", self.train.block_step_scale),
+        for field, indices, count in (
+            ("resources.per_block", self.resources.per_block, planned),
+            ("train.block_step_scale", self.train.block_step_scale, blocks.num_blocks),  # the block-wise plan's
         ):
             for index in indices:
-                if not 0 <= index < planned:
-                    raise ValueError(f"{field}.{index}: no such block; this plan has blocks 0..{planned - 1}")
+                if not 0 <= index < count:
+                    raise ValueError(f"{field}.{index}: no such block; this plan has blocks 0..{count - 1}")
         for index, scale in self.train.block_step_scale.items():
             if self.train.steps_for(index) > MAX_STEPS:
                 raise ValueError(

@@ -31,7 +31,6 @@ runner = CliRunner()
         (["train.block_step_scale={3: 2}"], "train.block_step_scale.3"),  # no block 3
         (["train.block_step_scale={1: 0}"], "train.block_step_scale.1"),
         (["train.block_step_scale={1: 100}", "train.steps_per_block=200000"], "train.block_step_scale.1"),
-        (["train.mode=end_to_end", "train.block_step_scale={1: 2}"], "train.block_step_scale.1"),
     ],
 )
 def test_bad_config_names_the_field(overrides, field):
@@ -59,12 +58,14 @@ def test_block_step_scale_sets_each_blocks_budget_in_the_plan_and_the_job():
     assert [BlockJob(run_id="r", config=config, block=s).steps for s in block_specs(config)] == [300, 750, 300]
     assert layer_updates(config) == (300 + 750 + 300) * 2  # 2 layers per block
     assert layer_updates(config.with_overrides(["train.block_step_scale={}"])) == 300 * 6
+    end_to_end = config.with_overrides(["train.mode=end_to_end"])  # block-wise budgets: as blocks.layers, unused
+    assert [b["steps"] for b in plan_json(end_to_end)["blocks"]] == [300] and layer_updates(end_to_end) == 300 * 6
 
 
 def test_config_hash_ignores_spelled_out_defaults_but_not_changes():
     base = load_config(QUICKSTART)
     assert load_config(QUICKSTART, ["resources.per_block={}", "train.compile=false"]).hash() == base.hash()
-    assert load_config(QUICKSTART, ["train.block_step_scale={}"]).hash() == base.hash()
+    assert load_config(QUICKSTART, ["train.block_step_scale={1: 2.0}"]).hash() == base.hash()  # as the file says
     assert load_config(QUICKSTART, ["train.lr=0.002"]).hash() != base.hash()
 
 

@@ -198,7 +198,9 @@ def bench_scaling_cmd(
     """
     from coordinator.bench.perf import write_result
 
-    result = _ray_bench("scaling", config, set_, ["blocks.num_blocks=2", "train.steps_per_block=300"])
+    result = _ray_bench(
+        "scaling", config, set_, ["blocks.num_blocks=2", "train.steps_per_block=300", "train.block_step_scale={}"]
+    )
     path = write_result(result, f"scaling-{result['machine']['device'].replace(' ', '_')}", results_dir)
     typer.echo(json.dumps(result, indent=2) if as_json else f"efficiency {result['efficiency']:.2f} -> {path}")
 
@@ -216,7 +218,9 @@ def bench_dispatch_cmd(
     """
     from coordinator.bench.perf import write_result
 
-    result = _ray_bench("dispatch", config, set_, ["blocks.num_blocks=2", "train.steps_per_block=100"])
+    result = _ray_bench(
+        "dispatch", config, set_, ["blocks.num_blocks=2", "train.steps_per_block=100", "train.block_step_scale={}"]
+    )
     path = write_result(result, f"dispatch-{result['machine']['device'].replace(' ', '_')}", results_dir)
     typer.echo(json.dumps(result, indent=2) if as_json else f"first step {result['first_step_s']:.1f} s -> {path}")
 
