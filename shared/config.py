@@ -412,7 +412,10 @@ class Config(_Section):
         ):
             for index in indices:
                 if not 0 <= index < count:
-                    raise ValueError(f"{field}.{index}: no such block; this plan has blocks 0..{count - 1}")
+                    raise ValueError(
+                        f"{field}.{index}: no such block; this plan has blocks 0..{count - 1} (name only those, "
+                        f"or set {field}={{}})"
+                    )
         for index, scale in self.train.block_step_scale.items():
             if self.train.steps_for(index) > MAX_STEPS:
                 raise ValueError(

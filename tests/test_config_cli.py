@@ -52,7 +52,7 @@ def test_block_step_scale_sets_each_blocks_budget_in_the_plan_and_the_job():
     from shared.job import BlockJob
     from shared.plan import block_specs, layer_updates, plan_json
 
-    config = load_config(QUICKSTART, ["train.steps_per_block=300", "train.block_step_scale.1=2.5"])
+    config = load_config(QUICKSTART, ["train.steps_per_block=300", "train.block_step_scale={1: 2.5}"])
     assert [config.train.steps_for(i) for i in range(3)] == [300, 750, 300]
     assert [b["steps"] for b in plan_json(config)["blocks"]] == [300, 750, 300]
     assert [BlockJob(run_id="r", config=config, block=s).steps for s in block_specs(config)] == [300, 750, 300]
@@ -65,7 +65,7 @@ def test_block_step_scale_sets_each_blocks_budget_in_the_plan_and_the_job():
 def test_config_hash_ignores_spelled_out_defaults_but_not_changes():
     base = load_config(QUICKSTART)
     assert load_config(QUICKSTART, ["resources.per_block={}", "train.compile=false"]).hash() == base.hash()
-    assert load_config(QUICKSTART, ["train.block_step_scale={1: 2.0}"]).hash() == base.hash()  # as the file says
+    assert load_config(QUICKSTART, ["train.block_step_scale={1: 1.75, 2: 0.75}"]).hash() == base.hash()  # the file
     assert load_config(QUICKSTART, ["train.lr=0.002"]).hash() != base.hash()
 
 
@@ -103,6 +103,8 @@ def test_plan_json_matches_method_table(num_blocks, layers, boundaries):
             f"blocks.num_blocks={num_blocks}",
             "--set",
             f"model.num_layers={layers}",
+            "--set",
+            "train.block_step_scale={}",  # the quickstart's budgets name its 3 blocks
             "--json",
         ],
     )

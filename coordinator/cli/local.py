@@ -20,7 +20,7 @@ from shared.data import data_shape
 def plan(config: Path, set_: SetOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Print the block plan (noise boundaries, ranges, layers, parameters). Starts nothing.
 
-    Example: dblocks plan configs/quickstart.yaml --set blocks.num_blocks=4 --json
+    Example: dblocks plan configs/quickstart.yaml --set blocks.partition=uniform_log --json
     """
     from shared.plan import plan_json
 
