@@ -118,7 +118,7 @@ def stack(tmp_path_factory):
                 env = {**image_env(), **service.get("environment", {}), **TEST_ONLY_ENV}
                 log = workdir / f"{name}.log"
                 entrypoint = IMAGE_ENTRYPOINTS.get(service.get("image", "").split(":")[0], [])
-                procs[name] = net.run(
+                proc = net.run(
                     host,
                     [arg.replace("$$", "$") for arg in [*entrypoint, *service["command"]]],  # compose's escape, undone
                     env=env,
@@ -126,7 +126,7 @@ def stack(tmp_path_factory):
                     cwd=service.get("working_dir") or ("/data" if name == "redis" else f"{STAGE}/{name}"),
                     log=log,
                 )
-                procs[name] = (procs[name], host, service, env, log)
+                procs[name] = (proc, host, service, env, log)
             for name, (proc, host, service, env, log) in procs.items():
                 wait_until(
                     lambda: healthy(net, host, service, env) or proc.poll() is not None,

@@ -67,7 +67,7 @@ def bench_scaling(
     together = timed_run(blockwise, "scaling-parallel", out_dir, store=store, dispatcher=dispatcher, log=log)
     alone = timed_run(blockwise, "scaling-alone", out_dir, store=store, dispatcher=dispatcher, max_in_flight=1, log=log)
     e2e = timed_run(
-        _variant(config, ["train.mode=end_to_end", "train.block_step_scale={}", f"resources.cpus_per_block={b}"]),
+        _variant(config, ["train.mode=end_to_end", f"resources.cpus_per_block={b}"]),
         "scaling-e2e",
         out_dir,
         store=store,

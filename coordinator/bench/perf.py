@@ -122,7 +122,7 @@ def bench_sampling(config: Config, run_dir: Path | None, *, batch: int, num_step
             for s in block_specs(config)
         ]
         assembled = AssembledDenoiser(nets, boundaries(config))
-    e2e_config = config.with_overrides(["train.mode=end_to_end", "train.block_step_scale={}"])
+    e2e_config = config.with_overrides(["train.mode=end_to_end"])
     e2e = Denoiser(BlockNet(net_spec(e2e_config, config.model.num_layers)), config.noise.sigma_data).eval()
     spec: NetSpec = net_spec(config, 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -206,7 +206,7 @@ def bench_throughput(config: Config, *, steps: int) -> dict:
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in machine()["device"]), None)
     for case, case_config in (
         ("block", timed),
-        ("e2e", _variant_config(timed, ["train.mode=end_to_end", "train.block_step_scale={}"])),
+        ("e2e", _variant_config(timed, ["train.mode=end_to_end"])),
     ):
         spec = block_specs(case_config)[0]
         reporter = ListReporter()
