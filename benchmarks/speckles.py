@@ -2,6 +2,7 @@
 
     python benchmarks/speckles.py train configs/quickstart.yaml runs/qs [--set model.x=...]   # every block at once
     python benchmarks/speckles.py measure runs/qs > speckles.json                              # prints JSON
+    python benchmarks/speckles.py measure runs/qs --steps 20       # the default sampler at 20 steps only
 
 `train` trains every block of a config as its own `python -m workers` process, all at once (1 thread each, as the
 service gives each block 1 CPU), and assembles them as the service does. `measure` counts *speckles*: pixels brighter
@@ -126,7 +127,9 @@ def swapped(run_dir: Path, which: str, swaps: dict[int, Path]):
 
 
 @torch.no_grad()
-def measure(run_dir: Path, num_per_class: int = 100, quick: bool = False, swaps: dict | None = None) -> dict:
+def measure(
+    run_dir: Path, num_per_class: int = 100, quick: bool = False, swaps: dict | None = None, steps: int | None = None
+) -> dict:
     config = load_config(run_dir / "config.yaml")
     noise, info = config.noise, data_shape(config)
     ref = reference_stats(config, Settings.from_env().cache_dir)
@@ -142,8 +145,11 @@ def measure(run_dir: Path, num_per_class: int = 100, quick: bool = False, swaps:
 
     start = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     variants = []
-    for name, weights, steps, cfg, solver, schedule in VARIANTS[:1] if quick else VARIANTS:
-        grid = sigmas(steps, schedule)
+    chosen = VARIANTS[:1] if quick else VARIANTS
+    if steps is not None:  # the default sampler at another step count
+        chosen = [(f"EMA, {steps} Euler steps, CFG 2, Karras", "ema", steps, 2.0, "euler", "karras")]
+    for name, weights, num_steps, cfg, solver, schedule in chosen:
+        grid = sigmas(num_steps, schedule)
         fn = guided(models[weights], cfg, info.num_classes)
         samples = SAMPLERS[solver](fn, grid[0] * start, grid, labels=labels)
         result = evaluate_samples(ref["classifier"], samples, labels, ref["test_images"])
@@ -156,7 +162,7 @@ def measure(run_dir: Path, num_per_class: int = 100, quick: bool = False, swaps:
             }
         )
         print(json.dumps(variants[-1]), file=sys.stderr, flush=True)
-    if quick:
+    if quick or steps is not None:
         return {"run_dir": str(run_dir), "swaps": {str(k): str(v) for k, v in (swaps or {}).items()},
                 "speckles_real_test_digits": speckles(ref["test_images"]), "variants": variants}  # fmt: skip
 
@@ -205,12 +211,13 @@ def main() -> None:
     m.add_argument("--num-per-class", type=int, default=100)
     m.add_argument("--quick", action="store_true", help="the default sampler only")
     m.add_argument("--swap", action="append", default=[], help="I=FILE: block I's weights from FILE")
+    m.add_argument("--steps", type=int, help="the default sampler at this many Euler steps only")
     args = parser.parse_args()
     if args.command == "train":
         train(args.config, args.out, args.overrides)
     else:
         swaps = {int(i): Path(f) for i, f in (item.split("=", 1) for item in args.swap)}
-        print(json.dumps(measure(args.run_dir, args.num_per_class, args.quick, swaps), indent=1))
+        print(json.dumps(measure(args.run_dir, args.num_per_class, args.quick, swaps, args.steps), indent=1))
 
 
 if __name__ == "__main__":

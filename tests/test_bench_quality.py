@@ -3,12 +3,33 @@ results summarised honestly, differences carry their uncertainty (no training he
 
 import pytest
 
-from coordinator.bench.quality import BUDGETS, PAPER, budget_spec, difference, summarise, write_quality_doc
+from coordinator.bench.quality import (
+    BUDGETS,
+    DEFAULT_CONFIGS,
+    PAPER,
+    budget_spec,
+    case_config,
+    difference,
+    summarise,
+    write_quality_doc,
+)
 
 
 def test_every_paper_entry_names_a_case_of_some_budget():
     labels = {case.label for budget in BUDGETS for case in budget_spec(budget).cases}
     assert set(PAPER) <= labels, set(PAPER) - labels
+
+
+def test_cases_compare_at_equal_steps_and_the_benchmarks_sampler_whatever_the_quickstart_says():
+    """The quickstart's per-block budgets and its 20 sampler steps are `make run`'s; every benchmark case trains
+    equal steps per block and samples at 50 steps, as the committed results were measured."""
+    for budget in BUDGETS:
+        spec = budget_spec(budget)
+        for case in spec.cases:
+            config = case_config(DEFAULT_CONFIGS["image_generation"], spec, case, seed=1)
+            assert config.train.block_step_scale == {}, (budget, case.label)
+            assert config.sample.num_steps == 50, (budget, case.label)
+            assert config.train.seed == 1
 
 
 def test_medium_budget_covers_the_issue_cases_with_three_seeds():

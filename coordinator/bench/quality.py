@@ -149,8 +149,13 @@ def budget_spec(budget: str, task: str = "image_generation") -> Budget:
 
 
 BUDGETS = ("small", "medium", "long", "full")
-# The cases compare at equal steps per block: a base config's own per-block budgets (the quickstart's) are dropped.
-EQUAL_STEPS = ("train.block_step_scale={}",)
+# The cases compare at equal steps per block, sampled as every benchmark so far (50 steps): a base config's own
+# per-block budgets and sampler steps (the quickstart's) are dropped.
+BENCH_BASE = ("train.block_step_scale={}", "sample.num_steps=50")
+
+
+def case_config(base_config: str | Path, spec: Budget, case: Case, seed: int) -> Config:
+    return load_config(base_config, [*BENCH_BASE, *spec.common, *case.overrides, f"train.seed={seed}", "name=bench"])
 
 
 def mean_std(values: list[float]) -> dict:
@@ -266,9 +271,7 @@ def bench_quality(
     }
     for seed in spec.seeds:
         for case in spec.cases:
-            config = load_config(
-                base_config, [*EQUAL_STEPS, *spec.common, *case.overrides, f"train.seed={seed}", "name=bench"]
-            )
+            config = case_config(base_config, spec, case, seed)
             sha = full_config_sha(config)
             if recorded(runs, case.label, seed, sha):
                 continue
