@@ -93,7 +93,40 @@ class TransformerLayer(nn.Module):
         return x
 
 
-class BlockNet(nn.Module):
+class AdaLNTrunk(nn.Module):
+    """What every task's block network shares: adaLN-conditioned transformer layers, then an adaLN-modulated output
+    norm and a linear head, both zero-initialised (so a fresh block outputs 0: F = 0 for EDM tasks, uniform logits
+    for label and token prediction). Subclasses embed their own inputs and call `build_trunk` where the layers
+    belong: registration order fixes parameter order (optimiser state) and the initial random draws."""
+
+    activation_checkpointing: bool = False  # recompute each layer in backward
+
+    def build_trunk(self, spec: NetSpec, out_features: int) -> None:
+        d = spec.hidden_size
+        self.layers = nn.ModuleList(TransformerLayer(d, spec.num_heads, spec.mlp_ratio) for _ in range(spec.num_layers))
+        self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Linear(d, 2 * d)
+        self.head = nn.Linear(d, out_features)
+        for zeroed in (self.ada_out, self.head):
+            nn.init.zeros_(zeroed.weight)
+            nn.init.zeros_(zeroed.bias)
+
+    def run_layers(self, x: torch.Tensor, cond: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, T, D) tokens through every layer, conditioned on (N, D) `cond`."""
+        for layer in self.layers:
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(layer, x, cond, attn_bias, use_reentrant=False)
+            else:
+                x = layer(x, cond, attn_bias)
+        return x
+
+    def project_out(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """(N, T, D) -> (N, T, out_features) through the adaLN output norm and the head."""
+        shift, scale = self.ada_out(F.silu(cond)).chunk(2, dim=1)
+        return self.head(modulate(self.norm_out(x), shift, scale))
+
+
+class BlockNet(AdaLNTrunk):
     """F(c_in * z, c_noise, labels) for one block: private embeddings, `num_layers` layers, private head.
 
     Labels are class indices; index `num_classes` is the null class used for classifier-free guidance.
@@ -110,13 +143,7 @@ class BlockNet(nn.Module):
         self.register_buffer("pos_embed", sincos_2d(self.num_side, d), persistent=False)
         self.noise_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.class_embed = nn.Embedding(spec.num_classes + 1, d)  # unit-scale init: docs/method.md, "What a block is"
-        self.layers = nn.ModuleList(TransformerLayer(d, spec.num_heads, spec.mlp_ratio) for _ in range(spec.num_layers))
-        self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.ada_out = nn.Linear(d, 2 * d)
-        self.head = nn.Linear(d, p * p * spec.channels)
-        for zeroed in (self.ada_out, self.head):
-            nn.init.zeros_(zeroed.weight)
-            nn.init.zeros_(zeroed.bias)
+        self.build_trunk(spec, p * p * spec.channels)
         if spec.output_conv:  # starts as the identity: the zero head still makes F = 0, and gradients reach the head
             self.output_conv = nn.Conv2d(spec.channels, spec.channels, 3, padding=1)
             nn.init.dirac_(self.output_conv.weight)
@@ -125,13 +152,7 @@ class BlockNet(nn.Module):
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed  # (N, T, D)
         cond = self.noise_embed(fourier_features(c_noise)) + self.class_embed(labels)  # (N, D)
-        for layer in self.layers:
-            if self.activation_checkpointing and torch.is_grad_enabled():
-                tokens = checkpoint(layer, tokens, cond, use_reentrant=False)
-            else:
-                tokens = layer(tokens, cond)
-        shift, scale = self.ada_out(F.silu(cond)).chunk(2, dim=1)
-        out = self.unpatchify(self.head(modulate(self.norm_out(tokens), shift, scale)))  # (N, C, H, W)
+        out = self.unpatchify(self.project_out(self.run_layers(tokens, cond), cond))  # (N, C, H, W)
         return self.output_conv(out) if self.spec.output_conv else out
 
     def unpatchify(self, out: torch.Tensor) -> torch.Tensor:

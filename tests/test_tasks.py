@@ -11,7 +11,7 @@ from PIL import Image
 from shared.assembly import AssembledDenoiser, load_block_denoiser
 from shared.checkpoint import save_block_weights
 from shared.images import load_images
-from shared.model import NetSpec
+from shared.model import AdaLNTrunk, NetSpec
 from shared.partition import equiprobable_boundaries, uniform_log_boundaries
 from shared.tasks import TASKS, get_task
 from shared.tasks.classification import (
@@ -74,6 +74,33 @@ def test_every_task_trains_saves_and_loads(name, tmp_path):
     assert meta["task"] == name and type(loaded) is type(model)
     preview = task.preview(loaded, images, labels, 0.1, 1.0, torch.Generator().manual_seed(0))
     assert preview is None or isinstance(preview, str) or preview.shape[1:] == images.shape[1:]
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_every_task_network_shares_the_trunk_and_recomputes_layers_exactly(name):
+    """Every task's block network is the shared adaLN trunk: zero-initialised output (a fresh block adds nothing),
+    and activation checkpointing (memory for compute) changes neither the loss nor any gradient."""
+    options, spec, images, labels, noise = EXAMPLES[name]
+    task = get_task(name, options)
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        net = task.network(spec, activation_checkpointing=checkpointing)
+        assert isinstance(net, AdaLNTrunk)
+        assert not net.head.weight.any() and not net.ada_out.weight.any()
+        for p in net.parameters():  # away from the zero init, so every layer carries gradient
+            p.data.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+        loss = task.loss(
+            task.denoiser(net, 0.5), images, labels, torch.tensor(noise), sigma_data=0.5,
+            generator=torch.Generator().manual_seed(0), label_dropout=0.0,
+        )  # fmt: skip
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in net.parameters() if p.grad is not None]))
+    (loss_plain, grads_plain), (loss_ckpt, grads_ckpt) = grads
+    torch.testing.assert_close(loss_ckpt, loss_plain)
+    assert len(grads_ckpt) == len(grads_plain) > 0
+    for g_ckpt, g_plain in zip(grads_ckpt, grads_plain):
+        torch.testing.assert_close(g_ckpt, g_plain)
 
 
 def test_unknown_task_is_refused_naming_it():

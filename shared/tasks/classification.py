@@ -22,9 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from shared.model import NetSpec, TransformerLayer, fourier_features, modulate, sincos_2d
+from shared.model import AdaLNTrunk, NetSpec, fourier_features, sincos_2d
 from shared.noise import edm_scalings, loss_weight
 from shared.sampling import euler_step
 from shared.tasks.edm import EDMTask
@@ -32,7 +31,7 @@ from shared.tasks.edm import EDMTask
 EMBEDDING_SEED = 0  # the same initial class embedding in every block of every run
 
 
-class LabelDenoiserNet(nn.Module):
+class LabelDenoiserNet(AdaLNTrunk):
     """F for label denoising: logits from (images, c_in * z, c_noise). Zero-initialised adaLN gates and head, so a
     fresh block predicts uniform class probabilities."""
 
@@ -47,13 +46,7 @@ class LabelDenoiserNet(nn.Module):
         self.label_in = nn.Linear(d, d)  # the noisy label embedding -> the label token
         self.label_pos = nn.Parameter(torch.zeros(1, 1, d, device="cpu"))
         self.noise_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
-        self.layers = nn.ModuleList(TransformerLayer(d, spec.num_heads, spec.mlp_ratio) for _ in range(spec.num_layers))
-        self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.ada_out = nn.Linear(d, 2 * d)
-        self.head = nn.Linear(d, spec.num_classes)
-        for zeroed in (self.ada_out, self.head):
-            nn.init.zeros_(zeroed.weight)
-            nn.init.zeros_(zeroed.bias)
+        self.build_trunk(spec, spec.num_classes)
         generator = torch.Generator(device="cpu").manual_seed(EMBEDDING_SEED)
         self.class_embed = nn.Parameter(torch.randn(spec.num_classes, d, generator=generator, device="cpu"))
 
@@ -66,13 +59,7 @@ class LabelDenoiserNet(nn.Module):
         label = self.label_in(z_in)[:, None, :] + self.label_pos  # (N, 1, D)
         tokens = torch.cat([label, patches], dim=1)  # (N, 1 + T, D)
         cond = self.noise_embed(fourier_features(c_noise))  # (N, D)
-        for layer in self.layers:
-            if self.activation_checkpointing and torch.is_grad_enabled():
-                tokens = checkpoint(layer, tokens, cond, use_reentrant=False)
-            else:
-                tokens = layer(tokens, cond)
-        shift, scale = self.ada_out(F.silu(cond)).chunk(2, dim=1)
-        return self.head(modulate(self.norm_out(tokens[:, :1]), shift, scale)[:, 0])  # (N, K)
+        return self.project_out(self.run_layers(tokens, cond)[:, :1], cond)[:, 0]  # the label token's logits (N, K)
 
 
 class LabelDenoiser(nn.Module):

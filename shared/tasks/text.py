@@ -21,9 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from shared.model import NetSpec, TransformerLayer, fourier_features, modulate
+from shared.model import AdaLNTrunk, NetSpec, fourier_features
 from shared.partition import widen_linear
 
 T_MIN = 1e-3  # training and evaluation times are clamped here: the weight 1/t is bounded (the ELBO loses < 0.1 %)
@@ -45,7 +44,7 @@ def alibi_bias(num_heads: int, length: int) -> torch.Tensor:
     return -slopes[:, None, None] * distance[None].float()
 
 
-class MaskedTokenNet(nn.Module):
+class MaskedTokenNet(AdaLNTrunk):
     """Logits over the vocabulary at every position from (symbols with [MASK]s, t). `spec.num_classes` is the
     vocabulary size V (the mask id is V) and `spec.seq_len` the sequence length. Zero-initialised adaLN gates and
     head: a fresh block predicts the uniform distribution."""
@@ -59,13 +58,7 @@ class MaskedTokenNet(nn.Module):
         self.register_buffer("pos_embed", sincos_1d(spec.seq_len, d), persistent=False)
         self.register_buffer("attn_bias", alibi_bias(spec.num_heads, spec.seq_len), persistent=False)
         self.time_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
-        self.layers = nn.ModuleList(TransformerLayer(d, spec.num_heads, spec.mlp_ratio) for _ in range(spec.num_layers))
-        self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.ada_out = nn.Linear(d, 2 * d)
-        self.head = nn.Linear(d, spec.num_classes)
-        for zeroed in (self.ada_out, self.head):
-            nn.init.zeros_(zeroed.weight)
-            nn.init.zeros_(zeroed.bias)
+        self.build_trunk(spec, spec.num_classes)
 
     def forward(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         length = tokens.shape[1]
@@ -74,13 +67,7 @@ class MaskedTokenNet(nn.Module):
         x = self.token_embed(tokens) + self.pos_embed[:length]  # (N, L, D)
         cond = self.time_embed(fourier_features(t))  # (N, D)
         bias = self.attn_bias[:, :length, :length].to(x.dtype)
-        for layer in self.layers:
-            if self.activation_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(layer, x, cond, bias, use_reentrant=False)
-            else:
-                x = layer(x, cond, bias)
-        shift, scale = self.ada_out(F.silu(cond)).chunk(2, dim=1)
-        return self.head(modulate(self.norm_out(x), shift, scale))  # (N, L, V)
+        return self.project_out(self.run_layers(x, cond, bias), cond)  # (N, L, V)
 
 
 class MaskedDenoiser(nn.Module):
