@@ -1,6 +1,7 @@
 """Where do the quickstart's speckles come from? Measurements behind docs/quality.md, "The quickstart's speckles".
 
     python benchmarks/speckles.py train configs/quickstart.yaml runs/qs [--set model.x=...]   # every block at once
+    python benchmarks/speckles.py assemble configs/quickstart.yaml runs/qs [--set ...]  # blocks trained one by one
     python benchmarks/speckles.py measure runs/qs > speckles.json                              # prints JSON
     python benchmarks/speckles.py measure runs/qs --steps 20       # the default sampler at 20 steps only
 
@@ -93,6 +94,13 @@ def train(config_path: str, out: Path, overrides: list[str]) -> None:
     ]
     if any(p.wait() for p in procs):
         raise SystemExit(f"a block failed: see {out}/b*.log")
+    assemble_trained(config, out)
+
+
+def assemble_trained(config, out: Path) -> None:
+    """`out/b<i>/block_<i>.safetensors` (one `python -m workers` output per block) -> a run directory in `out`, as
+    the service assembles one."""
+    specs = block_specs(config)
     records = []
     for s in specs:
         target = out / block_file(s.index)
@@ -206,6 +214,10 @@ def main() -> None:
     t.add_argument("config")
     t.add_argument("out", type=Path)
     t.add_argument("--set", dest="overrides", action="append", default=[])
+    a = sub.add_parser("assemble", help="assemble blocks already trained into OUT/b<i>/ by `python -m workers`")
+    a.add_argument("config")
+    a.add_argument("out", type=Path)
+    a.add_argument("--set", dest="overrides", action="append", default=[])
     m = sub.add_parser("measure")
     m.add_argument("run_dir", type=Path)
     m.add_argument("--num-per-class", type=int, default=100)
@@ -215,6 +227,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "train":
         train(args.config, args.out, args.overrides)
+    elif args.command == "assemble":
+        assemble_trained(resolve_data(load_config(args.config, args.overrides)), args.out)
     else:
         swaps = {int(i): Path(f) for i, f in (item.split("=", 1) for item in args.swap)}
         print(json.dumps(measure(args.run_dir, args.num_per_class, args.quick, swaps, args.steps), indent=1))
