@@ -357,6 +357,14 @@ class TextConfig(_Section):
         200_000, ge=100, le=10_000_000, description="Monte-Carlo BPC estimate: at most this many (sequence, t) draws."
     )
     sample_steps: int = Field(256, ge=1, le=MAX_SAMPLE_STEPS, description="Unmasking steps when sampling text.")
+    train_weighting: Literal["elbo", "masked_mean"] = Field(
+        "elbo",
+        description="Training loss per sequence: elbo = (1/t) x the masked cross-entropy per symbol, the ELBO's own "
+        "estimate (unbiased; on short sequences its variance grows without bound as t -> 0, where one or two masked "
+        "symbols carry weight 1/t); masked_mean = the cross-entropy averaged over the sequence's masked symbols "
+        "(the same integrand at each t up to the spread of the mask count, far lower variance at small t). "
+        "Evaluation is always the ELBO.",
+    )
 
     @model_validator(mode="after")
     def _symbols(self) -> TextConfig:

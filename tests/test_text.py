@@ -28,6 +28,7 @@ from shared.tasks.text import (
     elbo_weight,
     estimate_bpc,
     mask_tokens,
+    masked_mean_nats,
     masked_nats,
     sample_text,
     stratified_times,
@@ -94,6 +95,29 @@ def test_the_elbo_weight_is_one_over_t_and_a_uniform_model_scores_log2_v():
     assert ((z == 27) == masked).all() and abs(masked.double().mean().item() - 0.3) < 0.01
     nats = masked_nats(torch.zeros(4000, 16, 27), tokens, masked, times)
     assert nats.mean().item() == pytest.approx(math.log(27), rel=0.01)
+
+
+def test_the_masked_mean_loss_estimates_the_same_integrand_with_far_less_variance_at_small_t():
+    # A model that knows each position's symbol distribution exactly: the integrand at t is the mean entropy
+    # per symbol whatever t is, and both training losses must estimate it; at small t on short sequences the 1/t
+    # weight makes the ELBO's own estimate wild (one masked symbol carries weight 1/t), the masked mean not.
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(16, 27, generator=g) * 2, dim=-1)  # per position
+    tokens = torch.multinomial(probs, 4000, replacement=True, generator=g).T  # (4000, 16)
+    logits = probs.log().expand(4000, 16, 27)
+    entropy = float(-(probs * probs.log()).sum(-1).mean())
+    for t in (0.02, 0.5):
+        times = torch.full((4000,), t)
+        _, masked = mask_tokens(tokens, times, 27, torch.Generator().manual_seed(1))
+        elbo, mean = masked_nats(logits, tokens, masked, times), masked_mean_nats(logits, tokens, masked)
+        some = masked.any(dim=1)  # a sequence with nothing masked has no symbol to average over: it scores 0
+        assert (mean[~some] == 0).all()
+        assert elbo.mean().item() == pytest.approx(entropy, rel=0.1)
+        assert mean[some].mean().item() == pytest.approx(entropy, rel=0.05)
+        if t < 0.1:
+            assert elbo.std().item() > 2 * mean[some].std().item()  # measured: 4.1 vs 1.3
+    task = task_for(load_config(TEXT, ["text.train_weighting=masked_mean"]))
+    assert task.train_weighting == "masked_mean" and "train_weighting" not in task.options  # training only
 
 
 def test_bpc_estimate_of_a_fresh_model_is_log2_v_within_its_standard_error():

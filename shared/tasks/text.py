@@ -104,6 +104,14 @@ def masked_nats(logits: torch.Tensor, tokens: torch.Tensor, masked: torch.Tensor
     return elbo_weight(t) * (ce * masked).sum(dim=1) / tokens.shape[1]
 
 
+def masked_mean_nats(logits: torch.Tensor, tokens: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """Per sequence: the cross-entropy averaged over its masked symbols (nats), (N,); 0 where nothing is masked.
+    At each t its expectation is the ELBO integrand's up to the spread of the mask count around t * L, without the
+    1/t weight that makes `masked_nats` a high-variance training signal at small t on short sequences."""
+    ce = F.cross_entropy(logits.transpose(1, 2).float(), tokens, reduction="none")  # (N, L)
+    return (ce * masked).sum(dim=1) / masked.sum(dim=1).clamp(min=1)
+
+
 def stratified_times(num: int, lo: float, hi: float, generator: torch.Generator) -> torch.Tensor:
     """`num` times in [lo, hi], one per equal stratum, in random order (MD4's low-variance draw of t), >= T_MIN."""
     device = generator.device
@@ -117,13 +125,15 @@ class MaskedDiffusionText:
     axis = "t"  # masking time: higher is noisier (more masked); block 0 owns the highest
     progress_metric = None  # the loss itself is in nats per symbol (bits: divide by ln 2)
 
-    def __init__(self, vocabulary: str = "", seq_len: int = 0):
+    def __init__(self, vocabulary: str = "", seq_len: int = 0, train_weighting: str = "elbo"):
         self.vocabulary = vocabulary  # the symbols in id order; the mask id is len(vocabulary)
         self.seq_len = seq_len
+        self.train_weighting = train_weighting  # training only: not among `options` (nothing rebuilt needs it)
 
     @classmethod
     def options_from(cls, config) -> dict:
-        return {"vocabulary": text_vocabulary(config), "seq_len": config.text.seq_len}
+        text = config.text
+        return {"vocabulary": text_vocabulary(config), "seq_len": text.seq_len, "train_weighting": text.train_weighting}
 
     @property
     def options(self) -> dict:
@@ -175,6 +185,8 @@ class MaskedDiffusionText:
         """`images` are the clean symbols (N, L), `sigma` the times t (N,)."""
         mask_id = getattr(model, "module", model).mask_id
         z, masked = mask_tokens(images, sigma, mask_id, generator)
+        if self.train_weighting == "masked_mean":
+            return masked_mean_nats(model(z, sigma), images, masked).mean()
         return masked_nats(model(z, sigma), images, masked, sigma).mean()
 
     def preview(self, denoiser, images, labels, sigma_lo, sigma_hi, generator) -> str:
