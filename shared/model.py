@@ -99,7 +99,10 @@ class AdaLNTrunk(nn.Module):
     for label and token prediction). Subclasses embed their own inputs and call `build_trunk` where the layers
     belong: registration order fixes parameter order (optimiser state) and the initial random draws."""
 
-    activation_checkpointing: bool = False  # recompute each layer in backward
+    def __init__(self, spec: NetSpec, *, activation_checkpointing: bool = False):
+        super().__init__()
+        self.spec = spec
+        self.activation_checkpointing = activation_checkpointing  # recompute each layer in backward
 
     def build_trunk(self, spec: NetSpec, out_features: int) -> None:
         d = spec.hidden_size
@@ -134,9 +137,7 @@ class BlockNet(AdaLNTrunk):
     """
 
     def __init__(self, spec: NetSpec, *, activation_checkpointing: bool = False):
-        super().__init__()
-        self.spec = spec
-        self.activation_checkpointing = activation_checkpointing  # recompute each layer in backward
+        super().__init__(spec, activation_checkpointing=activation_checkpointing)
         d, p = spec.hidden_size, spec.patch_size
         self.num_side = spec.image_size // p
         self.patch_embed = nn.Conv2d(spec.channels, d, kernel_size=p, stride=p)

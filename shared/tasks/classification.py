@@ -36,9 +36,7 @@ class LabelDenoiserNet(AdaLNTrunk):
     fresh block predicts uniform class probabilities."""
 
     def __init__(self, spec: NetSpec, *, activation_checkpointing: bool = False):
-        super().__init__()
-        self.spec = spec
-        self.activation_checkpointing = activation_checkpointing  # recompute each layer in backward
+        super().__init__(spec, activation_checkpointing=activation_checkpointing)
         d, p = spec.hidden_size, spec.patch_size
         self.num_side = spec.image_size // p
         self.patch_embed = nn.Conv2d(spec.channels, d, kernel_size=p, stride=p)

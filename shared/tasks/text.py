@@ -50,9 +50,7 @@ class MaskedTokenNet(AdaLNTrunk):
     head: a fresh block predicts the uniform distribution."""
 
     def __init__(self, spec: NetSpec, *, activation_checkpointing: bool = False):
-        super().__init__()
-        self.spec = spec
-        self.activation_checkpointing = activation_checkpointing
+        super().__init__(spec, activation_checkpointing=activation_checkpointing)
         d = spec.hidden_size
         self.token_embed = nn.Embedding(spec.num_classes + 1, d)  # + [MASK]
         self.register_buffer("pos_embed", sincos_1d(spec.seq_len, d), persistent=False)
