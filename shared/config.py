@@ -36,6 +36,9 @@ MAX_SEED = 2**53 - 1
 MAX_LAYERS = 256
 MAX_BLOCKS = 64
 MAX_STEPS = 10_000_000
+# The override a benchmark adds to compare at equal steps per block: a base config's per-block budgets
+# (`train.block_step_scale`, the quickstart's) are dropped, so every block trains `train.steps_per_block`.
+EQUAL_STEPS = "train.block_step_scale={}"
 MAX_SAMPLES_PER_CLASS = 64
 MAX_SAMPLE_STEPS = 1000
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from shared.config import load_config
+from shared.config import EQUAL_STEPS, load_config
 from shared.data import load_split
 from shared.job import BlockJob
 from shared.model import count_params
@@ -72,7 +72,7 @@ def warm_up(config, data, device: torch.device) -> None:
             "model.num_heads=2",
             "train.mode=end_to_end",
             "train.steps_per_block=2",
-            "train.block_step_scale={}",
+            EQUAL_STEPS,
             "train.batch_size=4",
         ],
     )
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [
         *args.overrides,
         f"train.steps_per_block={args.steps}",
-        "train.block_step_scale={}",
+        EQUAL_STEPS,
         "train.checkpoint_every_steps=100000",
         "train.log_every_steps=100000",
         "train.warmup_steps=0",

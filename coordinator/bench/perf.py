@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from shared.assembly import AssembledDenoiser, load_assembled
-from shared.config import Config
+from shared.config import EQUAL_STEPS, Config
 from shared.model import BlockNet, NetSpec, count_params
 from shared.plan import block_specs, boundaries, net_spec
 from shared.precond import Denoiser
@@ -187,7 +187,7 @@ def bench_throughput(config: Config, *, steps: int) -> dict:
         config,
         [
             f"train.steps_per_block={2 * half}",
-            "train.block_step_scale={}",
+            EQUAL_STEPS,
             f"train.log_every_steps={half}",
             "train.checkpoint_every_steps=1000000",
             "train.preview_every_steps=0",

@@ -26,7 +26,7 @@ from coordinator.dispatch import RayDispatcher
 from coordinator.runs import create_run
 from coordinator.service import Coordinator
 from coordinator.store import Store
-from shared.config import Config, load_config
+from shared.config import EQUAL_STEPS, Config, load_config
 from shared.plan import layer_updates
 from shared.visualize import figure
 
@@ -151,7 +151,7 @@ def budget_spec(budget: str, task: str = "image_generation") -> Budget:
 BUDGETS = ("small", "medium", "long", "full")
 # The cases compare at equal steps per block, sampled as every benchmark so far (50 steps): a base config's own
 # per-block budgets and sampler steps (the quickstart's) are dropped.
-BENCH_BASE = ("train.block_step_scale={}", "sample.num_steps=50")
+BENCH_BASE = (EQUAL_STEPS, "sample.num_steps=50")
 
 
 def case_config(base_config: str | Path, spec: Budget, case: Case, seed: int) -> Config:

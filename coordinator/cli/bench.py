@@ -11,6 +11,7 @@ import typer
 from coordinator.cli import bench_app
 from coordinator.cli.common import ResultsOpt, SetOpt, fail, load, open_dispatcher, open_store, run_config
 from coordinator.store import close_embedded
+from shared.config import EQUAL_STEPS
 
 
 @bench_app.command("quality")
@@ -198,9 +199,7 @@ def bench_scaling_cmd(
     """
     from coordinator.bench.perf import write_result
 
-    result = _ray_bench(
-        "scaling", config, set_, ["blocks.num_blocks=2", "train.steps_per_block=300", "train.block_step_scale={}"]
-    )
+    result = _ray_bench("scaling", config, set_, ["blocks.num_blocks=2", "train.steps_per_block=300", EQUAL_STEPS])
     path = write_result(result, f"scaling-{result['machine']['device'].replace(' ', '_')}", results_dir)
     typer.echo(json.dumps(result, indent=2) if as_json else f"efficiency {result['efficiency']:.2f} -> {path}")
 
@@ -218,9 +217,7 @@ def bench_dispatch_cmd(
     """
     from coordinator.bench.perf import write_result
 
-    result = _ray_bench(
-        "dispatch", config, set_, ["blocks.num_blocks=2", "train.steps_per_block=100", "train.block_step_scale={}"]
-    )
+    result = _ray_bench("dispatch", config, set_, ["blocks.num_blocks=2", "train.steps_per_block=100", EQUAL_STEPS])
     path = write_result(result, f"dispatch-{result['machine']['device'].replace(' ', '_')}", results_dir)
     typer.echo(json.dumps(result, indent=2) if as_json else f"first step {result['first_step_s']:.1f} s -> {path}")
 
