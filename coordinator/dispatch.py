@@ -15,6 +15,7 @@ import socket
 import time
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from coordinator.jobs import JobResult
 from coordinator.reconcile import NOTHING, Resources
@@ -27,6 +28,7 @@ _PROPAGATED_PREFIXES = ("RAY_TRAIN_", "OMP_NUM_THREADS", "AWS_")
 
 
 _WARM_WORKERS = 8
+HEAD_RESOURCE = "node:__internal_head__"  # the resource Ray gives the head node alone
 
 
 def _import_entry_point() -> None:
@@ -37,6 +39,17 @@ def _free_loopback_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _on_head_node() -> str | NodeAffinitySchedulingStrategy:
+    """Where block job actors go: the head node (soft: anywhere if it cannot take one). Ray Train V2 starts a run's
+    controller on the node of the process that calls fit(), i.e. beside the job actor; left to the default
+    scheduler, a zero-CPU actor may land on a worker node, and losing that node then fails *another* block's run
+    too (its controller dies with it) instead of only the blocks whose workers trained there. The head node lives as
+    long as the cluster; the coordinator's own node (compose: `dblocks serve --ray-node`) restarts with it, so it is
+    no place for actors meant to outlive the coordinator."""
+    head = next((n["NodeID"] for n in ray.nodes() if n["Alive"] and HEAD_RESOURCE in n["Resources"]), None)
+    return NodeAffinitySchedulingStrategy(node_id=head, soft=True) if head else "DEFAULT"
 
 
 def actor_name(job: BlockJob, attempt: int) -> str:
@@ -54,6 +67,7 @@ class RayDispatcher:
         # max_concurrency: the `result` calls of coordinators that died may still be waiting inside the actor; the
         # next coordinator's call must not queue behind them
         self._actor_class = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)(BlockJobActor)
+        self._placement: str | NodeAffinitySchedulingStrategy = "DEFAULT"
 
     def connect(self, num_cpus: int | None = None) -> None:
         os.environ["RAY_AUTH_MODE"] = self.auth_mode
@@ -69,6 +83,7 @@ class RayDispatcher:
             )
         else:
             self._start_local_cluster(num_cpus, env_vars)
+        self._placement = _on_head_node()
         self._warm_task_workers()
 
     def _start_local_cluster(self, num_cpus: int | None, env_vars: dict[str, str]) -> None:
@@ -123,9 +138,9 @@ class RayDispatcher:
         collected, is stopped first: a new attempt starts afresh from the block's checkpoint)."""
         name = actor_name(job, attempt)
         self._kill_named(name)
-        actor = self._actor_class.options(name=name, namespace=self.namespace, lifetime="detached").remote(
-            job.to_dict(), storage_uri, previews
-        )
+        actor = self._actor_class.options(
+            name=name, namespace=self.namespace, lifetime="detached", scheduling_strategy=self._placement
+        ).remote(job.to_dict(), storage_uri, previews)
         self._track(actor, job, demand)
         return name
 
