@@ -71,7 +71,8 @@ class RayDispatcher:
 
     def connect(self, num_cpus: int | None = None) -> None:
         os.environ["RAY_AUTH_MODE"] = self.auth_mode
-        if ray.is_initialized():
+        if ray.is_initialized():  # joined by this process already (a test, a benchmark): only place the actors
+            self._placement = _on_head_node()
             return
         env_vars = {k: v for k, v in os.environ.items() if k.startswith(_PROPAGATED_PREFIXES)}
         if self.address:

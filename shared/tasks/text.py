@@ -95,19 +95,22 @@ def elbo_weight(t: torch.Tensor) -> torch.Tensor:
     return 1.0 / t
 
 
+def symbol_nats(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(N, L) cross-entropy of each symbol (nats), in float32 whatever the logits' dtype."""
+    return F.cross_entropy(logits.transpose(1, 2).float(), tokens, reduction="none")
+
+
 def masked_nats(logits: torch.Tensor, tokens: torch.Tensor, masked: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Per sequence: the weighted masked cross-entropy per symbol (nats), (N,). Its mean over t ~ U(0, 1) and masks
     is the MD4 ELBO (an upper bound on the negative log-likelihood per symbol)."""
-    ce = F.cross_entropy(logits.transpose(1, 2).float(), tokens, reduction="none")  # (N, L)
-    return elbo_weight(t) * (ce * masked).sum(dim=1) / tokens.shape[1]
+    return elbo_weight(t) * (symbol_nats(logits, tokens) * masked).sum(dim=1) / tokens.shape[1]
 
 
 def masked_mean_nats(logits: torch.Tensor, tokens: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
     """Per sequence: the cross-entropy averaged over its masked symbols (nats), (N,); 0 where nothing is masked.
     At each t its expectation is the ELBO integrand's up to the spread of the mask count around t * L, without the
     1/t weight that makes `masked_nats` a high-variance training signal at small t on short sequences."""
-    ce = F.cross_entropy(logits.transpose(1, 2).float(), tokens, reduction="none")  # (N, L)
-    return (ce * masked).sum(dim=1) / masked.sum(dim=1).clamp(min=1)
+    return (symbol_nats(logits, tokens) * masked).sum(dim=1) / masked.sum(dim=1).clamp(min=1)
 
 
 def stratified_times(num: int, lo: float, hi: float, generator: torch.Generator) -> torch.Tensor:
