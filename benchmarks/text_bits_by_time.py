@@ -16,7 +16,6 @@ one block with another trained differently, or with end-to-end on the same slice
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from shared.assembly import load_assembled, load_block_denoiser  # noqa: E402
 from shared.config import load_config  # noqa: E402
 from shared.data.text import load_corpus, sequences  # noqa: E402
-from shared.tasks.text import T_MIN, bits_by_time, mask_tokens, masked_nats  # noqa: E402
+from shared.tasks.text import bits_by_time  # noqa: E402
 
 TIMES = [i / 12 for i in range(1, 13)]
 NUM_SEQUENCES = 256
@@ -38,7 +37,8 @@ def measure(run_dir: Path) -> dict:
     config = load_config(run_dir / "config.yaml")
     model, manifest = load_assembled(run_dir, "ema")
     test = sequences(load_corpus(config.text).split("test"), config.text.seq_len)[:NUM_SEQUENCES]
-    bits = [float(b) for b in bits_by_time(model, test, TIMES, seed=0)]
+    mask_id = model.blocks[0].mask_id
+    bits = bits_by_time(lambda z, t: model(z, t, None), test, TIMES, seed=0, mask_id=mask_id)
     return {
         "run_dir": str(run_dir),
         "block_t_ranges": [[b["sigma_lo"], b["sigma_hi"]] for b in manifest["blocks"]],
@@ -52,16 +52,8 @@ def measure_block(path: Path, times: list[float], test: torch.Tensor) -> dict:
     lo, hi = meta["block"]["sigma_lo"], meta["block"]["sigma_hi"]
     if not all(lo <= t <= hi for t in times):
         raise SystemExit(f"{path}: block range [{lo}, {hi}] does not hold every time of {times}")
-    generator = torch.Generator().manual_seed(0)
-    bits = []
     with torch.no_grad():
-        for t in times:
-            tt = torch.full((len(test),), max(t, T_MIN))
-            draws = []
-            for _ in range(4):
-                z, masked = mask_tokens(test, tt, block.mask_id, generator)
-                draws.append(float(masked_nats(block(z, tt), test, masked, tt).mean()) / math.log(2))
-            bits.append(sum(draws) / len(draws))
+        bits = bits_by_time(block, test, times, seed=0, mask_id=block.mask_id, draws=4)
     return {"file": str(path), "block_t_range": [lo, hi], "bits": bits, "mean_bits": sum(bits) / len(bits)}
 
 

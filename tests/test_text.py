@@ -25,6 +25,7 @@ from shared.tasks.text import (
     T_MIN,
     MaskedDenoiser,
     MaskedTokenNet,
+    bits_by_time,
     elbo_weight,
     estimate_bpc,
     mask_tokens,
@@ -318,3 +319,19 @@ def test_a_sample_longer_than_the_trained_sequence_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match=r"length 17: must be 1..16 \(the run's text.seq_len\)"):
         generate_texts(tmp_path, text_config("text.seq_len=16"), num=1, length=17)
+
+
+def test_bits_by_time_of_a_uniform_denoiser_is_the_vocabulary_entropy_and_more_draws_tighten_it():
+    vocabulary, mask_id = 27, 27
+    tokens = torch.randint(0, vocabulary, (64, 32), generator=torch.Generator().manual_seed(0))
+
+    def uniform(z, t):
+        return torch.zeros(*z.shape, vocabulary)
+
+    times = [0.1, 0.5, 0.9]
+    one = bits_by_time(uniform, tokens, times, seed=0, mask_id=mask_id)
+    many = bits_by_time(uniform, tokens, times, seed=0, mask_id=mask_id, draws=16)
+    assert one == bits_by_time(uniform, tokens, times, seed=0, mask_id=mask_id)  # fixed seed, fixed curve
+    entropy = math.log2(vocabulary)
+    assert max(abs(b - entropy) for b in many) < 0.1
+    assert max(abs(b - entropy) for b in many) < max(abs(b - entropy) for b in one)

@@ -278,17 +278,22 @@ def estimate_bpc(
 
 
 @torch.no_grad()
-def bits_by_time(assembled, sequences: torch.Tensor, times: list[float], *, seed: int) -> list[float]:
+def bits_by_time(
+    denoiser, sequences: torch.Tensor, times: list[float], *, seed: int, mask_id: int, draws: int = 1
+) -> list[float]:
     """The ELBO's integrand on held-out sequences: at each t, the mean weighted masked cross-entropy in bits per
-    symbol (each t through the block that owns it). Its integral over t in [0, 1] is the BPC bound, so the curve
-    shows what each block's slice contributes."""
+    symbol over `draws` masks per sequence. `denoiser(z, t)` gives the logits: an assembled model (each t through
+    the block that owns it), or one block scored on its own slice. The integral over t in [0, 1] is the BPC bound,
+    so the curve shows what each block's slice contributes."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    mask_id = assembled.blocks[0].mask_id
     curve = []
     for t in times:
         tt = torch.full((len(sequences),), max(t, T_MIN), device=sequences.device)
-        z, masked = mask_tokens(sequences, tt, mask_id, generator)
-        curve.append(float(masked_nats(assembled(z, tt, None), sequences, masked, tt).mean()) / math.log(2))
+        nats = 0.0
+        for _ in range(draws):
+            z, masked = mask_tokens(sequences, tt, mask_id, generator)
+            nats += float(masked_nats(denoiser(z, tt), sequences, masked, tt).mean())
+        curve.append(nats / draws / math.log(2))
     return curve
 
 
