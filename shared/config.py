@@ -310,6 +310,12 @@ class ClassificationConfig(_Section):
         description="Training images are shifted by up to this many pixels each way (edge padding); 0 = off.",
     )
     num_steps: int = Field(0, ge=0, le=MAX_SAMPLE_STEPS, description="Euler steps at inference; 0 = one per block (B).")
+    start: Literal["noise", "zero"] = Field(
+        "noise",
+        description="Where inference starts in label-embedding space: noise = sigma_max * randn (the paper's; the "
+        "chain then draws a label from the model's posterior, so accuracy is about the mean probability of the true "
+        "class); zero = the noise's mean, a deterministic path that follows the most probable label.",
+    )
     calibration_bins: int = Field(15, ge=2, le=100, description="Bins of the expected calibration error.")
 
 

@@ -200,6 +200,8 @@ def test_classification_trains_blockwise_and_evaluates(tmp_path, ray_env):
     # 80 steps of a 1-layer ViT per block is a smoke test, not training: accuracy is for configs/classify.yaml
     # (docs/tasks.md). Here: a well-formed evaluation of every held-out example.
     assert 0.0 <= result["accuracy"] <= 1.0 and 0.0 <= result["ece"] <= 1.0
+    assert result["start"] == "noise" and result["accuracy"] == result["accuracy_noise_start"]
+    assert 0.0 <= result["accuracy_zero_start"] <= 1.0
     assert sum(map(sum, result["confusion"])) == 1000 and len(result["true_class_probability_by_step"]) == 2
 
     images = np.zeros((3, 1, 28, 28), dtype=np.float32) - 1.0

@@ -223,3 +223,35 @@ def test_random_shift_translates_each_image_by_at_most_the_shift():
     assert rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
     assert len(set(zip(rows.tolist(), cols.tolist()))) > 10  # each image drew its own offset
     assert torch.equal(random_shift(images, 0, torch.Generator()), images)
+
+
+class RecordingBlock(CountingBlock):
+    """Records the z it is called with; predicts class 0 with certainty."""
+
+    def forward(self, z, sigma, images):
+        self.calls.setdefault("z", []).append(z.clone())
+        return torch.nn.functional.one_hot(torch.zeros(len(z), dtype=torch.long), SPEC.num_classes) * 50.0
+
+
+def test_the_noise_start_draws_z_at_sigma_max_and_the_zero_start_is_one_seed_free_path():
+    boundaries = equiprobable_boundaries(2, -1.2, 1.2, 0.002, 80.0)
+    sigmas = boundary_sigmas(boundaries)
+    seen = {}
+    for start in ("noise", "zero"):
+        for seed in (0, 1):
+            calls = {}
+            assembled = AssembledDenoiser([RecordingBlock(i, calls) for i in range(2)], boundaries)
+            logits, _ = classify(assembled, torch.zeros(256, 1, 28, 28), sigmas, seed=seed, start=start)
+            assert (logits.argmax(1) == 0).all()
+            seen[start, seed] = calls["z"]
+    first = seen["noise", 0][0]
+    assert abs(float(first.std()) - float(sigmas[0])) < 0.05 * float(sigmas[0])  # randn scaled to sigma_max
+    assert not torch.equal(first, seen["noise", 1][0])  # the seed picks the noise
+    assert torch.equal(seen["zero", 0][0], torch.zeros_like(first))
+    assert all(torch.equal(a, b) for a, b in zip(seen["zero", 0], seen["zero", 1]))  # no seed enters the path
+    # the zero start's second block sees the first block's estimate exactly (class 0's normalised embedding)
+    target = assembled.blocks[0].net.targets()[0]
+    shrink = 1 - float(sigmas[1] / sigmas[0])
+    assert torch.allclose(seen["zero", 0][1], (shrink * target).expand(256, -1), atol=1e-5)
+    with pytest.raises(ValueError, match="start must be one of"):
+        classify(assembled, torch.zeros(1, 1, 28, 28), sigmas, seed=0, start="mean")

@@ -14,7 +14,7 @@ from shared.config import Config
 from shared.data import data_shape, load_split
 from shared.plan import boundaries
 from shared.sampling import equiprobable_sigmas
-from shared.tasks.classification import boundary_sigmas, classify, expected_calibration_error
+from shared.tasks.classification import STARTS, boundary_sigmas, classify, expected_calibration_error
 from shared.visualize import figure
 
 
@@ -36,23 +36,33 @@ def predict_images(
     seed: int = 0,
     model=None,
     batch_size: int = 500,
+    start: str | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(final class probabilities (N, K), probabilities after each step) for images in [-1, 1]."""
+    """(final class probabilities (N, K), probabilities after each step) for images in [-1, 1]; `start` defaults to
+    the config's `classification.start`."""
     model = model if model is not None else load_assembled(run_dir, weights)[0]
     sigmas = inference_sigmas(config)
+    start = start or config.classification.start
     finals, per_step = [], []
-    for start in range(0, len(images), batch_size):
-        logits, steps = classify(model, images[start : start + batch_size], sigmas, seed=seed + start)
+    for first in range(0, len(images), batch_size):
+        logits, steps = classify(model, images[first : first + batch_size], sigmas, seed=seed + first, start=start)
         finals.append(logits.softmax(dim=1))
         per_step.append(steps)
     return torch.cat(finals), [torch.cat([s[i] for s in per_step]) for i in range(len(per_step[0]))]
 
 
 def evaluate_classifier(run_dir: Path, config: Config, *, weights: str = "ema", seed: int = 0, model=None) -> dict:
-    """Held-out accuracy, expected calibration error and confusion matrix of a finished classification run."""
+    """Held-out accuracy, expected calibration error and confusion matrix of a finished classification run, at the
+    config's inference start; the accuracy from either start beside it (`accuracy_noise_start`,
+    `accuracy_zero_start`: what sampling the label costs against following the most probable one)."""
     d = config.data
     images, labels = load_split(d, "test", limit=MAX_EVAL_EXAMPLES)
-    probs, steps = predict_images(run_dir, config, images, weights=weights, seed=seed, model=model)
+    model = model if model is not None else load_assembled(run_dir, weights)[0]
+    by_start = {}
+    for start in STARTS:
+        probs, steps = predict_images(run_dir, config, images, weights=weights, seed=seed, model=model, start=start)
+        by_start[start] = probs, steps
+    probs, steps = by_start[config.classification.start]
     predicted = probs.argmax(dim=1)
     num_classes = data_shape(config).num_classes
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device="cpu")
@@ -61,6 +71,11 @@ def evaluate_classifier(run_dir: Path, config: Config, *, weights: str = "ema", 
         "task": "classification",
         "accuracy": float((predicted == labels).double().mean()),
         "ece": expected_calibration_error(probs, labels, config.classification.calibration_bins),
+        "start": config.classification.start,
+        **{
+            f"accuracy_{start}_start": float((p.argmax(dim=1) == labels).double().mean())
+            for start, (p, _) in by_start.items()
+        },
         "num_examples": len(labels),
         "num_steps": len(steps),
         "weights": weights,

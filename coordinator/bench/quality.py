@@ -47,7 +47,11 @@ PAPER_CLASSIFICATION = {
 }
 WEIGHTS = ("ema", "raw")
 # The metrics each task's cases are compared by; the first is the headline.
-METRICS = {"image_generation": ("fd", "class_accuracy"), "classification": ("accuracy", "ece"), "text": ("bpc",)}
+METRICS = {
+    "image_generation": ("fd", "class_accuracy"),
+    "classification": ("accuracy", "ece", "accuracy_zero_start"),
+    "text": ("bpc",),
+}
 DEFAULT_CONFIGS = {
     "image_generation": "configs/quickstart.yaml",
     "classification": "configs/classify.yaml",
@@ -409,7 +413,7 @@ class TaskDoc:
 TASK_DOCS = {
     "classification": TaskDoc(
         title="classification by label denoising",
-        metrics=(("accuracy", "accuracy"), ("ece", "ECE")),
+        metrics=(("accuracy", "accuracy"), ("ece", "ECE"), ("accuracy_zero_start", "accuracy, zero start")),
         reference=lambda r: r.get("objective") == "backprop",
         reference_name="backprop",
         intro="""Base config `configs/classify.yaml` (6 layers, width 64, patch 4, 1,500 steps per block, batch 128).
