@@ -37,6 +37,29 @@ from workers.reporting import ListReporter  # noqa: E402
 from workers.train_block import train_block  # noqa: E402
 
 
+def assemble_block_files(config, files: dict[int, Path], run_dir: Path, steps: dict[int, int] | None = None) -> None:
+    """One trained block file per block of the plan -> `run_dir` assembled exactly as the service assembles a run
+    (its config, block files with their checksums, manifest, merged weights). `steps`: each block's last step
+    (default: its planned steps)."""
+    specs, records = block_specs(config), []
+    for spec in specs:
+        target = run_dir / block_file(spec.index)
+        if files[spec.index].resolve() != target.resolve():
+            shutil.copyfile(files[spec.index], target)
+        records.append(
+            BlockRecord(
+                index=spec.index,
+                state=State.SUCCEEDED,
+                attempt=1,
+                step=(steps or {}).get(spec.index, config.train.steps_for(spec.index)),
+                weights_file=target.name,
+                sha256=sha256_file(target),
+            )
+        )
+    atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+    assemble(config, specs, boundaries(config), records, run_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
@@ -53,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.out
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", config.to_yaml())
-    specs, records, blocks = block_specs(config), [], []
+    specs, files, steps, blocks = block_specs(config), {}, {}, []
     started = time.perf_counter()
     for spec in specs:
         reporter = ListReporter(run_dir / ".checkpoints" / str(spec.index))
@@ -64,18 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         data = task_for(config).train_batches(config, seed=job.seed)
         final = train_block(job, data=data, reporter=reporter, device=device)
         wall_s = time.perf_counter() - block_started
-        target = run_dir / block_file(spec.index)
-        shutil.copyfile(reporter.latest_checkpoint / "block.safetensors", target)
-        records.append(
-            BlockRecord(
-                index=spec.index,
-                state=State.SUCCEEDED,
-                attempt=1,
-                step=final["step"],
-                weights_file=target.name,
-                sha256=sha256_file(target),
-            )
-        )
+        files[spec.index] = run_dir / block_file(spec.index)
+        steps[spec.index] = final["step"]
+        shutil.copyfile(reporter.latest_checkpoint / "block.safetensors", files[spec.index])
         rates = [m["steps_per_s"] for m in reporter.metrics if "steps_per_s" in m]
         blocks.append(
             {
@@ -92,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(blocks[-1]), file=sys.stderr, flush=True)
     train_s = time.perf_counter() - started
     shutil.rmtree(run_dir / ".checkpoints", ignore_errors=True)
-    assemble(config, specs, boundaries(config), records, run_dir)
+    assemble_block_files(config, files, run_dir, steps)
     report = {
         "config": args.config,
         "overrides": args.overrides,
@@ -112,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.num_samples and config.task == "classification":
         eval_started = time.perf_counter()
         result = evaluate_classifier(run_dir, config)
-        report["eval"] = {k: result[k] for k in ("accuracy", "ece", "num_examples")}
+        report["eval"] = {k: result[k] for k in ("accuracy", "ece", "accuracy_zero_start", "num_examples")}
         report["eval_s"] = round(time.perf_counter() - eval_started, 2)
     elif args.num_samples:
         eval_started = time.perf_counter()

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -29,17 +27,16 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from coordinator.artefacts.assemble import assemble, block_file  # noqa: E402
+from benchmarks.local_run import assemble_block_files  # noqa: E402
+from coordinator.artefacts.assemble import block_file  # noqa: E402
 from coordinator.artefacts.quality import reference_stats  # noqa: E402
-from coordinator.records import State  # noqa: E402
 from coordinator.settings import Settings  # noqa: E402
 from shared.assembly import load_assembled  # noqa: E402
-from shared.checkpoint import sha256_file  # noqa: E402
 from shared.config import load_config  # noqa: E402
 from shared.data import data_shape, resolve_data  # noqa: E402
 from shared.evaluation import evaluate_samples  # noqa: E402
 from shared.generate import class_labels, step_sigmas  # noqa: E402
-from shared.plan import block_specs, boundaries  # noqa: E402
+from shared.plan import block_specs  # noqa: E402
 from shared.sampling import SAMPLERS, euler_step, guided  # noqa: E402
 
 VARIANTS = [  # name, weights, steps, cfg, solver, schedule
@@ -99,24 +96,9 @@ def train(config_path: str, out: Path, overrides: list[str]) -> None:
 
 def assemble_trained(config, out: Path) -> None:
     """`out/b<i>/block_<i>.safetensors` (one `python -m workers` output per block) -> a run directory in `out`, as
-    the service assembles one."""
-    specs = block_specs(config)
-    records = []
-    for s in specs:
-        target = out / block_file(s.index)
-        shutil.copyfile(out / f"b{s.index}" / block_file(s.index), target)
-        records.append(
-            SimpleNamespace(
-                index=s.index,
-                state=State.SUCCEEDED,
-                weights_file=target.name,
-                sha256=sha256_file(target),
-                step=config.train.steps_for(s.index),
-                attempt=1,
-            )  # fmt: skip
-        )
-    (out / "config.yaml").write_text(config.to_yaml())
-    assemble(config, specs, boundaries(config), records, out)
+    the service assembles one. Any task: the text and classification experiments use it too."""
+    files = {s.index: out / f"b{s.index}" / block_file(s.index) for s in block_specs(config)}
+    assemble_block_files(config, files, out)
 
 
 def swapped(run_dir: Path, which: str, swaps: dict[int, Path]):
