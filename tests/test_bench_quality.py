@@ -93,7 +93,7 @@ def test_difference_standard_error():
 
 @pytest.mark.parametrize("task", ["classification", "text"])
 def test_task_comparisons_summarise_against_their_reference_case(task, tmp_path):
-    from coordinator.bench.quality import METRICS, write_task_doc
+    from coordinator.bench.quality import METRICS, TASK_DOCS, write_task_doc
 
     spec = budget_spec("small", task)
     assert spec.seeds == [0, 1, 2] and len(spec.cases) == (3 if task == "classification" else 2)
@@ -127,6 +127,7 @@ def test_task_comparisons_summarise_against_their_reference_case(task, tmp_path)
     text = (tmp_path / "q.md").read_text()
     reference = "backprop" if task == "classification" else "end-to-end"
     assert f"vs {reference}" in text and "+0.0100 ± 0.0008 (beyond 2 SE)" in text and "complete" in text
+    assert text.count(f"vs {reference} (EMA)") == len(TASK_DOCS[task].compared)  # a column per compared metric
     with pytest.raises(ValueError, match="budget must be small"):
         budget_spec("medium", task)
 
