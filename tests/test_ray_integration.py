@@ -4,6 +4,7 @@ independent Ray Train jobs -> assembled -> sampled."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,7 +71,8 @@ def test_train_assemble_sample(tmp_path, ray_env, redis_url):
 
     # Durable state in Redis: the run and both blocks succeeded, on their first attempt.
     store = Store(redis.Redis.from_url(redis_url), prefix="t-ray")
-    (run_id,) = store.list_runs()
+    # (other tests of the session may have left runs under the prefix: this test's run is the one in run_dir)
+    (run_id,) = [r for r in store.list_runs() if Path(store.get_run(r).run_dir).resolve() == run_dir.resolve()]
     assert store.get_run(run_id).state == State.SUCCEEDED
     blocks = store.get_blocks(run_id)
     assert [(b.state, b.attempt, b.step) for b in blocks] == [(State.SUCCEEDED, 1, 40)] * 2
