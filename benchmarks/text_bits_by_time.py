@@ -37,8 +37,7 @@ def measure(run_dir: Path) -> dict:
     config = load_config(run_dir / "config.yaml")
     model, manifest = load_assembled(run_dir, "ema")
     test = sequences(load_corpus(config.text).split("test"), config.text.seq_len)[:NUM_SEQUENCES]
-    mask_id = model.blocks[0].mask_id
-    bits = bits_by_time(lambda z, t: model(z, t, None), test, TIMES, seed=0, mask_id=mask_id)
+    bits = bits_by_time(model, test, TIMES, seed=0, mask_id=model.blocks[0].mask_id)
     return {
         "run_dir": str(run_dir),
         "block_t_ranges": [[b["sigma_lo"], b["sigma_hi"]] for b in manifest["blocks"]],

@@ -33,7 +33,7 @@ class AssembledDenoiser(nn.Module):
         inner = torch.tensor(self.boundaries[1:-1], dtype=sigma.dtype, device=sigma.device)
         return len(self.blocks) - 1 - torch.bucketize(sigma, inner, right=False)
 
-    def forward(self, z: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         owners = self.route(sigma)
         first = int(owners[0])
         if bool((owners == first).all()):  # the sampling case: one sigma for the whole batch

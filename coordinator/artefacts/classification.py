@@ -62,6 +62,7 @@ def evaluate_classifier(run_dir: Path, config: Config, *, weights: str = "ema", 
     for start in STARTS:
         probs, steps = predict_images(run_dir, config, images, weights=weights, seed=seed, model=model, start=start)
         by_start[start] = probs, steps
+    accuracies = {start: float((p.argmax(dim=1) == labels).double().mean()) for start, (p, _) in by_start.items()}
     probs, steps = by_start[config.classification.start]
     predicted = probs.argmax(dim=1)
     num_classes = data_shape(config).num_classes
@@ -69,13 +70,10 @@ def evaluate_classifier(run_dir: Path, config: Config, *, weights: str = "ema", 
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
     return {
         "task": "classification",
-        "accuracy": float((predicted == labels).double().mean()),
+        "accuracy": accuracies[config.classification.start],
         "ece": expected_calibration_error(probs, labels, config.classification.calibration_bins),
         "start": config.classification.start,
-        **{
-            f"accuracy_{start}_start": float((p.argmax(dim=1) == labels).double().mean())
-            for start, (p, _) in by_start.items()
-        },
+        **{f"accuracy_{start}_start": accuracy for start, accuracy in accuracies.items()},
         "num_examples": len(labels),
         "num_steps": len(steps),
         "weights": weights,

@@ -81,7 +81,7 @@ BPC_CURVE_SEQUENCES = 256
 def write_bpc_curve(run_dir: Path, config: Config, model, boundaries: list[float]) -> Path:
     """bpc_curve.png: the held-out ELBO integrand against t, block boundaries dashed."""
     test = sequences(load_corpus(config.text).split("test"), config.text.seq_len)[:BPC_CURVE_SEQUENCES]
-    bits = bits_by_time(lambda z, t: model(z, t, None), test, BPC_CURVE_TIMES, seed=0, mask_id=model.blocks[0].mask_id)
+    bits = bits_by_time(model, test, BPC_CURVE_TIMES, seed=0, mask_id=model.blocks[0].mask_id)
     path = run_dir / "bpc_curve.png"
     plot_bits_by_time(BPC_CURVE_TIMES, bits, boundaries, path)
     return path
