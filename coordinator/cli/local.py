@@ -291,8 +291,9 @@ def _eval_classification(run_dir: Path, config, *, weights: str, seed: int, as_j
         run_dir,
         result,
         as_json,
-        f"accuracy {result['accuracy']:.4f}  ECE {result['ece']:.4f}  ({result['num_examples']} held-out "
-        f"examples, {result['num_steps']} steps, {weights} weights)",
+        f"accuracy {result['accuracy']:.4f} from the {result['start']} start (noise "
+        f"{result['accuracy_noise_start']:.4f}, zero {result['accuracy_zero_start']:.4f})  ECE {result['ece']:.4f}  "
+        f"({result['num_examples']} held-out examples, {result['num_steps']} steps, {weights} weights)",
     )
 
 

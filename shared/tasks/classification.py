@@ -31,6 +31,12 @@ from shared.tasks.edm import EDMTask
 EMBEDDING_SEED = 0  # the same initial class embedding in every block of every run
 
 
+def initial_class_embedding(num_classes: int, width: int) -> torch.Tensor:
+    """E at initialisation, (K, D): the same in every block of every run (one fixed seed)."""
+    generator = torch.Generator(device="cpu").manual_seed(EMBEDDING_SEED)
+    return torch.randn(num_classes, width, generator=generator, device="cpu")
+
+
 class LabelDenoiserNet(AdaLNTrunk):
     """F for label denoising: logits from (images, c_in * z, c_noise). Zero-initialised adaLN gates and head, so a
     fresh block predicts uniform class probabilities."""
@@ -45,8 +51,7 @@ class LabelDenoiserNet(AdaLNTrunk):
         self.label_pos = nn.Parameter(torch.zeros(1, 1, d, device="cpu"))
         self.noise_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.build_trunk(spec, spec.num_classes)
-        generator = torch.Generator(device="cpu").manual_seed(EMBEDDING_SEED)
-        self.class_embed = nn.Parameter(torch.randn(spec.num_classes, d, generator=generator, device="cpu"))
+        self.class_embed = nn.Parameter(initial_class_embedding(spec.num_classes, d))
 
     def targets(self) -> torch.Tensor:
         """The normalised class embeddings, (K, D): the clean targets y and the basis of the denoised estimate."""
@@ -84,6 +89,15 @@ class LabelDenoiser(nn.Module):
 def expected_embedding(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """The denoised estimate of y: the class-probability-weighted mean of the normalised embeddings, (N, D)."""
     return logits.softmax(dim=1) @ targets
+
+
+def label_readability(sigma: float, targets: torch.Tensor, *, samples: int, generator: torch.Generator) -> float:
+    """How much of the label `z = y + sigma * eps` gives away alone: the accuracy of the nearest-target decision
+    (argmax <z, y_k>, the Bayes rule for equal-norm targets and equal priors) over uniformly drawn labels. Near 1 a
+    block can copy the label from z; near 1/K only the image decides. Places the task's training noise."""
+    labels = torch.randint(0, len(targets), (samples,), generator=generator, device="cpu")
+    z = targets[labels] + sigma * torch.randn(samples, targets.shape[1], generator=generator, device="cpu")
+    return (z @ targets.T).argmax(dim=1).eq(labels).double().mean().item()
 
 
 def label_denoising_loss(
