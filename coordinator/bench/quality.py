@@ -419,11 +419,12 @@ TASK_DOCS = {
         reference=lambda r: r.get("objective") == "backprop",
         reference_name="backprop",
         intro="""Base config `configs/classify.yaml` with 12 layers (width 64, patch 4, 1,500 steps per block, batch
-128). Accuracy and expected calibration error (15 bins) on the held-out MNIST digits; inference for label denoising
-is one call per block (B Euler steps at the plan's boundaries). "accuracy" starts the chain from noise (the paper's,
-`classification.start: noise`), which draws the label from the model's posterior; "accuracy, zero start" follows the
-most probable label (`classification.start: zero`; docs/tasks.md). The backprop baseline sees no noise: both starts
-give it the same accuracy.
+128, training noise log-normal at p_mean 0.8, p_std 1.2: docs/tasks.md, "The noise"). Accuracy and expected
+calibration error (15 bins) on the held-out MNIST digits; inference for label denoising is one call per block (B
+Euler steps at the plan's boundaries). "accuracy" starts the chain from noise (the paper's, `classification.start:
+noise`), which draws the label from the model's posterior; "accuracy, zero start" follows the most probable label
+(`classification.start: zero`; docs/tasks.md). The backprop baseline sees no noise: both starts give it the same
+accuracy.
 
 - **backprop**: the same network (`LabelDenoiserNet`) trained end to end as an ordinary classifier: the label token
   carries zeros, the noise conditioning is constant, plain cross-entropy (`classification.objective: backprop`).
