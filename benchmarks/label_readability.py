@@ -4,9 +4,9 @@
 
 A label-denoising block's K normalised class embeddings in d dimensions at initialisation (the same in every block),
 z = y + sigma * eps, and the Bayes decision from z alone (`shared.tasks.classification.label_readability`: the
-nearest embedding, argmax <z, y_k>, equal norms and priors). Where
-this accuracy sits near 1 a block can copy the label from z; where it sits near 1/K only the image can decide. The
-classification task's training noise (`noise.p_mean` in configs/classify.yaml) is placed by this curve.
+nearest embedding, argmax <z, y_k>, equal norms and priors). Where this accuracy sits near 1 a block can copy the
+label from z; where it sits near 1/K only the image can decide. The classification task's training noise
+(`noise.p_mean` in configs/classify.yaml) is placed by this curve.
 """
 
 from __future__ import annotations
