@@ -380,7 +380,7 @@ def write_quality_doc(report: dict, doc_path: Path, plot_path: Path, command: st
 
 Produced by `{command}` ({status}); {report["num_samples"]} class-balanced samples per run and weights, Euler
 {report.get("num_steps", 50)} steps (Karras spacing), CFG 2.0; {report.get("wall_s", 0.0) / 60:.0f} minutes of wall time
-so far on this project's 2-core CPU machine.
+on this project's 2-core CPU machine.
 Every case trains at the same layer-updates ({results[0]["layer_updates"]:,} per case). FD: Frechet distance in
 the features of a small CNN trained on the training split only (held-out accuracy
 {report["classifier_test_accuracy"]:.3f}; floor, real train vs held-out: {report["fd_floor"]:.2f}). Class
@@ -476,7 +476,7 @@ def write_task_doc(report: dict, doc_path: Path, command: str) -> None:
     )
     text = f"""# Quality, {doc.title} (generated)
 
-Produced by `{command}` ({status}); {report.get("wall_s", 0.0) / 60:.0f} minutes of wall time so far on this
+Produced by `{command}` ({status}); {report.get("wall_s", 0.0) / 60:.0f} minutes of wall time on this
 project's 2-core CPU machine. Every case trains through the coordinator and Ray at the same layer-updates
 ({results[0]["layer_updates"]:,} per case). Values are mean ± standard deviation over seeds; "vs {doc.reference_name}"
 is the difference of means ± its standard error, and says whether it exceeds twice that.
