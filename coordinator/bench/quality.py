@@ -349,6 +349,16 @@ def _vs(row: dict, ref: dict | None, key: str, digits: int = 2) -> str:
     return f"{diff:+.{digits}f} ± {se:.{digits}f} ({verdict})"
 
 
+def _completion(report: dict) -> str:
+    """How far a generated page's benchmark got: complete, or how many runs and how to continue."""
+    if report["complete"]:
+        return "complete"
+    return (
+        f"PARTIAL: {report['runs_done']} of {report['runs_expected']} runs so far; rerunning the command "
+        "continues from the committed JSON"
+    )
+
+
 def write_quality_doc(report: dict, doc_path: Path, plot_path: Path, command: str) -> None:
     """A generated page per budget: EMA and raw weights, the paper beside, differences with their uncertainty."""
     results = report["results"]
@@ -370,12 +380,7 @@ def write_quality_doc(report: dict, doc_path: Path, plot_path: Path, command: st
             f"{_vs(r, e2e, 'fd')} | {paper} |"
         )
     _plot_fd_vs_blocks(report, plot_path)
-    status = (
-        "complete"
-        if report["complete"]
-        else f"PARTIAL: {report['runs_done']} of {report['runs_expected']} runs so far; rerunning the command "
-        "continues from the committed JSON"
-    )
+    status = _completion(report)
     text = f"""# Quality, budget `{report["budget"]}` (generated)
 
 Produced by `{command}` ({status}); {report["num_samples"]} class-balanced samples per run and weights, Euler
@@ -468,12 +473,7 @@ def write_task_doc(report: dict, doc_path: Path, command: str) -> None:
         cells = [f"{r[w][k]['mean']:.4f} ± {r[w][k]['std']:.4f}" for k, _ in doc.metrics for w in WEIGHTS]
         cells += [_vs(r, reference, key, digits=4) for key in doc.compared]
         rows.append(f"| {r['label']} | {r['num_blocks']} | {len(r['seeds'])} | {' | '.join(cells)} | {paper} |")
-    status = (
-        "complete"
-        if report["complete"]
-        else f"PARTIAL: {report['runs_done']} of {report['runs_expected']} runs so far; rerunning the command "
-        "continues from the committed JSON"
-    )
+    status = _completion(report)
     text = f"""# Quality, {doc.title} (generated)
 
 Produced by `{command}` ({status}); {report.get("wall_s", 0.0) / 60:.0f} minutes of wall time on this
