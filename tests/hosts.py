@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 STAGE = "/mnt"  # where each host sees the rehearsal's work folder (a private bind mount)
+PROGRAMS = ("ip", "unshare", "mount")  # what building the hosts runs (`make system-deps` checks for each)
 
 
 def missing_prerequisites() -> str | None:
     if os.geteuid() != 0:
         return "needs root (network and mount namespaces)"
-    for tool in ("ip", "unshare", "mount"):
+    for tool in PROGRAMS:
         if shutil.which(tool) is None:
-            return f"needs `{tool}` on PATH"
+            return f"needs `{tool}` on PATH (`make system-deps` installs it)"
     probe = f"dbprobe{secrets.token_hex(3)}"
     if subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode != 0:
         return "`ip netns add` is not permitted here"
@@ -51,9 +52,12 @@ class Host:
 
 
 class Network:
-    """A private bridge with one namespace per host; `close()` kills every process in them and removes all."""
+    """A private bridge with one namespace per host; `close()` kills every process in them and removes all.
 
-    def __init__(self, workdir: Path):
+    `keep`: folders every host sees at their own path although they lie under the private /tmp (the checkout with
+    its .venv, which a stand-in image puts on PATH, when it is cloned under /tmp)."""
+
+    def __init__(self, workdir: Path, keep: tuple[Path, ...] = ()):
         tag = secrets.token_hex(2)
         self.tag = tag
         self.bridge = f"dbbr{tag}"
@@ -62,6 +66,9 @@ class Network:
         self.hosts: dict[str, Host] = {}
         self.hosts_file = workdir / "etc-hosts"
         self.volumes = workdir / "volumes"
+        self.keep = [path.resolve() for path in keep if path.resolve().is_relative_to("/tmp")]
+        for index in range(len(self.keep)):
+            (workdir / "keep" / str(index)).mkdir(parents=True, exist_ok=True)
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{self.subnet}.1/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
@@ -112,11 +119,15 @@ class Network:
         """Start `command` as a process of `host`: its network namespace, new mount and UTS namespaces (a private
         /tmp, this network's /etc/hosts, the service's volumes, the host's name as hostname)."""
         # The work folder may itself lie under /tmp: it is reached through STAGE once /tmp is the private tmpfs.
+        # Kept folders are bound under STAGE before the tmpfs hides them, then back at their own path.
+        kept = [(shlex.quote(str(path)), f"{STAGE}/keep/{index}") for index, path in enumerate(self.keep)]
         mounts = [
             f"echo {shlex.quote(host.name)} > /proc/sys/kernel/hostname",  # a UTS namespace of its own
             "mount --make-rprivate /",
             f"mount --bind {shlex.quote(str(self.workdir))} {STAGE}",
+            *(f"mount --bind {path} {staged}" for path, staged in kept),
             "mount -t tmpfs tmpfs /tmp",
+            *(f"mkdir -p {path} && mount --bind {staged} {path}" for path, staged in kept),
             f"mount --bind {STAGE}/{self.hosts_file.name} /etc/hosts",
         ]
         sources = [(volume, self._volume_source(volume)) for volume in volumes]

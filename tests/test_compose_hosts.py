@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import REPO, TINY, redis_server_binary
+from tests.conftest import REPO, TINY
 from tests.hosts import STAGE, Network, compose_config, missing_prerequisites
 from tests.test_observability import compose_binary, dashboard_metrics
 
@@ -37,19 +37,23 @@ TEST_ONLY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "DBLOCKS_POLL_S": "
 NUM_RAY_WORKERS = 2
 # The entrypoints of the third-party images (compose's `command` is their argument list).
 IMAGE_ENTRYPOINTS = {"prom/prometheus": ["prometheus"]}
+# The hosts started, in the compose file's services (grafana is not: no binary here, see the module docstring).
+SERVICES = ("redis", "ray-head", "ray-worker", "coordinator", "prometheus")
+# A health check's HTTP client that this machine may lack: the rehearsal sends the same GET from Python instead.
+HTTP_CLIENTS = ("wget", "curl")
 
 pytestmark = pytest.mark.slow
 
 
 def image_env() -> dict[str, str]:
-    """What the image provides: its ENV lines, and the programs on PATH (here: .venv, redis-server, prometheus)."""
+    """What the image provides: its ENV lines, and the programs on PATH (here: .venv, and Debian's redis-server and
+    prometheus, which `make system-deps` installs)."""
     env = {
         "HOME": "/root",
         "LANG": "C.UTF-8",
         "PATH": os.pathsep.join(
             [
                 str(BIN),
-                str(Path(redis_server_binary()).parent),
                 "/usr/local/sbin",
                 "/usr/local/bin",
                 "/usr/sbin",
@@ -71,7 +75,7 @@ def healthy(net: Network, host, service: dict, env: dict[str, str]) -> bool:
         return True
     test = [arg.replace("$$", "$") for arg in test]  # compose's escape, undone when it creates the container
     command = ["sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
-    if command[0] in ("wget", "curl") and shutil.which(command[0], path=env["PATH"]) is None:
+    if command[0] in HTTP_CLIENTS and shutil.which(command[0], path=env["PATH"]) is None:
         # the third-party image has the HTTP client; this machine may not: the same GET, from Python
         url = next(arg for arg in command if arg.startswith("http"))
         command = [str(BIN / "python"), "-c", f"import urllib.request; urllib.request.urlopen({url!r}, timeout=10)"]
@@ -102,11 +106,11 @@ def stack(tmp_path_factory):
     model = compose_config(compose_binary(), [REPO / "docker-compose.yml"], {**os.environ, **SECRETS})
     services = model["services"]
     Path("/data").mkdir(exist_ok=True)  # mount point of the `runs` volume (bind-mounted in each namespace only)
-    net = Network(workdir)
+    net = Network(workdir, keep=(REPO,))
     started = {}
     try:
-        names = ["redis", "ray-head", *[f"ray-worker-{i + 1}" for i in range(NUM_RAY_WORKERS)], "coordinator",
-                 "prometheus"]  # fmt: skip
+        workers = [f"ray-worker-{i + 1}" for i in range(NUM_RAY_WORKERS)]
+        names = [n for s in SERVICES for n in (workers if s == "ray-worker" else [s])]
         service_of = {n: services[n.rsplit("-", 1)[0] if n.startswith("ray-worker") else n] for n in names}
         while len(started) < len(names):  # as compose does: everything whose dependencies are healthy, at once
             wave = [n for n in names if n not in started and set(service_of[n].get("depends_on", {})) <= set(started)]
