@@ -41,12 +41,20 @@ from coordinator.artefacts.sample import sample_grid_png
 from coordinator.artefacts.text import MAX_SAMPLE_TEXTS
 from coordinator.metrics import Metrics
 from coordinator.records import TERMINAL, block_view, run_view
+from coordinator.resolver import Resolver, ResolverBusy
 from coordinator.runs import create_run, new_run_id, run_storage
 from coordinator.store import Store, TransitionError
 from shared.checkpoint import CheckpointError
-from shared.config import MAX_SAMPLE_STEPS, MAX_SAMPLES_PER_CLASS, MAX_SEED, ConfigError, parse_config
-from shared.data import DataError, resolve_data
-from shared.data.sources import within_roots
+from shared.config import (
+    MAX_SAMPLE_STEPS,
+    MAX_SAMPLES_PER_CLASS,
+    MAX_SAMPLES_PER_RUN,
+    MAX_SEED,
+    MAX_STEPS,
+    ConfigError,
+    parse_config,
+)
+from shared.data import DataError
 from shared.job import previews_dir
 
 PREVIEW_NAME = re.compile(r"^block_\d+_step_\d+\.(png|txt)$")
@@ -55,6 +63,7 @@ IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")  # printable ASCII, no space
 IDEMPOTENCY_TTL_S = 24 * 3600
 MAX_BODY_BYTES = 1 << 20  # a config is a few KB; anything near a MiB is not one
 MAX_CONCURRENT_SAMPLING = 2  # on-demand sampling runs in the coordinator: beyond this, 429
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 MAX_PREDICT_IMAGES = 256  # per request: the body limit (1 MiB) allows about this many 28x28 digits as JSON
@@ -74,7 +83,14 @@ class RetrainRequest(BaseModel):
     model_config = {"extra": "forbid"}
 
     from_scratch: StrictBool = Field(True, description="True: new weights; False: resume its checkpoint, train on.")
-    steps: int | None = Field(None, ge=1, description="Total steps for the block (default: the run's).")
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="Total steps for the block (default: the run's).")
+
+
+def host_name(host: str) -> str:
+    """The name of a Host header, without its port (`[::1]:8000` -> `::1`)."""
+    if host.startswith("["):
+        return host[1 : host.find("]")].lower()
+    return host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower()
 
 
 def create_app(
@@ -85,10 +101,13 @@ def create_app(
     ready: Callable[[], dict[str, bool]],
     metrics: Metrics | None = None,
     checkpoint_uri: str | None = None,
-    data_roots: tuple[str, ...] = (),
+    resolver: Resolver | None = None,
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS,
 ) -> FastAPI:
     """`runs_dir`: run directories (local); `checkpoint_uri`: where new runs keep checkpoints (default: their
-    run directory)."""
+    run directory); `resolver`: reads and checks the data a submitted config names (default: no data roots, so
+    only built-in data); `allowed_hosts`: the Host names answered without a token (others: 421)."""
+    resolver = resolver or Resolver(roots=())
     app = FastAPI(title="dblocks coordinator", version="1", docs_url=None, redoc_url=None)
     metrics = metrics or Metrics()
     serve_docs_offline(app)
@@ -116,6 +135,10 @@ def create_app(
             status, [{"loc": loc or [], "msg": msg, "type": kind or ERROR_TYPES[status]}], headers=headers
         )
 
+    def invalid_config(err: ConfigError) -> HTTPException:
+        items = [{**e, "loc": ["body", *e["loc"]]} for e in err.errors]
+        return HTTPException(422, [{**e, "type": e["type"] or "invalid_config"} for e in items])
+
     def too_large() -> JSONResponse:
         msg = f"request body over {MAX_BODY_BYTES} bytes"
         return JSONResponse({"detail": [{"loc": ["body"], "msg": msg, "type": "payload_too_large"}]}, 413)
@@ -134,6 +157,17 @@ def create_app(
                 if len(body) > MAX_BODY_BYTES:
                     return too_large()
             request._body = body
+        return await call_next(request)
+
+    hosts = {h.lower() for h in allowed_hosts}
+
+    @app.middleware("http")
+    async def known_host(request: Request, call_next):
+        """Without a token, only requests addressed to this service's own names: a web page the operator opens
+        cannot reach the API through a name it controls (DNS rebinding)."""
+        if not api_token and host_name(request.headers.get("host", "")) not in hosts:
+            msg = "Host is not one this service answers without a token (DBLOCKS_ALLOWED_HOSTS)"
+            return JSONResponse({"detail": [{"loc": ["header", "host"], "msg": msg, "type": ERROR_TYPES[421]}]}, 421)
         return await call_next(request)
 
     @app.middleware("http")
@@ -199,7 +233,7 @@ def create_app(
         dependencies=[Depends(authorised)],
         response_model=RunCreated,
         responses={200: {"model": RunCreated, "description": "The run this Idempotency-Key created before"}}
-        | errors(400, 401, 409, 413, 422),
+        | errors(400, 401, 409, 413, 422, 429),
     )
     def submit(
         config: dict,
@@ -212,22 +246,10 @@ def create_app(
         its id, nothing created; the same key with a different config is 409."""
         try:
             parsed = parse_config(config)
-            sources = (
-                ("data.source", parsed.data.source),
-                ("data.test_source", parsed.data.test_source),
-                ("text.source", parsed.text.source),
-            )
-            for field, uri in sources:
-                if uri is not None and not within_roots(uri, data_roots):
-                    raise DataError(f"{field} {uri!r}: outside the data roots this service reads (DBLOCKS_DATA_ROOTS)")
-            parsed = resolve_data(parsed)  # the data is opened and checked before anything is written
         except ConfigError as err:
-            items = [{**e, "loc": ["body", *e["loc"]]} for e in err.errors]
-            raise HTTPException(422, [{**e, "type": e["type"] or "invalid_config"} for e in items]) from None
-        except DataError as err:
-            raise refuse(422, str(err), loc=["body"], kind="invalid_data") from None
+            raise invalid_config(err) from None
         run_id = new_run_id(parsed)
-        if idempotency_key is not None:
+        if idempotency_key is not None:  # claimed before the data is read: a retry never repeats that work
             if not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
                 raise refuse(
                     422,
@@ -243,10 +265,17 @@ def create_app(
                 response.status_code = 200
                 return {"id": first_run}
         try:
-            create_run(parsed, store=store, run_id=run_id, run_dir=runs_dir / run_id, checkpoint_uri=checkpoint_uri)
-        except BaseException:
+            resolved = resolver(parsed)  # the data is opened and checked before anything is written
+            create_run(resolved, store=store, run_id=run_id, run_dir=runs_dir / run_id, checkpoint_uri=checkpoint_uri)
+        except BaseException as err:
             if idempotency_key is not None:
                 store.release_idempotency_key(idempotency_key, run_id)
+            if isinstance(err, ConfigError):
+                raise invalid_config(err) from None
+            if isinstance(err, DataError):
+                raise refuse(422, str(err), loc=["body"], kind="invalid_data") from None
+            if isinstance(err, ResolverBusy):
+                raise HTTPException(429, str(err), headers={"Retry-After": "5"}) from None
             raise
         return {"id": run_id}
 
@@ -313,7 +342,10 @@ def create_app(
         run = run_or_404(run_id)
         if run.state in TERMINAL:
             raise HTTPException(409, f"run {run_id} is already {run.state}")
-        store.request_cancel(run_id)
+        try:
+            store.request_cancel(run_id)
+        except KeyError:  # deleted or expired since it was read
+            raise HTTPException(404, f"no run {run_id!r}") from None
         return {"id": run_id, "cancel_requested": True}
 
     @app.post(
@@ -365,6 +397,10 @@ def create_app(
         if config.task != "image_generation":
             hint = " (its samples are text: samples.txt)" if config.task == "text" else ""
             raise HTTPException(409, f"run {run_id} is a {config.task} run: it has no image samples{hint}")
+        count = max(config.data.num_classes or 0, 1) * (num_per_class or config.sample.num_per_class)
+        if count > MAX_SAMPLES_PER_RUN:
+            msg = f"{count:,} samples (classes x num_per_class), at most {MAX_SAMPLES_PER_RUN:,}"
+            raise refuse(422, msg, loc=["query", "num_per_class"])
         with assembled_model_slot(run_id):
             png = sample_grid_png(
                 Path(run.run_dir),

@@ -29,6 +29,7 @@ ERROR_TYPES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
+    421: "misdirected_request",
     422: "invalid_request",
     429: "too_many_requests",
 }
@@ -39,8 +40,9 @@ ERROR_DESCRIPTIONS = {
     404: "No such run (or block, or preview).",
     409: "The run is in a state that does not allow this.",
     413: "Request body over 1 MiB.",
+    421: "Without a token, the Host header names neither this service nor loopback (DBLOCKS_ALLOWED_HOSTS).",
     422: "The request names a bad field (path, message, type in `detail`).",
-    429: "Too many sampling or prediction requests at once; retry after `Retry-After` seconds.",
+    429: "Too many sampling, prediction or data-reading requests at once; retry after `Retry-After` seconds.",
 }
 
 

@@ -76,6 +76,6 @@ class Metrics:
             self.runs.labels(str(state))
             self.blocks.labels(str(state))
 
-    def serve(self, port: int, addr: str = "0.0.0.0"):
+    def serve(self, port: int, addr: str = "127.0.0.1"):
         """Start the /metrics HTTP server; returns (server, thread) so callers can stop it."""
         return start_http_server(port, addr=addr, registry=self.registry)

@@ -29,6 +29,15 @@ from coordinator.store import STORE_UNAVAILABLE, NotLeader, Store, TransitionErr
 
 Log = Callable[[str], None]
 EXPIRY_EVERY_S = 60.0  # how often the leader looks for runs past their retention
+MAX_ASSEMBLY_STARTS = 2  # assemblies of one run that may begin without finishing before the run fails
+
+
+def assembly_starts(events: list[dict]) -> int:
+    """Assemblies begun since the run's blocks last trained (a retrain starts the count afresh)."""
+    starts = 0
+    for event in events:
+        starts = 0 if event["kind"] == "block_retrain" else starts + (event["kind"] == "assembly_started")
+    return starts
 
 
 class RunNotSucceeded(RuntimeError):
@@ -220,7 +229,20 @@ class Coordinator:
         final_state = rec.outcome()
         if final_state == State.SUCCEEDED:
             # The run stays RUNNING until the assembly has written everything: a coordinator that dies meanwhile
-            # leaves it RUNNING with every block SUCCEEDED, and the next one assembles it again from the start.
+            # leaves it RUNNING with every block SUCCEEDED, and the next one assembles it again from the start,
+            # unless assemblies of this run have already begun MAX_ASSEMBLY_STARTS times (each killed its
+            # coordinator, say out of memory): then the run fails with the reason instead of looping.
+            starts = assembly_starts(self.store.events(run_id))
+            if starts >= MAX_ASSEMBLY_STARTS:
+                reason = (
+                    f"assembly began {starts} times and never finished (its coordinator died each time: out of "
+                    "memory?); not tried again. Retrain a block or lower sample.num_per_class to try once more"
+                )
+                self.log(f"[{run_id}] {reason}")
+                self.store.set_run_state(run_id, State.FAILED, error=reason)
+                self.metrics.run_failures.inc()
+                del self.reconcilers[run_id]
+                return
             lease = self.keeper.lease if self.keeper is not None else ""
             self.store.record_event(run_id, "assembly_started", lease=lease)  # which leadership assembled it
             self.assembling[run_id] = self.assembler.submit(rec.finish, final_state)

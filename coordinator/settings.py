@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
+from shared.data.paths import check_roots
 from shared.storage import Storage
+
+DEFAULT_DATA_ROOT = "data"  # relative to the service's working directory; created when the service starts
+ANY_DATA = "*"  # DBLOCKS_DATA_ROOTS=* lets callers name any file the service can read (logged loudly at start)
+MIN_SECRET_CHARS = 16
+PLACEHOLDER = re.compile(r"change.?me|example|placeholder|your.?(token|password|secret)|^(password|secret)$", re.I)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,9 +34,14 @@ class Settings:
     lease_ttl_s: float  # leader lease of `dblocks serve` in Redis; a dead coordinator is replaced after this
     poll_s: float  # reconcile tick
     metrics_port: int  # Prometheus /metrics of `dblocks serve` (0 = off)
-    # DBLOCKS_DATA_ROOTS: comma-separated directories / s3:// prefixes that API-submitted data sources must lie
-    # under (unset: any path the service can read; set it wherever the API is reachable by others)
-    data_roots: tuple[str, ...]
+    metrics_host: str = "127.0.0.1"  # DBLOCKS_METRICS_HOST: the /metrics bind address (compose: 0.0.0.0)
+    # DBLOCKS_ALLOWED_HOSTS: comma-separated Host names an API without a token answers besides the bound address
+    # and loopback (others get 421: a web page cannot drive it by DNS rebinding)
+    allowed_hosts: tuple[str, ...] = ()
+    # DBLOCKS_DATA_ROOTS: comma-separated absolute folders / s3://bucket/prefixes that API-submitted data sources
+    # must lie under (docs/security.md, "Data"). Unset: ./data of the service's working directory, nothing else.
+    # None (DBLOCKS_DATA_ROOTS=*): any file the service can read, an explicit opt-in.
+    data_roots: tuple[str, ...] | None
     max_in_flight: (
         int | None
     )  # DBLOCKS_MAX_IN_FLIGHT: cap on block jobs running at once over all runs (unset: what fits; 0: hold every
@@ -59,10 +72,34 @@ class Settings:
             lease_ttl_s=float(env.get("DBLOCKS_LEASE_TTL_S", "10")),
             poll_s=float(env.get("DBLOCKS_POLL_S", "1.0")),
             metrics_port=int(env.get("DBLOCKS_METRICS_PORT", "9090")),
+            metrics_host=env.get("DBLOCKS_METRICS_HOST") or "127.0.0.1",
+            allowed_hosts=tuple(h.strip() for h in env.get("DBLOCKS_ALLOWED_HOSTS", "").split(",") if h.strip()),
             max_in_flight=_count(env, "DBLOCKS_MAX_IN_FLIGHT"),
             run_retention_s=_days(env, "DBLOCKS_RUN_RETENTION_DAYS"),
-            data_roots=tuple(r.strip() for r in env.get("DBLOCKS_DATA_ROOTS", "").split(",") if r.strip()),
+            data_roots=_data_roots(env.get("DBLOCKS_DATA_ROOTS", "")),
         )
+
+
+def weak_secrets(settings: Settings, env: dict[str, str] | None = None) -> list[str]:
+    """What a service must not start with: each secret (the API token, Redis's password, Ray's token) that is
+    shorter than MIN_SECRET_CHARS or a placeholder (`change-me`), named with the reason, never its value."""
+    env = dict(os.environ if env is None else env)
+    secrets = {"DBLOCKS_API_TOKEN": settings.api_token, "RAY_AUTH_TOKEN": env.get("RAY_AUTH_TOKEN") or None}
+    secrets["the password in REDIS_URL"] = urlparse(settings.redis_url).password if settings.redis_url else None
+    weak = []
+    for name, value in secrets.items():
+        if value is not None and PLACEHOLDER.search(value):
+            weak.append(f"{name} is a placeholder; set a random value (e.g. openssl rand -hex 32)")
+        elif value is not None and len(value) < MIN_SECRET_CHARS:
+            weak.append(f"{name} has {len(value)} characters; at least {MIN_SECRET_CHARS} (e.g. openssl rand -hex 32)")
+    return weak
+
+
+def _data_roots(raw: str) -> tuple[str, ...] | None:
+    if raw.strip() == ANY_DATA:
+        return None
+    roots = tuple(r.strip().rstrip("/") or "/" for r in raw.split(",") if r.strip())
+    return check_roots(roots) if roots else (str(Path(DEFAULT_DATA_ROOT).absolute()),)
 
 
 def _count(env: dict[str, str], name: str, limit: int = 1_000_000) -> int | None:

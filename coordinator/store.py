@@ -337,11 +337,22 @@ class Store:
                     continue
 
     def request_cancel(self, run_id: str) -> None:
-        """Durable cancel request; the coordinator's loop acts on it (stops jobs, marks blocks CANCELLED)."""
-        self.client.hset(self.run_key(run_id), "cancel_requested", json.dumps(True))
-        pipe = self.client.pipeline(transaction=True)
-        self._event(pipe, run_id, "cancel_requested")
-        pipe.execute()
+        """Durable cancel request; the coordinator's loop acts on it (stops jobs, marks blocks CANCELLED). KeyError
+        when the run is gone: a cancel racing a delete or an expiry never leaves a record with no state behind."""
+        run_key = self.run_key(run_id)
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(run_key)
+                    if not pipe.exists(run_key):
+                        raise KeyError(run_id)
+                    pipe.multi()
+                    pipe.hset(run_key, "cancel_requested", json.dumps(True))
+                    self._event(pipe, run_id, "cancel_requested")
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
 
     def reopen_block(self, run_id: str, index: int, *, from_scratch: bool, total_steps: int) -> BlockRecord:
         """Retrain one block: a finished block goes back to PENDING and its run to PENDING, atomically.

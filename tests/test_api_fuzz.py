@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, SERVICE_TOKEN, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def test_schemathesis_finds_no_contract_failure(redis_url, shared_ray, tmp_path)
         **os.environ,
         "REDIS_URL": redis_url,
         "RAY_ADDRESS": shared_ray,
-        "DBLOCKS_API_TOKEN": "t",
+        "DBLOCKS_API_TOKEN": SERVICE_TOKEN,
         "DBLOCKS_MAX_IN_FLIGHT": "0",
         "DBLOCKS_STORAGE": str(tmp_path / "runs"),
         "DBLOCKS_DATA_ROOTS": str(tmp_path / "data"),
@@ -67,7 +67,7 @@ def test_schemathesis_finds_no_contract_failure(redis_url, shared_ray, tmp_path)
                 "--checks",
                 "all",
                 "--header",
-                "Authorization: Bearer t",
+                f"Authorization: Bearer {SERVICE_TOKEN}",
                 "--max-examples",
                 "12",
                 "--seed",
@@ -107,12 +107,12 @@ def load_the_same_service(url, tmp_path, metrics_port):
     from tests.test_checkpoint import write_run
 
     tiny = yaml.safe_load(TINY.read_text())
-    http = httpx.Client(base_url=url, headers={"Authorization": "Bearer t"}, timeout=30)
+    http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {SERVICE_TOKEN}"}, timeout=30)
     run_id = http.post("/v1/runs", json=tiny).json()["id"]
     write_run(Path(http.get(f"/v1/runs/{run_id}").json()["run_dir"]))
     result = load_test(
         url,
-        token="t",
+        token=SERVICE_TOKEN,
         run_id=run_id,
         metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
         duration_s=3,

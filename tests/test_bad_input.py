@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from coordinator.api import create_app
 from coordinator.store import Store
 from shared.config import Config, ConfigError, parse_config
-from tests.conftest import TINY, error_text
+from tests.conftest import LOCAL, TINY, error_text
 
 BASE = yaml.safe_load(TINY.read_text())
 
@@ -101,7 +101,8 @@ def test_generated_bad_configs_are_rejected_naming_the_field(case):
 def test_generated_bad_request_bodies_are_4xx_and_write_nothing(case, redis_client, tmp_path):
     config, field = case
     client = TestClient(
-        create_app(store=Store(redis_client, prefix="t-bad"), runs_dir=tmp_path, api_token=None, ready=lambda: {})
+        create_app(store=Store(redis_client, prefix="t-bad"), runs_dir=tmp_path, api_token=None, ready=lambda: {}),
+        base_url=LOCAL,
     )
     response = client.post("/v1/runs", json=config)
     assert response.status_code == 422 and field in error_text(response)
@@ -125,14 +126,16 @@ BAD_RETRAIN = st.one_of(
 @given(body=BAD_RETRAIN)
 def test_bad_retrain_bodies_are_422(body, redis_client, tmp_path):
     client = TestClient(
-        create_app(store=Store(redis_client, prefix="t-bad"), runs_dir=tmp_path, api_token=None, ready=lambda: {})
+        create_app(store=Store(redis_client, prefix="t-bad"), runs_dir=tmp_path, api_token=None, ready=lambda: {}),
+        base_url=LOCAL,
     )
     assert client.post("/v1/runs/r/blocks/0/retrain", json=body).status_code == 422
 
 
 def test_oversized_bodies_are_413(redis_client, tmp_path):
     client = TestClient(
-        create_app(store=Store(redis_client, prefix="t-bad"), runs_dir=tmp_path, api_token=None, ready=lambda: {})
+        create_app(store=Store(redis_client, prefix="t-bad"), runs_dir=tmp_path, api_token=None, ready=lambda: {}),
+        base_url=LOCAL,
     )
     response = client.post(
         "/v1/runs", content=b"{" + b" " * (2 << 20) + b"}", headers={"content-type": "application/json"}

@@ -20,7 +20,7 @@ from coordinator.service import Coordinator
 from coordinator.store import Store
 from shared.config import ConfigError, load_config, parse_config
 from shared.plan import plan_json
-from tests.conftest import TINY, error_text
+from tests.conftest import LOCAL, TINY, error_text
 from tests.test_bad_input import FIELDS
 
 BASE = yaml.safe_load(TINY.read_text())
@@ -107,7 +107,7 @@ def test_any_accepted_config_plans_with_finite_numbers(case):
 
 def client_for(redis_client, tmp_path, prefix="t-bounds"):
     app = create_app(store=Store(redis_client, prefix=prefix), runs_dir=tmp_path, api_token=None, ready=lambda: {})
-    return TestClient(app)
+    return TestClient(app, base_url=LOCAL)
 
 
 def test_api_refuses_the_stalling_body_naming_the_field_and_writes_nothing(redis_client, tmp_path):

@@ -28,8 +28,8 @@ from tests.test_observability import compose_binary, dashboard_metrics
 
 BIN = REPO / ".venv" / "bin"
 SECRETS = {
-    "REDIS_PASSWORD": "rehearsal-redis",
-    "DBLOCKS_API_TOKEN": "rehearsal-token",
+    "REDIS_PASSWORD": "rehearsal-redis-0123456789",
+    "DBLOCKS_API_TOKEN": "rehearsal-token-0123456789",
     "GRAFANA_ADMIN_PASSWORD": "rehearsal-grafana",
     "RAY_AUTH_TOKEN": "rehearsal-ray-token-0123456789abcdef",
 }

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from coordinator.api import create_app
 from coordinator.cli import app as cli_app
+from coordinator.resolver import Resolver
 from coordinator.store import Store
 from shared.config import load_config, parse_config
 from shared.data import DataError, StreamBatches, data_shape, load_split, open_split, resolve_data, train_batches
@@ -314,7 +315,10 @@ def test_bad_data_is_refused_by_train_and_by_the_api_with_nothing_written(kind, 
     assert not out.exists()
 
     store = Store(redis_client, prefix=f"t-bad-{kind}")
-    client = TestClient(create_app(store=store, runs_dir=tmp_path / "runs", api_token="t", ready=lambda: {}))
+    resolver = Resolver(roots=(str(tmp_path),))
+    client = TestClient(
+        create_app(store=store, runs_dir=tmp_path / "runs", api_token="t", ready=lambda: {}, resolver=resolver)
+    )
     body = {"data": {"source": str(source)}, "model": {"patch_size": 4}}
     response = client.post("/v1/runs", json=body, headers={"Authorization": "Bearer t"})
     assert response.status_code == 422 and words in response.text, response.text
@@ -447,16 +451,16 @@ def test_unlabelled_data_is_evaluated_in_rotation_features(tmp_path):
 
 def test_the_api_reads_data_only_under_its_data_roots(rgb_files, tmp_path, redis_client):
     store = Store(redis_client, prefix="t-roots")
-    app = create_app(
-        store=store, runs_dir=tmp_path / "runs", api_token=None, ready=lambda: {}, data_roots=(str(rgb_files),)
-    )
-    client = TestClient(app)
-    for source in ("/etc", f"{rgb_files}/../../etc", "s3://other/x"):
+    resolver = Resolver(roots=(str(rgb_files),))
+    app = create_app(store=store, runs_dir=tmp_path / "runs", api_token=None, ready=lambda: {}, resolver=resolver)
+    client = TestClient(app, base_url="http://localhost")
+    for source in ("/etc", f"{rgb_files}/../../etc", "s3://other/x", "file:/etc", "etc", "/etc\x00"):
         response = client.post("/v1/runs", json={"data": {"source": source}})
-        assert response.status_code == 422 and "outside the data roots" in response.text, response.text
+        assert response.status_code == 422 and "data.source: " in response.text, response.text
+        assert "/etc" not in response.json()["detail"][0]["msg"], "a refusal never names what lies at the path"
     # A text corpus can be learnt and sampled back: its source is confined by the same roots.
     response = client.post("/v1/runs", json={"task": "text", "text": {"source": "/etc/passwd"}})
-    assert response.status_code == 422 and "text.source '/etc/passwd': outside the data roots" in response.text
+    assert response.status_code == 422 and "text.source: outside the data roots" in response.text
     assert not redis_client.keys("t-roots*") and not (tmp_path / "runs").exists()
     inside = {"data": {"source": str(rgb_files / "folder"), "test_fraction": 0.1}, "model": {"patch_size": 4}}
     assert client.post("/v1/runs", json=inside).status_code == 201

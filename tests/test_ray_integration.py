@@ -106,8 +106,8 @@ def test_end_to_end_baseline_goes_through_the_same_path_data_parallel_on_numpy_a
     np.savez(tmp_path / "latents.npz", images=images, labels=np.arange(60) % 3)
     run_dir = tmp_path / "e2e"
     overrides = ["train.mode=end_to_end", "train.steps_per_block=10", "resources.num_workers_per_block=2",
-                 "resources.memory_gb_per_block=0.25", f"data.source={tmp_path / 'latents.npz'}",
-                 "data.test_fraction=0.1", "model.patch_size=8"]  # fmt: skip
+                 "resources.memory_gb_per_block=0.25", "data.memory_limit_mb=128",
+                 f"data.source={tmp_path / 'latents.npz'}", "data.test_fraction=0.1", "model.patch_size=8"]  # fmt: skip
     result = dblocks(
         "train", str(TINY), "--out", str(run_dir), *(a for o in overrides for a in ("--set", o)), env=ray_env
     )

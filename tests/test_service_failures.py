@@ -13,7 +13,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.conftest import REPO, TINY, free_port, start_ray_head, stop_ray_head
+from tests.conftest import REPO, SERVICE_TOKEN, TINY, free_port, start_ray_head, stop_ray_head
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ class Service:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.client = httpx.Client(base_url=self.url, headers={"Authorization": "Bearer t"}, timeout=10)
+        self.client = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {SERVICE_TOKEN}"}, timeout=10)
         wait_for(lambda: self._ready(), 90, "service ready")
 
     def _ready(self):
@@ -107,7 +107,7 @@ def service_env(redis_url, tmp_path, ray_cluster, request):
         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
         "DBLOCKS_STORAGE": str(tmp_path / "storage"),
         "DBLOCKS_KEY_PREFIX": f"t-svc-{request.node.name[-12:]}",
-        "DBLOCKS_API_TOKEN": "t",
+        "DBLOCKS_API_TOKEN": SERVICE_TOKEN,
         "DBLOCKS_LEASE_TTL_S": "3",
         "DBLOCKS_POLL_S": "0.3",
         "PYTHONUNBUFFERED": "1",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -27,7 +28,7 @@ def serve(
 ) -> None:
     """Run the coordinator service: HTTP API + the reconcile loop that owns all Ray dispatch.
 
-    Environment: REDIS_URL, RAY_ADDRESS, DBLOCKS_API_TOKEN, DBLOCKS_STORAGE.
+    Environment: REDIS_URL, RAY_ADDRESS, DBLOCKS_API_TOKEN, DBLOCKS_STORAGE, DBLOCKS_DATA_ROOTS (default ./data).
     Example: dblocks serve --port 8000   (in a container: RAY_ADDRESS=ray-head:6380 dblocks serve --ray-node)
     """
     import signal
@@ -36,13 +37,29 @@ def serve(
     import uvicorn
 
     from coordinator.api import create_app
+    from coordinator.resolver import Resolver
     from coordinator.service import Coordinator
-    from coordinator.settings import Settings
+    from coordinator.settings import DEFAULT_DATA_ROOT, Settings, weak_secrets
     from coordinator.store import close_embedded
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as err:
+        fail(str(err))
     if host not in LOOPBACK and not settings.api_token:
         fail(f"--host {host}: refusing to serve beyond loopback without DBLOCKS_API_TOKEN")
+    weak = weak_secrets(settings)
+    if weak:
+        fail("refusing to start with weak secrets: " + "; ".join(weak))
+    resolver = Resolver(settings.data_roots)
+    if settings.data_roots is None:
+        typer.echo(
+            "WARNING: DBLOCKS_DATA_ROOTS=* — API callers may train on, and read back, ANY file this service can read",
+            err=True,
+        )
+    elif settings.data_roots == (str(Path(DEFAULT_DATA_ROOT).absolute()),):
+        Path(DEFAULT_DATA_ROOT).mkdir(exist_ok=True)
+    resolver.warm()
     if ray_node and not settings.ray_address:
         fail("--ray-node: set RAY_ADDRESS to the cluster to join (without it, serve starts its own local cluster)")
     store = open_store(settings)
@@ -69,7 +86,7 @@ def serve(
 
     metrics = Metrics()
     if settings.metrics_port:
-        metrics.serve(settings.metrics_port)
+        metrics.serve(settings.metrics_port, addr=settings.metrics_host)
     coordinator = Coordinator(
         store=store,
         dispatcher=dispatcher,
@@ -101,9 +118,11 @@ def serve(
         ready=ready,
         metrics=metrics,
         checkpoint_uri=settings.checkpoint_uri,
-        data_roots=settings.data_roots,
+        resolver=resolver,
+        allowed_hosts=(host, *LOOPBACK, *settings.allowed_hosts),
     )
-    typer.echo(f"dblocks coordinator on http://{host}:{port} (runs {settings.runs_dir})")
+    roots = "any file" if settings.data_roots is None else ", ".join(settings.data_roots)
+    typer.echo(f"dblocks coordinator on http://{host}:{port} (runs {settings.runs_dir}; data under {roots})")
     try:
         uvicorn.run(api, host=host, port=port, log_level="warning")
     finally:

@@ -14,6 +14,13 @@ from shared.data.errors import DataError
 
 RESIZE_MODES = ("none", "resize", "center_crop")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+FORMATS = ("PNG", "JPEG")  # what Pillow may decode here (docs/data.md): nothing else it knows is even tried
+MIN_PIXEL_LIMIT_SIDE = 4096  # an image may have up to max(4096, 16 x image_size)^2 pixels (measured before decoding)
+
+
+def pixel_limit(image_size: int | None) -> int:
+    side = max(MIN_PIXEL_LIMIT_SIDE, 16 * (image_size or 0))
+    return side * side
 
 
 @dataclass(frozen=True)
@@ -33,10 +40,16 @@ class Transform:
         if not isinstance(payload, (bytes, bytearray)):
             raise DataError(f"{where}: no image bytes (got {type(payload).__name__})")
         try:
-            image = Image.open(io.BytesIO(payload))
+            image = Image.open(io.BytesIO(payload), formats=FORMATS)
+            width, height = image.size  # from the header: nothing is decoded yet
+            if width * height > pixel_limit(self.image_size):
+                raise DataError(
+                    f"{where}: {width}x{height} pixels, more than the {pixel_limit(self.image_size):,} decoded per "
+                    "image (16 x data.image_size per side, at least 4096)"
+                )
             image.load()  # decodes now: a truncated file fails here, not later
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-            raise DataError(f"{where}: corrupt or truncated image ({err})") from None
+            raise DataError(f"{where}: corrupt or truncated image, or not PNG or JPEG ({err})") from None
         channels = self.channels or (1 if image.mode in GRAY_MODES else 3)
         image = image.convert("L" if channels == 1 else "RGB")
         image = self._sized(image, where)

@@ -13,7 +13,8 @@ import numpy as np
 
 from shared.data.builtin import DATASETS
 from shared.data.errors import DataError
-from shared.data.sources import open_source
+from shared.data.paths import confine
+from shared.data.sources import ReadLimits, open_source
 from shared.data.splits import SplitReader, open_split, transform_of
 
 if TYPE_CHECKING:
@@ -71,18 +72,37 @@ def check_labels(reader: SplitReader, num_classes: int, split: str) -> None:
         )
 
 
-def resolve_data(config: Config) -> Config:
-    """The config with its data facts filled in, after validating the source; DataError names what is wrong."""
+def named_sources(config: Config) -> list[tuple[str, str]]:
+    """(field, path) of every data source the config names."""
+    fields = {"data.source": config.data.source, "data.test_source": config.data.test_source}
+    fields["text.source"] = config.text.source
+    return [(field, uri) for field, uri in fields.items() if uri is not None]
+
+
+def confined(config: Config, roots: tuple[str, ...]) -> Config:
+    """The config with every source it names parsed and confined to `roots` (shared/data/paths.py): what is then
+    opened is exactly the path that was checked."""
+    values = {field: confine(uri, roots, field) for field, uri in named_sources(config)}
+    return with_values(config, values) if values else config
+
+
+def resolve_data(config: Config, *, roots: tuple[str, ...] | None = None) -> Config:
+    """The config with its data facts filled in, after validating the source; DataError names what is wrong.
+    `roots`: the folders and s3:// prefixes a service caller may read (None: the machine's own user, unconfined)."""
+    if roots is not None:
+        config = confined(config, roots)
     if config.task == "text":
         from shared.data.text import resolve_text
 
-        return resolve_text(config)
+        return resolve_text(config, confined=roots is not None)
     d = config.data
     if d.source is None:
         return config
-    source = open_source(d.source, format=d.format, image_column=d.image_column, label_column=d.label_column)
-    train = open_split(d, "train", source=source)
-    test = open_split(d, "test", source=source)
+    limits = ReadLimits(confined=roots is not None, max_read_bytes=d.memory_limit_mb * 2**20)
+    options = {"format": d.format, "image_column": d.image_column, "label_column": d.label_column}
+    source = open_source(d.source, **options, limits=limits)
+    train = open_split(d, "train", source=source, limits=limits)
+    test = open_split(d, "test", source=source, limits=limits)
     for name, reader in (("train", train), ("test", test)):
         if reader.num_examples == 0:
             where = d.test_source if name == "test" and d.test_source else d.source

@@ -16,6 +16,7 @@ import functools
 import io
 import json
 import os
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,14 +27,27 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from shared.data.errors import DataError
+from shared.data.paths import is_under
 from shared.storage import Storage, StorageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FOLDER_SHARD = 1024  # files per shard of an image folder
 ARRAY_SHARD = 4096  # rows per shard of an array
 FORMATS = ("folder", "parquet", "numpy")
+MAX_SOURCE_FILES = 2_000_000  # files under one folder or prefix; a longer listing is refused
+MAX_SOURCE_RECORDS = 20_000_000  # records of one source: its labels and split mask are held in memory (~200 MB)
 
 Record = tuple[object, int, str]
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """How far a source is trusted. The defaults suit the machine's own user (`dblocks train`); for a source named
+    over the API, `confined`: every file opened must resolve inside the source's own folder (a symlink cannot lead
+    out of it), and a file read whole is at most `max_read_bytes` (the config's memory limit), measured first."""
+
+    confined: bool = False
+    max_read_bytes: int = 1 << 36
 
 
 @dataclass(frozen=True)
@@ -58,19 +72,6 @@ class Source(Protocol):
         ...
 
 
-def within_roots(uri: str, roots: tuple[str, ...]) -> bool:
-    """Whether a source lies under one of `roots` (local directories or s3://bucket/prefix), compared by path
-    component after resolving `..` and symlinks; no roots means no restriction."""
-    if not roots:
-        return True
-
-    def normal(u: str) -> str:
-        return u.rstrip("/") if "://" in u else os.path.realpath(u)
-
-    target = normal(uri)
-    return any(target == normal(root) or target.startswith(normal(root).rstrip("/") + "/") for root in roots)
-
-
 def infer_format(storage: Storage) -> str:
     """The format of a source from its path: a .npy/.npz file, a .parquet file or a folder of them, else a folder
     of images."""
@@ -88,7 +89,14 @@ def infer_format(storage: Storage) -> str:
     return "folder"
 
 
-def open_source(uri: str, *, format: str = "auto", image_column: str | None = None, label_column: str | None = None):
+def open_source(
+    uri: str,
+    *,
+    format: str = "auto",
+    image_column: str | None = None,
+    label_column: str | None = None,
+    limits: ReadLimits = ReadLimits(),
+):
     """Open a source (nothing is decoded); DataError names the path and the reason when it cannot be used."""
     try:
         storage = Storage.from_uri(uri)
@@ -96,11 +104,11 @@ def open_source(uri: str, *, format: str = "auto", image_column: str | None = No
         raise DataError(str(err)) from None
     fmt = infer_format(storage) if format == "auto" else format
     if fmt == "folder":
-        return FolderSource(storage, label_column=label_column)
+        return FolderSource(storage, label_column=label_column, limits=limits)
     if fmt == "parquet":
-        return ParquetSource(storage, image_column=image_column, label_column=label_column)
+        return ParquetSource(storage, image_column=image_column, label_column=label_column, limits=limits)
     if fmt == "numpy":
-        return NumpySource(storage, image_column=image_column, label_column=label_column)
+        return NumpySource(storage, image_column=image_column, label_column=label_column, limits=limits)
     raise DataError(f"data.format {fmt!r}: expected one of {('auto', *FORMATS)}")
 
 
@@ -126,18 +134,31 @@ def _info(storage: Storage, path: str) -> pafs.FileInfo:
     return info
 
 
-def _list(storage: Storage, root: str) -> list[str]:
-    """Paths of the files under `root` (recursive), relative to it, sorted."""
+def _list(storage: Storage, root: str, limits: ReadLimits = ReadLimits()) -> list[str]:
+    """Paths of the files under `root` (recursive), relative to it, sorted; at most MAX_SOURCE_FILES. Confined:
+    a file that resolves outside `root` (a symlink out of the folder) is refused, never opened."""
     try:
         infos = storage.fs.get_file_info(pafs.FileSelector(root, recursive=True))
     except OSError as err:
         raise unreadable(storage.uri, err, "listed") from None
     prefix = root.rstrip("/") + "/"
-    return sorted(i.path[len(prefix) :] for i in infos if i.type == pafs.FileType.File)
+    names = sorted(i.path[len(prefix) :] for i in infos if i.type == pafs.FileType.File)
+    if len(names) > MAX_SOURCE_FILES:
+        raise DataError(f"{storage.uri}: {len(names):,} files, more than {MAX_SOURCE_FILES:,} in one source")
+    if limits.confined and storage.is_local:
+        real_root = os.path.realpath(root)
+        for name in names:
+            if not is_under(os.path.realpath(prefix + name), real_root):
+                raise DataError(f"{storage.uri}: {name!r} leads outside the source's folder (a symlink); not read")
+    return names
 
 
-def _read(storage: Storage, path: str) -> bytes:
+def _read(storage: Storage, path: str, limits: ReadLimits = ReadLimits()) -> bytes:
+    """A whole file, after checking its size against `limits.max_read_bytes`."""
     try:
+        size = storage.fs.get_file_info(path).size or 0
+        if size > limits.max_read_bytes:
+            raise DataError(f"{path}: {size:,} bytes, more than the {limits.max_read_bytes:,} read whole at once")
         with storage.fs.open_input_stream(path) as f:
             return f.read()
     except OSError as err:
@@ -154,6 +175,8 @@ class ArraySource:
             raise DataError(f"{uri}: images must be N x C x H x W, got shape {tuple(images.shape)}")
         if not np.issubdtype(images.dtype, np.number):
             raise DataError(f"{uri}: images must be numeric, got dtype {images.dtype}")
+        if len(images) > MAX_SOURCE_RECORDS:
+            raise DataError(f"{uri}: {len(images):,} records; one source holds at most {MAX_SOURCE_RECORDS:,}")
         if labels is not None and (labels.ndim != 1 or len(labels) != len(images)):
             raise DataError(f"{uri}: labels must be one integer per image, got shape {tuple(labels.shape)}")
         if labels is not None and not np.issubdtype(labels.dtype, np.integer):
@@ -193,15 +216,24 @@ class NumpySource(ArraySource):
     """A `.npy` (images only) or `.npz` (images, and labels if present) file: N x C x H x W floats, used as they are
     (no rescaling): e.g. VAE latents. A local .npy is memory-mapped; other files are read whole."""
 
-    def __init__(self, storage: Storage, *, image_column: str | None = None, label_column: str | None = None):
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        image_column: str | None = None,
+        label_column: str | None = None,
+        limits: ReadLimits = ReadLimits(),
+    ):
         _info(storage, storage.root)
         path = storage.root
         try:
             if storage.is_local and path.lower().endswith(".npy"):
                 loaded = np.load(path, mmap_mode="r", allow_pickle=False)
+            elif storage.is_local:  # an .npz: its members are measured below before one is inflated
+                loaded = np.load(path, allow_pickle=False)
             else:
-                loaded = np.load(io.BytesIO(_read(storage, path)), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as err:
+                loaded = np.load(io.BytesIO(_read(storage, path, limits)), allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
             raise DataError(f"{storage.uri}: not a readable NumPy file ({err})") from None
         labels = None
         if isinstance(loaded, np.lib.npyio.NpzFile):
@@ -210,6 +242,13 @@ class NumpySource(ArraySource):
             if image_key is None:
                 raise DataError(f"{storage.uri}: no images array; name it with data.image_column (keys: {keys})")
             label_key = _pick(keys, label_column, ("labels", "y"), "array", storage.uri)
+            for key in filter(None, (image_key, label_key)):
+                size = loaded.zip.getinfo(f"{key}.npy").file_size
+                if size > limits.max_read_bytes:
+                    raise DataError(
+                        f"{storage.uri}: array {key!r} inflates to {size:,} bytes, more than the "
+                        f"{limits.max_read_bytes:,} read at once (data.memory_limit_mb; store it as .npy to map it)"
+                    )
             images = loaded[image_key]
             labels = loaded[label_key] if label_key else None
         else:
@@ -225,12 +264,12 @@ class FolderSource:
 
     format = "folder"
 
-    def __init__(self, storage: Storage, *, label_column: str | None = None):
+    def __init__(self, storage: Storage, *, label_column: str | None = None, limits: ReadLimits = ReadLimits()):
         info = _info(storage, storage.root)
         if info.type != pafs.FileType.Directory:
             raise DataError(f"{storage.uri}: an image folder must be a directory")
-        self.storage, self.uri = storage, storage.uri
-        names = _list(storage, storage.root)
+        self.storage, self.uri, self.limits = storage, storage.uri, limits
+        names = _list(storage, storage.root, limits)
         files = [n for n in names if n.lower().endswith(IMAGE_SUFFIXES)]
         if not files:
             raise DataError(f"{storage.uri}: no PNG or JPEG images in this folder")
@@ -258,7 +297,7 @@ class FolderSource:
             )
 
     def _metadata_labels(self, name: str, column: str) -> np.ndarray:
-        text = _read(self.storage, self.storage.path(name)).decode()
+        text = _read(self.storage, self.storage.path(name), self.limits).decode()
         rows = list(csv.DictReader(io.StringIO(text))) if name.endswith(".csv") else []
         if name.endswith(".jsonl"):
             try:
@@ -285,11 +324,25 @@ class FolderSource:
         for i in range(shard.key, shard.key + shard.num_records):
             # the file is read when the record is decoded: a shuffle buffer holds paths, and a resumed stream
             # skips records without opening their files
-            payload = functools.partial(_read, self.storage, self.storage.path(self.files[i]))
+            payload = functools.partial(_read, self.storage, self.storage.path(self.files[i]), self.limits)
             yield payload, int(self._labels[i]), f"{self.uri}/{self.files[i]}"
 
     def labels(self) -> np.ndarray:
         return self._labels
+
+
+def check_parquet_sizes(meta: pq.FileMetaData, where: str, limits: ReadLimits, records_before: int = 0) -> None:
+    """A footer's counts, checked before any row is read: rows of the source so far, and each row group's size
+    (a row group's column chunks are decompressed whole)."""
+    if meta.num_rows < 0 or records_before + meta.num_rows > MAX_SOURCE_RECORDS:
+        raise DataError(f"{where}: {meta.num_rows:,} rows; one source holds at most {MAX_SOURCE_RECORDS:,} records")
+    for index in range(meta.num_row_groups):
+        size = meta.row_group(index).total_byte_size
+        if size > limits.max_read_bytes:
+            raise DataError(
+                f"{where}: row group {index} holds {size:,} bytes, more than the {limits.max_read_bytes:,} read at "
+                "once (data.memory_limit_mb; write smaller row groups)"
+            )
 
 
 class ParquetSource:
@@ -300,13 +353,20 @@ class ParquetSource:
     format = "parquet"
     class_names: tuple[str, ...] = ()
 
-    def __init__(self, storage: Storage, *, image_column: str | None = None, label_column: str | None = None):
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        image_column: str | None = None,
+        label_column: str | None = None,
+        limits: ReadLimits = ReadLimits(),
+    ):
         info = _info(storage, storage.root)
         self.storage, self.uri = storage, storage.uri
         if info.type == pafs.FileType.File:
             paths = [storage.root]
         else:
-            paths = [storage.path(n) for n in _list(storage, storage.root) if n.lower().endswith(".parquet")]
+            paths = [storage.path(n) for n in _list(storage, storage.root, limits) if n.lower().endswith(".parquet")]
             if not paths:
                 raise DataError(f"{storage.uri}: no .parquet files under this folder")
         self._shards = []
@@ -318,6 +378,7 @@ class ParquetSource:
                 schema, rows = meta.schema_arrow, meta.metadata.num_rows
             except (OSError, pa.ArrowException) as err:
                 raise DataError(f"{where}: not a readable Parquet file ({err})") from None
+            check_parquet_sizes(meta.metadata, where, limits, sum(s.num_records for s in self._shards))
             image, label = self._columns(schema, image_column, label_column, where)
             if self.image_column is None:
                 self.image_column, self.label_column = image, label

@@ -17,7 +17,7 @@ import torch
 from shared.data.builtin import load_builtin
 from shared.data.decode import Transform
 from shared.data.errors import DataError
-from shared.data.sources import ArraySource, Record, Source, open_source
+from shared.data.sources import ArraySource, ReadLimits, Record, Source, open_source
 
 if TYPE_CHECKING:
     from shared.config import DataConfig
@@ -70,7 +70,9 @@ def transform_of(data: DataConfig) -> Transform:
     return Transform(channels=data.channels, image_size=data.image_size, resize=data.resize)
 
 
-def open_split(data: DataConfig, split: str, *, source: Source | None = None) -> SplitReader:
+def open_split(
+    data: DataConfig, split: str, *, source: Source | None = None, limits: ReadLimits = ReadLimits()
+) -> SplitReader:
     """The reader of `split` ('train' or 'test') under a data config; `source`: the train source, if already open."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -78,6 +80,7 @@ def open_split(data: DataConfig, split: str, *, source: Source | None = None) ->
         images, labels = load_builtin(data.dataset, split, num_test=data.num_test, split_seed=data.split_seed)
         return SplitReader(ArraySource(images.numpy(), labels.numpy(), data.dataset), Transform())
     options = {"format": data.format, "image_column": data.image_column, "label_column": data.label_column}
+    options["limits"] = limits
     if split == "test" and data.test_source is not None:
         return SplitReader(open_source(data.test_source, **options), transform_of(data))
     source = source or open_source(data.source, **options)

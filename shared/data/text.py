@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from shared.data.errors import DataError
-from shared.data.sources import _info, _list, _read
+from shared.data.sources import ReadLimits, _info, _list, _read, check_parquet_sizes
 from shared.storage import Storage, StorageError
 
 TEXT8 = " abcdefghijklmnopqrstuvwxyz"
@@ -87,9 +87,12 @@ def _decode_utf8(data: bytes, where: str) -> str:
         raise DataError(f"{where}: not UTF-8 text (byte {err.start}: {err.reason})") from None
 
 
-def read_text_source(uri: str, *, format: str = "auto", column: str | None = None) -> tuple[str, str]:
+def read_text_source(
+    uri: str, *, format: str = "auto", column: str | None = None, limits: ReadLimits = ReadLimits()
+) -> tuple[str, str]:
     """(the raw text, the source's absolute URI) of a .txt file, a folder of .txt files (sorted by path, joined by
-    newlines), or Parquet (one file or a folder of shards) with a string column (default `text`)."""
+    newlines), or Parquet (one file or a folder of shards) with a string column (default `text`). Sizes are measured
+    before anything is read: the files (or the Parquet row groups) hold at most `limits.max_read_bytes` in all."""
     try:
         storage = Storage.from_uri(uri)
     except StorageError as err:
@@ -98,24 +101,27 @@ def read_text_source(uri: str, *, format: str = "auto", column: str | None = Non
     if info.type == pafs.FileType.File:
         paths = [storage.root]
     else:
-        names = _list(storage, storage.root)
+        names = _list(storage, storage.root, limits)
         parquet_named = any(n.lower().endswith(".parquet") for n in names)
         wanted = ".parquet" if format == "parquet" or (format == "auto" and parquet_named) else ".txt"
         paths = [f"{storage.root}/{n}" for n in names if n.lower().endswith(wanted) and not n.startswith(".")]
         if not paths:
             raise DataError(f"{storage.uri}: holds no .txt or .parquet files")
     parquet = format == "parquet" or (format == "auto" and paths[0].lower().endswith(".parquet"))
+    budget = ReadLimits(confined=limits.confined, max_read_bytes=limits.max_read_bytes)
     parts = []
     for path in paths:
-        data = _read(storage, path)
-        parts.append(_parquet_text(data, path, column or "text") if parquet else _decode_utf8(data, path))
+        data = _read(storage, path, budget)
+        parts.append(_parquet_text(data, path, column or "text", budget) if parquet else _decode_utf8(data, path))
+        budget = ReadLimits(confined=limits.confined, max_read_bytes=budget.max_read_bytes - len(data))
     return "\n".join(parts), storage.uri
 
 
-def _parquet_text(data: bytes, where: str, column: str) -> str:
+def _parquet_text(data: bytes, where: str, column: str, limits: ReadLimits) -> str:
     import pyarrow as pa
 
     try:
+        check_parquet_sizes(pq.ParquetFile(pa.BufferReader(data)).metadata, where, limits)
         table = pq.read_table(pa.BufferReader(data))
     except (pa.ArrowInvalid, OSError) as err:
         raise DataError(f"{where}: not a readable Parquet file ({err})") from None
@@ -141,14 +147,17 @@ class Corpus:
         return self.ids[self.bounds[index] : self.bounds[index + 1]]
 
 
-def load_corpus(text_cfg) -> Corpus:
+def load_corpus(text_cfg, *, confined: bool = False) -> Corpus:
     """The configured corpus, normalised, encoded and split; DataError names what is wrong (empty, binary, too
-    short for one sequence per split, a character outside a given vocabulary)."""
+    short for one sequence per split, a character outside a given vocabulary). The source's size is measured
+    against `text.memory_limit_mb` before it is read."""
+    limit = text_cfg.memory_limit_mb * 2**20
     if text_cfg.source is None:
         raw, source = CORPORA[text_cfg.corpus](), f"builtin:{text_cfg.corpus}"
     else:
-        raw, source = read_text_source(text_cfg.source, format=text_cfg.format, column=text_cfg.text_column)
-    limit = text_cfg.memory_limit_mb * 2**20
+        options = {"format": text_cfg.format, "column": text_cfg.text_column}
+        limits = ReadLimits(confined=confined, max_read_bytes=limit)
+        raw, source = read_text_source(text_cfg.source, **options, limits=limits)
     if len(raw) > limit:
         raise DataError(f"{source}: {len(raw):,} characters exceed text.memory_limit_mb ({text_cfg.memory_limit_mb})")
     text = normalize(raw, text_cfg.vocabulary)
@@ -205,12 +214,12 @@ class TokenBatches:
         pass
 
 
-def resolve_text(config):
+def resolve_text(config, *, confined: bool = False):
     """The config with its text facts filled in (the source's absolute URI; the chars vocabulary's symbols),
     after reading and checking the corpus; DataError names what is wrong."""
     from shared.data.resolve import with_values
 
-    corpus = load_corpus(config.text)
+    corpus = load_corpus(config.text, confined=confined)
     values = {}
     if config.text.source is not None:
         values["text.source"] = corpus.source
