@@ -28,13 +28,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from coordinator.artefacts.classification import inference_sigmas  # noqa: E402
-from coordinator.artefacts.quality import MAX_EVAL_EXAMPLES  # noqa: E402
 from shared.assembly import load_assembled  # noqa: E402
 from shared.config import load_config  # noqa: E402
 from shared.data import load_split  # noqa: E402
+from shared.evaluation import MAX_EVAL_EXAMPLES  # noqa: E402
 from shared.sampling import equiprobable_sigmas  # noqa: E402
-from shared.tasks.classification import STARTS, classify  # noqa: E402
+from shared.tasks.classification.outputs import inference_sigmas  # noqa: E402
+from shared.tasks.classification.task import STARTS, classify  # noqa: E402
 
 STEP_COUNTS = (10, 30)
 ENSEMBLE_SEEDS = 8

@@ -3,7 +3,7 @@
     python benchmarks/label_readability.py [--classes 10] [--dim 64]
 
 A label-denoising block's K normalised class embeddings in d dimensions at initialisation (the same in every block),
-z = y + sigma * eps, and the Bayes decision from z alone (`shared.tasks.classification.label_readability`: the
+z = y + sigma * eps, and the Bayes decision from z alone (`shared.tasks.classification.task.label_readability`: the
 nearest embedding, argmax <z, y_k>, equal norms and priors). Where this accuracy sits near 1 a block can copy the
 label from z; where it sits near 1/K only the image can decide. The classification task's training noise
 (`noise.p_mean` in configs/classify.yaml) is placed by this curve.
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from shared.tasks.classification import initial_class_embedding, label_readability  # noqa: E402
+from shared.tasks.classification.task import initial_class_embedding, label_readability  # noqa: E402
 
 SIGMAS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 

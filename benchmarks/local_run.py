@@ -23,16 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from coordinator.artefacts.assemble import assemble, block_file  # noqa: E402
-from coordinator.artefacts.classification import evaluate_classifier  # noqa: E402
-from coordinator.artefacts.quality import evaluate_run  # noqa: E402
-from coordinator.artefacts.text import evaluate_text  # noqa: E402
 from coordinator.records import BlockRecord, State  # noqa: E402
 from shared.checkpoint import atomic_write_text, sha256_file  # noqa: E402
 from shared.config import load_config  # noqa: E402
-from shared.data import resolve_data  # noqa: E402
 from shared.job import BlockJob  # noqa: E402
 from shared.plan import block_specs, boundaries  # noqa: E402
-from shared.tasks import task_for  # noqa: E402
+from shared.tasks import resolve_data, task_for  # noqa: E402
+from shared.tasks.base import EvalOptions  # noqa: E402
+from shared.tasks.outputs import outputs_for  # noqa: E402
 from workers.reporting import ListReporter  # noqa: E402
 from workers.train_block import train_block  # noqa: E402
 
@@ -119,27 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         "train_s_all_blocks_sequential": round(train_s, 2),
         "blocks": blocks,
     }
-    if args.num_samples and config.task == "text":
+    if args.num_samples:
         eval_started = time.perf_counter()
-        report["eval"] = evaluate_text(run_dir, config)
-        report["eval_s"] = round(time.perf_counter() - eval_started, 2)
-    elif args.num_samples and config.task == "classification":
-        eval_started = time.perf_counter()
-        result = evaluate_classifier(run_dir, config)
-        report["eval"] = {k: result[k] for k in ("accuracy", "ece", "accuracy_zero_start", "num_examples")}
-        report["eval_s"] = round(time.perf_counter() - eval_started, 2)
-    elif args.num_samples:
-        eval_started = time.perf_counter()
-        result = evaluate_run(
-            run_dir,
-            config,
-            num_samples=args.num_samples,
-            seed=0,
-            cache_dir=args.cache_dir or run_dir / ".cache",
-            weights="ema",
-        )
-        report["eval"] = {k: result[k] for k in ("fd", "fd_floor", "class_accuracy", "classifier_test_accuracy")}
-        report["eval"].update(num_samples=result["num_samples"], num_steps=result["num_steps"])
+        options = EvalOptions(num_samples=args.num_samples, cache_dir=args.cache_dir or run_dir / ".cache")
+        result = outputs_for(config).evaluate(run_dir, config, options)
+        report["eval"] = {k: v for k, v in result.items() if not isinstance(v, list)}  # the numbers, not curves
         report["eval_s"] = round(time.perf_counter() - eval_started, 2)
     print(json.dumps(report, indent=2))
     return 0

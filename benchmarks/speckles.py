@@ -29,15 +29,16 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.local_run import assemble_block_files  # noqa: E402
 from coordinator.artefacts.assemble import block_file  # noqa: E402
-from coordinator.artefacts.quality import reference_stats  # noqa: E402
 from coordinator.settings import Settings  # noqa: E402
 from shared.assembly import load_assembled  # noqa: E402
 from shared.config import load_config  # noqa: E402
-from shared.data import data_shape, resolve_data  # noqa: E402
+from shared.data import data_shape  # noqa: E402
 from shared.evaluation import evaluate_samples  # noqa: E402
 from shared.generate import class_labels, step_sigmas  # noqa: E402
 from shared.plan import block_specs  # noqa: E402
 from shared.sampling import SAMPLERS, euler_step, guided  # noqa: E402
+from shared.tasks import resolve_data  # noqa: E402
+from shared.tasks.image_generation.evaluation import reference_stats  # noqa: E402
 
 VARIANTS = [  # name, weights, steps, cfg, solver, schedule
     ("default (EMA, 50 Euler steps, CFG 2, Karras)", "ema", 50, 2.0, "euler", "karras"),

@@ -4,7 +4,7 @@
     python benchmarks/text_bits_by_time.py --times 0.0417,0.125,0.2083,0.2917 BLOCK.safetensors [...] > bits.json
 
 For each run directory: its EMA weights assembled, 256 test sequences, t = 1/12 ... 12/12, each t routed to the block
-that owns it (`shared.tasks.text.bits_by_time`, the same estimate as the run's `bpc_curve.png`). The mean over the
+that owns it (`shared.tasks.text.task.bits_by_time`, the same estimate as the run's `bpc_curve.png`). The mean over the
 12 times approximates the run's BPC; where two runs differ says which block's slice makes the difference.
 
 With block files (`python -m workers CONFIG --block I --out DIR` writes DIR/block_I.safetensors; an end-to-end
@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from shared.assembly import load_assembled, load_block_denoiser  # noqa: E402
 from shared.config import load_config  # noqa: E402
 from shared.data.text import load_corpus, sequences  # noqa: E402
-from shared.tasks.text import bits_by_time  # noqa: E402
+from shared.tasks.text.task import bits_by_time  # noqa: E402
 
 TIMES = [i / 12 for i in range(1, 13)]
 NUM_SEQUENCES = 256

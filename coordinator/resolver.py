@@ -20,12 +20,13 @@ import traceback
 from multiprocessing import forkserver
 
 from shared.config import Config, ConfigError, parse_config
-from shared.data import DataError, resolve_data
-from shared.data.resolve import confined, named_sources
+from shared.data import DataError
+from shared.data.resolve import confine_sources
+from shared.tasks import resolve_data, task_sources
 
 log = logging.getLogger(__name__)
 
-PRELOAD = ["shared.config", "shared.data.resolve", "shared.data.text"]
+PRELOAD = ["shared.config", "shared.tasks"]
 MEMORY_MB = 1024  # what resolving one submitted config may allocate beyond the imported modules
 TIMEOUT_S = 60.0  # what resolving one submitted config may take
 MAX_CONCURRENT = 2  # resolutions at once; beyond this a submit with a source waits for a slot, up to TIMEOUT_S
@@ -89,15 +90,15 @@ class Resolver:
         self._slots = threading.BoundedSemaphore(max_concurrent)
 
     def __call__(self, config: Config) -> Config:
-        sources = named_sources(config)
+        sources = task_sources(config)
         if not sources:
             return resolve_data(config)
         if self.roots is not None:
-            config = confined(config, self.roots)  # refused here, before any child starts
+            config = confine_sources(config, sources, self.roots)  # refused here, before any child starts
         if not self._slots.acquire(timeout=self.timeout_s):
             raise ResolverBusy(f"{MAX_CONCURRENT} data sources are being read; retry later")
         try:
-            return parse_config(self._resolve_in_child(config, named_sources(config)))
+            return parse_config(self._resolve_in_child(config, task_sources(config)))
         finally:
             self._slots.release()
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from shared.checkpoint import CheckpointError, load_block_weights, load_manifest
 from shared.model import NetSpec
-from shared.tasks import get_task
+from shared.tasks import LEGACY_TASK, get_task
 
 
 class AssembledDenoiser(nn.Module):
@@ -53,7 +53,7 @@ def load_block_denoiser(path: str | Path, which: str = "ema") -> tuple[nn.Module
     The block's task (metadata `task`; files written before tasks existed are image generation) builds it."""
     state, meta = load_block_weights(path, which)
     try:
-        task = get_task(meta.get("task", "image_generation"), meta.get("task_options"))
+        task = get_task(meta.get("task", LEGACY_TASK), meta.get("task_options"))
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
     net = task.network(NetSpec(**meta["net"]))

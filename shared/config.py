@@ -14,67 +14,46 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shared.config_base import (
+    CROSS_FIELD_BOUNDS,
+    EQUAL_STEPS,
+    MAX_BLOCKS,
+    MAX_LAYERS,
+    MAX_SAMPLE_STEPS,
+    MAX_SAMPLES_PER_CLASS,
+    MAX_SAMPLES_PER_RUN,
+    MAX_SEED,
+    MAX_STEPS,
+    ConfigError,
+    Section,
+)
 from shared.data.builtin import DATASETS
 from shared.noise import lognormal_cdf
 from shared.partition import split_layers
+from shared.tasks import TASKS
+from shared.tasks.classification.config import ClassificationConfig
+from shared.tasks.text.config import TextConfig
+
+__all__ = [
+    "CROSS_FIELD_BOUNDS",
+    "EQUAL_STEPS",
+    "MAX_BLOCKS",
+    "MAX_LAYERS",
+    "MAX_SAMPLE_STEPS",
+    "MAX_SAMPLES_PER_CLASS",
+    "MAX_SAMPLES_PER_RUN",
+    "MAX_SEED",
+    "MAX_STEPS",
+    "ClassificationConfig",
+    "Config",
+    "ConfigError",
+    "TextConfig",
+    "load_config",
+    "parse_config",
+]
 
 
-class ConfigError(ValueError):
-    """A config that cannot be run; the message names the field and the reason. `errors`: one
-    `{"loc": [...], "msg", "type"}` per bad field (the API's error items)."""
-
-    def __init__(self, message: str, errors: list[dict] | None = None):
-        super().__init__(message)
-        self.errors = errors if errors is not None else [{"loc": [], "msg": message, "type": "invalid_config"}]
-
-
-# Bounds of every field (docs/config.md, docs/security.md): generous for real work, small enough that no derived
-# quantity (memory, steps, sample counts, seeds) overflows or stalls the service.
-# Seeds are JSON-safe integers (exact in a double, so every HTTP client reads and writes them unchanged); torch
-# generators take anything below 2**64, and block seeds are derived into 63 bits from these.
-MAX_SEED = 2**53 - 1
-MAX_LAYERS = 256
-MAX_BLOCKS = 64
-MAX_STEPS = 10_000_000
-# The override a benchmark adds to compare at equal steps per block: a base config's per-block budgets
-# (`train.block_step_scale`, the quickstart's) are dropped, so every block trains `train.steps_per_block`.
-EQUAL_STEPS = "train.block_step_scale={}"
-MAX_SAMPLES_PER_CLASS = 64
-MAX_SAMPLE_STEPS = 1000
-# Products of fields that size one piece of work (docs/config.md, "Bounds across fields"; docs/security.md):
-MAX_SAMPLES_PER_RUN = 10_000  # images one sample grid draws: classes x samples per class (ImageNet's 1,000 x 10)
-MAX_EVAL_SYMBOLS = 2**28  # symbols one text evaluation may read: eval_max_samples x seq_len (5x the default)
-CROSS_FIELD_BOUNDS = (
-    f"`data.num_classes` x `sample.num_per_class` <= {MAX_SAMPLES_PER_RUN:,} (also for on-demand samples)",
-    f"`text.eval_max_samples` x `text.seq_len` <= {MAX_EVAL_SYMBOLS:,}",
-    "`data.shuffle_buffer` x one decoded record (channels x image_size^2 x 4 bytes) <= `data.memory_limit_mb`",
-    "`data.memory_limit_mb` <= each block's reserved memory (`resources.memory_gb_per_block` or the block's "
-    "`per_block` entry), when one is reserved and `data.loader` is not `stream`",
-    "`train.block_step_scale.<b>` x `train.steps_per_block` <= 10,000,000 steps",
-)
-
-
-NUMBERS = (int, float, int | None, float | None)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _numbers_are_not_booleans(cls, value, info):
-        """pydantic's lax mode reads true/false as 1/0 for a number, and 0, 1, "yes", "off" as a boolean: a config
-        that says `num_steps: false` or `compile: 0` means something else, so both are refused (strict mode would
-        also refuse YAML's `lr: 1e-3`, a string to PyYAML)."""
-        annotation = cls.model_fields[info.field_name].annotation
-        if isinstance(value, bool) and annotation in NUMBERS:
-            raise ValueError("expected a number, got a boolean")
-        if annotation is bool and not isinstance(value, bool):
-            raise ValueError(f"expected true or false, got {value!r}")
-        return value
-
-
-class DataConfig(_Section):
+class DataConfig(Section):
     dataset: str = Field(
         "mnist",
         description=f"Built-in dataset, used when no source is given; one of {sorted(DATASETS)}.",
@@ -152,7 +131,7 @@ class DataConfig(_Section):
         return self
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     num_layers: int = Field(6, ge=1, le=MAX_LAYERS, description="Transformer layers L of the whole network.")
     hidden_size: int = Field(64, ge=8, le=16_384, description="Token width d.")
     num_heads: int = Field(4, ge=1, le=256, description="Attention heads; must divide hidden_size.")
@@ -173,7 +152,7 @@ class ModelConfig(_Section):
         return self
 
 
-class BlocksConfig(_Section):
+class BlocksConfig(Section):
     num_blocks: int = Field(3, ge=1, le=MAX_BLOCKS, description="Number of blocks B (each trains alone).")
     overlap_gamma: float = Field(0.05, ge=0, le=1, description="Train-range widening per side, in log-sigma.")
     partition: Literal["equiprobable", "uniform_log"] = Field(
@@ -184,7 +163,7 @@ class BlocksConfig(_Section):
     )
 
 
-class NoiseConfig(_Section):
+class NoiseConfig(Section):
     p_mean: float = Field(-1.2, ge=-20, le=20, description="Mean of ln(sigma) in training.")
     p_std: float = Field(1.2, gt=0, le=20, description="Std of ln(sigma) in training.")
     sigma_min: float = Field(0.002, ge=1e-8, le=1e4, description="Lowest noise level.")
@@ -206,7 +185,7 @@ class NoiseConfig(_Section):
         return self
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     mode: Literal["blockwise", "end_to_end"] = Field(
         "blockwise", description="blockwise = B independent blocks; end_to_end = one network, all layers."
     )
@@ -248,7 +227,7 @@ class TrainConfig(_Section):
         return max(1, round(self.steps_per_block * self.block_step_scale.get(index, 1.0)))
 
 
-class BlockResources(_Section):
+class BlockResources(Section):
     """One block's own resources; a field left out takes the `resources` default."""
 
     cpus: float | None = Field(None, gt=0, le=1024, description="CPUs per worker of this block.")
@@ -256,7 +235,7 @@ class BlockResources(_Section):
     memory_gb: float | None = Field(None, ge=0, le=65_536, description="Memory (GB) reserved per worker of this block.")
 
 
-class ResourcesConfig(_Section):
+class ResourcesConfig(Section):
     cpus_per_block: float = Field(1.0, gt=0, le=1024, description="CPUs per block worker (also its torch threads).")
     gpus_per_block: float = Field(0.0, ge=0, le=64, description="GPUs per block worker.")
     memory_gb_per_block: float = Field(
@@ -295,7 +274,7 @@ class WorkerResources(BaseModel):
     num_workers: int
 
 
-class SampleConfig(_Section):
+class SampleConfig(Section):
     num_steps: int = Field(50, ge=1, le=MAX_SAMPLE_STEPS, description="Sampler steps.")
     cfg_scale: float = Field(2.0, ge=0, le=100, description="Classifier-free guidance scale (1 = no guidance).")
     sampler: Literal["euler", "heun"] = Field("euler", description="ODE solver.")
@@ -306,98 +285,16 @@ class SampleConfig(_Section):
     weights: Literal["ema", "raw"] = Field("ema", description="Which weights sample: EMA or raw.")
 
 
-class ClassificationConfig(_Section):
-    """Classification by label denoising (`task: classification`)."""
+class Config(Section):
+    """A run: the task, its data, network, partition, noise, training, resources and sampling. Each task's own
+    options live in its section (`classification`, `text`), defined in the task's folder."""
 
-    objective: Literal["label_denoising", "backprop"] = Field(
-        "label_denoising",
-        description="label_denoising = the DiffusionBlocks task; backprop = the same network as an ordinary "
-        "classifier trained end to end with cross-entropy (the baseline; needs train.mode end_to_end).",
-    )
-    augment_shift: int = Field(
-        2,
-        ge=0,
-        le=16,
-        description="Training images are shifted by up to this many pixels each way (edge padding); 0 = off.",
-    )
-    num_steps: int = Field(0, ge=0, le=MAX_SAMPLE_STEPS, description="Euler steps at inference; 0 = one per block (B).")
-    start: Literal["noise", "zero"] = Field(
-        "noise",
-        description="Where inference starts in label-embedding space: noise = sigma_max * randn (the paper's; the "
-        "chain then draws a label from the model's posterior, so accuracy is about the mean probability of the true "
-        "class); zero = the noise's mean, a deterministic path that follows the most probable label.",
-    )
-    calibration_bins: int = Field(15, ge=2, le=100, description="Bins of the expected calibration error.")
-
-
-class TextConfig(_Section):
-    """Masked-diffusion language modelling (`task: text`): the corpus, its vocabulary, sequences, evaluation."""
-
-    corpus: Literal["python_docs"] = Field(
-        "python_docs",
-        description="Built-in corpus, used when no source is given: python_docs = the documentation text every "
-        "CPython ships (pydoc_data, ~375,000 characters as text8; PSF licence).",
-    )
-    source: str | None = Field(
-        None,
-        min_length=1,
-        max_length=4096,
-        description="Your text: a .txt file, a folder of .txt files, or Parquet (file or folder) with a text "
-        "column; a local path or s3://bucket/prefix. Unset: the built-in corpus.",
-    )
-    format: Literal["auto", "text", "parquet"] = Field("auto", description="Format of the source; auto: by name.")
-    text_column: str | None = Field(
-        None, min_length=1, max_length=256, description="Parquet column of the text (default: text)."
-    )
-    vocabulary: Literal["text8", "chars"] = Field(
-        "text8",
-        description="text8 = space and a-z (lowercased, other characters become spaces); chars = every distinct "
-        "character of the corpus (at most 255).",
-    )
-    symbols: str | None = Field(
-        None,
-        min_length=1,
-        max_length=255,
-        description="The chars vocabulary in id order; filled in from the corpus when the run is resolved.",
-    )
-    seq_len: int = Field(256, ge=8, le=8192, description="Symbols per training sequence (and per sample).")
-    validation_fraction: float = Field(
-        0.05, gt=0, lt=0.5, description="Share of the corpus held out for validation (a contiguous chunk)."
-    )
-    test_fraction: float = Field(
-        0.05, gt=0, lt=0.5, description="Share of the corpus held out for test (the last contiguous chunk)."
-    )
-    memory_limit_mb: int = Field(
-        1024, ge=1, le=65_536, description="Largest corpus (in characters, MiB) read into memory."
-    )
-    eval_stderr: float = Field(
-        0.01, gt=0, le=1, description="Monte-Carlo BPC estimate: sample until its standard error is at most this."
-    )
-    eval_max_samples: int = Field(
-        200_000, ge=100, le=10_000_000, description="Monte-Carlo BPC estimate: at most this many (sequence, t) draws."
-    )
-    sample_steps: int = Field(256, ge=1, le=MAX_SAMPLE_STEPS, description="Unmasking steps when sampling text.")
-    train_weighting: Literal["elbo", "masked_mean"] = Field(
-        "elbo",
-        description="Training loss per sequence: elbo = (1/t) x the masked cross-entropy per symbol, the ELBO's own "
-        "estimate (unbiased; on short sequences its variance grows without bound as t -> 0, where one or two masked "
-        "symbols carry weight 1/t); masked_mean = the cross-entropy averaged over the sequence's masked symbols "
-        "(the same integrand at each t up to the spread of the mask count, far lower variance at small t). "
-        "Evaluation is always the ELBO.",
-    )
-
-    @model_validator(mode="after")
-    def _symbols(self) -> TextConfig:
-        if self.symbols is not None and len(set(self.symbols)) != len(self.symbols):
-            raise ValueError("text.symbols: each symbol must appear once")
-        return self
-
-
-class Config(_Section):
-    task: Literal["image_generation", "classification", "text"] = Field(
+    task: str = Field(
         "image_generation",
-        description="What the blocks learn to denoise: images (generation), class labels given an image "
-        "(classification by label denoising) or masked text (MD4 language modelling). docs/tasks.md.",
+        description="What the blocks learn to denoise, one of the registered tasks (shared/tasks/): images "
+        "(image_generation), class labels given an image (classification, by label denoising) or masked text "
+        "(text, MD4 language modelling). docs/tasks.md.",
+        json_schema_extra={"enum": sorted(TASKS)},
     )
     name: str = Field(
         "run", pattern=r"^[A-Za-z0-9_-]{1,40}$", description="Run name prefix (letters, digits, _ and -)."
@@ -411,6 +308,13 @@ class Config(_Section):
     sample: SampleConfig = SampleConfig()
     classification: ClassificationConfig = ClassificationConfig()
     text: TextConfig = TextConfig()
+
+    @field_validator("task")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        if name not in TASKS:
+            raise ValueError(f"task {name!r} does not exist; available: {sorted(TASKS)}")
+        return name
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -426,13 +330,11 @@ class Config(_Section):
         except ValueError as err:
             field = "blocks.layers" if blocks.layers is not None else "blocks.num_blocks"
             raise ValueError(f"{field}: {err}") from None
-        if self.classification.objective == "backprop" and (
-            self.task != "classification" or self.train.mode != "end_to_end"
-        ):
-            raise ValueError(
-                "classification.objective backprop trains one network end to end with cross-entropy: it needs "
-                f"task classification and train.mode end_to_end (got task {self.task}, train.mode {self.train.mode})"
-            )
+        task = TASKS[self.task]
+        for other in {t.section for t in TASKS.values()} - {task.section, None}:  # a run sets only its own section
+            if getattr(self, other) != type(getattr(self, other))():
+                raise ValueError(f"{other}: the section of another task; this run's task is {self.task}")
+        task.check_config(self)
         planned = self.planned_blocks
         for field, indices, count in (
             ("resources.per_block", self.resources.per_block, planned),
@@ -465,11 +367,6 @@ class Config(_Section):
                 f"data.num_classes {classes} x sample.num_per_class {self.sample.num_per_class} is more than "
                 f"{MAX_SAMPLES_PER_RUN:,} samples"
             )
-        if self.task == "text" and self.text.eval_max_samples * self.text.seq_len > MAX_EVAL_SYMBOLS:
-            raise ValueError(
-                f"text.eval_max_samples {self.text.eval_max_samples} x text.seq_len {self.text.seq_len} is more "
-                f"than {MAX_EVAL_SYMBOLS:,} symbols to evaluate"
-            )
         if d.channels is not None and d.image_size is not None:
             buffered = d.shuffle_buffer * d.channels * d.image_size**2 * 4
             if buffered > d.memory_limit_mb * 2**20:
@@ -491,6 +388,15 @@ class Config(_Section):
     def planned_blocks(self) -> int:
         """Blocks this config trains: end_to_end is the B = 1 plan (one network, all layers, the whole range)."""
         return 1 if self.train.mode == "end_to_end" else self.blocks.num_blocks
+
+    def with_values(self, values: dict) -> Config:
+        """A variant with `section.field` values set as values (not as YAML text: a path may hold `#` or `: `),
+        validated like any other."""
+        raw = self.model_dump()
+        for key, value in values.items():
+            section, field = key.split(".")
+            raw[section][field] = value
+        return parse_config(raw)
 
     def with_overrides(self, overrides: list[str]) -> Config:
         """A variant of this config with `section.field=value` overrides, validated like any other."""

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+MAX_EVAL_EXAMPLES = 10_000  # per split: an evaluation holds its images in memory
 CLASSIFIER_VERSION = 1
 
 

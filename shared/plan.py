@@ -45,10 +45,8 @@ def plan_json(config: Config) -> dict:
     """The `dblocks plan --json` document."""
     blocks = [block_entry(config, spec) for spec in block_specs(config)]
     plan = {"mode": config.train.mode, "boundaries": boundaries(config), "blocks": blocks, "config_hash": config.hash()}
-    if config.task == "image_generation":
-        return plan  # unchanged since before tasks existed
-    # Other tasks name themselves and their noise axis; for text the sigma fields hold masking times t.
-    return {"task": config.task, "axis": task_for(config).axis, **plan}
+    # A task may name itself and its noise axis first (for text the sigma fields hold masking times t).
+    return {**task_for(config).plan_header(), **plan}
 
 
 def block_entry(config: Config, spec: BlockSpec) -> dict:

@@ -269,7 +269,7 @@ def test_typed_client_parses_every_answer_and_raises_the_error_items(api):
 def write_classification_run(run_dir):
     """A finished 2-block classification run directory with untrained (uniform) blocks."""
     from shared.checkpoint import MANIFEST_VERSION, save_block_weights, sha256_file, write_manifest
-    from shared.tasks.classification import LabelDenoiserNet
+    from shared.tasks.classification.task import LabelDenoiserNet
     from tests.test_checkpoint import BOUNDS, SPEC
 
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -137,7 +137,7 @@ def test_a_run_recorded_under_another_config_is_not_reused():
     from shared.config import load_config
     from tests.conftest import TINY
 
-    base, other = load_config(TINY), load_config(TINY, ["classification.augment_shift=3"])
+    base, other = load_config(TINY), load_config(TINY, ["sample.cfg_scale=3.0"])
     assert full_config_sha(base) != full_config_sha(other) and base.hash() != other.hash()
     runs = [{"label": "end_to_end", "seed": 0, "config_sha": full_config_sha(base)}]
     assert recorded(runs, "end_to_end", 0, full_config_sha(base))

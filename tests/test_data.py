@@ -22,11 +22,12 @@ from coordinator.cli import app as cli_app
 from coordinator.resolver import Resolver
 from coordinator.store import Store
 from shared.config import load_config, parse_config
-from shared.data import DataError, StreamBatches, data_shape, load_split, open_split, resolve_data, train_batches
+from shared.data import DataError, StreamBatches, data_shape, load_split, open_split, train_batches
 from shared.data.builtin import load_builtin
 from shared.data.stream import shuffled
 from shared.job import BlockJob
 from shared.plan import block_specs
+from shared.tasks import resolve_data
 from tests.conftest import BUCKET, REPO, TINY, start_moto
 from workers.reporting import ListReporter
 from workers.train_block import train_block
@@ -431,8 +432,8 @@ def test_a_relative_source_is_stored_absolute_for_workers_elsewhere(rgb_files, m
 
 def test_unlabelled_data_is_evaluated_in_rotation_features(tmp_path):
     """No classes: FD in the features of a network trained to tell the train split's images from their turns."""
-    from coordinator.artefacts.quality import reference_stats
     from shared.evaluation import frechet_distance, predict
+    from shared.tasks.image_generation.evaluation import reference_stats
 
     rng = np.random.default_rng(0)
     for i in range(400):  # an asymmetric mark (a corner bar) at random brightness: its turn is learnable

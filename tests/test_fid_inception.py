@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from coordinator.artefacts.quality import standard_fid
 from shared.fid_inception import FEATURES, FIDInception, WeightsError, inception_features, load_fid_inception
+from shared.tasks.image_generation.evaluation import standard_fid
 from tests.conftest import REPO, TINY
 
 

@@ -82,3 +82,35 @@ def test_decisions_and_artefacts_load_neither_redis_nor_ray():
         f"coordinator.artefacts.{p.stem}" for p in python_files("coordinator/artefacts") if p.stem != "__init__"
     ]
     assert loaded_infrastructure(modules) == []
+
+
+# Still branching on a task's name: the quality benchmark, whose per-task cases, metrics and pages move into the
+# task folders with the benchmarks' move out of the service package (issue 35's next step).
+NAME_CHECKS_PENDING = {"coordinator/bench/quality.py", "coordinator/cli/bench.py"}
+
+
+def task_name_comparisons(path, names: set[str]):
+    """(line, name) of each comparison with a task's name (`==`, `!=`, `in`) and each dict keyed by one."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        operands = [node.left, *node.comparators] if isinstance(node, ast.Compare) else []
+        operands += [key for key in node.keys if key is not None] if isinstance(node, ast.Dict) else []
+        for operand in operands:
+            for leaf in ast.walk(operand):
+                if isinstance(leaf, ast.Constant) and leaf.value in names:
+                    yield leaf.lineno, leaf.value
+
+
+def test_no_task_name_is_compared_outside_its_own_folder():
+    """The core asks a task what it can do (shared/tasks/base.py) and never branches on which task it holds: a new
+    kind of model is a new folder, not an edit in every layer."""
+    from shared.tasks import TASKS
+
+    found = []
+    for folder in ("shared", "workers", "coordinator", "benchmarks"):
+        for path in python_files(folder):
+            relative = path.relative_to(REPO).as_posix()
+            if relative in NAME_CHECKS_PENDING:
+                continue
+            own = {n for n in TASKS if relative.startswith(f"shared/tasks/{n}/")}
+            found += [f"{relative}:{line} {name!r}" for line, name in task_name_comparisons(path, set(TASKS) - own)]
+    assert not found, found

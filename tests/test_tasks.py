@@ -1,6 +1,7 @@
 """The task interface (every registered task trains, round-trips through a block file, and is routed like any
 denoiser) and the classification math: normalised targets, the softmax-expected estimate, one call per block."""
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from shared.images import load_images
 from shared.model import AdaLNTrunk, NetSpec
 from shared.partition import equiprobable_boundaries, uniform_log_boundaries
 from shared.tasks import TASKS, get_task
-from shared.tasks.classification import (
+from shared.tasks.classification.task import (
     LabelDenoiser,
     LabelDenoiserNet,
     boundary_sigmas,
@@ -219,8 +220,24 @@ def test_backprop_needs_end_to_end_and_a_bad_objective_is_named():
         get_task("classification", {"objective": "guessing"})
 
 
+def test_a_run_sets_only_its_own_tasks_section_and_names_only_registered_tasks():
+    from shared.config import ConfigError
+    from shared.tasks import TASKS
+    from tests.conftest import TINY
+
+    for overrides, words in (
+        (["classification.objective=backprop", "train.mode=end_to_end"], "classification: the section of another"),
+        (["task=classification", "text.seq_len=64"], "text: the section of another task; this run's task is class"),
+        (["task=painting"], "task 'painting' does not exist; available: ['classification', 'image_generation'"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            load_config(TINY, overrides)
+    assert load_config(TINY, ["task=text", "text.seq_len=64"]).text.seq_len == 64
+    assert {name: cls.name for name, cls in TASKS.items()} == {name: name for name in TASKS}
+
+
 def test_random_shift_translates_each_image_by_at_most_the_shift():
-    from shared.tasks.classification import random_shift
+    from shared.tasks.classification.task import random_shift
 
     images = -torch.ones(64, 1, 9, 9)
     images[:, :, 4, 4] = 1.0  # one bright pixel in the middle of a background of -1

@@ -16,12 +16,12 @@ import torch
 from shared.assembly import AssembledDenoiser, check_block_matches, load_assembled
 from shared.checkpoint import CheckpointError, save_block_weights
 from shared.config import load_config
-from shared.data import DataError, resolve_data
+from shared.data import DataError
 from shared.data.text import TEXT8, TokenBatches, decode, encode, load_corpus, normalize_text8, read_text_source
 from shared.model import NetSpec
 from shared.plan import block_specs, boundaries, plan_json
-from shared.tasks import get_task, task_for
-from shared.tasks.text import (
+from shared.tasks import get_task, resolve_data, task_for
+from shared.tasks.text.task import (
     T_MIN,
     MaskedDenoiser,
     MaskedTokenNet,
@@ -315,7 +315,7 @@ def test_every_shipped_config_validates_and_plans(path, tmp_path):
 
 
 def test_a_sample_longer_than_the_trained_sequence_is_refused(tmp_path):
-    from coordinator.artefacts.text import generate_texts
+    from shared.tasks.text.outputs import generate_texts
 
     with pytest.raises(ValueError, match=r"length 17: must be 1..16 \(the run's text.seq_len\)"):
         generate_texts(tmp_path, text_config("text.seq_len=16"), num=1, length=17)

@@ -154,8 +154,8 @@ def test_a_classification_block_reports_its_training_accuracy_and_it_rises():
 def test_history_is_written_in_segments_and_read_back_whole(tmp_path):
     """Each report rewrites only the current segment (at most HISTORY_SEGMENT_LINES lines), a restarted worker goes on
     in its last segment, and the loss curves read every segment, and a run's older single history file, by step."""
-    from coordinator.artefacts.pictures import block_history
     from shared.job import HISTORY_SEGMENT_LINES, history_dir, legacy_history_path, progress_path
+    from shared.pictures import block_history
     from shared.storage import Storage
     from workers.reporting import ProgressFileReporter
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from shared.config import ConfigError, load_config
-from shared.data import DataError, resolve_data
+from shared.data import DataError
 from shared.job import BlockJob
-from shared.tasks import task_for
+from shared.tasks import resolve_data, task_for
 from workers.reporting import ListReporter
 from workers.train_block import train_block
 

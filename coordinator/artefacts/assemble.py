@@ -79,13 +79,14 @@ def assemble(
             }
         )
     check_contiguous(boundaries, entries)
+    task = task_for(config)
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "config_hash": config.hash(),
         "mode": config.train.mode,
         "task": config.task,
-        "task_options": task_for(config).options,  # text: the vocabulary, so a run decodes without its config
-        "dataset": (config.text.source or config.text.corpus) if config.task == "text" else config.data.dataset,
+        "task_options": task.options,  # text: the vocabulary, so a run decodes without its config
+        "dataset": task.data_label(config),
         "boundaries": boundaries,
         "blocks": entries,
     }

@@ -84,9 +84,10 @@ def probe(source: str, steps: int, read_batches: int) -> dict:
     import torch
 
     from shared.config import parse_config
-    from shared.data import resolve_data, train_batches
+    from shared.data import train_batches
     from shared.job import BlockJob
     from shared.plan import block_specs
+    from shared.tasks import resolve_data
     from workers.reporting import ListReporter
     from workers.train_block import train_block
 
@@ -119,8 +120,9 @@ def probe(source: str, steps: int, read_batches: int) -> dict:
 def probe_reader_only(source: str, read_batches: int) -> dict:
     """This project's streaming reader alone, timed like `probe_ray_data` (first batch, then images/s)."""
     from shared.config import parse_config
-    from shared.data import resolve_data, train_batches
+    from shared.data import train_batches
     from shared.plan import block_seed
+    from shared.tasks import resolve_data
 
     started = time.perf_counter()
     config = resolve_data(parse_config({"data": {"source": source}}, PROBE_OVERRIDES))

@@ -2,8 +2,8 @@
 
 Every case trains through the same coordinator/Ray path as `dblocks train` (end_to_end is the B = 1 plan), then is
 evaluated against the held-out test split: image generation by FD and class accuracy of samples
-(`coordinator.artefacts.quality.evaluate_run`), classification by accuracy and calibration error
-(`coordinator.artefacts.classification.evaluate_classifier`; the backprop baseline is the same network trained as an
+(`shared.tasks.image_generation.evaluation.evaluate_run`), classification by accuracy and calibration error
+(`shared.tasks.classification.outputs.evaluate_classifier`; the backprop baseline is the same network trained as an
 ordinary classifier). Equal layer-updates: B blocks x K steps x L/B layers = K steps x L layers, so every case uses
 the same K.
 """
@@ -19,15 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from coordinator.artefacts.classification import evaluate_classifier
-from coordinator.artefacts.quality import evaluate_run
-from coordinator.artefacts.text import evaluate_text
 from coordinator.dispatch import RayDispatcher
 from coordinator.runs import create_run
 from coordinator.service import Coordinator
 from coordinator.store import Store
 from shared.config import EQUAL_STEPS, Config, load_config
 from shared.plan import layer_updates
+from shared.tasks.classification.outputs import evaluate_classifier
+from shared.tasks.image_generation.evaluation import evaluate_run
+from shared.tasks.text.outputs import evaluate_text
 from shared.visualize import figure
 
 # Paper (DiT-S/2, CIFAR-10, test FID; shape only: other data, model and metric features). Table 2 compares

@@ -34,7 +34,8 @@ def load(path: Path, overrides: list[str] | None, *, resolve: bool = True) -> Co
     """The config, validated; with `resolve`, its data source opened and checked too (shared/data/resolve.py), so
     bad data stops here, before anything is written or started. A client submitting to a service leaves that to
     the service, which may see data this machine does not."""
-    from shared.data import DataError, resolve_data
+    from shared.data import DataError
+    from shared.tasks import resolve_data
 
     try:
         config = load_config(path, overrides or [])

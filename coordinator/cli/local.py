@@ -14,6 +14,7 @@ from coordinator.cli.common import SetOpt, answered, client, fail, load, open_di
 from coordinator.store import close_embedded
 from shared.checkpoint import CheckpointError
 from shared.data import data_shape
+from shared.tasks import PREDICT, SAMPLES_PNG, SAMPLES_TXT, TASKS
 
 
 @app.command()
@@ -130,8 +131,8 @@ def sample(
     Examples: dblocks sample runs/demo --num-per-class 8 --out grid.png;
     dblocks sample RUN_ID --server http://127.0.0.1:8000 --steps 30 --out grid.png
     """
-    from coordinator.artefacts.sample import sample_run
     from shared.images import save_grid
+    from shared.tasks.image_generation.samples import sample_run
 
     if out.suffix == ".txt":
         _sample_text(run_dir, out, num=num, length=length, steps=steps, seed=seed, weights=weights, server=server)
@@ -159,9 +160,10 @@ def sample(
         typer.echo(f"wrote the samples of {run_dir} to {out}")
         return
     config = run_config(run_dir)
-    if config.task == "text":
-        fail(f"{run_dir} is a text run: its samples are text (--out FILE.txt)")
-    if config.task != "image_generation":
+    outputs = TASKS[config.task].outputs
+    if SAMPLES_TXT in outputs:
+        fail(f"{run_dir} is a {config.task} run: its samples are text (--out FILE.txt)")
+    if SAMPLES_PNG not in outputs:
         fail(f"{run_dir} is a {config.task} run: it has no samples (label images with `dblocks predict`)")
     try:
         samples, labels = sample_run(
@@ -178,7 +180,7 @@ def sample(
 
 def _sample_text(run_dir: Path, out: Path, *, num, length, steps, seed, weights, server) -> None:
     """`dblocks sample RUN --out FILE.txt`: one generated text per line, from a run directory or the service."""
-    from coordinator.artefacts.text import generate_texts
+    from shared.tasks.text.outputs import generate_texts
 
     if weights not in (None, "ema", "raw"):
         fail(f"--weights {weights!r}: must be 'ema' or 'raw'")
@@ -189,7 +191,7 @@ def _sample_text(run_dir: Path, out: Path, *, num, length, steps, seed, weights,
         typer.echo(f"wrote the samples of {run_dir} to {out}")
         return
     config = run_config(run_dir)
-    if config.task != "text":
+    if SAMPLES_TXT not in TASKS[config.task].outputs:
         fail(f"--out {out}: a .txt file holds text samples; {run_dir} is a {config.task} run (use .png or .npz)")
     try:
         texts = generate_texts(
@@ -232,89 +234,33 @@ def eval_(
 
     Example: dblocks eval runs/demo --num-samples 1000 --json
     """
-    from coordinator.artefacts.quality import evaluate_run
     from coordinator.settings import Settings
     from shared.fid_inception import WeightsError
+    from shared.tasks.base import EvalOptions
+    from shared.tasks.outputs import outputs_for
 
     config = run_config(run_dir)
     if weights not in ("ema", "raw"):
         fail(f"--weights {weights!r}: must be 'ema' or 'raw'")
-    if config.task == "classification":
-        _eval_classification(run_dir, config, weights=weights, seed=seed, as_json=as_json)
-        return
-    if config.task == "text":
-        _eval_text(run_dir, config, weights=weights, seed=seed, as_json=as_json)
-        return
-    if num_samples < 10:
-        fail(f"--num-samples {num_samples}: need at least one sample per class")
+    options = EvalOptions(
+        weights=weights,
+        seed=seed,
+        num_samples=num_samples,
+        num_steps=steps,
+        inception=inception,
+        cache_dir=Settings.from_env().cache_dir,
+    )
+    outputs = outputs_for(config)
     try:
-        result = evaluate_run(
-            run_dir,
-            config,
-            inception=inception,
-            num_samples=num_samples,
-            seed=seed,
-            weights=weights,
-            num_steps=steps,
-            cache_dir=Settings.from_env().cache_dir,
-        )
+        result = outputs.evaluate(run_dir, config, options)
     except WeightsError as err:
         fail(f"--inception: {err}")
     except CheckpointError as err:
         fail(str(err), 1)
-    fid = f"  FID {result['fid']:.2f} (Inception)" if "fid" in result else ""
-    _report_eval(
-        run_dir,
-        result,
-        as_json,
-        f"FD {result['fd']:.2f} (floor {result['fd_floor']:.2f}, {result['features']} features)  class accuracy "
-        f"{'n/a' if result['class_accuracy'] is None else format(result['class_accuracy'], '.3f')}  "
-        f"({result['num_samples']} samples, feature network test accuracy {result['classifier_test_accuracy']:.3f})"
-        + fid,
-    )
-
-
-def _report_eval(run_dir: Path, result: dict, as_json: bool, line: str) -> None:
-    """Keep eval.json in the run directory; print the JSON or the one-line summary."""
-    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
-    typer.echo(json.dumps(result, indent=2) if as_json else line)
-
-
-def _eval_classification(run_dir: Path, config, *, weights: str, seed: int, as_json: bool) -> None:
-    from coordinator.artefacts.classification import evaluate_classifier
-
-    try:
-        result = evaluate_classifier(run_dir, config, weights=weights, seed=seed)
-    except CheckpointError as err:
-        fail(str(err), 1)
-    _report_eval(
-        run_dir,
-        result,
-        as_json,
-        f"accuracy {result['accuracy']:.4f} from the {result['start']} start (noise "
-        f"{result['accuracy_noise_start']:.4f}, zero {result['accuracy_zero_start']:.4f})  ECE {result['ece']:.4f}  "
-        f"({result['num_examples']} held-out examples, {result['num_steps']} steps, {weights} weights)",
-    )
-
-
-def _eval_text(run_dir: Path, config, *, weights: str, seed: int, as_json: bool) -> None:
-    from coordinator.artefacts.text import evaluate_text
-    from shared.data import DataError
-
-    try:
-        result = evaluate_text(run_dir, config, weights=weights, seed=seed)
-    except DataError as err:
+    except ValueError as err:  # an option the task cannot use, or its data (DataError)
         fail(str(err))
-    except CheckpointError as err:
-        fail(str(err), 1)
-    _report_eval(
-        run_dir,
-        result,
-        as_json,
-        f"{result['bpc']:.3f} ± {result['bpc_stderr']:.3f} bits per character (unigram floor "
-        f"{result['unigram_bpc']:.3f}; {result['num_samples']} Monte-Carlo draws over {result['num_test_sequences']} "
-        f"held-out sequences, {weights} weights)",
-    )
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))  # kept in the run directory
+    typer.echo(json.dumps(result, indent=2) if as_json else outputs.summary(result, options))
 
 
 @app.command()
@@ -335,11 +281,11 @@ def predict(
 
     Example: dblocks predict runs/classify digits/ --json
     """
-    from coordinator.artefacts.classification import predict_images
     from shared.images import load_images
+    from shared.tasks.classification.outputs import predict_images
 
     config = run_config(run_dir)
-    if config.task != "classification":
+    if PREDICT not in TASKS[config.task].outputs:
         fail(f"{run_dir} is a {config.task} run; predict needs a classification run")
     if weights not in ("ema", "raw"):
         fail(f"--weights {weights!r}: must be 'ema' or 'raw'")
@@ -368,8 +314,8 @@ def report(
 
     Example: dblocks report runs/demo --baseline runs/e2e && xdg-open runs/demo/report.html
     """
-    from coordinator.artefacts.pictures import write_sigma_loss
     from coordinator.artefacts.report import render_report
+    from shared.pictures import write_sigma_loss
 
     config = run_config(run_dir)
     if not (run_dir / "manifest.json").is_file():

@@ -3,7 +3,7 @@ memory or streamed, and the resolution of a config's data facts before a run sta
 
 from shared.data.builtin import DATASETS, DatasetInfo
 from shared.data.errors import DataError
-from shared.data.resolve import DataShape, data_shape, resolve_data
+from shared.data.resolve import DataShape, data_shape, resolve_images
 from shared.data.splits import load_split, open_split
 from shared.data.stream import Batches, MemoryBatches, StreamBatches, train_batches
 
@@ -18,6 +18,6 @@ __all__ = [
     "data_shape",
     "load_split",
     "open_split",
-    "resolve_data",
+    "resolve_images",
     "train_batches",
 ]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from shared.data.resolve import data_shape, resolve_data
+from shared.data.resolve import data_shape, resolve_images
 from shared.data.splits import open_split
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def inspect_data(config: Config, *, sample: int = 512, grid: Path | None = None) -> dict:
-    config = resolve_data(config)
+    config = resolve_images(config)
     d, shape = config.data, data_shape(config)
     train, test = open_split(d, "train"), open_split(d, "test")
     started, decoded = time.perf_counter(), []

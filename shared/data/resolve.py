@@ -1,8 +1,9 @@
-"""From a data config to the data's facts, once, before anything starts: `resolve_data(config)` opens the source,
+"""From a data config to the data's facts, once, before anything starts: `resolve_images(config)` opens the source,
 checks its metadata and a sample of records, and returns the config with the facts the rest of the system reads
 filled in (`data.channels`, `data.image_size`, `data.num_classes`, `data.loader`; `noise.sigma_data` of NumPy
 sources left unset). A run's stored config is the resolved one, so workers, sampling and evaluation never open
-the source to learn its shape. `data_shape(config)` reads those facts."""
+the source to learn its shape. `data_shape(config)` reads those facts. (`shared.tasks.resolve_data` is the entry
+point: it confines a service caller's sources and lets the run's task pick its resolver.)"""
 
 from __future__ import annotations
 
@@ -72,33 +73,20 @@ def check_labels(reader: SplitReader, num_classes: int, split: str) -> None:
         )
 
 
-def named_sources(config: Config) -> list[tuple[str, str]]:
-    """(field, path) of every data source the config names."""
-    fields = {"data.source": config.data.source, "data.test_source": config.data.test_source}
-    fields["text.source"] = config.text.source
-    return [(field, uri) for field, uri in fields.items() if uri is not None]
+def confine_sources(config: Config, sources: list[tuple[str, str]], roots: tuple[str, ...]) -> Config:
+    """The config with each of `sources` ((field, path), as its task names them) parsed and confined to `roots`
+    (shared/data/paths.py): what is then opened is exactly the path that was checked."""
+    values = {field: confine(uri, roots, field) for field, uri in sources}
+    return config.with_values(values) if values else config
 
 
-def confined(config: Config, roots: tuple[str, ...]) -> Config:
-    """The config with every source it names parsed and confined to `roots` (shared/data/paths.py): what is then
-    opened is exactly the path that was checked."""
-    values = {field: confine(uri, roots, field) for field, uri in named_sources(config)}
-    return with_values(config, values) if values else config
-
-
-def resolve_data(config: Config, *, roots: tuple[str, ...] | None = None) -> Config:
-    """The config with its data facts filled in, after validating the source; DataError names what is wrong.
-    `roots`: the folders and s3:// prefixes a service caller may read (None: the machine's own user, unconfined)."""
-    if roots is not None:
-        config = confined(config, roots)
-    if config.task == "text":
-        from shared.data.text import resolve_text
-
-        return resolve_text(config, confined=roots is not None)
+def resolve_images(config: Config, *, confined: bool = False) -> Config:
+    """The config with its image data facts filled in, after validating the source; DataError names what is wrong.
+    `confined`: a service caller's source, already confined to the roots (symlinks out of its folder refused)."""
     d = config.data
     if d.source is None:
         return config
-    limits = ReadLimits(confined=roots is not None, max_read_bytes=d.memory_limit_mb * 2**20)
+    limits = ReadLimits(confined=confined, max_read_bytes=d.memory_limit_mb * 2**20)
     options = {"format": d.format, "image_column": d.image_column, "label_column": d.label_column}
     source = open_source(d.source, **options, limits=limits)
     train = open_split(d, "train", source=source, limits=limits)
@@ -115,7 +103,7 @@ def resolve_data(config: Config, *, roots: tuple[str, ...] | None = None) -> Con
     resolved["data.format"] = source.format
     if d.test_source is not None:
         resolved["data.test_source"] = test.source.uri
-    probe = with_values(config, resolved)
+    probe = config.with_values(resolved)
     for name, reader in (("train", train), ("test", test)):
         reader = SplitReader(reader.source, transform_of(probe.data), reader.keep)
         for record in sample_records(reader, VALIDATE_RECORDS):
@@ -136,15 +124,4 @@ def resolve_data(config: Config, *, roots: tuple[str, ...] | None = None) -> Con
     if source.format == "numpy" and "sigma_data" not in config.noise.model_fields_set:
         values = [train.decode(r) for r in sample_records(train, SIGMA_DATA_RECORDS)]
         resolved["noise.sigma_data"] = float(np.std(np.stack(values))) or 1.0
-    return with_values(config, resolved)
-
-
-def with_values(config: Config, values: dict) -> Config:
-    """The config with `section.field` values set as values (not as YAML text: a path may hold `#` or `: `)."""
-    from shared.config import parse_config
-
-    raw = config.model_dump()
-    for key, value in values.items():
-        section, field = key.split(".")
-        raw[section][field] = value
-    return parse_config(raw)
+    return config.with_values(resolved)

@@ -80,10 +80,10 @@ def infer_format(storage: Storage) -> str:
         return "numpy"
     if path.endswith(".parquet"):
         return "parquet"
-    info = _info(storage, storage.root)
+    info = file_info(storage, storage.root)
     if info.type == pafs.FileType.File:
         raise DataError(f"{storage.uri}: cannot tell the format of this file; expected .parquet, .npy or .npz")
-    names = _list(storage, storage.root)
+    names = list_files(storage, storage.root)
     if any(n.lower().endswith(".parquet") for n in names):
         return "parquet"
     return "folder"
@@ -124,7 +124,7 @@ def unreadable(what: str, err: OSError, verb: str = "read") -> DataError:
     return DataError(f"{what}: cannot be {verb} ({err})")
 
 
-def _info(storage: Storage, path: str) -> pafs.FileInfo:
+def file_info(storage: Storage, path: str) -> pafs.FileInfo:
     try:
         info = storage.fs.get_file_info(path)
     except OSError as err:  # unreachable endpoint, denied, no such bucket
@@ -134,7 +134,7 @@ def _info(storage: Storage, path: str) -> pafs.FileInfo:
     return info
 
 
-def _list(storage: Storage, root: str, limits: ReadLimits = ReadLimits()) -> list[str]:
+def list_files(storage: Storage, root: str, limits: ReadLimits = ReadLimits()) -> list[str]:
     """Paths of the files under `root` (recursive), relative to it, sorted; at most MAX_SOURCE_FILES. Confined:
     a file that resolves outside `root` (a symlink out of the folder) is refused, never opened."""
     try:
@@ -153,7 +153,7 @@ def _list(storage: Storage, root: str, limits: ReadLimits = ReadLimits()) -> lis
     return names
 
 
-def _read(storage: Storage, path: str, limits: ReadLimits = ReadLimits()) -> bytes:
+def read_file(storage: Storage, path: str, limits: ReadLimits = ReadLimits()) -> bytes:
     """A whole file, after checking its size against `limits.max_read_bytes`."""
     try:
         size = storage.fs.get_file_info(path).size or 0
@@ -224,7 +224,7 @@ class NumpySource(ArraySource):
         label_column: str | None = None,
         limits: ReadLimits = ReadLimits(),
     ):
-        _info(storage, storage.root)
+        file_info(storage, storage.root)
         path = storage.root
         try:
             if storage.is_local and path.lower().endswith(".npy"):
@@ -232,7 +232,7 @@ class NumpySource(ArraySource):
             elif storage.is_local:  # an .npz: its members are measured below before one is inflated
                 loaded = np.load(path, allow_pickle=False)
             else:
-                loaded = np.load(io.BytesIO(_read(storage, path, limits)), allow_pickle=False)
+                loaded = np.load(io.BytesIO(read_file(storage, path, limits)), allow_pickle=False)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
             raise DataError(f"{storage.uri}: not a readable NumPy file ({err})") from None
         labels = None
@@ -265,11 +265,11 @@ class FolderSource:
     format = "folder"
 
     def __init__(self, storage: Storage, *, label_column: str | None = None, limits: ReadLimits = ReadLimits()):
-        info = _info(storage, storage.root)
+        info = file_info(storage, storage.root)
         if info.type != pafs.FileType.Directory:
             raise DataError(f"{storage.uri}: an image folder must be a directory")
         self.storage, self.uri, self.limits = storage, storage.uri, limits
-        names = _list(storage, storage.root, limits)
+        names = list_files(storage, storage.root, limits)
         files = [n for n in names if n.lower().endswith(IMAGE_SUFFIXES)]
         if not files:
             raise DataError(f"{storage.uri}: no PNG or JPEG images in this folder")
@@ -297,7 +297,7 @@ class FolderSource:
             )
 
     def _metadata_labels(self, name: str, column: str) -> np.ndarray:
-        text = _read(self.storage, self.storage.path(name), self.limits).decode()
+        text = read_file(self.storage, self.storage.path(name), self.limits).decode()
         rows = list(csv.DictReader(io.StringIO(text))) if name.endswith(".csv") else []
         if name.endswith(".jsonl"):
             try:
@@ -324,7 +324,7 @@ class FolderSource:
         for i in range(shard.key, shard.key + shard.num_records):
             # the file is read when the record is decoded: a shuffle buffer holds paths, and a resumed stream
             # skips records without opening their files
-            payload = functools.partial(_read, self.storage, self.storage.path(self.files[i]), self.limits)
+            payload = functools.partial(read_file, self.storage, self.storage.path(self.files[i]), self.limits)
             yield payload, int(self._labels[i]), f"{self.uri}/{self.files[i]}"
 
     def labels(self) -> np.ndarray:
@@ -361,12 +361,14 @@ class ParquetSource:
         label_column: str | None = None,
         limits: ReadLimits = ReadLimits(),
     ):
-        info = _info(storage, storage.root)
+        info = file_info(storage, storage.root)
         self.storage, self.uri = storage, storage.uri
         if info.type == pafs.FileType.File:
             paths = [storage.root]
         else:
-            paths = [storage.path(n) for n in _list(storage, storage.root, limits) if n.lower().endswith(".parquet")]
+            paths = [
+                storage.path(n) for n in list_files(storage, storage.root, limits) if n.lower().endswith(".parquet")
+            ]
             if not paths:
                 raise DataError(f"{storage.uri}: no .parquet files under this folder")
         self._shards = []

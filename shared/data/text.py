@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from shared.data.errors import DataError
-from shared.data.sources import ReadLimits, _info, _list, _read, check_parquet_sizes
+from shared.data.sources import ReadLimits, check_parquet_sizes, file_info, list_files, read_file
 from shared.storage import Storage, StorageError
 
 TEXT8 = " abcdefghijklmnopqrstuvwxyz"
@@ -97,11 +97,11 @@ def read_text_source(
         storage = Storage.from_uri(uri)
     except StorageError as err:
         raise DataError(str(err)) from None
-    info = _info(storage, storage.root)
+    info = file_info(storage, storage.root)
     if info.type == pafs.FileType.File:
         paths = [storage.root]
     else:
-        names = _list(storage, storage.root, limits)
+        names = list_files(storage, storage.root, limits)
         parquet_named = any(n.lower().endswith(".parquet") for n in names)
         wanted = ".parquet" if format == "parquet" or (format == "auto" and parquet_named) else ".txt"
         paths = [f"{storage.root}/{n}" for n in names if n.lower().endswith(wanted) and not n.startswith(".")]
@@ -111,7 +111,7 @@ def read_text_source(
     budget = ReadLimits(confined=limits.confined, max_read_bytes=limits.max_read_bytes)
     parts = []
     for path in paths:
-        data = _read(storage, path, budget)
+        data = read_file(storage, path, budget)
         parts.append(_parquet_text(data, path, column or "text", budget) if parquet else _decode_utf8(data, path))
         budget = ReadLimits(confined=limits.confined, max_read_bytes=budget.max_read_bytes - len(data))
     return "\n".join(parts), storage.uri
@@ -217,12 +217,10 @@ class TokenBatches:
 def resolve_text(config, *, confined: bool = False):
     """The config with its text facts filled in (the source's absolute URI; the chars vocabulary's symbols),
     after reading and checking the corpus; DataError names what is wrong."""
-    from shared.data.resolve import with_values
-
     corpus = load_corpus(config.text, confined=confined)
     values = {}
     if config.text.source is not None:
         values["text.source"] = corpus.source
     if config.text.vocabulary == "chars" and config.text.symbols is None:
         values["text.symbols"] = corpus.vocabulary
-    return with_values(config, values) if values else config
+    return config.with_values(values) if values else config

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from shared.data import data_shape, load_split, train_batches
+from shared.data import data_shape, load_split, resolve_images, train_batches
 from shared.model import NetSpec
 from shared.noise import sample_sigmas
 from shared.partition import equiprobable_boundaries, uniform_log_boundaries, widen
@@ -14,6 +14,27 @@ from shared.partition import equiprobable_boundaries, uniform_log_boundaries, wi
 class EDMTask:
     axis = "sigma"  # the noise level: higher is noisier; block 0 owns the highest
     progress_metric: str | None = None
+    section: str | None = None
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        pass
+
+    @classmethod
+    def sources(cls, config) -> list[tuple[str, str]]:
+        fields = (("data.source", config.data.source), ("data.test_source", config.data.test_source))
+        return [(field, uri) for field, uri in fields if uri is not None]
+
+    @classmethod
+    def resolve_data(cls, config, *, confined: bool):
+        return resolve_images(config, confined=confined)
+
+    @classmethod
+    def data_label(cls, config) -> str:
+        return config.data.dataset
+
+    def plan_header(self) -> dict:
+        return {"task": self.name, "axis": self.axis}
 
     def net_spec(self, config, num_layers: int) -> NetSpec:
         """A block of `num_layers` layers under `config` (image shape and classes from the data)."""

@@ -22,8 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared.data.text import TEXT8, TokenBatches, load_corpus, resolve_text, sequences
 from shared.model import AdaLNTrunk, NetSpec, fourier_features
 from shared.partition import widen_linear
+from shared.tasks.base import SAMPLES_TXT
 
 T_MIN = 1e-3  # training and evaluation times are clamped here: the weight 1/t is bounded (the ELBO loses < 0.1 %)
 
@@ -125,6 +127,8 @@ class MaskedDiffusionText:
     name = "text"
     axis = "t"  # masking time: higher is noisier (more masked); block 0 owns the highest
     progress_metric = None  # the loss itself is in nats per symbol (bits: divide by ln 2)
+    section = "text"
+    outputs = frozenset({SAMPLES_TXT})
 
     def __init__(self, vocabulary: str = "", seq_len: int = 0, train_weighting: str = "elbo"):
         self.vocabulary = vocabulary  # the symbols in id order; the mask id is len(vocabulary)
@@ -139,6 +143,25 @@ class MaskedDiffusionText:
     @property
     def options(self) -> dict:
         return {"vocabulary": self.vocabulary, "seq_len": self.seq_len}
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        pass
+
+    @classmethod
+    def sources(cls, config) -> list[tuple[str, str]]:
+        return [("text.source", config.text.source)] if config.text.source is not None else []
+
+    @classmethod
+    def resolve_data(cls, config, *, confined: bool):
+        return resolve_text(config, confined=confined)
+
+    @classmethod
+    def data_label(cls, config) -> str:
+        return config.text.source or config.text.corpus
+
+    def plan_header(self) -> dict:
+        return {"task": self.name, "axis": self.axis}
 
     def net_spec(self, config, num_layers: int) -> NetSpec:
         model = config.model
@@ -166,14 +189,10 @@ class MaskedDiffusionText:
         return stratified_times(num, lo, hi, generator)
 
     def train_batches(self, config, *, seed: int, rank: int = 0, world_size: int = 1):
-        from shared.data.text import TokenBatches, load_corpus
-
         corpus = load_corpus(config.text)
         return TokenBatches(corpus.split("train"), config.text.seq_len)
 
     def preview_batch(self, config, count: int) -> tuple[torch.Tensor, None]:
-        from shared.data.text import load_corpus, sequences
-
         return sequences(load_corpus(config.text).split("validation"), config.text.seq_len)[:count], None
 
     def network(self, spec: NetSpec, *, activation_checkpointing: bool = False) -> nn.Module:
@@ -208,8 +227,6 @@ class MaskedDiffusionText:
 
 def text_vocabulary(config) -> str:
     """The run's symbols: fixed for text8; for `chars`, `text.symbols` (filled in when the run is resolved)."""
-    from shared.data.text import TEXT8
-
     if config.text.vocabulary == "text8":
         return TEXT8
     if not config.text.symbols:

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import torch
 
-from coordinator.artefacts.quality import MAX_EVAL_EXAMPLES
 from shared.assembly import load_assembled
 from shared.config import Config
 from shared.data import data_shape, load_split
+from shared.evaluation import MAX_EVAL_EXAMPLES
 from shared.plan import boundaries
 from shared.sampling import equiprobable_sigmas
-from shared.tasks.classification import STARTS, boundary_sigmas, classify, expected_calibration_error
+from shared.tasks.base import EvalOptions
+from shared.tasks.classification.task import STARTS, boundary_sigmas, classify, expected_calibration_error
 from shared.visualize import figure
 
 
@@ -78,7 +79,9 @@ def evaluate_classifier(run_dir: Path, config: Config, *, weights: str = "ema", 
         "num_steps": len(steps),
         "weights": weights,
         "seed": seed,
-        "true_class_probability_by_step": [float(p[torch.arange(len(labels)), labels].mean()) for p in steps],
+        "true_class_probability_by_step": [
+            float(p[torch.arange(len(labels), device=p.device), labels].mean()) for p in steps
+        ],
         "confusion": confusion.tolist(),
         "run_dir": str(run_dir),
     }
@@ -109,3 +112,21 @@ def plot_step_probability(probabilities: list[float], path: Path) -> None:
         ax.set_xlabel("step (block 0 first)")
         ax.set_ylabel("mean P(true class)")
         ax.set_ylim(0, 1.02)
+
+
+class ClassificationOutputs:
+    name = "classification"
+
+    def write_artefacts(self, run_dir: Path, config: Config, manifest, storage, run_id, blocks, model) -> str:
+        return write_classification_artefacts(run_dir, config, model)
+
+    def evaluate(self, run_dir: Path, config: Config, options: EvalOptions) -> dict:
+        return evaluate_classifier(run_dir, config, weights=options.weights, seed=options.seed)
+
+    def summary(self, result: dict, options: EvalOptions) -> str:
+        return (
+            f"accuracy {result['accuracy']:.4f} from the {result['start']} start (noise "
+            f"{result['accuracy_noise_start']:.4f}, zero {result['accuracy_zero_start']:.4f})  ECE "
+            f"{result['ece']:.4f}  ({result['num_examples']} held-out examples, {result['num_steps']} steps, "
+            f"{options.weights} weights)"
+        )

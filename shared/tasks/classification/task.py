@@ -26,6 +26,7 @@ from torch import nn
 from shared.model import AdaLNTrunk, NetSpec, fourier_features, sincos_2d
 from shared.noise import edm_scalings, loss_weight
 from shared.sampling import euler_step
+from shared.tasks.base import PREDICT
 from shared.tasks.edm import EDMTask
 
 EMBEDDING_SEED = 0  # the same initial class embedding in every block of every run
@@ -120,6 +121,8 @@ OBJECTIVES = ("label_denoising", "backprop")
 
 class Classification(EDMTask):
     name = "classification"
+    section = "classification"
+    outputs = frozenset({PREDICT})
     progress_metric = "accuracy"  # the block's own predictions on its training batch, at its own noise levels
 
     def __init__(self, objective: str = "label_denoising", augment_shift: int = 0):
@@ -135,6 +138,14 @@ class Classification(EDMTask):
     @property
     def options(self) -> dict:
         return {"objective": self.objective, "augment_shift": self.augment_shift}
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        if config.classification.objective == "backprop" and config.train.mode != "end_to_end":
+            raise ValueError(
+                "classification.objective backprop trains one network end to end with cross-entropy: it needs "
+                f"train.mode end_to_end (got {config.train.mode})"
+            )
 
     def network(self, spec: NetSpec, *, activation_checkpointing: bool = False) -> nn.Module:
         return LabelDenoiserNet(spec, activation_checkpointing=activation_checkpointing)

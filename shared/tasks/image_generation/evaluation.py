@@ -7,13 +7,18 @@ from pathlib import Path
 
 import torch
 
-from coordinator.artefacts.sample import sample_run
 from shared.config import Config
 from shared.data import data_shape, load_split
-from shared.evaluation import cached_classifier, evaluate_samples, frechet_distance, predict, rotation_views
+from shared.evaluation import (
+    MAX_EVAL_EXAMPLES,
+    cached_classifier,
+    evaluate_samples,
+    frechet_distance,
+    predict,
+    rotation_views,
+)
 from shared.fid_inception import FIDInception, inception_features, load_fid_inception
-
-MAX_EVAL_EXAMPLES = 10_000  # per split: the evaluation holds its images in memory
+from shared.tasks.image_generation.samples import sample_run
 
 
 def reference_stats(config: Config, cache_dir: Path) -> dict:

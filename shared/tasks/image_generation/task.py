@@ -10,12 +10,14 @@ from torch import nn
 
 from shared.model import BlockNet, NetSpec
 from shared.precond import Denoiser, denoising_loss
+from shared.tasks.base import SAMPLES_PNG
 from shared.tasks.edm import EDMTask
 from shared.visualize import block_preview
 
 
 class ImageGeneration(EDMTask):
     name = "image_generation"
+    outputs = frozenset({SAMPLES_PNG})
 
     @classmethod
     def options_from(cls, config) -> dict:
@@ -24,6 +26,9 @@ class ImageGeneration(EDMTask):
     @property
     def options(self) -> dict:
         return {}
+
+    def plan_header(self) -> dict:
+        return {}  # the plan of an image run is unchanged since before tasks existed
 
     def network(self, spec: NetSpec, *, activation_checkpointing: bool = False) -> nn.Module:
         return BlockNet(spec, activation_checkpointing=activation_checkpointing)

@@ -48,9 +48,10 @@ def write_trajectory(run_dir: Path, config: Config, manifest: dict, num_samples:
         p_mean=noise.p_mean,
         p_std=noise.p_std,
     )
-    labels = torch.arange(num_samples) % max(1, info.num_classes)
-    g = torch.Generator().manual_seed(s.seed)
-    z = sigmas[0] * torch.randn((num_samples, info.channels, info.image_size, info.image_size), generator=g)
+    labels = torch.arange(num_samples, device="cpu") % max(1, info.num_classes)
+    g = torch.Generator(device="cpu").manual_seed(s.seed)
+    shape = (num_samples, info.channels, info.image_size, info.image_size)
+    z = sigmas[0] * torch.randn(shape, generator=g, device="cpu")
     columns = handover_trajectory(denoiser, z, sigmas, labels, manifest["boundaries"], s.cfg_scale, info.num_classes)
     grid = torch.stack(columns, dim=1).flatten(0, 1)  # row per sample: noise, block 0 ... block B-1, final
     path = run_dir / "trajectory.png"

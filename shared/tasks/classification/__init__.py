@@ -1,0 +1,1 @@
+"""Classification by label denoising (task.py), its config section (config.py)."""

@@ -1,0 +1,33 @@
+"""The `classification` section of a run config: what only a classification run reads."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from shared.config_base import MAX_SAMPLE_STEPS, Section
+
+
+class ClassificationConfig(Section):
+    """Classification by label denoising (`task: classification`)."""
+
+    objective: Literal["label_denoising", "backprop"] = Field(
+        "label_denoising",
+        description="label_denoising = the DiffusionBlocks task; backprop = the same network as an ordinary "
+        "classifier trained end to end with cross-entropy (the baseline; needs train.mode end_to_end).",
+    )
+    augment_shift: int = Field(
+        2,
+        ge=0,
+        le=16,
+        description="Training images are shifted by up to this many pixels each way (edge padding); 0 = off.",
+    )
+    num_steps: int = Field(0, ge=0, le=MAX_SAMPLE_STEPS, description="Euler steps at inference; 0 = one per block (B).")
+    start: Literal["noise", "zero"] = Field(
+        "noise",
+        description="Where inference starts in label-embedding space: noise = sigma_max * randn (the paper's; the "
+        "chain then draws a label from the model's posterior, so accuracy is about the mean probability of the true "
+        "class); zero = the noise's mean, a deterministic path that follows the most probable label.",
+    )
+    calibration_bins: int = Field(15, ge=2, le=100, description="Bins of the expected calibration error.")

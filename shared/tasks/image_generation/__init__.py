@@ -1,0 +1,1 @@
+"""Class-conditional image generation: the paper's image experiments (task.py)."""

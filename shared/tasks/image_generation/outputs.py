@@ -1,0 +1,44 @@
+"""What a finished image-generation run leaves (samples.png, the pictures) and how it is evaluated (Frechet
+distance and class accuracy of its samples against the held-out split; standard FID with a local Inception file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.config import Config
+from shared.pictures import write_pictures
+from shared.tasks.base import EvalOptions
+from shared.tasks.image_generation.evaluation import evaluate_run
+from shared.tasks.image_generation.samples import write_samples_png
+
+
+class ImageGenerationOutputs:
+    name = "image_generation"
+
+    def write_artefacts(self, run_dir: Path, config: Config, manifest, storage, run_id, blocks, model) -> str:
+        png = write_samples_png(run_dir, config, model=model)
+        write_pictures(run_dir, config, manifest, storage, run_id, blocks, denoiser=model)
+        return f"samples in {png}"
+
+    def evaluate(self, run_dir: Path, config: Config, options: EvalOptions) -> dict:
+        if options.num_samples < 10:
+            raise ValueError(f"--num-samples {options.num_samples}: need at least one sample per class")
+        return evaluate_run(
+            run_dir,
+            config,
+            inception=options.inception,
+            num_samples=options.num_samples,
+            seed=options.seed,
+            weights=options.weights,
+            num_steps=options.num_steps,
+            cache_dir=options.cache_dir,
+        )
+
+    def summary(self, result: dict, options: EvalOptions) -> str:
+        accuracy = "n/a" if result["class_accuracy"] is None else format(result["class_accuracy"], ".3f")
+        fid = f"  FID {result['fid']:.2f} (Inception)" if "fid" in result else ""
+        return (
+            f"FD {result['fd']:.2f} (floor {result['fd_floor']:.2f}, {result['features']} features)  class accuracy "
+            f"{accuracy}  ({result['num_samples']} samples, feature network test accuracy "
+            f"{result['classifier_test_accuracy']:.3f})" + fid
+        )
