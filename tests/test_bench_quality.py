@@ -3,16 +3,9 @@ results summarised honestly, differences carry their uncertainty (no training he
 
 import pytest
 
-from coordinator.bench.quality import (
-    BUDGETS,
-    DEFAULT_CONFIGS,
-    PAPER,
-    budget_spec,
-    case_config,
-    difference,
-    summarise,
-    write_quality_doc,
-)
+from coordinator.bench.quality import BUDGETS, budget_spec, case_config, quality_of, summarise
+from shared.tasks.bench import difference
+from shared.tasks.image_generation.bench import PAPER, write_quality_doc
 
 
 def test_every_paper_entry_names_a_case_of_some_budget():
@@ -26,7 +19,7 @@ def test_cases_compare_at_equal_steps_and_the_benchmarks_sampler_whatever_the_qu
     for budget in BUDGETS:
         spec = budget_spec(budget)
         for case in spec.cases:
-            config = case_config(DEFAULT_CONFIGS["image_generation"], spec, case, seed=1)
+            config = case_config(quality_of("image_generation").default_config, spec, case, seed=1)
             assert config.train.block_step_scale == {}, (budget, case.label)
             assert config.sample.num_steps == 50, (budget, case.label)
             assert config.train.seed == 1
@@ -93,11 +86,15 @@ def test_difference_standard_error():
 
 @pytest.mark.parametrize("task", ["classification", "text"])
 def test_task_comparisons_summarise_against_their_reference_case(task, tmp_path):
-    from coordinator.bench.quality import METRICS, TASK_DOCS, write_task_doc
+    from shared.tasks.bench import write_task_doc
+    from shared.tasks.classification.bench import DOC as CLASSIFICATION_DOC
+    from shared.tasks.text.bench import DOC as TEXT_DOC
 
+    doc = {"classification": CLASSIFICATION_DOC, "text": TEXT_DOC}[task]
+    quality = quality_of(task)
     spec = budget_spec("small", task)
     assert spec.seeds == [0, 1, 2] and len(spec.cases) == (3 if task == "classification" else 2)
-    (key,) = METRICS[task][:1]
+    (key,) = quality.metrics[:1]
     runs = []
     for index, case in enumerate(spec.cases):
         for seed in spec.seeds:
@@ -116,18 +113,20 @@ def test_task_comparisons_summarise_against_their_reference_case(task, tmp_path)
                     "layer_updates": 9000,
                     "num_samples": 1000,
                     "wall_s": 1.0,
-                    **{w: {k: value for k in METRICS[task]} for w in ("ema", "raw")},
+                    **{w: {k: value for k in quality.metrics} for w in ("ema", "raw")},
                 }
             )
     report = summarise("small", spec, runs, {"task": task, "num_samples": 1000, "wall_s": 60.0})
     assert report["complete"] and [r[key]["mean"] for r in report["results"]] == pytest.approx(
         [0.901 + 0.01 * i for i in range(len(spec.cases))]
     )
-    write_task_doc(report, tmp_path / "q.md", f"dblocks bench quality --task {task} --json")
+    write_task_doc(doc, report, tmp_path / "q.md", f"dblocks bench quality --task {task} --json")
     text = (tmp_path / "q.md").read_text()
     reference = "backprop" if task == "classification" else "end-to-end"
     assert f"vs {reference}" in text and "+0.0100 ± 0.0008 (beyond 2 SE)" in text and "complete" in text
-    assert text.count(f"vs {reference} (EMA)") == len(TASK_DOCS[task].compared)  # a column per compared metric
+    assert text.count(f"vs {reference} (EMA)") == len(doc.compared)  # a column per compared metric
+    quality.page(report, tmp_path, "the command")  # the page the benchmark writes, under the task's own name
+    assert (tmp_path / doc.page_name).read_text().startswith(f"# Quality, {doc.title} (generated)")
     with pytest.raises(ValueError, match="budget must be small"):
         budget_spec("medium", task)
 

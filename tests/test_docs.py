@@ -48,3 +48,11 @@ def test_every_command_has_help_with_an_example(command):
     result = runner.invoke(app, [*command.split(), "--help"], terminal_width=200)
     assert result.exit_code == 0
     assert "Example" in result.output, f"`dblocks {command} --help` shows no example"
+
+
+def test_the_docs_index_names_every_page():
+    """docs/README.md says which page answers what: a page added without a line there is missing from it."""
+    index = (REPO / "docs" / "README.md").read_text()
+    pages = {p.name for p in (REPO / "docs").glob("*.md")} | {"openapi.json"}
+    missing = sorted(p for p in pages - {"README.md"} if p not in index)
+    assert not missing, missing

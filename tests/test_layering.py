@@ -84,11 +84,6 @@ def test_decisions_and_artefacts_load_neither_redis_nor_ray():
     assert loaded_infrastructure(modules) == []
 
 
-# Still branching on a task's name: the quality benchmark, whose per-task cases, metrics and pages move into the
-# task folders with the benchmarks' move out of the service package (issue 35's next step).
-NAME_CHECKS_PENDING = {"coordinator/bench/quality.py", "coordinator/cli/bench.py"}
-
-
 def task_name_comparisons(path, names: set[str]):
     """(line, name) of each comparison with a task's name (`==`, `!=`, `in`) and each dict keyed by one."""
     for node in ast.walk(ast.parse(path.read_text())):
@@ -109,8 +104,6 @@ def test_no_task_name_is_compared_outside_its_own_folder():
     for folder in ("shared", "workers", "coordinator", "benchmarks"):
         for path in python_files(folder):
             relative = path.relative_to(REPO).as_posix()
-            if relative in NAME_CHECKS_PENDING:
-                continue
             own = {n for n in TASKS if relative.startswith(f"shared/tasks/{n}/")}
             found += [f"{relative}:{line} {name!r}" for line, name in task_name_comparisons(path, set(TASKS) - own)]
     assert not found, found

@@ -42,26 +42,17 @@ def bench_quality_cmd(
     Runs already in RESULTS_DIR/quality-BUDGET.json are kept: rerunning an interrupted budget continues it.
     Example: dblocks bench quality --budget medium --json
     """
-    from coordinator.bench.quality import (
-        BUDGETS,
-        DEFAULT_CONFIGS,
-        bench_quality,
-        budget_spec,
-        dump,
-        write_quality_doc,
-        write_task_doc,
-    )
+    from coordinator.bench.quality import BUDGETS, bench_quality, dump, quality_of
     from coordinator.settings import Settings
 
     if budget not in BUDGETS:
         fail(f"--budget {budget!r}: must be one of {', '.join(BUDGETS)}")
-    if task not in DEFAULT_CONFIGS:
-        fail(f"--task {task!r}: must be one of {', '.join(DEFAULT_CONFIGS)}")
     try:
-        budget_spec(budget, task)
+        quality = quality_of(task)
+        quality.budget(budget)
     except ValueError as err:
-        fail(f"--budget {budget!r}: {err}")
-    config = config or Path(DEFAULT_CONFIGS[task])
+        fail(f"--task {task!r} --budget {budget!r}: {err}")
+    config = config or Path(quality.default_config)
     base_task = load(config, []).task
     if base_task != task:
         fail(f"--config {config}: a {base_task} config; --task {task} needs a {task} config")
@@ -69,23 +60,14 @@ def bench_quality_cmd(
     store = open_store(settings)
     dispatcher = open_dispatcher(settings)
     log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
-    images = task == "image_generation"
-    out = results_dir / (f"quality-{budget}.json" if images else f"quality-{task}-{budget}.json")
+    out = results_dir / f"{quality.results_stem}-{budget}.json"
     previous = json.loads(out.read_text()) if out.is_file() else None
-    command = (
-        f"dblocks bench quality --budget {budget} --json" if images else f"dblocks bench quality --task {task} --json"
-    )
+    command = quality.command.format(budget=budget)
 
     def save(report: dict) -> None:
         dump(report, out)
-        if doc_dir is None:
-            return
-        if not images:
-            write_task_doc(report, doc_dir / f"quality-{task}.md", command)
-        else:
-            write_quality_doc(
-                report, doc_dir / f"quality-{budget}.md", doc_dir / f"quality_fd_vs_b_{budget}.png", command
-            )
+        if doc_dir is not None:
+            quality.page(report, doc_dir, command)
 
     try:
         report = bench_quality(

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import nn
 
 from shared.model import NetSpec
+
+if TYPE_CHECKING:
+    from shared.tasks.bench import QualityBench
 
 SAMPLES_PNG = "samples.png"
 SAMPLES_TXT = "samples.txt"
@@ -132,9 +135,11 @@ class EvalOptions:
 
 class Outputs(Protocol):
     """What a finished run of a task leaves and answers (the task folder's `outputs.py`): the artefacts written
-    beside the manifest once the blocks are assembled, its evaluation, and that evaluation as one line."""
+    beside the manifest once the blocks are assembled, its evaluation, that evaluation as one line, and its part in
+    the quality benchmark (`bench.py`)."""
 
     name: ClassVar[str]  # the task's name
+    quality: ClassVar[QualityBench]  # its cases, metrics and page in the quality benchmark
 
     def write_artefacts(
         self, run_dir: Path, config, manifest: dict, storage, run_id: str, blocks: list, model: nn.Module

@@ -15,6 +15,7 @@ from shared.evaluation import MAX_EVAL_EXAMPLES
 from shared.plan import boundaries
 from shared.sampling import equiprobable_sigmas
 from shared.tasks.base import EvalOptions
+from shared.tasks.classification.bench import QUALITY
 from shared.tasks.classification.task import STARTS, boundary_sigmas, classify, expected_calibration_error
 from shared.visualize import figure
 
@@ -116,6 +117,7 @@ def plot_step_probability(probabilities: list[float], path: Path) -> None:
 
 class ClassificationOutputs:
     name = "classification"
+    quality = QUALITY
 
     def write_artefacts(self, run_dir: Path, config: Config, manifest, storage, run_id, blocks, model) -> str:
         return write_classification_artefacts(run_dir, config, model)

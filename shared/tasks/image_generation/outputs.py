@@ -8,12 +8,14 @@ from pathlib import Path
 from shared.config import Config
 from shared.pictures import write_pictures
 from shared.tasks.base import EvalOptions
+from shared.tasks.image_generation.bench import QUALITY
 from shared.tasks.image_generation.evaluation import evaluate_run
 from shared.tasks.image_generation.samples import write_samples_png
 
 
 class ImageGenerationOutputs:
     name = "image_generation"
+    quality = QUALITY
 
     def write_artefacts(self, run_dir: Path, config: Config, manifest, storage, run_id, blocks, model) -> str:
         png = write_samples_png(run_dir, config, model=model)

@@ -13,6 +13,7 @@ from shared.config import Config
 from shared.data.text import decode, load_corpus, sequences
 from shared.pictures import write_loss_curves
 from shared.tasks.base import EvalOptions
+from shared.tasks.text.bench import QUALITY
 from shared.tasks.text.task import bits_by_time, estimate_bpc, sample_text, unigram_bpc
 from shared.visualize import plot_bits_by_time
 
@@ -105,6 +106,7 @@ def write_text_artefacts(run_dir: Path, config: Config, model, boundaries: list[
 
 class TextOutputs:
     name = "text"
+    quality = QUALITY
 
     def write_artefacts(self, run_dir: Path, config: Config, manifest, storage, run_id, blocks, model) -> str:
         summary = write_text_artefacts(run_dir, config, model, manifest["boundaries"])

@@ -1,0 +1,52 @@
+"""Classification's part of the quality benchmark (`dblocks bench quality --task classification`): label denoising
+block-wise vs end-to-end vs the same network trained by backprop, on configs/classify.yaml at 12 layers, compared by
+held-out accuracy (from both starts) and calibration error; the paper's Table 1 beside."""
+
+from __future__ import annotations
+
+from shared.tasks.bench import END_TO_END, Budget, Case, QualityBench, TaskDoc, equiprobable, task_page
+
+# Paper Table 1 (ViT, test accuracy %; shape only: CIFAR-100 there, 4,000 MNIST digits here).
+PAPER = {
+    "backprop": (60.25, "Table 1, CIFAR-100"),
+    "B=3 equiprobable gamma=0.05": (59.30, "Table 1, CIFAR-100"),
+}
+BACKPROP = Case("backprop", ("train.mode=end_to_end", "classification.objective=backprop"))
+# At equal layer-updates, 3 seeds, 12 layers: 4 per block (2-layer blocks read the image too weakly).
+SMALL = Budget([BACKPROP, END_TO_END, equiprobable(3, 0.05)], [0, 1, 2], ("model.num_layers=12",))
+
+DOC = TaskDoc(
+    title="classification by label denoising",
+    page_name="quality-classification.md",
+    metrics=(("accuracy", "accuracy"), ("ece", "ECE"), ("accuracy_zero_start", "accuracy, zero start")),
+    compared=("accuracy", "accuracy_zero_start"),
+    reference=lambda r: r.get("objective") == "backprop",
+    reference_name="backprop",
+    intro="""Base config `configs/classify.yaml` with 12 layers (width 64, patch 4, 1,500 steps per block, batch
+128, training noise log-normal at p_mean 0.8, p_std 1.2: docs/tasks.md, "The noise"). Accuracy and expected
+calibration error (15 bins) on the held-out MNIST digits; inference for label denoising is one call per block (B
+Euler steps at the plan's boundaries). "accuracy" starts the chain from noise (the paper's, `classification.start:
+noise`), which draws the label from the model's posterior; "accuracy, zero start" follows the most probable label
+(`classification.start: zero`; docs/tasks.md). The backprop baseline sees no noise: both starts give it the same
+accuracy.
+
+- **backprop**: the same network (`LabelDenoiserNet`) trained end to end as an ordinary classifier: the label token
+  carries zeros, the noise conditioning is constant, plain cross-entropy (`classification.objective: backprop`).
+- **end_to_end**: label denoising with one block owning the whole noise range (the B = 1 plan).
+- **B=3**: DiffusionBlocks, three blocks of four layers trained independently, gamma 0.05.""",
+    paper_note="The paper's column is a ViT on CIFAR-100 (Table 1, accuracy %): compare the *shape* (block-wise "
+    "within about a point of backprop), not the values.",
+)
+
+QUALITY = QualityBench(
+    default_config="configs/classify.yaml",
+    metrics=("accuracy", "ece", "accuracy_zero_start"),
+    budgets={"small": SMALL},
+    paper=PAPER,
+    paper_key="paper_accuracy",
+    results_stem="quality-classification",
+    command="dblocks bench quality --task classification --json",
+    page=task_page(DOC),
+    run_fields=lambda config: {"objective": config.classification.objective},
+    report_fields=lambda config, ema: {"num_test_examples": ema["num_examples"]},
+)
