@@ -122,19 +122,3 @@ def config_body_schema(openapi: dict) -> dict:
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Config"}}},
     }
     return openapi
-
-
-def openapi_document() -> dict:
-    """The service's OpenAPI document, as `GET /openapi.json` serves it (no store needed to describe it)."""
-    from pathlib import Path
-
-    from coordinator.api import create_app
-
-    app = create_app(store=None, runs_dir=Path("runs"), api_token=None, ready=lambda: {})
-    return app.openapi()
-
-
-if __name__ == "__main__":  # python -m coordinator.api_models > docs/openapi.json
-    import json
-
-    print(json.dumps(openapi_document(), indent=2, sort_keys=True))

@@ -327,7 +327,7 @@ def test_predict_labels_images_of_a_classification_run_within_bounds(api, tmp_pa
 
 
 def test_the_served_schema_is_the_committed_one_and_types_every_route(api):
-    """docs/openapi.json is what the service serves (regenerate: python -m coordinator.api_models >
+    """docs/openapi.json is what the service serves (regenerate: python -m coordinator.api >
     docs/openapi.json), so an API change shows in review; the run config is the body of POST /v1/runs."""
     import json
 
