@@ -1,7 +1,8 @@
 """Train one block as a denoiser for its own noise interval. No Ray here: the loop runs anywhere.
 
-Phases: build (only this block) -> restore (if resuming) -> loop (sample batch, sigmas in the block's widened
-range, weighted EDM loss, clip, AdamW, EMA) -> periodic reports and checkpoints -> final checkpoint.
+Phases, as `train_block` reads: build (only this block: `BlockState.build`) -> restore (if resuming) -> loop
+(`train_step`: a batch, noise levels in the block's widened range, the task's weighted loss, clip, AdamW, EMA) ->
+reports per window (`Window`), checkpoints (`save_checkpoint`), previews -> a final checkpoint.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -60,6 +62,116 @@ def build_block(job: BlockJob) -> nn.Module:
         return task.network(job.net, activation_checkpointing=job.config.train.activation_checkpointing)
 
 
+@dataclass
+class BlockState:
+    """Everything a checkpoint holds besides the data stream's position: the block's weights, their EMA, the
+    optimiser moments, the generator every random draw comes from, and the step reached."""
+
+    net: nn.Module
+    ema: nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    step: int = 0
+
+    @classmethod
+    def build(cls, job: BlockJob, device: torch.device, rank: int) -> BlockState:
+        """Only this block's parameters exist in this process."""
+        cfg = job.config.train
+        net = build_block(job).to(device)
+        optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        generator = torch.Generator(device=device).manual_seed(job.seed + rank)
+        return cls(net, copy.deepcopy(net).requires_grad_(False), optimizer, generator)
+
+    def restore(self, resume: dict, batches: Batches) -> None:
+        """Weights, EMA, optimiser moments, the generator and the data position: a resumed run continues exactly."""
+        self.net.load_state_dict(resume["model"])
+        self.ema.load_state_dict(resume["ema"])
+        self.optimizer.load_state_dict(resume["optimizer"])
+        self.generator.set_state(resume["rng_state"])
+        self.step = resume["step"]
+        batches.load_state_dict(resume.get("data_state"))
+
+
+def block_meta(job: BlockJob, task) -> dict:
+    """What makes a block file self-describing: its range, net, task and options, scale, run and config."""
+    return {
+        "block": job.block.to_dict(),
+        "net": job.net.to_dict(),
+        "task": job.config.task,
+        "task_options": task.options,
+        "sigma_data": job.config.noise.sigma_data,
+        "run_id": job.run_id,
+        "config_hash": job.config.hash(),
+    }
+
+
+def save_checkpoint(state: BlockState, batches: Batches, meta: dict, metrics: dict, reporter: Reporter, rank: int):
+    """A resumable checkpoint at `metrics["step"]`, written by rank 0 and reported by every rank (a barrier)."""
+    with tempfile.TemporaryDirectory(prefix="dblocks-") as tmp:
+        if rank == 0:
+            save_training_state(
+                tmp,
+                model=state.net.state_dict(),
+                ema=state.ema.state_dict(),
+                optimizer=state.optimizer.state_dict(),
+                rng_state=state.generator.get_state(),
+                data_state=batches.state_dict(),
+                step=metrics["step"],
+                meta=meta,
+                metrics=metrics,
+            )
+        reporter.checkpoint(metrics, tmp if rank == 0 else None)
+
+
+def train_step(job: BlockJob, task, model: nn.Module, state: BlockState, batches: Batches, autocast) -> tuple:
+    """One step at `state.step`: a batch, noise levels inside the block's widened range, the task's weighted loss,
+    clip, AdamW, EMA. Returns (loss, grad_norm, (inputs, labels, noise levels))."""
+    cfg, spec = job.config.train, job.block
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr_at(
+            state.step, lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=job.steps, min_lr_ratio=cfg.min_lr_ratio
+        )
+    clean, labels = batches.next_batch(cfg.batch_size, state.generator)
+    sigma = task.sample_noise(cfg.batch_size, spec.train_sigma_lo, spec.train_sigma_hi, job.config, state.generator)
+    sigma = sigma.to(clean.device)
+    with autocast:
+        loss = task.loss(
+            model,
+            clean,
+            labels,
+            sigma,
+            sigma_data=job.config.noise.sigma_data,
+            generator=state.generator,
+            label_dropout=job.config.model.label_dropout,
+        )
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(state.net.parameters(), cfg.grad_clip)
+    state.optimizer.step()
+    ema_update(state.ema, state.net, ema_decay(state.step, cfg.ema_halflife_steps))
+    state.step += 1
+    return loss, grad_norm, (clean, labels, sigma)
+
+
+@dataclass
+class Window:
+    """The steps since the last report: their summed loss (on the device: one host sync per window) and timing."""
+
+    step: int  # the step the window started at
+    started: float = field(default_factory=time.perf_counter)
+    loss_sum: torch.Tensor | float = 0.0
+    count: int = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.loss_sum, self.count = self.loss_sum + loss.detach(), self.count + 1
+
+    def loss(self) -> float:
+        return float(self.loss_sum) / self.count
+
+    def steps_per_s(self, done: int) -> float:
+        return (done - self.step) / (time.perf_counter() - self.started)
+
+
 def train_block(
     job: BlockJob,
     *,
@@ -75,108 +187,46 @@ def train_block(
     """Train `job.block` for `job.steps` steps (from `resume["step"]` if given); return final metrics.
 
     `entered_at`: wall clock when the worker entered its entry point, before loading data (dispatch timing)."""
-    cfg, noise, spec, total = job.config.train, job.config.noise, job.block, job.steps
+    cfg, noise, total = job.config.train, job.config.noise, job.steps
     batches = (data if hasattr(data, "next_batch") else MemoryBatches(*data)).to(device)
     task = task_for(job.config)
 
-    # Build: only this block's parameters exist in this process.
-    net = build_block(job).to(device)
-    ema = copy.deepcopy(net).requires_grad_(False)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    generator = torch.Generator(device=device).manual_seed(job.seed + rank)
-    start_step = 0
-
-    # Restore: weights, EMA, optimiser moments and the data generator, so a resumed run continues exactly.
+    # Build, then restore if resuming.
+    state = BlockState.build(job, device, rank)
     if resume is not None:
-        net.load_state_dict(resume["model"])
-        ema.load_state_dict(resume["ema"])
-        optimizer.load_state_dict(resume["optimizer"])
-        generator.set_state(resume["rng_state"])
-        start_step = resume["step"]
-        batches.load_state_dict(resume.get("data_state"))
-
-    model = wrap_model(task.denoiser(net, noise.sigma_data))
+        state.restore(resume, batches)
+    start_step, meta = state.step, block_meta(job, task)
+    model = wrap_model(task.denoiser(state.net, noise.sigma_data))
     if cfg.compile:
         model = torch.compile(model)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-    meta = {
-        "block": spec.to_dict(),
-        "net": job.net.to_dict(),
-        "task": job.config.task,
-        "task_options": task.options,
-        "sigma_data": noise.sigma_data,
-        "run_id": job.run_id,
-        "config_hash": job.config.hash(),
-    }
     # Until the first report, the metrics are those saved with the checkpoint we resumed from (if any).
     metrics: dict = {
         **(resume or {}).get("metrics", {}),
         "step": start_step,
-        "block": spec.index,
+        "block": job.block.index,
         "resumed_from_step": start_step,
     }
-    loss_sum, loss_count, window_start, window_step = 0.0, 0, time.perf_counter(), start_step
-    checkpoint_s, loop_start, started_at, first_step_at = 0.0, time.perf_counter(), time.time(), None
+    window, checkpoint_s = Window(start_step), 0.0
+    loop_start, started_at, first_step_at = time.perf_counter(), time.time(), None
 
-    def checkpoint(step: int) -> None:
-        with tempfile.TemporaryDirectory(prefix="dblocks-") as tmp:
-            if rank == 0:
-                save_training_state(
-                    tmp,
-                    model=net.state_dict(),
-                    ema=ema.state_dict(),
-                    optimizer=optimizer.state_dict(),
-                    rng_state=generator.get_state(),
-                    data_state=batches.state_dict(),
-                    step=step,
-                    meta=meta,
-                    metrics=metrics,
-                )
-            reporter.checkpoint(metrics, tmp if rank == 0 else None)
-
-    for step in range(start_step, total):
-        # One step: batch, sigmas inside this block's widened range, the task's weighted loss.
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(
-                step, lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=total, min_lr_ratio=cfg.min_lr_ratio
-            )
-        clean, batch_labels = batches.next_batch(cfg.batch_size, generator)
-        sigma = task.sample_noise(cfg.batch_size, spec.train_sigma_lo, spec.train_sigma_hi, job.config, generator).to(
-            device
-        )
-        with autocast:
-            loss = task.loss(
-                model,
-                clean,
-                batch_labels,
-                sigma,
-                sigma_data=noise.sigma_data,
-                generator=generator,
-                label_dropout=job.config.model.label_dropout,
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        optimizer.step()
-        ema_update(ema, net, ema_decay(step, cfg.ema_halflife_steps))
-        loss_sum, loss_count = loss_sum + loss.detach(), loss_count + 1
-        if first_step_at is None:
-            first_step_at = time.time()
-
-        # Report every log_every_steps (one host sync per window), checkpoint every checkpoint_every_steps.
-        done = step + 1
-        last = done == total
-        save_now = done % cfg.checkpoint_every_steps == 0 or last
+    # Loop: a step; a report every log_every_steps, a checkpoint every checkpoint_every_steps; previews.
+    while state.step < total:
+        loss, grad_norm, batch = train_step(job, task, model, state, batches, autocast)
+        window.add(loss)
+        first_step_at = first_step_at or time.time()
+        done = state.step
+        save_now = done % cfg.checkpoint_every_steps == 0 or done == total
         if save_now or done % cfg.log_every_steps == 0:
-            elapsed = time.perf_counter() - window_start
+            steps_per_s = window.steps_per_s(done)
             metrics = {
                 "step": done,
-                "block": spec.index,
-                "loss": float(loss_sum) / loss_count,
+                "block": job.block.index,
+                "loss": window.loss(),
                 "grad_norm": float(grad_norm),
-                "lr": optimizer.param_groups[0]["lr"],
-                "steps_per_s": (done - window_step) / elapsed,
-                "samples_per_s": (done - window_step) * cfg.batch_size / elapsed,
+                "lr": state.optimizer.param_groups[0]["lr"],
+                "steps_per_s": steps_per_s,
+                "samples_per_s": steps_per_s * cfg.batch_size,
                 "peak_memory_bytes": peak_memory_bytes(device),
                 "resumed_from_step": start_step,
                 "records_skipped": getattr(batches, "skipped", 0),
@@ -187,24 +237,28 @@ def train_block(
                 "first_step_at": first_step_at,
             }
             if task.progress_metric is not None:  # e.g. classification accuracy; its own generator
-                with torch.no_grad(), autocast:
-                    progress_generator = torch.Generator(device=device).manual_seed(job.seed + done)
-                    metrics[task.progress_metric] = task.progress(model, clean, batch_labels, sigma, progress_generator)
+                metrics[task.progress_metric] = progress(job, task, model, batch, done, autocast, device)
             if save_now:
-                started = time.perf_counter()
-                checkpoint(done)
-                checkpoint_s = time.perf_counter() - started
+                saving = time.perf_counter()
+                save_checkpoint(state, batches, meta, metrics, reporter, rank)
+                checkpoint_s = time.perf_counter() - saving
             else:
                 reporter.report(metrics)
-            loss_sum, loss_count, window_start, window_step = 0.0, 0, time.perf_counter(), done
-        if (
-            preview is not None
-            and rank == 0
-            and cfg.preview_every_steps
-            and (done % cfg.preview_every_steps == 0 or last)
-        ):
-            preview(done, task.denoiser(ema, noise.sigma_data).eval())
+            window = Window(done)
+        if preview is not None and rank == 0 and previews_at(done, total, cfg.preview_every_steps):
+            preview(done, task.denoiser(state.ema, noise.sigma_data).eval())
 
     if start_step >= total:  # resumed after the last step: still leave a final checkpoint
-        checkpoint(start_step)
+        save_checkpoint(state, batches, meta, metrics, reporter, rank)
     return metrics
+
+
+def progress(job: BlockJob, task, model: nn.Module, batch: tuple, done: int, autocast, device) -> float:
+    """The task's live metric on this step's batch, from a generator of its own (the training draws are untouched)."""
+    with torch.no_grad(), autocast:
+        generator = torch.Generator(device=device).manual_seed(job.seed + done)
+        return task.progress(model, *batch, generator)
+
+
+def previews_at(done: int, total: int, every_steps: int) -> bool:
+    return bool(every_steps) and (done % every_steps == 0 or done == total)
