@@ -100,6 +100,19 @@ def test_compose_files_validate_with_the_real_compose_binary():
             "RAY_AUTH_TOKEN",
         ):
             assert env[secret] not in command, (name, secret)
+    # A secret reaches a program through its environment or stdin (a here-document, a builtin's pipe), never its
+    # arguments: `ps` shows those to every user of the host.
+    secret_vars = (
+        "REDIS_PASSWORD",
+        "MINIO_ROOT_PASSWORD",
+        "DBLOCKS_API_TOKEN",
+        "RAY_AUTH_TOKEN",
+        "DBLOCKS_S3_SECRET_KEY",
+    )
+    for name, service in services.items():
+        for line in " ".join(service.get("command") or []).splitlines():
+            if any(re.search(rf"\$\{{?{secret}\b", line) for secret in secret_vars):
+                assert line.split()[0] in ("printf", "requirepass"), (name, line)  # shell builtin; redis stdin
     assert "ports" not in services["ray-head"] and "ports" not in services["ray-worker"]
     for name in ("coordinator", "ray-head", "ray-worker"):  # Ray token auth wherever a Ray process runs
         environment = services[name]["environment"]
