@@ -107,3 +107,54 @@ def test_no_task_name_is_compared_outside_its_own_folder():
             own = {n for n in TASKS if relative.startswith(f"shared/tasks/{n}/")}
             found += [f"{relative}:{line} {name!r}" for line, name in task_name_comparisons(path, set(TASKS) - own)]
     assert not found, found
+
+
+def runtime_imports(path) -> set[str]:
+    """Module names a file imports when it runs (any depth, functions included; `if TYPE_CHECKING:` blocks are
+    not run), each `from m import n` as both `m` and `m.n` (n may be a submodule)."""
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def test_no_import_circles_not_even_through_imports_inside_functions():
+    modules = {}
+    for folder in ("shared", "workers", "coordinator", "benchmarks"):
+        for path in python_files(folder):
+            modules[module_name(path)] = path
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for target in runtime_imports(path):
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                targets.add(target)
+        graph[name] = targets
+    reaches = {}
+
+    def reach(start: str) -> set[str]:  # every module `start` imports, directly or not
+        if start not in reaches:
+            seen, todo = set(), [start]
+            while todo:
+                for nxt in graph[todo.pop()] - seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+            reaches[start] = seen
+        return reaches[start]
+
+    circles = sorted(name for name in graph if name in reach(name))
+    assert not circles, f"modules that import themselves through others: {circles}"

@@ -142,9 +142,10 @@ def probe_reader_only(source: str, read_batches: int) -> dict:
     }
 
 
-def _run_probe(*args: str) -> dict:
+def _run_probe(*args: str, module: str = "coordinator.bench.data") -> dict:
+    """A probe in a fresh process (`python -m module args`): its last line of output, as JSON."""
     out = subprocess.run(
-        [sys.executable, "-m", "coordinator.bench.data", *args],
+        [sys.executable, "-m", module, *args],
         capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=1800,
     )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -156,9 +157,8 @@ def compare_readers(source: str, read_batches: int, ray_data_cpus: tuple[int, ..
     cpus = ray_data_cpus or tuple(sorted({1, os.cpu_count() or 1}))
     readers = {"dblocks": _run_probe("--reader-only", source, "--read-batches", str(read_batches))}
     for n in cpus:
-        readers[f"ray_data_{n}cpu"] = _run_probe(
-            "--ray-data", source, "--read-batches", str(read_batches), "--cpus", str(n)
-        )
+        args = (source, "--read-batches", str(read_batches), "--cpus", str(n))
+        readers[f"ray_data_{n}cpu"] = _run_probe(*args, module="coordinator.bench.ray_data")
     return readers
 
 
@@ -195,18 +195,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--probe")
-    group.add_argument("--ray-data")
     group.add_argument("--reader-only")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--read-batches", type=int, default=50)
-    parser.add_argument("--cpus", type=int, default=1)
     args = parser.parse_args()
-    if args.ray_data:
-        from coordinator.bench.ray_data import probe_ray_data
-
-        print(json.dumps(probe_ray_data(args.ray_data, args.read_batches, args.cpus)), flush=True)
-        os._exit(0)  # after ray.shutdown() a Ray Data thread can keep the interpreter from exiting
-    elif args.reader_only:
+    if args.reader_only:
         print(json.dumps(probe_reader_only(args.reader_only, args.read_batches)))
     else:
         print(json.dumps(probe(args.probe, args.steps, args.read_batches)))

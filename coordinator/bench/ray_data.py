@@ -1,10 +1,14 @@
 """`dblocks bench data`'s Ray Data probe: the ecosystem's streaming reader, timed on the same shards and the same
-decode as this project's reader (coordinator/bench/data.py runs it in a fresh process). A benchmark of Ray itself,
+decode as this project's reader (coordinator/bench/data.py runs it in a fresh process:
+`python -m coordinator.bench.ray_data SOURCE --read-batches N --cpus C`). A benchmark of Ray itself,
 so it is, with the cluster benchmarks, one of the few coordinator modules that import Ray (tests/test_layering.py).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import time
 
 import numpy as np
@@ -51,3 +55,13 @@ def probe_ray_data(source: str, read_batches: int, cpus: int) -> dict:
         "driver_rss_after_init_bytes": rss_start,
         "driver_peak_rss_bytes": vm_bytes("VmHWM"),
     }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("source")
+    parser.add_argument("--read-batches", type=int, default=50)
+    parser.add_argument("--cpus", type=int, default=1)
+    args = parser.parse_args()
+    print(json.dumps(probe_ray_data(args.source, args.read_batches, args.cpus)), flush=True)
+    os._exit(0)  # after ray.shutdown() a Ray Data thread can keep the interpreter from exiting

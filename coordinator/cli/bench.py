@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from coordinator.cli import bench_app
+from coordinator.cli.apps import bench_app
 from coordinator.cli.common import ResultsOpt, SetOpt, fail, load, open_dispatcher, open_store, run_config
 from coordinator.store import close_embedded
 from shared.config import EQUAL_STEPS

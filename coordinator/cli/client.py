@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from coordinator.cli import app
+from coordinator.cli.apps import app
 from coordinator.cli.common import ServerOpt, SetOpt, answered, client, load
 
 
@@ -51,7 +51,7 @@ def _watch(run_id: str, server: str, interval_s: float = 2.0) -> None:
     from rich.console import Console
     from rich.live import Live
 
-    from coordinator.cli import live
+    import coordinator.cli.live as live
 
     console, rates = Console(), live.Rates()
     with answered(), client(server) as c:

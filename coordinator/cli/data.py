@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from coordinator.cli import app
+from coordinator.cli.apps import app
 from coordinator.cli.common import SetOpt, fail
 
 data_app = typer.Typer(no_args_is_help=True, help="Data sources: inspect what a folder, Parquet or NumPy source holds.")

@@ -9,7 +9,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from coordinator.cli import app
+from coordinator.cli.apps import app
 from coordinator.cli.common import SetOpt, answered, client, fail, load, open_dispatcher, open_store, run_config
 from coordinator.store import close_embedded
 from shared.checkpoint import CheckpointError
@@ -77,7 +77,7 @@ def _drive_with_progress(run_id: str, store, dispatcher):
     from rich.console import Console
     from rich.live import Live
 
-    from coordinator.cli import live
+    import coordinator.cli.live as live
     from coordinator.records import run_view
     from coordinator.service import Coordinator
 

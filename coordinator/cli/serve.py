@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from coordinator.cli import app
+from coordinator.cli.apps import app
 from coordinator.cli.common import LOOPBACK, fail, open_dispatcher, open_store
 
 
