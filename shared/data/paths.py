@@ -4,7 +4,7 @@ the one path that is then opened, and refused unless it lies under the operator'
 Accepted: an absolute local path, or `s3://bucket/key` under an s3:// root. Refused: relative paths, `file:` and
 every other scheme, `..` and `.` segments, NUL and other control characters. A local path is resolved (symlinks
 followed) before it is compared, and what is opened is that resolved path; files found inside a folder are
-checked again where they are listed (`sources.list_files`). Refusals name the field, never what lies at the path.
+checked again where they are listed (`files.list_files`). Refusals name the field, never what lies at the path.
 The local CLI (`dblocks train` by the machine's own user) reads without roots (`roots=None`).
 """
 

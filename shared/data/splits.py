@@ -20,7 +20,7 @@ from shared.data.errors import DataError
 from shared.data.sources import ArraySource, ReadLimits, Record, Source, open_source
 
 if TYPE_CHECKING:
-    from shared.config import DataConfig
+    from shared.data.config import DataConfig
 
 SPLITS = ("train", "test")
 

@@ -22,7 +22,7 @@ from shared.data.sources import Record
 from shared.data.splits import SplitReader, load_split, open_split
 
 if TYPE_CHECKING:
-    from shared.config import DataConfig
+    from shared.data.config import DataConfig
 
 
 class MemoryBatches:

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 import torch
 
 from shared.data.errors import DataError
-from shared.data.sources import ReadLimits, check_parquet_sizes, file_info, list_files, read_file
+from shared.data.files import ReadLimits, file_info, list_files, read_file
+from shared.data.parquet import check_parquet_sizes
 from shared.storage import Storage, StorageError
 
 TEXT8 = " abcdefghijklmnopqrstuvwxyz"
