@@ -10,17 +10,15 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, HTTPException
 
-from coordinator.api.artefacts import artefacts_router
+from coordinator.api import artefacts, runs
 from coordinator.api.context import ApiContext
 from coordinator.api.edge import (
     LOOPBACK_HOSTS,
-    bearer,
     install_error_shape,
     install_middlewares,
     openapi_document,
     serve_docs_offline,
 )
-from coordinator.api.runs import runs_router
 from coordinator.api_models import Health
 from coordinator.metrics import Metrics
 from coordinator.resolver import Resolver
@@ -66,15 +64,15 @@ def create_app(
     serve_docs_offline(app)
     app.openapi = lambda: app.openapi_schema or openapi_document(app)
     install_middlewares(app, api_token=api_token, allowed_hosts=allowed_hosts, metrics=metrics or Metrics())
-    ctx = ApiContext(
+    app.state.api_token = api_token
+    app.state.context = ApiContext(
         store=store,
         runs_dir=runs_dir,
         resolver=resolver or Resolver(roots=()),
         ready=ready,
         checkpoint_uri=checkpoint_uri,
     )
-    authorised = bearer(api_token)
-    routers = [health_router(ready), runs_router(ctx, authorised), artefacts_router(ctx, authorised)]
+    routers = [health_router(ready), runs.router, artefacts.router]
     for router in routers:
         app.include_router(router)
     install_error_shape(app, routes=lambda: [route for router in routers for route in router.routes])

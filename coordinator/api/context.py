@@ -9,9 +9,10 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import yaml
-from fastapi import HTTPException
+from fastapi import Depends, HTTPException, Request
 
 from coordinator.api_models import ERROR_TYPES
 from coordinator.records import RunRecord
@@ -74,3 +75,11 @@ class ApiContext:
             raise HTTPException(409, f"run {run_id} has no assembled model: {err}") from None
         finally:
             self.sampling.release()
+
+
+def api_context(request: Request) -> ApiContext:
+    """The context of the app serving this request (`create_app` puts it in `app.state`)."""
+    return request.app.state.context
+
+
+Context = Annotated[ApiContext, Depends(api_context)]  # a route's parameter: the context, invisible in the OpenAPI

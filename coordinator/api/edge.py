@@ -28,17 +28,15 @@ def host_name(host: str) -> str:
     return host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower()
 
 
-def bearer(api_token: str | None) -> Callable[[Request], None]:
-    """The dependency every /v1 route has: `Authorization: Bearer <token>` (constant-time), when there is one."""
-
-    def authorised(request: Request) -> None:
-        if not api_token:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {api_token}".encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-
-    return authorised
+def authorised(request: Request) -> None:
+    """The dependency every /v1 route has: `Authorization: Bearer <token>` (constant-time), when the app has a token
+    (`app.state.api_token`)."""
+    api_token = request.app.state.api_token
+    if not api_token:
+        return
+    given = request.headers.get("authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {api_token}".encode()):
+        raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
 
 def install_error_shape(app: FastAPI, routes: Callable[[], Iterable[BaseRoute]]) -> None:

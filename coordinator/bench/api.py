@@ -175,6 +175,31 @@ def _check_bounds(duration_s: float, clients: int, submit_every_s: float) -> Non
         raise ValueError("duration_s in [1, 3600], clients in [1, 500], submit_every_s in [0.1, 600]")
 
 
+def request_plan(recorder, run_id: str, *, clients: int, submit_every_s: float, config: dict) -> list[tuple]:
+    """(kind, pause between requests, request) per client thread: `clients` status pollers, one submitter, three
+    samplers of `run_id`'s assembled model, a liveness probe and a listing."""
+    seeds = iter(range(10**9))
+
+    def status(h):
+        recorder.call("status", h, "GET", f"/v1/runs/{run_id}")
+
+    def submit(h):
+        recorder.call("submit", h, "POST", "/v1/runs", json=config)
+
+    def sample(h):
+        params = {"seed": next(seeds), "steps": 4, "num_per_class": 1}
+        recorder.call("sample", h, "GET", f"/v1/runs/{run_id}/samples.png", params=params)
+
+    def healthz(h):
+        recorder.call("healthz", h, "GET", "/healthz")
+
+    def listing(h):
+        recorder.call("list", h, "GET", "/v1/runs")
+
+    plan = [("status", 1.0, status)] * clients + [("submit", submit_every_s, submit)]
+    return plan + [("sample", 0.2, sample)] * 3 + [("healthz", 1.0, healthz), ("list", 5.0, listing)]
+
+
 def load_test(
     url: str,
     *,
@@ -214,26 +239,7 @@ def load_test(
                 request(http)
                 stop.wait(pause_s)
 
-    seeds = iter(range(10**9))
-
-    def status(h):
-        recorder.call("status", h, "GET", f"/v1/runs/{run_id}")
-
-    def submit(h):
-        recorder.call("submit", h, "POST", "/v1/runs", json=submit_config)
-
-    def sample(h):
-        params = {"seed": next(seeds), "steps": 4, "num_per_class": 1}
-        recorder.call("sample", h, "GET", f"/v1/runs/{run_id}/samples.png", params=params)
-
-    def healthz(h):
-        recorder.call("healthz", h, "GET", "/healthz")
-
-    def listing(h):
-        recorder.call("list", h, "GET", "/v1/runs")
-
-    plan = [("status", 1.0, status)] * clients + [("submit", submit_every_s, submit)]
-    plan += [("sample", 0.2, sample)] * 3 + [("healthz", 1.0, healthz), ("list", 5.0, listing)]
+    plan = request_plan(recorder, run_id, clients=clients, submit_every_s=submit_every_s, config=submit_config)
     workers = [threading.Thread(target=loop, args=args, daemon=True) for args in plan]
     started = time.monotonic()
     for w in workers:

@@ -31,59 +31,21 @@ def serve(
     Environment: REDIS_URL, RAY_ADDRESS, DBLOCKS_API_TOKEN, DBLOCKS_STORAGE, DBLOCKS_DATA_ROOTS (default ./data).
     Example: dblocks serve --port 8000   (in a container: RAY_ADDRESS=ray-head:6380 dblocks serve --ray-node)
     """
-    import signal
     import threading
 
     import uvicorn
 
     from coordinator.api import create_app
-    from coordinator.resolver import Resolver
+    from coordinator.metrics import Metrics
     from coordinator.service import Coordinator
-    from coordinator.settings import DEFAULT_DATA_ROOT, Settings, weak_secrets
     from coordinator.store import close_embedded
 
-    try:
-        settings = Settings.from_env()
-    except ValueError as err:
-        fail(str(err))
-    if host not in LOOPBACK and not settings.api_token:
-        fail(f"--host {host}: refusing to serve beyond loopback without DBLOCKS_API_TOKEN")
-    weak = weak_secrets(settings)
-    if weak:
-        fail("refusing to start with weak secrets: " + "; ".join(weak))
-    resolver = Resolver(settings.data_roots)
-    if settings.data_roots is None:
-        typer.echo(
-            "WARNING: DBLOCKS_DATA_ROOTS=* — API callers may train on, and read back, ANY file this service can read",
-            err=True,
-        )
-    elif settings.data_roots == (str(Path(DEFAULT_DATA_ROOT).absolute()),):
-        Path(DEFAULT_DATA_ROOT).mkdir(exist_ok=True)
-    resolver.warm()
-    if ray_node and not settings.ray_address:
-        fail("--ray-node: set RAY_ADDRESS to the cluster to join (without it, serve starts its own local cluster)")
+    settings = checked_settings(host, ray_node)
+    resolver = data_resolver(settings)
     store = open_store(settings)
     client = store.client
-    node = None
-    if ray_node:
-        from coordinator.ray_node import RayNode, RayNodeError
-
-        node = RayNode(settings.ray_address)
-        try:
-            node.start()
-        except RayNodeError as err:
-            fail(f"--ray-node: {err}")
-        node_exit: list[int] = []
-        node.watch(
-            lambda code: (
-                node_exit.append(code),
-                typer.echo(f"ray node exited ({code}); stopping", err=True),
-                os.kill(os.getpid(), signal.SIGTERM),
-            )
-        )
+    node, node_exit = joined_node(settings.ray_address) if ray_node else (None, [])
     dispatcher = open_dispatcher(settings)
-    from coordinator.metrics import Metrics
-
     metrics = Metrics()
     if settings.metrics_port:
         metrics.serve(settings.metrics_port, addr=settings.metrics_host)
@@ -101,21 +63,11 @@ def serve(
     loop = threading.Thread(target=coordinator.run_forever, args=(stop,), name="reconcile", daemon=True)
     loop.start()
 
-    def ready() -> dict[str, bool]:
-        try:
-            redis_ok = bool(client.ping())
-        except Exception:
-            redis_ok = False
-        # the loop is healthy while it completes ticks: a tick stuck for a minute (or 30 poll intervals) is not
-        loop_ok = loop.is_alive() and coordinator.healthy(max(60.0, 30 * settings.poll_s))
-        checks = {"redis": redis_ok, "ray": dispatcher.ready(), "reconcile_loop": loop_ok}
-        return {**checks, "ray_node": node.alive()} if node is not None else checks
-
     api = create_app(
         store=store,
         runs_dir=settings.runs_dir,
         api_token=settings.api_token,
-        ready=ready,
+        ready=readiness(client, loop, coordinator, dispatcher, node, settings.poll_s),
         metrics=metrics,
         checkpoint_uri=settings.checkpoint_uri,
         resolver=resolver,
@@ -134,3 +86,79 @@ def serve(
         close_embedded(client)
     if node is not None and node_exit:  # the node died under us: a non-zero exit restarts the container
         raise typer.Exit(1)
+
+
+def readiness(client, loop, coordinator, dispatcher, node, poll_s: float):
+    """/readyz's checks: Redis answers, Ray is reachable, the reconcile loop completes ticks (a tick stuck for a
+    minute, or 30 poll intervals, is not), and this host's Ray node lives (with --ray-node)."""
+
+    def ready() -> dict[str, bool]:
+        try:
+            redis_ok = bool(client.ping())
+        except Exception:
+            redis_ok = False
+        loop_ok = loop.is_alive() and coordinator.healthy(max(60.0, 30 * poll_s))
+        checks = {"redis": redis_ok, "ray": dispatcher.ready(), "reconcile_loop": loop_ok}
+        return {**checks, "ray_node": node.alive()} if node is not None else checks
+
+    return ready
+
+
+def checked_settings(host: str, ray_node: bool):
+    """The environment's settings, or exit 2 naming what refuses them: no token beyond loopback, a weak secret,
+    --ray-node without RAY_ADDRESS."""
+    from coordinator.settings import Settings, weak_secrets
+
+    try:
+        settings = Settings.from_env()
+    except ValueError as err:
+        fail(str(err))
+    if host not in LOOPBACK and not settings.api_token:
+        fail(f"--host {host}: refusing to serve beyond loopback without DBLOCKS_API_TOKEN")
+    weak = weak_secrets(settings)
+    if weak:
+        fail("refusing to start with weak secrets: " + "; ".join(weak))
+    if ray_node and not settings.ray_address:
+        fail("--ray-node: set RAY_ADDRESS to the cluster to join (without it, serve starts its own local cluster)")
+    return settings
+
+
+def data_resolver(settings):
+    """The resolver of submitted data under the settings' roots (the default root created; `*` warned about), its
+    forkserver started now rather than at the first submit."""
+    from coordinator.resolver import Resolver
+    from coordinator.settings import DEFAULT_DATA_ROOT
+
+    if settings.data_roots is None:
+        typer.echo(
+            "WARNING: DBLOCKS_DATA_ROOTS=* — API callers may train on, and read back, ANY file this service can read",
+            err=True,
+        )
+    elif settings.data_roots == (str(Path(DEFAULT_DATA_ROOT).absolute()),):
+        Path(DEFAULT_DATA_ROOT).mkdir(exist_ok=True)
+    resolver = Resolver(settings.data_roots)
+    resolver.warm()
+    return resolver
+
+
+def joined_node(address: str):
+    """This host joined to the cluster as a Ray node that offers nothing, and the exit codes it dies with (the
+    service stops when it does)."""
+    import signal
+
+    from coordinator.ray_node import RayNode, RayNodeError
+
+    node = RayNode(address)
+    try:
+        node.start()
+    except RayNodeError as err:
+        fail(f"--ray-node: {err}")
+    node_exit: list[int] = []
+    node.watch(
+        lambda code: (
+            node_exit.append(code),
+            typer.echo(f"ray node exited ({code}); stopping", err=True),
+            os.kill(os.getpid(), signal.SIGTERM),
+        )
+    )
+    return node, node_exit
