@@ -28,7 +28,7 @@ from shared.plan import block_specs, boundaries, plan_json
 from shared.tasks import SAMPLES_PNG, TASKS, task_for
 from shared.tasks.base import EvalOptions
 from shared.tasks.edm import EDMTask
-from shared.tasks.image_generation.samples import write_samples_png
+from shared.tasks.image_generation.samples import sample_run, write_samples_png
 from shared.tasks.image_generation.task import ImageGeneration
 from shared.tasks.outputs import OUTPUTS
 from tests.conftest import LOCAL, TINY
@@ -50,6 +50,9 @@ class QuietOutputs:
     def write_artefacts(self, run_dir, config, manifest, storage, run_id, blocks, model) -> str:
         write_samples_png(run_dir, config, model=model)
         return "samples.png"
+
+    def sample_images(self, run_dir, config, **params):  # the sampler its SAMPLES_PNG output serves
+        return sample_run(run_dir, config, **params)
 
     def evaluate(self, run_dir, config, options: EvalOptions) -> dict:
         model, manifest = load_assembled(run_dir, options.weights)

@@ -132,7 +132,7 @@ def sample(
     dblocks sample RUN_ID --server http://127.0.0.1:8000 --steps 30 --out grid.png
     """
     from shared.images import save_grid
-    from shared.tasks.image_generation.samples import sample_run
+    from shared.tasks.outputs import outputs_for
 
     if out.suffix == ".txt":
         _sample_text(run_dir, out, num=num, length=length, steps=steps, seed=seed, weights=weights, server=server)
@@ -166,7 +166,7 @@ def sample(
     if SAMPLES_PNG not in outputs:
         fail(f"{run_dir} is a {config.task} run: it has no samples (label images with `dblocks predict`)")
     try:
-        samples, labels = sample_run(
+        samples, labels = outputs_for(config).sample_images(
             run_dir, config, num_per_class=num_per_class, num_steps=steps, cfg_scale=cfg, seed=seed, weights=weights
         )
     except CheckpointError as err:
@@ -180,7 +180,7 @@ def sample(
 
 def _sample_text(run_dir: Path, out: Path, *, num, length, steps, seed, weights, server) -> None:
     """`dblocks sample RUN --out FILE.txt`: one generated text per line, from a run directory or the service."""
-    from shared.tasks.text.outputs import generate_texts
+    from shared.tasks.outputs import outputs_for
 
     if weights not in (None, "ema", "raw"):
         fail(f"--weights {weights!r}: must be 'ema' or 'raw'")
@@ -194,7 +194,7 @@ def _sample_text(run_dir: Path, out: Path, *, num, length, steps, seed, weights,
     if SAMPLES_TXT not in TASKS[config.task].outputs:
         fail(f"--out {out}: a .txt file holds text samples; {run_dir} is a {config.task} run (use .png or .npz)")
     try:
-        texts = generate_texts(
+        texts = outputs_for(config).sample_texts(
             run_dir,
             config,
             num=8 if num is None else num,
@@ -282,7 +282,7 @@ def predict(
     Example: dblocks predict runs/classify digits/ --json
     """
     from shared.images import load_images
-    from shared.tasks.classification.outputs import predict_images
+    from shared.tasks.outputs import outputs_for
 
     config = run_config(run_dir)
     if PREDICT not in TASKS[config.task].outputs:
@@ -292,7 +292,7 @@ def predict(
     info = data_shape(config)
     try:
         images = load_images(input_path, channels=info.channels, size=info.image_size)
-        probs, _ = predict_images(run_dir, config, images, weights=weights, seed=seed)
+        probs = outputs_for(config).predict(run_dir, config, images, weights=weights, seed=seed)
     except ValueError as err:
         fail(str(err))
     except CheckpointError as err:

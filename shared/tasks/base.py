@@ -152,3 +152,14 @@ class Outputs(Protocol):
 
     def summary(self, result: dict, options: EvalOptions) -> str:
         """`evaluate`'s result as the one line `dblocks eval` prints without --json."""
+
+    # Present where the task's `outputs` declares them (the API's and the CLI's fresh samples and predictions):
+    def sample_images(self, run_dir: Path, config, **params) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAMPLES_PNG: fresh samples (N, C, H, W) and their labels (N,) from the assembled model, class-balanced;
+        `params` (num_per_class, num_steps, cfg_scale, seed, weights) not given come from the run's config."""
+
+    def sample_texts(self, run_dir: Path, config, **params) -> list[str]:
+        """SAMPLES_TXT: fresh texts (num, length, steps, seed, weights) from the assembled model."""
+
+    def predict(self, run_dir: Path, config, images: torch.Tensor, *, weights: str, seed: int) -> torch.Tensor:
+        """PREDICT: class probabilities (N, K) for `images` (N, C, H, W in [-1, 1])."""

@@ -122,6 +122,9 @@ class ClassificationOutputs:
     def write_artefacts(self, run_dir: Path, config: Config, manifest, storage, run_id, blocks, model) -> str:
         return write_classification_artefacts(run_dir, config, model)
 
+    def predict(self, run_dir: Path, config: Config, images: torch.Tensor, *, weights: str, seed: int):
+        return predict_images(run_dir, config, images, weights=weights, seed=seed)[0]
+
     def evaluate(self, run_dir: Path, config: Config, options: EvalOptions) -> dict:
         return evaluate_classifier(run_dir, config, weights=options.weights, seed=options.seed)
 

@@ -10,7 +10,7 @@ from shared.pictures import write_pictures
 from shared.tasks.base import EvalOptions
 from shared.tasks.image_generation.bench import QUALITY
 from shared.tasks.image_generation.evaluation import evaluate_run
-from shared.tasks.image_generation.samples import write_samples_png
+from shared.tasks.image_generation.samples import sample_run, write_samples_png
 
 
 class ImageGenerationOutputs:
@@ -35,6 +35,9 @@ class ImageGenerationOutputs:
             num_steps=options.num_steps,
             cache_dir=options.cache_dir,
         )
+
+    def sample_images(self, run_dir: Path, config: Config, **params):
+        return sample_run(run_dir, config, **params)
 
     def summary(self, result: dict, options: EvalOptions) -> str:
         accuracy = "n/a" if result["class_accuracy"] is None else format(result["class_accuracy"], ".3f")

@@ -115,6 +115,9 @@ class TextOutputs:
         )
         return summary
 
+    def sample_texts(self, run_dir: Path, config: Config, **params) -> list[str]:
+        return generate_texts(run_dir, config, **params)
+
     def evaluate(self, run_dir: Path, config: Config, options: EvalOptions) -> dict:
         return evaluate_text(run_dir, config, weights=options.weights, seed=options.seed)
 
