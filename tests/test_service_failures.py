@@ -165,7 +165,13 @@ def test_training_outlives_its_coordinators_and_a_paused_leader_is_fenced_out(se
         restarted = {block["index"]: block["resumed_from_step"]}
 
         # The blocks' Train workers are paused through the coordinator changes (tiny blocks would otherwise finish
-        # first); Ray Train's worker health check allows 10 minutes, so the pause alone restarts nothing.
+        # first); Ray Train's worker health check allows 10 minutes, so the pause alone restarts nothing. First every
+        # running block's worker must be up: the restarted one may still be starting on a loaded machine.
+        def workers_up() -> bool:
+            running = [b for b in first.run(run_id)["blocks"] if b["state"] == "RUNNING"]
+            return bool(running) and len(train_worker_pids()) == len(running)
+
+        wait_for(workers_up, 120, "every running block's Train worker")
         workers = train_worker_pids()
         for pid in workers:
             os.kill(pid, signal.SIGSTOP)
