@@ -110,15 +110,24 @@ TEXT = {200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "descri
 
 def config_body_schema(openapi: dict) -> dict:
     """The OpenAPI document with the run config's JSON Schema (every field, bound, enum, default, description;
-    `additionalProperties: false`) as the body of `POST /v1/runs`, its sections as components."""
-    from shared.config import Config
+    `additionalProperties: false`) as the body of `POST /v1/runs`: one of each registered task's run config (the
+    shared sections and the task's own), picked by `task` (absent: the default task), sections as components."""
+    from shared.config import DEFAULT_TASK, config_class
+    from shared.tasks import TASKS
 
-    schema = Config.model_json_schema(ref_template="#/components/schemas/{model}")
     components = openapi.setdefault("components", {}).setdefault("schemas", {})
-    components.update(schema.pop("$defs", {}))
-    components["Config"] = schema
+    variants = []
+    for name in sorted(TASKS):
+        cls = config_class(name)
+        schema = cls.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(schema.pop("$defs", {}))
+        schema["properties"]["task"] = {**schema["properties"]["task"], "enum": [name], "default": name}
+        if name != DEFAULT_TASK:
+            schema["required"] = ["task"]
+        components[cls.__name__] = schema
+        variants.append({"$ref": f"#/components/schemas/{cls.__name__}"})
     openapi["paths"]["/v1/runs"]["post"]["requestBody"] = {
         "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Config"}}},
+        "content": {"application/json": {"schema": {"oneOf": variants}}},
     }
     return openapi

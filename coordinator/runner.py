@@ -46,7 +46,7 @@ class RunReconciler:
         self.run_id, self.store, self.dispatcher, self.log = run_id, store, dispatcher, log
         self.run_dir = Path(run.run_dir)
         self.storage = run_storage(run)
-        self.config = parse_config(yaml.safe_load(run.config_yaml))
+        self.config = parse_config(yaml.safe_load(run.config_yaml), stored=True)
         self.specs = block_specs(self.config)
         self.num_blocks = len(self.specs)
         self._blocks: list[BlockRecord] | None = None  # read once per tick (see blocks())

@@ -6,13 +6,15 @@ each bad field (`blocks.num_blocks: ...`). Nothing else in the project reads YAM
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from shared.config_base import (
     CROSS_FIELD_BOUNDS,
@@ -32,8 +34,6 @@ from shared.data.config import DataConfig
 from shared.noise import lognormal_cdf
 from shared.partition import split_layers
 from shared.tasks import TASKS
-from shared.tasks.classification.config import ClassificationConfig
-from shared.tasks.text.config import TextConfig
 
 __all__ = [
     "CROSS_FIELD_BOUNDS",
@@ -45,11 +45,10 @@ __all__ = [
     "MAX_SAMPLES_PER_RUN",
     "MAX_SEED",
     "MAX_STEPS",
-    "ClassificationConfig",
     "DataConfig",
     "Config",
     "ConfigError",
-    "TextConfig",
+    "config_class",
     "load_config",
     "parse_config",
 ]
@@ -209,12 +208,17 @@ class SampleConfig(Section):
     weights: Literal["ema", "raw"] = Field("ema", description="Which weights sample: EMA or raw.")
 
 
+DEFAULT_TASK = "image_generation"
+
+
 class Config(Section):
-    """A run: the task, its data, network, partition, noise, training, resources and sampling. Each task's own
-    options live in its section (`classification`, `text`), defined in the task's folder."""
+    """A run: the task, its data, network, partition, noise, training, resources and sampling: the sections every
+    task shares. A task with options of its own (`Task.section`, e.g. `text`) gets its run config from
+    `config_class(task)`: this class plus that one section, so a run carries its own task's section and no other.
+    `parse_config` picks the class by the raw config's `task`."""
 
     task: str = Field(
-        "image_generation",
+        DEFAULT_TASK,
         description="What the blocks learn to denoise, one of the registered tasks (shared/tasks/): images "
         "(image_generation), class labels given an image (classification, by label denoising) or masked text "
         "(text, MD4 language modelling). docs/tasks.md.",
@@ -230,8 +234,6 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     resources: ResourcesConfig = ResourcesConfig()
     sample: SampleConfig = SampleConfig()
-    classification: ClassificationConfig = ClassificationConfig()
-    text: TextConfig = TextConfig()
 
     @field_validator("task")
     @classmethod
@@ -239,6 +241,18 @@ class Config(Section):
         if name not in TASKS:
             raise ValueError(f"task {name!r} does not exist; available: {sorted(TASKS)}")
         return name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _own_section_only(cls, data):
+        """Another task's section is refused naming it (a run carries its own task's section and no other)."""
+        if isinstance(data, dict) and isinstance(data.get("task", DEFAULT_TASK), str):
+            name = data.get("task", DEFAULT_TASK)
+            own = TASKS[name].section if name in TASKS else None
+            for task in TASKS.values():
+                if task.section not in (None, own) and task.section in data:
+                    raise ValueError(f"{task.section}: the section of another task; this run's task is {name}")
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -255,9 +269,11 @@ class Config(Section):
             field = "blocks.layers" if blocks.layers is not None else "blocks.num_blocks"
             raise ValueError(f"{field}: {err}") from None
         task = TASKS[self.task]
-        for other in {t.section for t in TASKS.values()} - {task.section, None}:  # a run sets only its own section
-            if getattr(self, other) != type(getattr(self, other))():
-                raise ValueError(f"{other}: the section of another task; this run's task is {self.task}")
+        if type(self) is not config_class(self.task):
+            raise ValueError(
+                f"task {self.task}: its run config is shared.config.config_class({self.task!r}) (with its "
+                f"{task.section} section); parse configs with shared.config.parse_config"
+            )
         task.check_config(self)
         planned = self.planned_blocks
         for field, indices, count in (
@@ -337,6 +353,36 @@ class Config(Section):
         return yaml.safe_dump(self.model_dump(), sort_keys=False)
 
 
+@functools.cache
+def _run_config(task: type) -> type[Config]:
+    if task.section is None:
+        return Config
+    cls = create_model(
+        f"{task.__name__}RunConfig",
+        __base__=Config,
+        __module__=__name__,
+        __doc__=f"The run config of task {task.name}: the shared sections and its own `{task.section}`.",
+        **{task.section: (task.section_model, task.section_model())},
+    )
+    globals()[cls.__name__] = cls  # pickled by name, like a class written in this module
+    return cls
+
+
+def __getattr__(name: str):
+    """A task's run config class by its name (as pickle looks it up in a fresh process)."""
+    for task in TASKS.values():
+        if f"{task.__name__}RunConfig" == name:
+            return _run_config(task)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def config_class(task: str) -> type[Config]:
+    """The run config class of a registered task: `Config`, plus the task's own section if it has one."""
+    if task not in TASKS:
+        raise ValueError(f"task {task!r} does not exist; available: {sorted(TASKS)}")
+    return _run_config(TASKS[task])
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply `section.field=value` overrides (value parsed as YAML) to a raw config dict."""
     merged = json.loads(json.dumps(raw))
@@ -361,7 +407,11 @@ def _error_items(err: ValidationError) -> list[dict]:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
-        items.append({"loc": [p for p in e["loc"]], "msg": msg, "type": e["type"]})
+        loc = list(e["loc"])
+        named = re.match(r"([a-z_]+(?:\.[a-z_0-9]+)*): ", msg)
+        if not loc and named:  # a rule across fields that names its field: located there
+            loc, msg = named.group(1).split("."), msg[named.end() :]
+        items.append({"loc": loc, "msg": msg, "type": e["type"]})
     return items
 
 
@@ -370,12 +420,31 @@ def _format_error(err: ValidationError) -> str:
     return "invalid config:\n  " + "\n  ".join(lines)
 
 
-def parse_config(raw: dict | None, overrides: list[str] = ()) -> Config:
-    """Validate a raw dict (plus overrides) into a Config, or raise ConfigError naming each bad field."""
+def _without_default_sections(raw: dict) -> dict:
+    """A stored config without other tasks' sections at their defaults: runs stored before each task had its own
+    run config spelled out every task's section."""
+    name = raw.get("task", DEFAULT_TASK)
+    own = TASKS[name].section if isinstance(name, str) and name in TASKS else None
+    drop = {
+        t.section
+        for t in TASKS.values()
+        if t.section not in (None, own) and raw.get(t.section) == t.section_model().model_dump()
+    }
+    return {key: value for key, value in raw.items() if key not in drop}
+
+
+def parse_config(raw: dict | None, overrides: list[str] = (), *, stored: bool = False) -> Config:
+    """Validate a raw dict (plus overrides) into a Config, or raise ConfigError naming each bad field. `stored`: a
+    config this service wrote earlier (a run's config.yaml, a stored run), read as it was written then."""
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError("invalid config: the top level must be a mapping of sections")
+    merged = apply_overrides(raw or {}, list(overrides))
+    if stored:
+        merged = _without_default_sections(merged)
+    name = merged.get("task", DEFAULT_TASK)
+    cls = config_class(name) if isinstance(name, str) and name in TASKS else Config  # Config names a bad task
     try:
-        return Config.model_validate(apply_overrides(raw or {}, list(overrides)))
+        return cls.model_validate(merged)
     except ValidationError as err:
         raise ConfigError(_format_error(err), _error_items(err)) from None
 

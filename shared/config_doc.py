@@ -10,6 +10,7 @@ import sys
 from pydantic import BaseModel
 
 from shared.config import CROSS_FIELD_BOUNDS, BlockResources, Config
+from shared.tasks import TASKS
 
 
 def _type_name(annotation) -> str:
@@ -78,6 +79,25 @@ def render() -> str:
                 f"## `{name}`",
                 "",
                 f"`{_type_name(field.annotation)}`, default `{field.default!r}`: {field.description or ''}",
+                "",
+            ]
+    lines += [
+        "## Task sections",
+        "",
+        "A task with options of its own has a section named after it; a run sets only its own task's section "
+        "(another task's is refused naming it). Defined in the task's folder (`shared/tasks/<name>/config.py`).",
+        "",
+    ]
+    for name, task in sorted(TASKS.items()):
+        if task.section is not None:
+            lines += [
+                f"### `{task.section}` (task `{name}`)",
+                "",
+                (task.section_model.__doc__ or "").strip(),
+                "",
+                "| field | type | default | bounds | meaning |",
+                "|---|---|---|---|---|",
+                *_rows(task.section, task.section_model),
                 "",
             ]
     return "\n".join(lines)

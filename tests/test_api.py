@@ -337,8 +337,19 @@ def test_the_served_schema_is_the_committed_one_and_types_every_route(api):
     served = client.get("/openapi.json").json()
     assert served == json.loads((REPO / "docs" / "openapi.json").read_text())
     body = served["paths"]["/v1/runs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    config = served["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
-    assert config["additionalProperties"] is False and {"data", "model", "train", "text"} <= set(config["properties"])
+    variants = {
+        ref["$ref"].rsplit("/", 1)[1]: served["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]]
+        for ref in body["oneOf"]
+    }
+    by_task = {v["properties"]["task"]["enum"][0]: set(v["properties"]) for v in variants.values()}
+    assert set(by_task) == {"image_generation", "classification", "text"}  # one run config per registered task
+    assert all(v["additionalProperties"] is False for v in variants.values())
+    shared = {"task", "name", "data", "model", "blocks", "noise", "train", "resources", "sample"}
+    assert by_task == {
+        "image_generation": shared,
+        "classification": shared | {"classification"},
+        "text": shared | {"text"},
+    }  # each carries its own task's section and no other
     lr = served["components"]["schemas"]["TrainConfig"]["properties"]["lr"]
     assert lr["exclusiveMinimum"] == 0 and lr["maximum"] == 10 and lr["default"] == 0.001
     for path, operations in served["paths"].items():

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from fastapi.testclient import TestClient
+from pydantic import Field
 from typer.testing import CliRunner
 
 from coordinator.api import create_app
@@ -22,7 +23,9 @@ from coordinator.runs import create_run
 from coordinator.store import Store
 from shared.assembly import load_assembled
 from shared.checkpoint import sha256_file
-from shared.config import parse_config
+from shared.config import ConfigError, parse_config
+from shared.config_base import Section
+from shared.config_doc import render as render_config_doc
 from shared.job import BlockJob
 from shared.plan import block_specs, boundaries, plan_json
 from shared.tasks import SAMPLES_PNG, TASKS, task_for
@@ -36,11 +39,19 @@ from workers.reporting import ListReporter
 from workers.train_block import train_block
 
 
+class QuietConfig(Section):
+    """The test task's own config section."""
+
+    loudness: float = Field(0.0, ge=0, le=1, description="How loud the quiet images are.")
+
+
 class QuietImages(ImageGeneration):
-    """Image generation under another name, planned with its name and axis like any new task."""
+    """Image generation under another name, with a config section of its own, planned with its name and axis like
+    any new task."""
 
     name = "quiet_images"
     outputs = frozenset({SAMPLES_PNG})
+    section, section_model = "quiet", QuietConfig
     plan_header = EDMTask.plan_header
 
 
@@ -58,7 +69,12 @@ class QuietOutputs:
         model, manifest = load_assembled(run_dir, options.weights)
         z = torch.zeros(2, 1, 28, 28)
         denoised = model(z, torch.full((2,), 1.0), torch.zeros(2, dtype=torch.long))
-        return {"task": self.name, "blocks": len(manifest["blocks"]), "mean_abs": float(denoised.abs().mean())}
+        return {
+            "task": self.name,
+            "blocks": len(manifest["blocks"]),
+            "mean_abs": float(denoised.abs().mean()),
+            "loudness": config.quiet.loudness,
+        }
 
     def summary(self, result: dict, options: EvalOptions) -> str:
         return f"{result['blocks']} blocks, mean |D(0)| {result['mean_abs']:.4f}"
@@ -73,9 +89,13 @@ def quiet_task():
 
 def test_a_task_defined_elsewhere_plans_trains_assembles_evaluates_and_is_served(quiet_task, redis_client, tmp_path):
     raw = yaml.safe_load(TINY.read_text())
-    raw["task"] = "quiet_images"
+    raw["task"], raw["quiet"] = "quiet_images", {"loudness": 0.25}
     raw["train"].update(steps_per_block=4, checkpoint_every_steps=4, log_every_steps=2)
     config = parse_config(raw)
+    assert config.quiet.loudness == 0.25 and "text" not in config.model_dump()  # its own section, no other
+    assert "### `quiet` (task `quiet_images`)" in render_config_doc()
+    with pytest.raises(ConfigError, match="quiet: the section of another task; this run's task is image_generation"):
+        parse_config({**raw, "task": "image_generation"})
     plan = plan_json(config)
     assert (plan["task"], plan["axis"], len(plan["blocks"])) == ("quiet_images", "sigma", 2)
 
@@ -106,6 +126,7 @@ def test_a_task_defined_elsewhere_plans_trains_assembles_evaluates_and_is_served
     assert evaluated.exit_code == 0, evaluated.output
     result = json.loads(evaluated.output)
     assert result["task"] == "quiet_images" and result["blocks"] == 2 and result["mean_abs"] > 0
+    assert result["loudness"] == 0.25  # the run's own section, read back from the run directory
     assert json.loads((run_dir / "eval.json").read_text()) == result
     line = CliRunner().invoke(cli_app, ["eval", str(run_dir)])
     assert line.exit_code == 0 and line.output.startswith("2 blocks, mean |D(0)|"), line.output

@@ -221,7 +221,7 @@ def test_backprop_needs_end_to_end_and_a_bad_objective_is_named():
 
 
 def test_a_run_sets_only_its_own_tasks_section_and_names_only_registered_tasks():
-    from shared.config import ConfigError
+    from shared.config import ConfigError, parse_config
     from shared.tasks import TASKS
     from tests.conftest import TINY
 
@@ -233,6 +233,16 @@ def test_a_run_sets_only_its_own_tasks_section_and_names_only_registered_tasks()
         with pytest.raises(ConfigError, match=re.escape(words)):
             load_config(TINY, overrides)
     assert load_config(TINY, ["task=text", "text.seq_len=64"]).text.seq_len == 64
+    text = load_config(TINY, ["task=text"])
+    assert "classification" not in text.model_dump() and "text" not in load_config(TINY).model_dump()
+    # a run stored before each task had its own run config spelled out every section at its defaults: it still reads
+    legacy = {**text.model_dump(), "classification": TASKS["classification"].section_model().model_dump()}
+    assert parse_config(legacy, stored=True) == text
+    with pytest.raises(ConfigError, match="classification: the section of another task"):
+        parse_config(legacy)  # from a caller, another task's section is refused even at its defaults
+    legacy["classification"]["augment_shift"] = 5
+    with pytest.raises(ConfigError, match="classification: the section of another task"):
+        parse_config(legacy, stored=True)
     assert {name: cls.name for name, cls in TASKS.items()} == {name: name for name in TASKS}
 
 

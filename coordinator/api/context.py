@@ -57,7 +57,7 @@ class ApiContext:
 
     @staticmethod
     def config_of(run: RunRecord) -> Config:
-        return parse_config(yaml.safe_load(run.config_yaml))  # bounded like any config: defaults are too
+        return parse_config(yaml.safe_load(run.config_yaml), stored=True)  # bounded like any config
 
     @contextmanager
     def assembled_model_slot(self, run_id: str):

@@ -48,7 +48,7 @@ def run_config(run_dir: Path) -> Config:
     path = run_dir / "config.yaml"
     if not path.is_file():
         fail(f"{run_dir} is not a run directory (no config.yaml)")
-    return parse_config(yaml.safe_load(path.read_text()))
+    return parse_config(yaml.safe_load(path.read_text()), stored=True)
 
 
 def open_store(settings: Settings) -> Store:

@@ -32,6 +32,8 @@ class Task(Protocol):
     axis: ClassVar[str]  # the noise axis: "sigma" (EDM tasks) or "t" (masking time); higher is noisier on both
     progress_metric: ClassVar[str | None]  # a training metric shown beside the loss, or None
     section: ClassVar[str | None]  # the config section this task owns (`classification`, `text`), or None
+    section_model: ClassVar[type | None]  # its pydantic model (a `shared.config_base.Section`); the run config of
+    # this task is `shared.config.config_class(name)`: the shared sections plus this one
     outputs: ClassVar[frozenset[str]]  # what a finished run serves: SAMPLES_PNG, SAMPLES_TXT, PREDICT
 
     # The run config -> the plan

@@ -15,6 +15,7 @@ class EDMTask:
     axis = "sigma"  # the noise level: higher is noisier; block 0 owns the highest
     progress_metric: str | None = None
     section: str | None = None
+    section_model: type | None = None
 
     @classmethod
     def check_config(cls, config) -> None:

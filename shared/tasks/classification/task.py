@@ -27,6 +27,7 @@ from shared.model import AdaLNTrunk, NetSpec, fourier_features, sincos_2d
 from shared.noise import edm_scalings, loss_weight
 from shared.sampling import euler_step
 from shared.tasks.base import PREDICT
+from shared.tasks.classification.config import ClassificationConfig
 from shared.tasks.edm import EDMTask
 
 EMBEDDING_SEED = 0  # the same initial class embedding in every block of every run
@@ -122,6 +123,7 @@ OBJECTIVES = ("label_denoising", "backprop")
 class Classification(EDMTask):
     name = "classification"
     section = "classification"
+    section_model = ClassificationConfig
     outputs = frozenset({PREDICT})
     progress_metric = "accuracy"  # the block's own predictions on its training batch, at its own noise levels
 

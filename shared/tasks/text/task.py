@@ -26,6 +26,7 @@ from shared.data.text import TEXT8, TokenBatches, load_corpus, resolve_text, seq
 from shared.model import AdaLNTrunk, NetSpec, fourier_features
 from shared.partition import widen_linear
 from shared.tasks.base import SAMPLES_TXT
+from shared.tasks.text.config import TextConfig
 
 T_MIN = 1e-3  # training and evaluation times are clamped here: the weight 1/t is bounded (the ELBO loses < 0.1 %)
 
@@ -128,6 +129,7 @@ class MaskedDiffusionText:
     axis = "t"  # masking time: higher is noisier (more masked); block 0 owns the highest
     progress_metric = None  # the loss itself is in nats per symbol (bits: divide by ln 2)
     section = "text"
+    section_model = TextConfig
     outputs = frozenset({SAMPLES_TXT})
 
     def __init__(self, vocabulary: str = "", seq_len: int = 0, train_weighting: str = "elbo"):
