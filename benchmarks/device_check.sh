@@ -2,8 +2,9 @@
 # The whole GPU check in one command, for a lent GPU machine whose Python has CUDA torch but neither Ray nor this
 # project installed: benchmarks/gpu.sh (memory, throughput fp32/bf16, sampling for DiT-S and DiT-B), then the
 # quickstart trained block after block in one process (benchmarks/local_run.py) in bf16 and fp32, each evaluated.
-# Writes three files to OUT_DIR: gpu-<device>.json (every gpu.sh result in one object), quickstart-bf16.json,
-# quickstart-fp32.json.
+# Writes three files to OUT_DIR, named as benchmarks/README.md says (<benchmark>-<case>-<device>):
+# gpu-dit-<device>.json (every gpu.sh result in one object), local-run-quickstart-bf16-<device>.json and
+# local-run-quickstart-fp32-<device>.json; <device> is the GPU's model (h100, h200, ...) or cpu.
 #   benchmarks/device_check.sh OUT_DIR             PY=python3 (the machine's), wheels from .whl/ if present
 #   TINY=1 PY=.venv/bin/python benchmarks/device_check.sh OUT_DIR     the same on CPU, tiny, no evaluation
 #   (tests/test_bench_perf.py runs that before any GPU time is spent)
@@ -32,11 +33,15 @@ $PY - "$RAW" "$OUT" <<'EOF'
 import json, pathlib, re, sys
 raw, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 results = {p.stem: json.loads(p.read_text()) for p in sorted(raw.glob("*.json"))}
-device = results.get("device", {}).get("device", "unknown")
-name = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower()
-(out / f"gpu-{name}.json").write_text(json.dumps(results, indent=2))
-print(f"{len(results)} results -> gpu-{name}.json")
+device = results.get("device", {}).get("device", "unknown").lower()
+model = re.search(r"\b[a-z]{1,2}\d{2,4}\b", device)  # "nvidia h200" -> h200
+name = model.group(0) if model else re.sub(r"[^a-z0-9]+", "-", device).strip("-")
+(out / f"gpu-dit-{name}.json").write_text(json.dumps(results, indent=2))
+(out / ".device").write_text(name)
+print(f"{len(results)} results -> gpu-dit-{name}.json")
 EOF
+DEVICE=$(cat "$OUT/.device" 2>/dev/null || echo unknown)
+rm -f "$OUT/.device"
 
 QUICK=()
 SAMPLES=1000
@@ -48,7 +53,7 @@ for precision in bf16 fp32; do
   start=$(date +%s)
   $PY benchmarks/local_run.py configs/quickstart.yaml --out "$(mktemp -d)/quickstart-$precision" \
     --set train.precision=$precision "${QUICK[@]}" --num-samples $SAMPLES --cache-dir "$DBLOCKS_CACHE_DIR" \
-    > "$OUT/quickstart-$precision.json" || echo "quickstart $precision failed: exit $?" >&2
+    > "$OUT/local-run-quickstart-$precision-$DEVICE.json" || echo "quickstart $precision failed: exit $?" >&2
   echo "quickstart $precision: $(( $(date +%s) - start )) s" >&2
 done
 ls -la "$OUT"

@@ -1,7 +1,7 @@
 """The dispatcher seam: what the coordinator asks of whatever runs block jobs.
 
 `RayDispatcher` (coordinator/dispatch.py) is the real one; `dblocks bench coordinator` drives the real loop with a
-simulated cluster behind the same interface (coordinator/bench/coordinator.py). Nothing here imports Ray.
+simulated cluster behind the same interface (benchmarks/coordinator.py). Nothing here imports Ray.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ class ConfigError(ValueError):
         self.errors = errors if errors is not None else [{"loc": [], "msg": message, "type": "invalid_config"}]
 
 
-# Bounds of every field (docs/config.md, docs/security.md): generous for real work, small enough that no derived
-# quantity (memory, steps, sample counts, seeds) overflows or stalls the service.
+# Bounds of every field (docs/generated/config.md, docs/security.md): generous for real work, small enough that no
+# derived quantity (memory, steps, sample counts, seeds) overflows or stalls the service.
 # Seeds are JSON-safe integers (exact in a double, so every HTTP client reads and writes them unchanged); torch
 # generators take anything below 2**64, and block seeds are derived into 63 bits from these.
 MAX_SEED = 2**53 - 1
@@ -29,7 +29,7 @@ MAX_STEPS = 10_000_000
 EQUAL_STEPS = "train.block_step_scale={}"
 MAX_SAMPLES_PER_CLASS = 64
 MAX_SAMPLE_STEPS = 1000
-# Products of fields that size one piece of work (docs/config.md, "Bounds across fields"; docs/security.md):
+# Products of fields that size one piece of work (docs/generated/config.md, "Bounds across fields"; docs/security.md):
 MAX_SAMPLES_PER_RUN = 10_000  # images one sample grid draws: classes x samples per class (ImageNet's 1,000 x 10)
 MAX_EVAL_SYMBOLS = 2**28  # symbols one text evaluation may read: eval_max_samples x seq_len (5x the default)
 CROSS_FIELD_BOUNDS = (

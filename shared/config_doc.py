@@ -1,4 +1,5 @@
-"""docs/config.md, generated from the pydantic schema: `python -m shared.config_doc > docs/config.md`.
+"""docs/generated/config.md, generated from the pydantic schema:
+`python -m shared.config_doc > docs/generated/config.md`.
 
 tests/test_docs.py fails when the committed file differs from what this prints (a field added without docs).
 """
@@ -17,7 +18,9 @@ def _type_name(annotation) -> str:
     if "Annotated[int" in str(annotation):  # a list of bounded ints (blocks.layers): its bounds are in the doc
         return "list[int] or None"
     text = getattr(annotation, "__name__", None) if not getattr(annotation, "__args__", None) else None
-    return text or str(annotation).replace("typing.", "").replace("shared.config.", "").replace(" | ", " or ")
+    return text or str(annotation).replace("typing.", "").replace("shared.config.", "").replace(
+        "shared.sections.", ""
+    ).replace(" | ", " or ")
 
 
 _BOUND_SYMBOLS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "min_length": "len >=", "max_length": "len <="}
@@ -46,8 +49,8 @@ def render() -> str:
     lines = [
         "# Config reference",
         "",
-        "Generated from `shared/config.py` by `python -m shared.config_doc > docs/config.md`; a test keeps it "
-        "in sync. Every field has a default; unknown fields are errors; override any field with "
+        "Generated from `shared/config.py` by `python -m shared.config_doc > docs/generated/config.md`; a test "
+        "keeps it in sync. Every field has a default; unknown fields are errors; override any field with "
         "`--set section.field=value`. Every number must be finite (NaN and infinity are refused) and within its "
         "bounds; a value outside them is refused naming the field (exit 2 on the command line, 422 from the API), "
         "before anything is written.",

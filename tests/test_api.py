@@ -327,15 +327,15 @@ def test_predict_labels_images_of_a_classification_run_within_bounds(api, tmp_pa
 
 
 def test_the_served_schema_is_the_committed_one_and_types_every_route(api):
-    """docs/openapi.json is what the service serves (regenerate: python -m coordinator.api >
-    docs/openapi.json), so an API change shows in review; the run config is the body of POST /v1/runs."""
+    """docs/generated/openapi.json is what the service serves (regenerate: python -m coordinator.api >
+    docs/generated/openapi.json), so an API change shows in review; the run config is the body of POST /v1/runs."""
     import json
 
     from tests.conftest import REPO
 
     client, _ = api
     served = client.get("/openapi.json").json()
-    assert served == json.loads((REPO / "docs" / "openapi.json").read_text())
+    assert served == json.loads((REPO / "docs" / "generated" / "openapi.json").read_text())
     body = served["paths"]["/v1/runs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     variants = {
         ref["$ref"].rsplit("/", 1)[1]: served["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]]

@@ -102,7 +102,7 @@ def load_the_same_service(url, tmp_path, metrics_port):
     429s, and the tick time is read from the service's /metrics before and during the load."""
     import yaml
 
-    from coordinator.bench.api import ROUTE_OF, load_test
+    from benchmarks.api import ROUTE_OF, load_test
     from tests.conftest import TINY
     from tests.test_checkpoint import write_run
 

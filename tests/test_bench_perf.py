@@ -64,13 +64,13 @@ def test_device_check_runs_on_cpu_with_tiny_configs(tmp_path):
         timeout=600,
     )
     assert out.returncode == 0 and "failed" not in out.stderr, out.stderr[-2000:]
-    results = json.loads((tmp_path / "gpu-cpu.json").read_text())
+    results = json.loads((tmp_path / "gpu-dit-cpu.json").read_text())
     for kind in ("memory-dit-s", "throughput-dit-s-cpu", "throughput-dit-s-bf16", "sampling-dit-s", "device"):
         assert any(name.startswith(kind) for name in results), (kind, sorted(results))
     throughput = next(v for k, v in results.items() if k.startswith("throughput-dit-s-cpu"))
     assert throughput["block"]["steps_per_s"] > 0 and throughput["e2e"]["layers"] == 4
     for precision in ("bf16", "fp32"):
-        quick = json.loads((tmp_path / f"quickstart-{precision}.json").read_text())
+        quick = json.loads((tmp_path / f"local-run-quickstart-{precision}-cpu.json").read_text())
         assert quick["precision"] == precision and [b["block"] for b in quick["blocks"]] == [0, 1, 2]
         assert all(b["steps"] == 10 and b["steps_per_s_mean"] > 0 for b in quick["blocks"])
 

@@ -3,7 +3,7 @@ results summarised honestly, differences carry their uncertainty (no training he
 
 import pytest
 
-from coordinator.bench.quality import BUDGETS, budget_spec, case_config, quality_of, summarise
+from benchmarks.quality import BUDGETS, budget_spec, case_config, quality_of, summarise
 from shared.tasks.bench import difference
 from shared.tasks.image_generation.bench import PAPER, write_quality_doc
 
@@ -132,7 +132,7 @@ def test_task_comparisons_summarise_against_their_reference_case(task, tmp_path)
 
 
 def test_a_run_recorded_under_another_config_is_not_reused():
-    from coordinator.bench.quality import full_config_sha, recorded
+    from benchmarks.quality import full_config_sha, recorded
     from shared.config import load_config
     from tests.conftest import TINY
 

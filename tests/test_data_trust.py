@@ -15,7 +15,7 @@ from shared.data import DataError
 from shared.data.decode import Transform, pixel_limit
 from shared.data.paths import check_roots, confine
 from shared.data.sources import MAX_SOURCE_RECORDS, ReadLimits, open_source
-from shared.data.text import read_text_source
+from shared.tasks.text.data import read_text_source
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ def test_frechet_distance_of_known_gaussians():
 
 
 # The evaluation trains its classifier for 12 epochs (~2 minutes on 2 cores): 0.986-0.988 held-out accuracy, reported
-# as `classifier_test_accuracy` by every `dblocks eval` (benchmarks/results/quickstart-eval.json). The suite trains
+# as `classifier_test_accuracy` by every `dblocks eval` (benchmarks/results/eval-quickstart-cpu.json). The suite trains
 # the same recipe for 3 epochs: enough to show it learns, and the ordering below, in a quarter of the time.
 SUITE_EPOCHS = 3
 

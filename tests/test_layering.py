@@ -38,12 +38,21 @@ def test_workers_import_nothing_from_the_coordinator():
         assert "coordinator" not in roots(path), path
 
 
+def test_the_service_never_imports_the_benchmarks_but_for_the_bench_command():
+    users = {
+        path.relative_to(REPO).as_posix()
+        for folder in ("shared", "workers", "coordinator")
+        for path in python_files(folder)
+        if "benchmarks" in roots(path)
+    }
+    assert users == {"coordinator/cli/bench.py"}, users
+
+
 def test_the_coordinator_names_workers_only_to_submit_the_ray_entry_point():
-    """The service names the worker only in dispatch.py; the benchmarks (coordinator/bench/, not part of the
-    service) time and measure the worker's own loop in-process, so they import it too."""
+    """The service names the worker only in dispatch.py (the benchmarks, which time the worker's own loop
+    in-process, live outside it in benchmarks/)."""
     users = {path.relative_to(REPO).as_posix() for path in python_files("coordinator") if "workers" in roots(path)}
-    service_users = {u for u in users if not u.startswith("coordinator/bench/")}
-    assert service_users == {"coordinator/dispatch.py"}, users
+    assert users == {"coordinator/dispatch.py"}, users
 
 
 def test_only_the_store_talks_to_redis_and_only_dispatch_and_the_ray_node_to_ray():
@@ -52,8 +61,7 @@ def test_only_the_store_talks_to_redis_and_only_dispatch_and_the_ray_node_to_ray
     }
     ray_users = {p.relative_to(REPO).as_posix() for p in python_files("coordinator") if "ray" in roots(p)}
     assert redis_users and all(u.startswith("coordinator/store/") for u in redis_users), redis_users
-    benches_of_ray = {"coordinator/bench/cluster.py", "coordinator/bench/ray_data.py"}
-    assert ray_users <= {"coordinator/dispatch.py"} | benches_of_ray, ray_users
+    assert ray_users <= {"coordinator/dispatch.py", "coordinator/ray_node.py"}, ray_users
 
 
 def loaded_infrastructure(modules: list[str]) -> list[str]:
@@ -158,3 +166,20 @@ def test_no_import_circles_not_even_through_imports_inside_functions():
 
     circles = sorted(name for name in graph if name in reach(name))
     assert not circles, f"modules that import themselves through others: {circles}"
+
+
+def test_modules_and_functions_stay_within_their_size():
+    """A module over 400 lines or a function over 80 is a sign a piece has more than one owner: split it."""
+    too_long = []
+    for folder in ("shared", "workers", "coordinator", "benchmarks"):
+        for path in python_files(folder):
+            text = path.read_text()
+            name = path.relative_to(REPO).as_posix()
+            if text.count("\n") > 400:
+                too_long.append(f"{name}: {text.count(chr(10))} lines")
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    length = node.end_lineno - node.lineno + 1
+                    if length > 80:
+                        too_long.append(f"{name}: {node.name} is {length} lines")
+    assert not too_long, too_long

@@ -17,10 +17,10 @@ from shared.assembly import AssembledDenoiser, check_block_matches, load_assembl
 from shared.checkpoint import CheckpointError, save_block_weights
 from shared.config import load_config
 from shared.data import DataError
-from shared.data.text import TEXT8, TokenBatches, decode, encode, load_corpus, normalize_text8, read_text_source
 from shared.model import NetSpec
 from shared.plan import block_specs, boundaries, plan_json
 from shared.tasks import get_task, resolve_data, task_for
+from shared.tasks.text.data import TEXT8, TokenBatches, decode, encode, load_corpus, normalize_text8, read_text_source
 from shared.tasks.text.task import (
     T_MIN,
     MaskedDenoiser,

@@ -1,5 +1,5 @@
-"""`python -m coordinator.api > docs/openapi.json`: the service's OpenAPI document, as `GET /openapi.json` serves it
-(no store is needed to describe it)."""
+"""`python -m coordinator.api > docs/generated/openapi.json`: the service's OpenAPI document, as `GET /openapi.json`
+serves it (no store is needed to describe it)."""
 
 import json
 from pathlib import Path

@@ -150,7 +150,7 @@ def allowed_methods(routes: Iterable[BaseRoute], scope: dict) -> set[str]:
 
 
 def openapi_document(app: FastAPI) -> dict:
-    """FastAPI's document, with the run config's schema as the body of POST /v1/runs (docs/openapi.json)."""
+    """FastAPI's document, with the run config's schema as the body of POST /v1/runs (docs/generated/openapi.json)."""
     from fastapi.openapi.utils import get_openapi
 
     schema = get_openapi(title=app.title, version=app.version, routes=app.routes)

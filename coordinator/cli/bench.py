@@ -34,7 +34,9 @@ def bench_quality_cmd(
         int | None, typer.Option(help="Samples per evaluated run (default: the budget's, 1000; medium 500).")
     ] = None,
     results_dir: Annotated[Path, typer.Option(help="Folder of the JSON result.")] = Path("benchmarks/results"),
-    doc_dir: Annotated[Path | None, typer.Option(help="Folder for the generated quality-BUDGET.md.")] = Path("docs"),
+    doc_dir: Annotated[Path | None, typer.Option(help="Folder for the generated quality-BUDGET.md.")] = Path(
+        "docs/generated"
+    ),
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """End-to-end vs DiffusionBlocks at equal layer-updates; EMA and raw weights; resumable.
@@ -42,7 +44,7 @@ def bench_quality_cmd(
     Runs already in RESULTS_DIR/quality-BUDGET.json are kept: rerunning an interrupted budget continues it.
     Example: dblocks bench quality --budget medium --json
     """
-    from coordinator.bench.quality import BUDGETS, bench_quality, dump, quality_of
+    from benchmarks.quality import BUDGETS, bench_quality, dump, quality_of
     from coordinator.settings import Settings
 
     if budget not in BUDGETS:
@@ -101,7 +103,7 @@ def bench_memory_cmd(
 
     Each case runs in its own fresh process. Example: dblocks bench memory --json
     """
-    from coordinator.bench.perf import bench_memory, write_result
+    from benchmarks.perf import bench_memory, write_result
 
     cfg = load(config, set_)
     result = bench_memory(config, cfg, set_ or [])
@@ -123,7 +125,7 @@ def bench_sampling_cmd(
 
     Example: dblocks bench sampling --json
     """
-    from coordinator.bench.perf import bench_sampling, write_result
+    from benchmarks.perf import bench_sampling, write_result
 
     cfg = run_config(run_dir) if run_dir else load(config, set_)
     result = bench_sampling(cfg, run_dir, batch=batch, num_steps=steps)
@@ -143,7 +145,7 @@ def bench_throughput_cmd(
 
     Example: dblocks bench throughput configs/dit_s.yaml --set train.precision=bf16 --json
     """
-    from coordinator.bench.perf import bench_throughput, write_result
+    from benchmarks.perf import bench_throughput, write_result
 
     cfg = load(config, set_)
     result = bench_throughput(cfg, steps=steps)
@@ -152,7 +154,7 @@ def bench_throughput_cmd(
 
 
 def _ray_bench(kind: str, config: Path, set_: list[str] | None, defaults: list[str]) -> dict:
-    from coordinator.bench import cluster as bench_cluster
+    from benchmarks import cluster as bench_cluster
     from coordinator.settings import Settings
 
     cfg = load(config, [*defaults, *(set_ or [])])
@@ -179,7 +181,7 @@ def bench_scaling_cmd(
 
     Default: B=2, 1 CPU (thread) per block, 300 steps. Example: dblocks bench scaling --json
     """
-    from coordinator.bench.perf import write_result
+    from benchmarks.perf import write_result
 
     result = _ray_bench("scaling", config, set_, ["blocks.num_blocks=2", "train.steps_per_block=300", EQUAL_STEPS])
     path = write_result(result, f"scaling-{result['machine']['device'].replace(' ', '_')}", results_dir)
@@ -197,7 +199,7 @@ def bench_dispatch_cmd(
 
     Example: dblocks bench dispatch --json
     """
-    from coordinator.bench.perf import write_result
+    from benchmarks.perf import write_result
 
     result = _ray_bench("dispatch", config, set_, ["blocks.num_blocks=2", "train.steps_per_block=100", EQUAL_STEPS])
     path = write_result(result, f"dispatch-{result['machine']['device'].replace(' ', '_')}", results_dir)
@@ -221,8 +223,8 @@ def bench_data_cmd(
     The datasets (random-noise 64x64 RGB PNGs) are written once under the cache directory.
     Example: dblocks bench data --json
     """
-    from coordinator.bench.data import bench_data
-    from coordinator.bench.perf import write_result
+    from benchmarks.data import bench_data
+    from benchmarks.perf import write_result
     from coordinator.settings import Settings
 
     result = bench_data(
@@ -257,8 +259,8 @@ def bench_api_cmd(
     and trains one tiny run first. Drives status pollers, submissions, three samplers (some 429s are deliberate),
     a liveness probe and a listing. Example: dblocks bench api --json
     """
-    from coordinator.bench.api import bench_api, load_test
-    from coordinator.bench.perf import machine, write_result
+    from benchmarks.api import bench_api, load_test
+    from benchmarks.perf import machine, write_result
     from coordinator.settings import Settings
 
     log = lambda message: typer.echo(message, err=True)  # noqa: E731 (stdout is the JSON)
@@ -298,8 +300,8 @@ def bench_coordinator_cmd(
     runs of 8 blocks, and with finished runs added. Real loop and real Redis (REDIS_URL, else an embedded
     redis-server); the cluster is simulated behind the dispatcher interface. Example: dblocks bench coordinator --json
     """
-    from coordinator.bench.coordinator import bench_coordinator
-    from coordinator.bench.perf import machine, write_result
+    from benchmarks.coordinator import bench_coordinator
+    from benchmarks.perf import machine, write_result
     from coordinator.settings import Settings
 
     try:

@@ -1,4 +1,4 @@
-"""What a task tells the quality benchmark (`dblocks bench quality`, coordinator/bench/quality.py), and the
+"""What a task tells the quality benchmark (`dblocks bench quality`, benchmarks/quality.py), and the
 benchmark's vocabulary: a case (a label and config overrides), a budget (cases, seeds, overrides common to every
 case, evaluation size), the statistics of a comparison over seeds, and the generated page of a task's comparison.
 Each task's own cases, metrics, paper numbers and page live in its folder (`shared/tasks/<name>/bench.py`)."""

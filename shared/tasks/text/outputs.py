@@ -10,10 +10,10 @@ from pathlib import Path
 from shared.assembly import load_assembled
 from shared.checkpoint import CheckpointError
 from shared.config import Config
-from shared.data.text import decode, load_corpus, sequences
 from shared.pictures import write_loss_curves
 from shared.tasks.base import EvalOptions
 from shared.tasks.text.bench import QUALITY
+from shared.tasks.text.data import decode, load_corpus, sequences
 from shared.tasks.text.task import bits_by_time, estimate_bpc, sample_text, unigram_bpc
 from shared.visualize import plot_bits_by_time
 

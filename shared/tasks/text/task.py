@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.data.text import TEXT8, TokenBatches, load_corpus, resolve_text, sequences
 from shared.model import AdaLNTrunk, NetSpec, fourier_features
 from shared.partition import widen_linear
 from shared.tasks.base import SAMPLES_TXT
 from shared.tasks.text.config import TextConfig
+from shared.tasks.text.data import TEXT8, TokenBatches, load_corpus, resolve_text, sequences
 
 T_MIN = 1e-3  # training and evaluation times are clamped here: the weight 1/t is bounded (the ELBO loses < 0.1 %)
 
@@ -232,7 +232,7 @@ def text_vocabulary(config) -> str:
     if config.text.vocabulary == "text8":
         return TEXT8
     if not config.text.symbols:
-        raise ValueError("text.vocabulary chars: text.symbols is not resolved yet (shared.data.text.resolve_text)")
+        raise ValueError("text.vocabulary chars: text.symbols is not resolved yet (text.data.resolve_text)")
     return config.text.symbols
 
 

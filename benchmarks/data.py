@@ -2,7 +2,7 @@
 
 Two Parquet datasets of random-noise RGB PNGs (incompressible, so bytes on disk = the size asked for) are written
 once under the cache directory, ~`small_mb` and ~`large_mb`. For each, a fresh process
-(`python -m coordinator.bench.data --probe SOURCE`) resolves the config, streams the train split (`data.loader:
+(`python -m benchmarks.data --probe SOURCE`) resolves the config, streams the train split (`data.loader:
 stream`) and trains one block for `steps` steps exactly as a worker does, then reports its peak resident memory
 (VmHWM), the training step rate and, separately, the reader's own rate (records decoded per second by the streaming
 batches with no training). The JSON compares the two peaks.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coordinator.bench.perf import machine
+from benchmarks.perf import machine
 
 IMAGE_SIZE = 64
 ROWS_PER_SHARD = 4096
@@ -142,7 +142,7 @@ def probe_reader_only(source: str, read_batches: int) -> dict:
     }
 
 
-def _run_probe(*args: str, module: str = "coordinator.bench.data") -> dict:
+def _run_probe(*args: str, module: str = "benchmarks.data") -> dict:
     """A probe in a fresh process (`python -m module args`): its last line of output, as JSON."""
     out = subprocess.run(
         [sys.executable, "-m", module, *args],
@@ -158,7 +158,7 @@ def compare_readers(source: str, read_batches: int, ray_data_cpus: tuple[int, ..
     readers = {"dblocks": _run_probe("--reader-only", source, "--read-batches", str(read_batches))}
     for n in cpus:
         args = (source, "--read-batches", str(read_batches), "--cpus", str(n))
-        readers[f"ray_data_{n}cpu"] = _run_probe(*args, module="coordinator.bench.ray_data")
+        readers[f"ray_data_{n}cpu"] = _run_probe(*args, module="benchmarks.ray_data")
     return readers
 
 

@@ -1,8 +1,8 @@
 """Why block-wise label denoising lost accuracy: where inference starts, and what each block reads. Prints JSON.
 
     for i in 0 1 2; do OMP_NUM_THREADS=1 python -m workers configs/classify.yaml --block $i --out runs/c6/b$i; done
-    python benchmarks/speckles.py assemble configs/classify.yaml runs/c6     # the blocks -> a run, as the service
-    python benchmarks/classify_by_start.py runs/c6 [runs/c12 ...] > by_start.json
+    python benchmarks/experiments/speckles.py assemble configs/classify.yaml runs/c6  # the blocks -> a run
+    python benchmarks/experiments/classify_by_start.py runs/c6 [runs/c12 ...] > by_start.json
 
 (`--set model.num_layers=12` on both commands for the 12-layer run; `benchmarks/local_run.py` trains and
 assembles the same blocks in one process.)
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from shared.assembly import load_assembled  # noqa: E402

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from coordinator.bench.perf import machine
+from benchmarks.perf import machine
 from coordinator.dispatch import RayDispatcher
 from coordinator.runs import create_run
 from coordinator.service import Coordinator

@@ -1,9 +1,9 @@
 """Where do the quickstart's speckles come from? Measurements behind docs/quality.md, "The quickstart's speckles".
 
-    python benchmarks/speckles.py train configs/quickstart.yaml runs/qs [--set model.x=...]   # every block at once
-    python benchmarks/speckles.py assemble configs/quickstart.yaml runs/qs [--set ...]  # blocks trained one by one
-    python benchmarks/speckles.py measure runs/qs > speckles.json                              # prints JSON
-    python benchmarks/speckles.py measure runs/qs --steps 20       # the default sampler at 20 steps only
+    python benchmarks/experiments/speckles.py train configs/quickstart.yaml runs/qs [--set ...]  # all blocks at once
+    python benchmarks/experiments/speckles.py assemble configs/quickstart.yaml runs/qs [--set ...]  # one by one
+    python benchmarks/experiments/speckles.py measure runs/qs > speckles.json                              # prints JSON
+    python benchmarks/experiments/speckles.py measure runs/qs --steps 20       # the default sampler at 20 steps only
 
 `train` trains every block of a config as its own `python -m workers` process, all at once (1 thread each, as the
 service gives each block 1 CPU), and assembles them as the service does. `measure` counts *speckles*: pixels brighter
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.local_run import assemble_block_files  # noqa: E402

@@ -1,6 +1,6 @@
 """How much of the label the noisy label embedding alone gives away, by noise level. Prints JSON.
 
-    python benchmarks/label_readability.py [--classes 10] [--dim 64]
+    python benchmarks/experiments/label_readability.py [--classes 10] [--dim 64]
 
 A label-denoising block's K normalised class embeddings in d dimensions at initialisation (the same in every block),
 z = y + sigma * eps, and the Bayes decision from z alone (`shared.tasks.classification.task.label_readability`: the
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from shared.tasks.classification.task import initial_class_embedding, label_readability  # noqa: E402

@@ -1,6 +1,6 @@
 """`dblocks bench data`'s Ray Data probe: the ecosystem's streaming reader, timed on the same shards and the same
-decode as this project's reader (coordinator/bench/data.py runs it in a fresh process:
-`python -m coordinator.bench.ray_data SOURCE --read-batches N --cpus C`). A benchmark of Ray itself,
+decode as this project's reader (benchmarks/data.py runs it in a fresh process:
+`python -m benchmarks.ray_data SOURCE --read-batches N --cpus C`). A benchmark of Ray itself,
 so it is, with the cluster benchmarks, one of the few coordinator modules that import Ray (tests/test_layering.py).
 """
 
@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from coordinator.bench.data import IMAGE_SIZE, vm_bytes
+from benchmarks.data import IMAGE_SIZE, vm_bytes
 
 
 def probe_ray_data(source: str, read_batches: int, cpus: int) -> dict:

@@ -1,7 +1,7 @@
 """Where in masking time a text run loses bits: the held-out ELBO integrand (bits per character) at fixed t, per run.
 
-    python benchmarks/text_bits_by_time.py RUN [RUN ...] > bits.json
-    python benchmarks/text_bits_by_time.py --times 0.0417,0.125,0.2083,0.2917 BLOCK.safetensors [...] > bits.json
+    python benchmarks/experiments/text_bits_by_time.py RUN [RUN ...] > bits.json
+    python benchmarks/experiments/text_bits_by_time.py --times 0.0417,0.125 BLOCK.safetensors [...] > bits.json
 
 For each run directory: its EMA weights assembled, 256 test sequences, t = 1/12 ... 12/12, each t routed to the block
 that owns it (`shared.tasks.text.task.bits_by_time`, the same estimate as the run's `bpc_curve.png`). The mean over the
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from shared.assembly import load_assembled, load_block_denoiser  # noqa: E402
 from shared.config import load_config  # noqa: E402
-from shared.data.text import load_corpus, sequences  # noqa: E402
+from shared.tasks.text.data import load_corpus, sequences  # noqa: E402
 from shared.tasks.text.task import bits_by_time  # noqa: E402
 
 TIMES = [i / 12 for i in range(1, 13)]

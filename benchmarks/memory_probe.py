@@ -1,4 +1,4 @@
-"""Peak training memory of one case, measured in THIS fresh process: `python -m coordinator.bench.memory_probe ...`.
+"""Peak training memory of one case, measured in THIS fresh process: `python -m benchmarks.memory_probe ...`.
 
 Cases: `block` (one DiffusionBlocks block, as its worker runs it), `e2e` (the whole network),
 `e2e_checkpointed` (the whole network with activation checkpointing). Prints one JSON line:
@@ -91,7 +91,7 @@ def load_config_like(config, overrides: list[str]):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coordinator.bench.memory_probe")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory_probe")
     parser.add_argument("config")
     parser.add_argument("--case", choices=["block", "e2e", "e2e_checkpointed"], required=True)
     parser.add_argument("--block", type=int, default=0)

@@ -37,7 +37,7 @@ def probe(config_path: Path, case: str, block: int = 0, steps: int = 3, override
     args = [
         sys.executable,
         "-m",
-        "coordinator.bench.memory_probe",
+        "benchmarks.memory_probe",
         str(config_path),
         "--case",
         case,

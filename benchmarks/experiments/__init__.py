@@ -1,0 +1,1 @@
+"""One-question experiments behind docs/quality.md (benchmarks/README.md lists what each answered)."""
