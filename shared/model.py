@@ -18,12 +18,15 @@ from torch.utils.checkpoint import checkpoint
 
 @dataclass(frozen=True, kw_only=True)
 class NetSpec:
-    """Architecture of one block network — stored with every checkpoint so it is self-describing."""
+    """Architecture of one block network — stored with every checkpoint so it is self-describing. The trunk's
+    shape (width, heads, MLP ratio, layers) and `num_classes` (classes, or a sequence task's vocabulary) are
+    every task's; the image fields default to "no image" and `seq_len` to "no sequence", so a task sets only the
+    fields of its own input. (Keyword-only; the field order is the stored metadata's key order.)"""
 
-    image_size: int
-    channels: int
+    image_size: int = 0  # image tasks: side of the square image
+    channels: int = 0  # image tasks: image channels
     num_classes: int
-    patch_size: int
+    patch_size: int = 1  # image tasks: patch side
     hidden_size: int
     num_heads: int
     mlp_ratio: float

@@ -168,10 +168,7 @@ class MaskedDiffusionText:
     def net_spec(self, config, num_layers: int) -> NetSpec:
         model = config.model
         return NetSpec(
-            image_size=0,
-            channels=0,
             num_classes=len(self.vocabulary),
-            patch_size=1,
             hidden_size=model.hidden_size,
             num_heads=model.num_heads,
             mlp_ratio=model.mlp_ratio,
