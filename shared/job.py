@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from shared.config import Config
+from shared.config import Config, parse_config
 from shared.model import NetSpec
 from shared.partition import BlockSpec
 from shared.plan import block_seed, net_spec
@@ -50,7 +50,7 @@ class BlockJob:
     def from_dict(cls, data: dict) -> BlockJob:
         return cls(
             run_id=data["run_id"],
-            config=Config.model_validate(data["config"]),
+            config=parse_config(data["config"], stored=True),  # the task's own run config, as written
             block=BlockSpec(**data["block"]),
             total_steps=data.get("total_steps"),
             generation=data.get("generation", 0),

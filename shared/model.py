@@ -62,8 +62,13 @@ def fourier_features(c_noise: torch.Tensor, dim: int = 256) -> torch.Tensor:
     return torch.cat([angles.cos(), angles.sin()], dim=1)
 
 
+def per_token(v: torch.Tensor) -> torch.Tensor:
+    """A conditioning-derived (N, D) vector as (N, 1, D), to broadcast over tokens; (N, T, D) (one per token) as is."""
+    return v[:, None, :] if v.dim() == 2 else v
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale[:, None, :]) + shift[:, None, :]
+    return x * (1 + per_token(scale)) + per_token(shift)
 
 
 class TransformerLayer(nn.Module):
@@ -85,14 +90,26 @@ class TransformerLayer(nn.Module):
         nn.init.zeros_(self.ada.bias)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
-        """`attn_bias`: (H, T, T) added to the attention logits (text: ALiBi's distance penalty), or None."""
+        """`cond`: (N, D), or (N, T, D) for one conditioning per token. `attn_bias`: (H, T, T) added to the
+        attention logits (text: ALiBi's distance penalty; a boolean mask allows where True), or None."""
+        q, k, v, mods = self.attention_inputs(x, cond)
+        return self.finish(x, F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias), mods)
+
+    def attention_inputs(self, x: torch.Tensor, cond: torch.Tensor):
+        """(q, k, v), each (N, H, T, D/H), and the adaLN modulations the rest of the layer needs: the first half of
+        `forward`, apart so a caller may attend over keys and values of its own (a cached prefix)."""
         n, t, d = x.shape  # (N, T, D)
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(cond)).chunk(6, dim=1)
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(cond)).chunk(6, dim=-1)
         h = modulate(self.norm1(x), shift1, scale1)
         q, k, v = self.qkv(h).view(n, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)  # (N, H, T, D/H)
-        x = x + gate1[:, None, :] * self.proj(attn.transpose(1, 2).reshape(n, t, d))
-        x = x + gate2[:, None, :] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        return q, k, v, (gate1, shift2, scale2, gate2)
+
+    def finish(self, x: torch.Tensor, attn: torch.Tensor, mods) -> torch.Tensor:
+        """The second half of `forward`: the attention output (N, H, T, D/H) projected and gated in, then the MLP."""
+        gate1, shift2, scale2, gate2 = mods
+        n, t, d = x.shape
+        x = x + per_token(gate1) * self.proj(attn.transpose(1, 2).reshape(n, t, d))
+        x = x + per_token(gate2) * self.mlp(modulate(self.norm2(x), shift2, scale2))
         return x
 
 
@@ -128,7 +145,7 @@ class AdaLNTrunk(nn.Module):
 
     def project_out(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """(N, T, D) -> (N, T, out_features) through the adaLN output norm and the head."""
-        shift, scale = self.ada_out(F.silu(cond)).chunk(2, dim=1)
+        shift, scale = self.ada_out(F.silu(cond)).chunk(2, dim=-1)
         return self.head(modulate(self.norm_out(x), shift, scale))
 
 

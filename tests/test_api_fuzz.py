@@ -35,11 +35,12 @@ def test_schemathesis_finds_no_contract_failure(redis_url, shared_ray, tmp_path)
         "DBLOCKS_KEY_PREFIX": "t-fuzz",
         "RAY_AUTH_MODE": "disabled",
     }
+    log = tmp_path / "service.log"  # a file, not a pipe: nobody reads a pipe while st runs, and a full one blocks
     service = subprocess.Popen(
         [sys.executable, "-m", "coordinator.cli", "serve", "--port", str(port)],
         cwd=tmp_path,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -47,7 +48,7 @@ def test_schemathesis_finds_no_contract_failure(redis_url, shared_ray, tmp_path)
     try:
         deadline = time.monotonic() + 120
         while True:
-            assert service.poll() is None, service.stdout.read().decode()[-3000:]
+            assert service.poll() is None, log.read_text()[-3000:]
             try:
                 if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
                     break
@@ -81,7 +82,7 @@ def test_schemathesis_finds_no_contract_failure(redis_url, shared_ray, tmp_path)
             timeout=400,
         )
         summary = result.stdout[-6000:]
-        assert result.returncode == 0, summary
+        assert result.returncode == 0, summary + "\nservice log:\n" + log.read_text()[-3000:]
         paths = httpx.get(f"{url}/openapi.json").json()["paths"]
         operations = sum(len(methods) for methods in paths.values())
         assert f"Tested: {operations}" in summary  # every operation of the schema was exercised

@@ -175,3 +175,21 @@ def test_history_is_written_in_segments_and_read_back_whole(tmp_path):
     history = block_history(storage, job)
     assert [m["step"] for m in history] == list(range(0, 2 * n + n // 2 + 2))
     assert json.loads(storage.read_text(progress_path(storage, job)))["step"] == 2 * n + n // 2 + 1
+
+
+@pytest.mark.parametrize("task", ["image_generation", "classification", "text", "autoregressive"])
+def test_every_tasks_job_crosses_to_the_worker_as_it_left(task):
+    """A block job travels to its Ray worker as a dict: each task's run config (its own section included) comes
+    back equal, and a job the worker cannot read fails its block rather than leave it waiting."""
+    from shared.config import parse_config
+    from shared.job import BlockJob
+    from shared.plan import block_specs
+    from workers.ray_entry import fit_block
+
+    overrides = {"autoregressive": {"tokenizer": "bytes"}} if task == "autoregressive" else {}
+    config = parse_config({"task": task, **overrides, "model": {"num_layers": 6}})
+    job = BlockJob(run_id="r", config=config, block=block_specs(config)[0])
+    assert BlockJob.from_dict(job.to_dict()) == job
+    broken = {**job.to_dict(), "config": {**job.to_dict()["config"], "nonsense": 1}}
+    result = fit_block(broken, "/nonexistent", previews=False)
+    assert result["ok"] is False and "nonsense" in result["error"]

@@ -153,9 +153,10 @@ def make_trainer(job: BlockJob, *, storage_uri: str, previews: bool = True) -> T
 
 
 def fit_block(job_dict: dict, storage_uri: str, previews: bool = True) -> dict:
-    """Run one block to completion; returns {"ok", "checkpoint_path", "metrics", "error"} (never raises)."""
-    job = BlockJob.from_dict(job_dict)
+    """Run one block to completion; returns {"ok", "checkpoint_path", "metrics", "error"} (never raises: a job that
+    cannot even be read fails like one whose training failed, instead of leaving its actor waiting forever)."""
     try:
+        job = BlockJob.from_dict(job_dict)
         result = make_trainer(job, storage_uri=storage_uri, previews=previews).fit()
     except Exception as err:  # TrainingFailedError and friends: the coordinator decides what to do next
         return {"ok": False, "error": f"{type(err).__name__}: {err}", "checkpoint_path": None, "metrics": {}}

@@ -14,7 +14,7 @@ from coordinator.cli.common import SetOpt, answered, client, fail, load, open_di
 from coordinator.store import close_embedded
 from shared.checkpoint import CheckpointError
 from shared.data import data_shape
-from shared.tasks import PREDICT, SAMPLES_PNG, SAMPLES_TXT, TASKS
+from shared.tasks import PREDICT, PROMPTS, SAMPLES_PNG, SAMPLES_TXT, TASKS
 
 
 @app.command()
@@ -112,11 +112,23 @@ def sample(
     ],
     num_per_class: Annotated[int | None, typer.Option(help="Samples per class.")] = None,
     num: Annotated[int | None, typer.Option(help="Text runs: how many samples (default 8).")] = None,
-    length: Annotated[int | None, typer.Option(help="Text runs: symbols per sample (default: text.seq_len).")] = None,
+    length: Annotated[
+        int | None,
+        typer.Option(help="Text runs: symbols per sample (default: text.seq_len); autoregressive: tokens generated."),
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Sampler steps.")] = None,
     cfg: Annotated[float | None, typer.Option("--cfg", help="Guidance scale.")] = None,
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
     weights: Annotated[str | None, typer.Option(help="ema or raw.")] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            help="Autoregressive runs: the text each sample continues (each line: the prompt and its continuation)."
+        ),
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Autoregressive runs: sampling temperature (0: the most likely token).")
+    ] = None,
     server: Annotated[
         str | None,
         typer.Option(
@@ -129,14 +141,32 @@ def sample(
     """Sample from an assembled run directory (the manifest is verified first), or through the service.
 
     Examples: dblocks sample runs/demo --num-per-class 8 --out grid.png;
-    dblocks sample RUN_ID --server http://127.0.0.1:8000 --steps 30 --out grid.png
+    dblocks sample RUN_ID --server http://127.0.0.1:8000 --steps 30 --out grid.png;
+    dblocks sample runs/lm --prompt "The " --num 4 --length 32 --out continued.txt
     """
+    if out.suffix == ".txt":
+        prompted = {k: v for k, v in {"prompt": prompt, "temperature": temperature}.items() if v is not None}
+        _sample_text(
+            run_dir,
+            out,
+            num=num,
+            length=length,
+            steps=steps,
+            seed=seed,
+            weights=weights,
+            server=server,
+            prompted=prompted,
+        )
+    else:
+        params = {"num_per_class": num_per_class, "steps": steps, "cfg": cfg, "seed": seed, "weights": weights}
+        _sample_images(run_dir, out, server=server, **params)
+
+
+def _sample_images(run_dir: Path, out: Path, *, server, num_per_class, steps, cfg, seed, weights) -> None:
+    """`dblocks sample RUN --out FILE.png|.npz`: a grid or the raw samples, from a run directory or the service."""
     from shared.images import save_grid
     from shared.tasks.outputs import outputs_for
 
-    if out.suffix == ".txt":
-        _sample_text(run_dir, out, num=num, length=length, steps=steps, seed=seed, weights=weights, server=server)
-        return
     if out.suffix not in (".png", ".npz"):
         fail(f"--out {out}: must end in .png or .npz (.txt for a text run)")
     if weights not in (None, "ema", "raw"):
@@ -178,21 +208,25 @@ def sample(
     typer.echo(f"wrote {len(labels)} samples to {out}")
 
 
-def _sample_text(run_dir: Path, out: Path, *, num, length, steps, seed, weights, server) -> None:
-    """`dblocks sample RUN --out FILE.txt`: one generated text per line, from a run directory or the service."""
+def _sample_text(run_dir: Path, out: Path, *, num, length, steps, seed, weights, server, prompted) -> None:
+    """`dblocks sample RUN --out FILE.txt`: one generated text per line, from a run directory or the service;
+    `prompted`: --prompt / --temperature, for a task that continues prompts."""
     from shared.tasks.outputs import outputs_for
 
     if weights not in (None, "ema", "raw"):
         fail(f"--weights {weights!r}: must be 'ema' or 'raw'")
     if server and not run_dir.is_dir():
-        params = {"num": num or 8, "length": length, "steps": steps, "seed": seed, "weights": weights}
+        params = {"num": num or 8, "length": length, "steps": steps, "seed": seed, "weights": weights, **prompted}
         with answered(), client(server) as c:
             out.write_text(c.samples_txt(str(run_dir), **params))
         typer.echo(f"wrote the samples of {run_dir} to {out}")
         return
     config = run_config(run_dir)
-    if SAMPLES_TXT not in TASKS[config.task].outputs:
+    outputs = TASKS[config.task].outputs
+    if SAMPLES_TXT not in outputs:
         fail(f"--out {out}: a .txt file holds text samples; {run_dir} is a {config.task} run (use .png or .npz)")
+    if prompted and PROMPTS not in outputs:
+        fail(f"--{'/--'.join(prompted)}: {run_dir} is a {config.task} run; it takes no prompts")
     try:
         texts = outputs_for(config).sample_texts(
             run_dir,
@@ -202,13 +236,14 @@ def _sample_text(run_dir: Path, out: Path, *, num, length, steps, seed, weights,
             steps=steps,
             seed=config.sample.seed if seed is None else seed,
             weights=weights or config.sample.weights,
+            **prompted,
         )
     except ValueError as err:
-        fail(f"--num/--length: {err}")
+        fail(f"--num/--length/--prompt: {err}")
     except CheckpointError as err:
         fail(str(err), 1)
     out.write_text("".join(t + "\n" for t in texts))
-    typer.echo(f"wrote {len(texts)} samples of {len(texts[0])} characters to {out}")
+    typer.echo(f"wrote {len(texts)} samples ({len(texts[0])} characters in the first) to {out}")
 
 
 @app.command("eval")

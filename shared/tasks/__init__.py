@@ -10,15 +10,18 @@ API and the CLI never compare the name (tests/test_layering.py pins it). A new t
 from __future__ import annotations
 
 from shared.data.resolve import confine_sources
-from shared.tasks.base import PREDICT, SAMPLES_PNG, SAMPLES_TXT, Task
+from shared.tasks.autoregressive.task import Autoregressive
+from shared.tasks.base import PREDICT, PROMPTS, SAMPLES_PNG, SAMPLES_TXT, Task
 from shared.tasks.classification.task import Classification
 from shared.tasks.image_generation.task import ImageGeneration
 from shared.tasks.text.task import MaskedDiffusionText
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ImageGeneration, Classification, MaskedDiffusionText)}
+TASKS: dict[str, type[Task]] = {
+    cls.name: cls for cls in (ImageGeneration, Classification, MaskedDiffusionText, Autoregressive)
+}
 LEGACY_TASK = ImageGeneration.name  # the task of block files and manifests written before tasks existed
 
-__all__ = ["LEGACY_TASK", "PREDICT", "SAMPLES_PNG", "SAMPLES_TXT", "TASKS", "Task", "get_task", "register"]
+__all__ = ["LEGACY_TASK", "PREDICT", "PROMPTS", "SAMPLES_PNG", "SAMPLES_TXT", "TASKS", "Task", "get_task", "register"]
 
 
 def register(cls: type[Task]) -> type[Task]:

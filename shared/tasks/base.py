@@ -5,7 +5,7 @@ calls it; it never compares the name.
 
 What a finished run of a task may serve is declared in `outputs` (the API's artefact routes and the CLI's
 `sample` / `predict` check it): `SAMPLES_PNG` (a grid of generated images), `SAMPLES_TXT` (generated text),
-`PREDICT` (labels for given images).
+`PREDICT` (labels for given images), `PROMPTS` (text samples that continue a caller's prompt).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 SAMPLES_PNG = "samples.png"
 SAMPLES_TXT = "samples.txt"
 PREDICT = "predict"
+PROMPTS = "prompts"  # its text samples continue a given prompt (`sample_texts(..., prompt=...)`)
 
 
 class Task(Protocol):
@@ -34,7 +35,7 @@ class Task(Protocol):
     section: ClassVar[str | None]  # the config section this task owns (`classification`, `text`), or None
     section_model: ClassVar[type | None]  # its pydantic model (a `shared.config_base.Section`); the run config of
     # this task is `shared.config.config_class(name)`: the shared sections plus this one
-    outputs: ClassVar[frozenset[str]]  # what a finished run serves: SAMPLES_PNG, SAMPLES_TXT, PREDICT
+    outputs: ClassVar[frozenset[str]]  # what a finished run serves: SAMPLES_PNG, SAMPLES_TXT, PREDICT, PROMPTS
 
     # The run config -> the plan
     @classmethod
@@ -161,7 +162,8 @@ class Outputs(Protocol):
         `params` (num_per_class, num_steps, cfg_scale, seed, weights) not given come from the run's config."""
 
     def sample_texts(self, run_dir: Path, config, **params) -> list[str]:
-        """SAMPLES_TXT: fresh texts (num, length, steps, seed, weights) from the assembled model."""
+        """SAMPLES_TXT: fresh texts (num, length, steps, seed, weights; with PROMPTS also prompt, temperature) from
+        the assembled model, one line each."""
 
     def predict(self, run_dir: Path, config, images: torch.Tensor, *, weights: str, seed: int) -> torch.Tensor:
         """PREDICT: class probabilities (N, K) for `images` (N, C, H, W in [-1, 1])."""

@@ -6,12 +6,15 @@ this one.
 
 from __future__ import annotations
 
+from shared.tasks.autoregressive.outputs import AutoregressiveOutputs
 from shared.tasks.base import Outputs
 from shared.tasks.classification.outputs import ClassificationOutputs
 from shared.tasks.image_generation.outputs import ImageGenerationOutputs
 from shared.tasks.text.outputs import TextOutputs
 
-OUTPUTS: dict[str, Outputs] = {o.name: o for o in (ImageGenerationOutputs(), ClassificationOutputs(), TextOutputs())}
+OUTPUTS: dict[str, Outputs] = {
+    o.name: o for o in (ImageGenerationOutputs(), ClassificationOutputs(), TextOutputs(), AutoregressiveOutputs())
+}
 
 
 def register_outputs(outputs: Outputs) -> Outputs:

@@ -96,6 +96,7 @@ def load_corpus(text_cfg, *, confined: bool = False) -> Corpus:
         text_cfg.seq_len,
         source=source,
         unit="characters",
+        field="text",
     )
     return Corpus(ids=ids, vocabulary=vocabulary, bounds=bounds, source=source)
 
