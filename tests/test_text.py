@@ -300,18 +300,25 @@ def test_a_text_run_directory_loads_and_samples_through_its_manifest(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_validates_and_plans(path, tmp_path):
-    """Every example config is a valid config with a plan; text8_paper.yaml with a stand-in for text8."""
+    """Every example config is a valid config with a plan; the paper configs with a stand-in for their corpus."""
     overrides = []
     if path.name == "text8_paper.yaml":
         corpus = tmp_path / "text8"
         corpus.write_text("the quick brown fox jumps over the lazy dog " * 2000)
         overrides = [f"text.source={corpus}"]
+    if path.name == "lm1b_paper.yaml":  # LM1B is not shipped: a stand-in, and a BPE it can fill
+        corpus = tmp_path / "lm1b.txt"
+        corpus.write_text("".join(f"sentence {i} of a billion words, more or less.\n" for i in range(4000)))
+        overrides = [f"autoregressive.source={corpus}", "autoregressive.vocab_size=400"]
     config = resolve_data(load_config(path, overrides)) if path.name != "shapes.yaml" else load_config(path, [])
     plan = plan_json(config) if path.name != "shapes.yaml" else None
     assert plan is None or len(plan["blocks"]) == config.planned_blocks
     if path.name == "text8_paper.yaml":
         assert [b["layers"] for b in plan["blocks"]] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
         assert plan["boundaries"] == pytest.approx([0, 1 / 3, 2 / 3, 1]) and config.model.hidden_size == 768
+    if path.name == "lm1b_paper.yaml":
+        assert [b["layers"] for b in plan["blocks"]] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+        assert config.blocks.overlap_gamma == 0.1 and config.autoregressive.seq_len == 256
 
 
 def test_a_sample_longer_than_the_trained_sequence_is_refused(tmp_path):

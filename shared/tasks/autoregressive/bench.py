@@ -14,12 +14,12 @@ SMALL = Budget([BACKPROP, END_TO_END, equiprobable(4, 0.1)], [0, 1, 2], ())
 DOC = TaskDoc(
     title="autoregressive LM (next-token denoising), MAUVE and generative perplexity",
     page_name="quality-autoregressive.md",
-    metrics=(("mauve", "MAUVE"), ("gen_ppl", "gen. perplexity")),
+    metrics=(("mauve", "MAUVE"), ("gen_ppl", "gen. perplexity"), ("tokens_per_s", "tokens/s generated")),
     compared=("mauve",),
     reference=lambda r: r.get("label") == "backprop",
     reference_name="backprop",
     intro="""Base config `configs/autoregressive.yaml` (8 layers, width 64, a 512-token BPE trained on the training
-chunk, contexts of 64 tokens) on the built-in corpus (Python's documentation text). Each run continues held-out
+chunk, contexts of 64 tokens) on the built-in corpus (Python's documentation text). Each run continues 256 held-out
 prompts of 16 tokens by 16 tokens (temperature 1); MAUVE compares the continuations with the true ones in the
 features of a reference LM the project trains once on the training chunk (higher is better), and generative
 perplexity is the continuations' perplexity under that reference (lower is better; the true continuations' is in
@@ -34,7 +34,7 @@ the JSON, `true_continuation_ppl`).
 
 QUALITY = QualityBench(
     default_config="configs/autoregressive.yaml",
-    metrics=("mauve", "gen_ppl"),
+    metrics=("mauve", "gen_ppl", "tokens_per_s"),
     budgets={"small": SMALL},
     paper=PAPER,
     paper_key="paper_mauve",

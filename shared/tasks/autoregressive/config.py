@@ -67,7 +67,7 @@ class AutoregressiveConfig(Section):
         1.0, ge=0, le=10, description="Sampling temperature of each generated token; 0 = the most likely token."
     )
     eval_prompts: int = Field(
-        128, ge=8, le=10_000, description="Held-out prompts the evaluation continues (MAUVE, generative perplexity)."
+        256, ge=8, le=10_000, description="Held-out prompts the evaluation continues (MAUVE, generative perplexity)."
     )
     eval_prompt_tokens: int = Field(16, ge=1, le=4096, description="Tokens per evaluation prompt.")
     eval_continuation_tokens: int = Field(16, ge=1, le=4096, description="Tokens generated per evaluation prompt.")
