@@ -17,9 +17,8 @@ from pathlib import Path
 import torch
 
 from shared.config import EQUAL_STEPS, load_config
-from shared.data import load_split
 from shared.job import BlockJob
-from shared.model import count_params
+from shared.tasks import resolve_data, task_for
 from workers.reporting import NullReporter
 from workers.train_block import train_block
 
@@ -59,7 +58,7 @@ def analytic_bytes(
     }
 
 
-def warm_up(config, data, device: torch.device) -> None:
+def warm_up(config, device: torch.device) -> None:
     """Train a 1-layer, 32-wide block for 2 steps (with a checkpoint), so that code pages, thread pools and
     allocator arenas that any training touches are already resident in the baseline."""
     tiny = load_config_like(
@@ -80,7 +79,7 @@ def warm_up(config, data, device: torch.device) -> None:
 
     train_block(
         BlockJob(run_id="warmup", config=tiny, block=block_specs(tiny)[0]),
-        data=data,
+        data=task_for(tiny).train_batches(tiny, seed=0),
         reporter=NullReporter(),
         device=device,
     )
@@ -108,15 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.case != "block":
         overrides += ["train.mode=end_to_end", f"train.activation_checkpointing={args.case == 'e2e_checkpointed'}"]
-    config = load_config(args.config, overrides)
-    from shared.plan import block_specs
+    config = resolve_data(load_config(args.config, overrides))
+    from shared.plan import block_params, block_specs
 
     spec = block_specs(config)[args.block if args.case == "block" else 0]
     job = BlockJob(run_id="memprobe", config=config, block=spec)
     torch.set_num_threads(1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    data = load_split(config.data, "train")
-    warm_up(config, data, device)
+    data = task_for(config).train_batches(config, seed=job.seed)
+    warm_up(config, device)
     if device.type == "cuda":  # GPU: the allocator's own peak, from zero
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -130,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         measured = _status("VmHWM") - baseline
     net = job.net
     analytic = analytic_bytes(
-        count_params(net),
+        block_params(config, net.num_layers),
         batch=config.train.batch_size,
-        tokens=(net.image_size // net.patch_size) ** 2,
+        tokens=task_for(config).tokens_per_example(net),
         width=net.hidden_size,
         heads=net.num_heads,
         num_layers=net.num_layers,

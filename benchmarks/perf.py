@@ -14,8 +14,8 @@ import torch
 
 from shared.assembly import AssembledDenoiser, load_assembled
 from shared.config import EQUAL_STEPS, Config
-from shared.model import BlockNet, NetSpec, count_params
-from shared.plan import block_specs, boundaries, net_spec
+from shared.model import BlockNet, NetSpec
+from shared.plan import block_params, block_specs, boundaries, net_spec
 from shared.precond import Denoiser
 from shared.sampling import euler_step, guided
 
@@ -53,7 +53,7 @@ def probe(config_path: Path, case: str, block: int = 0, steps: int = 3, override
 
 def private_params(config: Config) -> int:
     """Parameters a block owns besides its layers: embeddings, noise embedder, head."""
-    return count_params(net_spec(config, 0))
+    return block_params(config, 0)
 
 
 def bench_memory(config_path: Path, config: Config, overrides: list[str] = ()) -> dict:

@@ -49,6 +49,13 @@ EXAMPLES = {
         None,
         [0.05, 0.3, 0.7, 1.0],
     ),
+    "autoregressive": (
+        {"tokenizer": "bytes", "seq_len": 12},
+        NetSpec(num_classes=256, hidden_size=32, num_heads=2, mlp_ratio=2.0, num_layers=1, seq_len=12),
+        torch.randint(0, 256, (4, 12)),
+        None,
+        [0.01, 0.1, 1.0, 10.0],
+    ),
 }
 
 
@@ -228,7 +235,7 @@ def test_a_run_sets_only_its_own_tasks_section_and_names_only_registered_tasks()
     for overrides, words in (
         (["classification.objective=backprop", "train.mode=end_to_end"], "classification: the section of another"),
         (["task=classification", "text.seq_len=64"], "text: the section of another task; this run's task is class"),
-        (["task=painting"], "task 'painting' does not exist; available: ['classification', 'image_generation'"),
+        (["task=painting"], f"task 'painting' does not exist; available: {sorted(TASKS)}"),
     ):
         with pytest.raises(ConfigError, match=re.escape(words)):
             load_config(TINY, overrides)

@@ -76,6 +76,9 @@ class Task(Protocol):
     def net_spec(self, config, num_layers: int) -> NetSpec:
         """The shape of a block of `num_layers` layers under `config`."""
 
+    def tokens_per_example(self, spec: NetSpec) -> int:
+        """Tokens a block's layers attend over per example (the activation memory model of `dblocks bench memory`)."""
+
     # Training one block
     def network(self, spec: NetSpec, *, activation_checkpointing: bool = False) -> nn.Module:
         """A fresh block network F (its state dict is what a block file holds)."""

@@ -52,6 +52,9 @@ class EDMTask:
             output_conv=model.output_conv,
         )
 
+    def tokens_per_example(self, spec: NetSpec) -> int:
+        return (spec.image_size // spec.patch_size) ** 2
+
     def boundaries(self, config) -> list[float]:
         """B + 1 ascending sigmas (B = the planned blocks): equal training mass, or uniform in log sigma."""
         n, noise = config.planned_blocks, config.noise

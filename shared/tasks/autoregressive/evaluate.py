@@ -120,7 +120,7 @@ def eval_windows(test_ids: np.ndarray, section) -> torch.Tensor:
     evenly spread over it."""
     windows = sequences(test_ids, section.eval_prompt_tokens + section.eval_continuation_tokens)
     if len(windows) > section.eval_prompts:
-        windows = windows[torch.linspace(0, len(windows) - 1, section.eval_prompts).long()]
+        windows = windows[torch.linspace(0, len(windows) - 1, section.eval_prompts, device="cpu").long()]
     return windows
 
 

@@ -87,7 +87,7 @@ def denoise_next(assembled, caches, n: int, width: int, sigmas: list[float], gen
     z = (sigmas[0] * torch.randn(n, width, generator=generator, device="cpu")).to(device)
     logits = None
     for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
-        index = int(assembled.route(torch.tensor([sigma], dtype=torch.float64))[0])
+        index = int(assembled.route(torch.tensor([sigma], dtype=torch.float64, device="cpu"))[0])
         block = assembled.blocks[index]
         c_in, c_noise = block.scalings(torch.full((n,), sigma, device=device))
         logits = caches[index].denoise_logits(c_in * z, c_noise)

@@ -115,8 +115,8 @@ class PrefixCache:
 
     def __init__(self, net: NextTokenNet, batch: int, window: int):
         self.net, self.window = net, window
-        empty = torch.empty(batch, net.spec.num_heads, 0, net.spec.hidden_size // net.spec.num_heads)
-        empty = empty.to(net.clean_cond)
+        heads, width = net.spec.num_heads, net.spec.hidden_size
+        empty = net.clean_cond.new_empty((batch, heads, 0, width // heads))  # on the block's device and dtype
         self.keys = [empty] * len(net.layers)
         self.values = [empty] * len(net.layers)
 

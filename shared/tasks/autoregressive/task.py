@@ -136,6 +136,9 @@ class Autoregressive:
             seq_len=self.seq_len,
         )
 
+    def tokens_per_example(self, spec: NetSpec) -> int:
+        return 2 * spec.seq_len  # the clean stream and the noisy one
+
     def boundaries(self, config) -> list[float]:
         """B + 1 ascending sigmas: equal training mass, or uniform in log sigma (as for images)."""
         n, noise = config.planned_blocks, config.noise

@@ -149,6 +149,9 @@ class Classification(EDMTask):
                 f"train.mode end_to_end (got {config.train.mode})"
             )
 
+    def tokens_per_example(self, spec: NetSpec) -> int:
+        return (spec.image_size // spec.patch_size) ** 2 + 1  # the patches and the label token
+
     def network(self, spec: NetSpec, *, activation_checkpointing: bool = False) -> nn.Module:
         return LabelDenoiserNet(spec, activation_checkpointing=activation_checkpointing)
 

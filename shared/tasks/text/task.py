@@ -176,6 +176,9 @@ class MaskedDiffusionText:
             seq_len=self.seq_len,
         )
 
+    def tokens_per_example(self, spec: NetSpec) -> int:
+        return spec.seq_len
+
     def boundaries(self, config) -> list[float]:
         """B + 1 ascending times at equal training mass: alpha(t_a) - alpha(t_b) equal, i.e. t_b = b / B."""
         n = config.planned_blocks
