@@ -137,7 +137,7 @@ class Autoregressive:
         )
 
     def tokens_per_example(self, spec: NetSpec) -> int:
-        return 2 * spec.seq_len  # the clean stream and the noisy one
+        return spec.seq_len * (2 if self.objective == "denoising" else 1)  # the clean stream and the noisy one
 
     def boundaries(self, config) -> list[float]:
         """B + 1 ascending sigmas: equal training mass, or uniform in log sigma (as for images)."""
