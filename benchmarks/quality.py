@@ -22,7 +22,7 @@ from coordinator.service import Coordinator
 from coordinator.store import Store
 from shared.config import EQUAL_STEPS, Config, load_config
 from shared.plan import layer_updates
-from shared.tasks import LEGACY_TASK
+from shared.tasks import LEGACY_TASK, resolve_data
 from shared.tasks.base import EvalOptions
 from shared.tasks.bench import WEIGHTS, Budget, Case, QualityBench, mean_std
 from shared.tasks.outputs import OUTPUTS
@@ -164,10 +164,11 @@ def bench_quality(
             run_id = _run_id(budget, case, seed, config)
             run_dir = out_dir / run_id
             log(f"== {case.label}, seed {seed}: {run_dir}")
-            train_case(config, run_id, run_dir, store=store, dispatcher=dispatcher, log=log)
+            resolved = resolve_data(config)  # its data facts (a trained tokenizer); the sha stays the case's own
+            train_case(resolved, run_id, run_dir, store=store, dispatcher=dispatcher, log=log)
             options = {"num_samples": num_samples, "seed": 0, "cache_dir": cache_dir, "num_steps": spec.num_steps}
             evals = {
-                which: outputs.evaluate(run_dir, config, EvalOptions(weights=which, **options)) for which in WEIGHTS
+                which: outputs.evaluate(run_dir, resolved, EvalOptions(weights=which, **options)) for which in WEIGHTS
             }
             base.update(quality.report_fields(config, evals["ema"]))
             for which, ev in evals.items():
