@@ -324,11 +324,14 @@ def test_lost_node_moves_its_block_to_another_node(service_env, multinode_cluste
         run = service.run(run_id)
         assert run["state"] == "SUCCEEDED", run
         moved = [b for b in run["blocks"] if b["resumed_from_step"] > 0]
-        assert len(moved) == 1
-        (block,) = moved
-        old_node, old_step = before[block["index"]]
-        report_cost("node lost", old_step, block["resumed_from_step"])
-        assert block["node"] != old_node  # it finished on another node
-        assert block["resumed_from_step"] >= old_step - 100 - 40 and block["step"] == STEPS
+        training = [b for b in moved if before[b["index"]][1] < STEPS]
+        assert training, (moved, before)  # the block training on the lost node moved
+        for block in training:
+            old_node, old_step = before[block["index"]]
+            report_cost("node lost", old_step, block["resumed_from_step"])
+            assert block["node"] != old_node  # it finished on another node
+            assert block["resumed_from_step"] >= old_step - 100 - 40 and block["step"] == STEPS
+        for block in moved:  # a block that had finished but whose job went down with the node resumes at its end
+            assert block in training or block["resumed_from_step"] == STEPS, (block, before)
     finally:
         service.stop()
