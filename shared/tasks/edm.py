@@ -11,8 +11,28 @@ from shared.noise import sample_sigmas
 from shared.partition import equiprobable_boundaries, uniform_log_boundaries, widen
 
 
-class EDMTask:
+class SigmaAxis:
+    """The EDM sigma axis, as a task's plan and training use it: equi-probability (or uniform log) boundaries,
+    the overlap in log sigma, and the truncated log-normal draw (the EDM tasks, and the autoregressive LM)."""
+
     axis = "sigma"  # the noise level: higher is noisier; block 0 owns the highest
+
+    def boundaries(self, config) -> list[float]:
+        """B + 1 ascending sigmas (B = the planned blocks): equal training mass, or uniform in log sigma."""
+        n, noise = config.planned_blocks, config.noise
+        if config.blocks.partition == "uniform_log":
+            return uniform_log_boundaries(n, noise.sigma_min, noise.sigma_max)
+        return equiprobable_boundaries(n, noise.p_mean, noise.p_std, noise.sigma_min, noise.sigma_max)
+
+    def widen(self, lo: float, hi: float, gamma: float, lo_min: float, hi_max: float) -> tuple[float, float]:
+        return widen(lo, hi, gamma, lo_min, hi_max)  # in log sigma
+
+    def sample_noise(self, num: int, lo: float, hi: float, config, generator: torch.Generator) -> torch.Tensor:
+        noise = config.noise
+        return sample_sigmas(num, lo, hi, noise.p_mean, noise.p_std, generator=generator)
+
+
+class EDMTask(SigmaAxis):
     progress_metric: str | None = None
     section: str | None = None
     section_model: type | None = None
@@ -54,20 +74,6 @@ class EDMTask:
 
     def tokens_per_example(self, spec: NetSpec) -> int:
         return (spec.image_size // spec.patch_size) ** 2
-
-    def boundaries(self, config) -> list[float]:
-        """B + 1 ascending sigmas (B = the planned blocks): equal training mass, or uniform in log sigma."""
-        n, noise = config.planned_blocks, config.noise
-        if config.blocks.partition == "uniform_log":
-            return uniform_log_boundaries(n, noise.sigma_min, noise.sigma_max)
-        return equiprobable_boundaries(n, noise.p_mean, noise.p_std, noise.sigma_min, noise.sigma_max)
-
-    def widen(self, lo: float, hi: float, gamma: float, lo_min: float, hi_max: float) -> tuple[float, float]:
-        return widen(lo, hi, gamma, lo_min, hi_max)  # in log sigma
-
-    def sample_noise(self, num: int, lo: float, hi: float, config, generator: torch.Generator) -> torch.Tensor:
-        noise = config.noise
-        return sample_sigmas(num, lo, hi, noise.p_mean, noise.p_std, generator=generator)
 
     def train_batches(self, config, *, seed: int, rank: int = 0, world_size: int = 1):
         return train_batches(config.data, seed=seed, rank=rank, world_size=world_size)

@@ -22,12 +22,12 @@ from torch import nn
 
 from shared.data.corpus import TokenBatches, sequences
 from shared.model import NetSpec
-from shared.noise import edm_scalings, loss_weight, sample_sigmas
-from shared.partition import equiprobable_boundaries, uniform_log_boundaries, widen
+from shared.noise import edm_scalings, loss_weight
 from shared.tasks.autoregressive.config import AutoregressiveConfig
 from shared.tasks.autoregressive.net import NextTokenNet
 from shared.tasks.autoregressive.tokens import Tokens, load_token_corpus, resolve_tokens
 from shared.tasks.base import PROMPTS, SAMPLES_TXT
+from shared.tasks.edm import SigmaAxis
 
 OBJECTIVES = ("denoising", "backprop")
 
@@ -59,9 +59,8 @@ class NextTokenDenoiser(nn.Module):
         return logits.float().softmax(dim=-1) @ self.net.targets
 
 
-class Autoregressive:
+class Autoregressive(SigmaAxis):
     name = "autoregressive"
-    axis = "sigma"
     progress_metric = "accuracy"  # next-token accuracy of the block's logits on its training batch, at its sigmas
     section = "autoregressive"
     section_model = AutoregressiveConfig
@@ -138,19 +137,6 @@ class Autoregressive:
 
     def tokens_per_example(self, spec: NetSpec) -> int:
         return spec.seq_len * (2 if self.objective == "denoising" else 1)  # the clean stream and the noisy one
-
-    def boundaries(self, config) -> list[float]:
-        """B + 1 ascending sigmas: equal training mass, or uniform in log sigma (as for images)."""
-        n, noise = config.planned_blocks, config.noise
-        if config.blocks.partition == "uniform_log":
-            return uniform_log_boundaries(n, noise.sigma_min, noise.sigma_max)
-        return equiprobable_boundaries(n, noise.p_mean, noise.p_std, noise.sigma_min, noise.sigma_max)
-
-    def widen(self, lo: float, hi: float, gamma: float, lo_min: float, hi_max: float) -> tuple[float, float]:
-        return widen(lo, hi, gamma, lo_min, hi_max)  # in log sigma
-
-    def sample_noise(self, num: int, lo: float, hi: float, config, generator: torch.Generator) -> torch.Tensor:
-        return sample_sigmas(num, lo, hi, config.noise.p_mean, config.noise.p_std, generator=generator)
 
     def train_batches(self, config, *, seed: int, rank: int = 0, world_size: int = 1):
         section = config.autoregressive
