@@ -31,6 +31,7 @@ from shared.config_base import (
 from shared.data.builtin import DATASETS
 from shared.data.config import DataConfig
 from shared.partition import split_layers
+from shared.pretrained.config import InitConfig
 from shared.sections import (
     BlockResources,
     BlocksConfig,
@@ -56,6 +57,7 @@ __all__ = [
     "BlockResources",
     "BlocksConfig",
     "DataConfig",
+    "InitConfig",
     "Config",
     "ModelConfig",
     "NoiseConfig",
@@ -96,6 +98,7 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     resources: ResourcesConfig = ResourcesConfig()
     sample: SampleConfig = SampleConfig()
+    init: InitConfig = InitConfig()
 
     @field_validator("task")
     @classmethod
@@ -135,6 +138,10 @@ class Config(Section):
             raise ValueError(
                 f"task {self.task}: its run config is shared.config.config_class({self.task!r}) (with its "
                 f"{task.section} section); parse configs with shared.config.parse_config"
+            )
+        if self.noise.axis not in task.noise_axes:
+            raise ValueError(
+                f"noise.axis {self.noise.axis}: task {self.task} trains on {' or '.join(sorted(task.noise_axes))}"
             )
         task.check_config(self)
         planned = self.planned_blocks

@@ -33,13 +33,19 @@ class NetSpec:
     num_layers: int
     seq_len: int = 0  # sequence tasks (text): symbols per sequence; num_classes is then the vocabulary size
     output_conv: bool = False  # a 3x3 convolution over the un-patchified output (absent from older checkpoints)
+    # Numerical conventions of an imported network (shared/pretrained/), so it computes exactly what it computed
+    # before; this project's own networks keep the defaults:
+    pos_axes: str = "yx"  # image tasks: the sine-cosine position table's halves, row (y) first; DiT's is "xy"
+    freq_shift: int = 0  # the noise embedding's frequencies exp(-ln(1e4) i / (half - freq_shift)); diffusers: 1
+    norm_eps: float = 1e-6  # the layers' LayerNorm epsilon (the output norm's stays 1e-6); diffusers' DiT: 1e-5
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def sincos_2d(num_side: int, dim: int) -> torch.Tensor:
-    """Fixed 2-D sine-cosine position embedding, (num_side**2, dim)."""
+def sincos_2d(num_side: int, dim: int, axes: str = "yx") -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding, (num_side**2, dim): [sin, cos] of the row (y) coordinate, then of
+    the column (x), tokens in row-major order; `axes="xy"` puts the column's half first (DiT's table)."""
     quarter = dim // 4
     freqs = 1.0 / 10000 ** (
         torch.arange(quarter, dtype=torch.float64, device="cpu") / quarter
@@ -47,17 +53,19 @@ def sincos_2d(num_side: int, dim: int) -> torch.Tensor:
     coords = torch.arange(num_side, dtype=torch.float64, device="cpu")
     grid_y, grid_x = torch.meshgrid(coords, coords, indexing="ij")
     parts = []
-    for axis in (grid_y.flatten(), grid_x.flatten()):
+    coordinates = {"y": grid_y.flatten(), "x": grid_x.flatten()}
+    for axis in (coordinates[axes[0]], coordinates[axes[1]]):
         angles = axis[:, None] * freqs[None, :]
         parts += [angles.sin(), angles.cos()]
     emb = torch.cat(parts, dim=1)
     return F.pad(emb, (0, dim - emb.shape[1])).float()
 
 
-def fourier_features(c_noise: torch.Tensor, dim: int = 256) -> torch.Tensor:
-    """Sinusoidal features of the (scalar per example) noise conditioning, (N, dim)."""
+def fourier_features(c_noise: torch.Tensor, dim: int = 256, shift: int = 0) -> torch.Tensor:
+    """Sinusoidal features [cos, sin] of the (scalar per example) noise conditioning, (N, dim); `shift`: the
+    frequencies' denominator is half - shift (diffusers' `downscale_freq_shift`)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000) * torch.arange(half, device=c_noise.device) / half)
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, device=c_noise.device) / (half - shift))
     angles = 1000.0 * c_noise[:, None].float() * freqs[None, :]  # c_noise = ln(sigma)/4 is O(1): spread it
     return torch.cat([angles.cos(), angles.sin()], dim=1)
 
@@ -74,13 +82,13 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 class TransformerLayer(nn.Module):
     """Pre-norm attention + MLP, each gated and modulated by adaLN-Zero from the conditioning vector."""
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float):
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, norm_eps: float = 1e-6):
         super().__init__()
         self.num_heads = num_heads
-        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=norm_eps)
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
-        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=norm_eps)
         mlp_hidden = int(hidden_size * mlp_ratio)
         self.mlp = nn.Sequential(
             nn.Linear(hidden_size, mlp_hidden), nn.GELU(approximate="tanh"), nn.Linear(mlp_hidden, hidden_size)
@@ -126,7 +134,9 @@ class AdaLNTrunk(nn.Module):
 
     def build_trunk(self, spec: NetSpec, out_features: int) -> None:
         d = spec.hidden_size
-        self.layers = nn.ModuleList(TransformerLayer(d, spec.num_heads, spec.mlp_ratio) for _ in range(spec.num_layers))
+        self.layers = nn.ModuleList(
+            TransformerLayer(d, spec.num_heads, spec.mlp_ratio, spec.norm_eps) for _ in range(spec.num_layers)
+        )
         self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Linear(d, 2 * d)
         self.head = nn.Linear(d, out_features)
@@ -161,7 +171,7 @@ class BlockNet(AdaLNTrunk):
         d, p = spec.hidden_size, spec.patch_size
         self.num_side = spec.image_size // p
         self.patch_embed = nn.Conv2d(spec.channels, d, kernel_size=p, stride=p)
-        self.register_buffer("pos_embed", sincos_2d(self.num_side, d), persistent=False)
+        self.register_buffer("pos_embed", sincos_2d(self.num_side, d, spec.pos_axes), persistent=False)
         self.noise_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.class_embed = nn.Embedding(spec.num_classes + 1, d)  # unit-scale init: docs/method.md, "What a block is"
         self.build_trunk(spec, p * p * spec.channels)
@@ -172,7 +182,7 @@ class BlockNet(AdaLNTrunk):
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed  # (N, T, D)
-        cond = self.noise_embed(fourier_features(c_noise)) + self.class_embed(labels)  # (N, D)
+        cond = self.noise_embed(fourier_features(c_noise, shift=self.spec.freq_shift)) + self.class_embed(labels)
         out = self.unpatchify(self.project_out(self.run_layers(tokens, cond), cond))  # (N, C, H, W)
         return self.output_conv(out) if self.spec.output_conv else out
 

@@ -61,3 +61,24 @@ def sample_sigmas(
     q = q_lo + u * (q_hi - q_lo)
     sigma = torch.exp(p_mean + p_std * torch.special.ndtri(q))
     return sigma.clamp(sigma_lo, sigma_hi).float()
+
+
+def ddpm_sigmas(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """sigma of each timestep of DDPM's linear-beta VP schedule (DiT's): sqrt((1 - abar_t) / abar_t), float64."""
+    betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64, device="cpu")
+    alphas_cumprod = torch.cumprod(1 - betas, dim=0)
+    return ((1 - alphas_cumprod) / alphas_cumprod).sqrt()
+
+
+_DDPM_LOG_SIGMAS = ddpm_sigmas().log()
+
+
+def ddpm_timestep(sigma: torch.Tensor) -> torch.Tensor:
+    """The fractional DDPM timestep (0..999) whose sigma is `sigma`: linear in log sigma between the discrete
+    steps, clamped to the schedule's ends (sigma 0.01 .. 157); same shape and dtype as `sigma`."""
+    table = _DDPM_LOG_SIGMAS.to(sigma.device)
+    log_sigma = sigma.double().log().clamp(float(table[0]), float(table[-1]))
+    high = torch.searchsorted(table, log_sigma.flatten()).clamp(1, len(table) - 1)
+    low = high - 1
+    frac = (log_sigma.flatten() - table[low]) / (table[high] - table[low])
+    return (low + frac).reshape(sigma.shape).to(sigma.dtype)

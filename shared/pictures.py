@@ -45,7 +45,7 @@ def write_trajectory(run_dir: Path, config: Config, manifest: dict, num_samples:
         sigma_min=noise.sigma_min,
         sigma_max=noise.sigma_max,
         rho=s.rho,
-        p_mean=noise.p_mean,
+        p_mean=noise.log_mean,
         p_std=noise.p_std,
     )
     labels = torch.arange(num_samples, device="cpu") % max(1, info.num_classes)

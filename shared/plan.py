@@ -10,6 +10,7 @@ import torch
 from shared.config import Config
 from shared.model import NetSpec
 from shared.partition import BlockSpec, plan_blocks, split_layers
+from shared.pretrained import describe, plan_init, source_layers
 from shared.tasks import task_for
 
 
@@ -44,14 +45,18 @@ def block_specs(config: Config) -> list[BlockSpec]:
 def plan_json(config: Config) -> dict:
     """The `dblocks plan --json` document."""
     blocks = [block_entry(config, spec) for spec in block_specs(config)]
-    plan = {"mode": config.train.mode, "boundaries": boundaries(config), "blocks": blocks, "config_hash": config.hash()}
+    bounds = boundaries(config)
+    plan = {"mode": config.train.mode, "boundaries": bounds, "blocks": blocks, "config_hash": config.hash()}
+    if config.init.checkpoint is not None:
+        plan["init"] = describe(config)
     # A task may name itself and its noise axis first (for text the sigma fields hold masking times t).
-    return {**task_for(config).plan_header(), **plan}
+    return {**task_for(config).plan_header(bounds), **plan}
 
 
 def block_entry(config: Config, spec: BlockSpec) -> dict:
-    """A block as the plan and the manifest show it: its ranges, layers and parameter count."""
-    return {
+    """A block as the plan and the manifest show it: its ranges, layers and parameter count (and, starting from a
+    checkpoint, which source tensor each of its tensors takes)."""
+    entry = {
         "index": spec.index,
         "sigma_lo": spec.sigma_lo,
         "sigma_hi": spec.sigma_hi,
@@ -61,6 +66,11 @@ def block_entry(config: Config, spec: BlockSpec) -> dict:
         "steps": config.train.steps_for(spec.index),
         "num_params": block_params(config, spec.num_layers),
     }
+    if config.init.checkpoint is not None:
+        takes = plan_init(config, task_for(config), spec.layer_start, net_spec(config, spec.num_layers))
+        layers = source_layers(config.init.format, spec.layer_start, spec.num_layers)
+        entry["init"] = {"layers": layers, "tensors": {take.target: take.describe() for take in takes}}
+    return entry
 
 
 def layer_updates(config: Config) -> int:

@@ -4,6 +4,7 @@ them into the run config.)"""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -53,24 +54,53 @@ class BlocksConfig(Section):
 
 
 class NoiseConfig(Section):
-    p_mean: float = Field(-1.2, ge=-20, le=20, description="Mean of ln(sigma) in training.")
-    p_std: float = Field(1.2, gt=0, le=20, description="Std of ln(sigma) in training.")
-    sigma_min: float = Field(0.002, ge=1e-8, le=1e4, description="Lowest noise level.")
+    """The noise axis. `edm`: z = y + sigma * eps (variance-exploding), EDM's preconditioning and loss weight.
+    `flow`: flow matching, x_t = (1 - t) y + t eps with velocity prediction; through sigma = t / (1 - t)
+    (ln sigma = logit t) every field below keeps its meaning: p_mean and p_std are the logit-normal's mean and std
+    of logit t (SD3: 0 and 1), sigma_max 999 is t = 0.999, the partition's equal-mass boundaries are the
+    logit-normal's quantiles and the overlap widens logit t (docs/method.md, "Flow matching")."""
+
+    axis: Literal["edm", "flow"] = Field(
+        "edm", description="edm: variance-exploding sigma, EDM preconditioning; flow: flow matching in t."
+    )
+    p_mean: float = Field(-1.2, ge=-20, le=20, description="Mean of ln(sigma) (flow: of logit t) in training.")
+    p_std: float = Field(1.2, gt=0, le=20, description="Std of ln(sigma) (flow: of logit t) in training.")
+    shift: float = Field(
+        1.0,
+        gt=0,
+        le=1000,
+        description="Resolution shift s (SD3): sigma -> s * sigma, i.e. t -> s t / (1 + (s - 1) t); the same as "
+        "adding ln(s) to p_mean, for training, partition and sampling alike.",
+    )
+    sigma_min: float = Field(0.002, ge=1e-8, le=1e4, description="Lowest noise level (flow: t = sigma/(1+sigma)).")
     sigma_max: float = Field(80.0, gt=0, le=1e6, description="Highest noise level (sampling starts here).")
     sigma_data: float = Field(0.5, ge=1e-6, le=1e4, description="Data standard deviation for EDM preconditioning.")
+    flow_loss: Literal["velocity", "edm"] = Field(
+        "velocity",
+        description="flow: the training loss, velocity MSE ||v - v_pred||^2 (= ||D - y||^2 / t^2), or EDM's "
+        "weighting of ||D - y||^2.",
+    )
+
+    @property
+    def log_mean(self) -> float:
+        """The mean of ln(sigma) training, partition and sampling use: p_mean shifted by ln(shift)."""
+        return self.p_mean + math.log(self.shift)
 
     @model_validator(mode="after")
     def _ordered(self) -> NoiseConfig:
         if self.sigma_min >= self.sigma_max:
             raise ValueError(f"sigma_min {self.sigma_min} must be < sigma_max {self.sigma_max}")
-        mass = lognormal_cdf(self.sigma_max, self.p_mean, self.p_std) - lognormal_cdf(
-            self.sigma_min, self.p_mean, self.p_std
+        mass = lognormal_cdf(self.sigma_max, self.log_mean, self.p_std) - lognormal_cdf(
+            self.sigma_min, self.log_mean, self.p_std
         )
         if not mass >= 1e-6:  # the partition divides this mass into B equal parts
             raise ValueError(
-                f"p_mean {self.p_mean}, p_std {self.p_std}: the training distribution puts {mass:.3g} of its mass "
-                f"in [sigma_min, sigma_max] = [{self.sigma_min}, {self.sigma_max}]; it needs at least 1e-6"
+                f"p_mean {self.p_mean}, p_std {self.p_std}, shift {self.shift}: the training distribution puts "
+                f"{mass:.3g} of its mass in [sigma_min, sigma_max] = [{self.sigma_min}, {self.sigma_max}]; it needs "
+                "at least 1e-6"
             )
+        if self.axis == "edm" and self.flow_loss != "velocity":
+            raise ValueError("flow_loss applies to axis flow")
         return self
 
 

@@ -22,6 +22,7 @@ from torch import nn
 from shared.checkpoint import save_training_state
 from shared.data import Batches, MemoryBatches
 from shared.job import BlockJob
+from shared.pretrained import block_init_state
 from shared.tasks import task_for
 from workers.reporting import Reporter
 
@@ -54,12 +55,16 @@ def peak_memory_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def build_block(job: BlockJob) -> nn.Module:
-    """This block's net (of its task) and nothing else, initialised from the block's own seed."""
+def build_block(job: BlockJob, *, fresh: bool = True) -> nn.Module:
+    """This block's net (of its task) and nothing else, initialised from the block's own seed, or from its slice of
+    the trained network the run starts from (`init.checkpoint`: only this block's tensors are read)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(job.seed)
         task = task_for(job.config)
-        return task.network(job.net, activation_checkpointing=job.config.train.activation_checkpointing)
+        net = task.network(job.net, activation_checkpointing=job.config.train.activation_checkpointing)
+    if fresh and job.config.init.checkpoint is not None:  # (a resumed block loads its own checkpoint instead)
+        net.load_state_dict(block_init_state(job.config, task, job.block.layer_start, job.net), strict=True)
+    return net
 
 
 @dataclass
@@ -74,10 +79,10 @@ class BlockState:
     step: int = 0
 
     @classmethod
-    def build(cls, job: BlockJob, device: torch.device, rank: int) -> BlockState:
-        """Only this block's parameters exist in this process."""
+    def build(cls, job: BlockJob, device: torch.device, rank: int, *, fresh: bool = True) -> BlockState:
+        """Only this block's parameters exist in this process (`fresh`: not about to be restored)."""
         cfg = job.config.train
-        net = build_block(job).to(device)
+        net = build_block(job, fresh=fresh).to(device)
         optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         generator = torch.Generator(device=device).manual_seed(job.seed + rank)
         return cls(net, copy.deepcopy(net).requires_grad_(False), optimizer, generator)
@@ -192,7 +197,7 @@ def train_block(
     task = task_for(job.config)
 
     # Build, then restore if resuming.
-    state = BlockState.build(job, device, rank)
+    state = BlockState.build(job, device, rank, fresh=resume is None)
     if resume is not None:
         state.restore(resume, batches)
     start_step, meta = state.step, block_meta(job, task)

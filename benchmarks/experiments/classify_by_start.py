@@ -51,7 +51,7 @@ def measure(run_dir: Path) -> dict:
     noise = config.noise
     schedules = {"B": inference_sigmas(config)}
     for n in STEP_COUNTS:
-        schedules[str(n)] = equiprobable_sigmas(n, noise.sigma_min, noise.sigma_max, noise.p_mean, noise.p_std)
+        schedules[str(n)] = equiprobable_sigmas(n, noise.sigma_min, noise.sigma_max, noise.log_mean, noise.p_std)
     chains = {}
     for name, sigmas in schedules.items():
         row = {}

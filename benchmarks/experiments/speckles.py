@@ -131,7 +131,7 @@ def measure(
     def sigmas(steps: int, schedule: str) -> torch.Tensor:
         return step_sigmas(
             schedule=schedule, num_steps=steps, sigma_min=noise.sigma_min, sigma_max=noise.sigma_max, rho=7.0,
-            p_mean=noise.p_mean, p_std=noise.p_std,
+            p_mean=noise.log_mean, p_std=noise.p_std,
         )  # fmt: skip
 
     start = torch.randn(shape, generator=torch.Generator().manual_seed(0))

@@ -17,6 +17,7 @@ from shared.config import Config
 from shared.job import previews_dir
 from shared.partition import BlockSpec
 from shared.plan import block_entry
+from shared.pretrained import describe
 from shared.storage import Storage
 from shared.tasks import task_for
 
@@ -90,5 +91,7 @@ def assemble(
         "boundaries": boundaries,
         "blocks": entries,
     }
+    if config.init.checkpoint is not None:  # where the blocks started: the source and the sha256 it had then
+        manifest["init"] = describe(config)
     write_manifest(run_dir, manifest)
     return manifest

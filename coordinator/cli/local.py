@@ -29,14 +29,22 @@ def plan(config: Path, set_: SetOpt = None, as_json: Annotated[bool, typer.Optio
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
-    axis = doc.get("axis", "sigma")  # text: masking time t (block 0 owns the most-masked slice)
+    axis = "t" if doc.get("axis") == "t" else "sigma"  # text: masking time t (block 0 owns the most-masked slice)
     typer.echo(f"{axis} boundaries: {', '.join(f'{b:.5g}' for b in doc['boundaries'])}")
+    if "t_boundaries" in doc:  # flow: the same boundaries in flow time t = sigma / (1 + sigma)
+        typer.echo(f"flow t boundaries: {', '.join(f'{t:.5g}' for t in doc['t_boundaries'])}")
+    if "init" in doc:
+        init = doc["init"]
+        typer.echo(f"starts from {init['checkpoint']} ({init['format']}, sha256 {init['sha256'][:12]})")
     for b in doc["blocks"]:
         typer.echo(
             f"block {b['index']}: {axis} [{b['sigma_lo']:.5g}, {b['sigma_hi']:.5g}] trains on "
             f"[{b['train_sigma_lo']:.5g}, {b['train_sigma_hi']:.5g}] layers {b['layers']} "
             f"params {b['num_params']:,} steps {b['steps']:,}"
         )
+        if "init" in b:  # the source's layers it takes (--json lists every tensor)
+            others = sum(not t.startswith("layers.") for t in b["init"]["tensors"])
+            typer.echo(f"  starts from {', '.join(b['init']['layers'])} and its own copies of {others} other tensors")
 
 
 @app.command()

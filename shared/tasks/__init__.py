@@ -10,6 +10,7 @@ API and the CLI never compare the name (tests/test_layering.py pins it). A new t
 from __future__ import annotations
 
 from shared.data.resolve import confine_sources
+from shared.pretrained import init_sources, resolve_init
 from shared.tasks.autoregressive.task import Autoregressive
 from shared.tasks.base import PREDICT, PROMPTS, SAMPLES_PNG, SAMPLES_TXT, Task
 from shared.tasks.classification.task import Classification
@@ -49,14 +50,16 @@ def task_for(config) -> Task:
 
 
 def task_sources(config) -> list[tuple[str, str]]:
-    """(field, path) of every data source the config's task reads."""
-    return TASKS[config.task].sources(config)
+    """(field, path) of everything the config's run reads: its task's data sources, and the checkpoint it starts
+    from (`init.checkpoint`)."""
+    return TASKS[config.task].sources(config) + init_sources(config)
 
 
 def resolve_data(config, *, roots: tuple[str, ...] | None = None):
-    """The config with its data facts filled in, after validating its data; DataError names what is wrong.
-    `roots`: the folders and s3:// prefixes a service caller may read (None: the machine's own user, unconfined)."""
+    """The config with its data facts (and its checkpoint's, `shared.pretrained`) filled in, after validating them;
+    DataError (or InitError) names what is wrong. `roots`: the folders and s3:// prefixes a service caller may read
+    (None: the machine's own user, unconfined)."""
     cls = TASKS[config.task]
     if roots is not None:
-        config = confine_sources(config, cls.sources(config), roots)
-    return cls.resolve_data(config, confined=roots is not None)
+        config = confine_sources(config, task_sources(config), roots)
+    return resolve_init(cls.resolve_data(config, confined=roots is not None), task_for)

@@ -36,6 +36,9 @@ class Task(Protocol):
     section_model: ClassVar[type | None]  # its pydantic model (a `shared.config_base.Section`); the run config of
     # this task is `shared.config.config_class(name)`: the shared sections plus this one
     outputs: ClassVar[frozenset[str]]  # what a finished run serves: SAMPLES_PNG, SAMPLES_TXT, PREDICT, PROMPTS
+    noise_axes: ClassVar[frozenset[str]]  # the `noise.axis` values it trains on ("edm"; image generation "flow" too)
+    init_formats: ClassVar[frozenset[str]]  # checkpoints it may start from: "run" (its own end-to-end runs), and
+    # for image generation "diffusers" and "dit" (imported DiT/SiT networks, `shared.pretrained`)
 
     # The run config -> the plan
     @classmethod
@@ -63,9 +66,9 @@ class Task(Protocol):
     def options(self) -> dict:
         """The options this task was built with: saved in every block file, so a block rebuilds as it trained."""
 
-    def plan_header(self) -> dict:
-        """Keys the plan and the manifest lead with (the task and its axis; {} for image generation, whose plan is
-        unchanged since before tasks existed)."""
+    def plan_header(self, boundaries: list[float]) -> dict:
+        """Keys the plan and the manifest lead with, given the plan's `boundaries` (the task and its axis; {} for
+        image generation on EDM's axis, whose plan is unchanged since before tasks existed; flow adds its t)."""
 
     def boundaries(self, config) -> list[float]:
         """B + 1 ascending noise levels: block b owns [boundaries[B-1-b], boundaries[B-b]] (block 0 the noisiest)."""

@@ -9,6 +9,7 @@ from shared.data import data_shape, load_split, resolve_images, train_batches
 from shared.model import NetSpec
 from shared.noise import sample_sigmas
 from shared.partition import equiprobable_boundaries, uniform_log_boundaries, widen
+from shared.pretrained import net_conventions
 
 
 class SigmaAxis:
@@ -16,20 +17,22 @@ class SigmaAxis:
     the overlap in log sigma, and the truncated log-normal draw (the EDM tasks, and the autoregressive LM)."""
 
     axis = "sigma"  # the noise level: higher is noisier; block 0 owns the highest
+    noise_axes = frozenset({"edm"})  # the `noise.axis` values a task on this axis trains on
+    init_formats = frozenset({"run"})  # the checkpoints it may start from (`init.checkpoint`): its own runs
 
     def boundaries(self, config) -> list[float]:
         """B + 1 ascending sigmas (B = the planned blocks): equal training mass, or uniform in log sigma."""
         n, noise = config.planned_blocks, config.noise
         if config.blocks.partition == "uniform_log":
             return uniform_log_boundaries(n, noise.sigma_min, noise.sigma_max)
-        return equiprobable_boundaries(n, noise.p_mean, noise.p_std, noise.sigma_min, noise.sigma_max)
+        return equiprobable_boundaries(n, noise.log_mean, noise.p_std, noise.sigma_min, noise.sigma_max)
 
     def widen(self, lo: float, hi: float, gamma: float, lo_min: float, hi_max: float) -> tuple[float, float]:
         return widen(lo, hi, gamma, lo_min, hi_max)  # in log sigma
 
     def sample_noise(self, num: int, lo: float, hi: float, config, generator: torch.Generator) -> torch.Tensor:
         noise = config.noise
-        return sample_sigmas(num, lo, hi, noise.p_mean, noise.p_std, generator=generator)
+        return sample_sigmas(num, lo, hi, noise.log_mean, noise.p_std, generator=generator)
 
 
 class EDMTask(SigmaAxis):
@@ -54,7 +57,7 @@ class EDMTask(SigmaAxis):
     def data_label(cls, config) -> str:
         return config.data.dataset
 
-    def plan_header(self) -> dict:
+    def plan_header(self, boundaries: list[float]) -> dict:
         return {"task": self.name, "axis": self.axis}
 
     def net_spec(self, config, num_layers: int) -> NetSpec:
@@ -70,6 +73,7 @@ class EDMTask(SigmaAxis):
             mlp_ratio=model.mlp_ratio,
             num_layers=num_layers,
             output_conv=model.output_conv,
+            **net_conventions(config.init),  # an imported network's own numerics (none without init.checkpoint)
         )
 
     def tokens_per_example(self, spec: NetSpec) -> int:

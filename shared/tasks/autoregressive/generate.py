@@ -38,7 +38,7 @@ def schedule(config, steps: int | None = None) -> list[float]:
         sigma_min=noise.sigma_min,
         sigma_max=noise.sigma_max,
         rho=sample.rho,
-        p_mean=noise.p_mean,
+        p_mean=noise.log_mean,
         p_std=noise.p_std,
     )
     return sigmas.tolist()

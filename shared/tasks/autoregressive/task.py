@@ -121,7 +121,7 @@ class Autoregressive(SigmaAxis):
     def data_label(cls, config) -> str:
         return config.autoregressive.source or config.autoregressive.corpus
 
-    def plan_header(self) -> dict:
+    def plan_header(self, boundaries: list[float]) -> dict:
         return {"task": self.name, "axis": self.axis}
 
     def net_spec(self, config, num_layers: int) -> NetSpec:

@@ -26,7 +26,7 @@ def inference_sigmas(config: Config) -> torch.Tensor:
     steps, noise = config.classification.num_steps, config.noise
     if steps == 0:
         return boundary_sigmas(boundaries(config))
-    return equiprobable_sigmas(steps, noise.sigma_min, noise.sigma_max, noise.p_mean, noise.p_std)
+    return equiprobable_sigmas(steps, noise.sigma_min, noise.sigma_max, noise.log_mean, noise.p_std)
 
 
 def predict_images(

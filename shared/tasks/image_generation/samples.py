@@ -40,7 +40,7 @@ def sample_run(
         sigma_min=noise.sigma_min,
         sigma_max=noise.sigma_max,
         rho=sample.rho,
-        p_mean=noise.p_mean,
+        p_mean=noise.log_mean,
         p_std=noise.p_std,
     )
     labels = class_labels(info.num_classes, num_per_class)

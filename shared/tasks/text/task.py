@@ -127,6 +127,8 @@ def stratified_times(num: int, lo: float, hi: float, generator: torch.Generator)
 class MaskedDiffusionText:
     name = "text"
     axis = "t"  # masking time: higher is noisier (more masked); block 0 owns the highest
+    noise_axes = frozenset({"edm"})  # the noise section is unused: masking has its own axis
+    init_formats = frozenset({"run"})  # it may start from an end-to-end run of its own
     progress_metric = None  # the loss itself is in nats per symbol (bits: divide by ln 2)
     section = "text"
     section_model = TextConfig
@@ -162,7 +164,7 @@ class MaskedDiffusionText:
     def data_label(cls, config) -> str:
         return config.text.source or config.text.corpus
 
-    def plan_header(self) -> dict:
+    def plan_header(self, boundaries: list[float]) -> dict:
         return {"task": self.name, "axis": self.axis}
 
     def net_spec(self, config, num_layers: int) -> NetSpec:
