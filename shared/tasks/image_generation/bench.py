@@ -21,6 +21,12 @@ PAPER = {
     "B=4 equiprobable gamma=0.05": (45.43, "Table 7 at gamma 0"),
 }
 
+SMALL = ("train.steps_per_block=2000",)
+FLOW = ("noise.axis=flow", "noise.p_mean=0.0", "noise.p_std=1.0", "noise.sigma_min=0.001001", "noise.sigma_max=999.0")
+FINETUNE_SOURCE = "runs/finetune-source"  # `dblocks train configs/quickstart.yaml --out runs/finetune-source` with
+# FINETUNE_SOURCE_OVERRIDES: the long budget's end-to-end case (6,000 steps)
+FINETUNE_SOURCE_OVERRIDES = ("train.mode=end_to_end", "train.steps_per_block=6000", "train.block_step_scale={}")
+
 # Evaluation at 500 samples and 32 Euler steps in the medium budget: sampling 1,000 x 50 steps through the 12-layer
 # end-to-end network took ~7 min per weights file here, more than its training.
 BUDGETS = {
@@ -53,6 +59,28 @@ BUDGETS = {
     ),
     # does block-wise still win once end-to-end is good? 3x the small budget's steps
     "long": Budget([END_TO_END, _equi(3, 0.05)], [0], ("train.steps_per_block=6000",)),
+    # Flow matching vs EDM from scratch at the quickstart's budget (configs/flow.yaml's noise against the
+    # quickstart's), 3 seeds.
+    "flow": Budget(
+        [Case("B=3 EDM", ("blocks.num_blocks=3",)), Case("B=3 flow", FLOW)], [0, 1, 2], SMALL, num_samples=500
+    ),
+    # Block-wise fine-tuning from an end-to-end network (FINETUNE_SOURCE, the long budget's end-to-end case trained
+    # first: benchmarks/README.md) against blocks trained from scratch, at a few budgets per block.
+    "finetune": Budget(
+        [
+            *[
+                Case(
+                    f"B=3 from end-to-end, {k} steps",
+                    (f"init.checkpoint={FINETUNE_SOURCE}", f"train.steps_per_block={k}"),
+                )
+                for k in (1, 200, 1000)
+            ],
+            *[Case(f"B=3 from scratch, {k} steps", (f"train.steps_per_block={k}",)) for k in (200, 1000)],
+        ],
+        [0, 1, 2],
+        (),
+        num_samples=500,
+    ),
     "full": Budget(
         [
             END_TO_END,
