@@ -243,3 +243,16 @@ def test_a_block_network_keeps_the_projects_own_numerics_by_default():
     spec = net_spec(parse_config(SMALL), 2)
     assert (spec.pos_axes, spec.freq_shift, spec.norm_eps) == ("yx", 0, 1e-6)
     assert BlockNet(spec).layers[0].norm1.eps == 1e-6
+
+
+def test_a_service_callers_checkpoint_is_confined_to_the_data_roots_like_its_data(tmp_path):
+    """What a caller names as `init.checkpoint` is a path the service opens: confined like a data source
+    (docs/security.md): outside the roots it is refused naming the field only; inside, it is read."""
+    run_dir, _ = end_to_end_run(tmp_path, SMALL)
+    raw = {**SMALL, "init": {"checkpoint": str(run_dir)}}
+    roots = (str(tmp_path / "elsewhere"),)
+    with pytest.raises(DataError, match=r"^init.checkpoint: outside the data roots"):
+        resolve_data(parse_config(raw), roots=roots)
+    with pytest.raises(DataError, match=r"^init.checkpoint: '.' and '..' segments"):
+        resolve_data(parse_config({**SMALL, "init": {"checkpoint": f"{tmp_path}/elsewhere/../e2e"}}), roots=roots)
+    assert resolve_data(parse_config(raw), roots=(str(tmp_path),)).init.format == "run"

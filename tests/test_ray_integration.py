@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
+import torch
 from PIL import Image
 
 from coordinator.records import State
 from coordinator.store import Store
-from shared.checkpoint import load_manifest
+from shared.checkpoint import load_manifest, sha256_file
 from tests.conftest import REPO, TINY
 
 pytestmark = pytest.mark.slow
@@ -128,6 +129,37 @@ def test_end_to_end_baseline_goes_through_the_same_path_data_parallel_on_numpy_a
     with np.load(npz) as saved:
         assert saved["samples"].shape == (6, 3, 16, 16) and saved["labels"].tolist() == [0, 0, 1, 1, 2, 2]
         assert np.abs(saved["samples"]).max() > 1.0  # in the data's scale, not clipped to an image's [-1, 1]
+
+
+def test_blocks_fine_tune_from_an_end_to_end_run_on_the_flow_axis(tmp_path, ray_env):
+    """`dblocks train --set init.checkpoint=RUN` through Ray on the flow axis: each block starts from its layer of
+    an end-to-end flow run (written with the project's own formats; test_pretrained.py slices it without Ray), the
+    manifest records the source and its sha256, and the assembled model samples. At lr 1e-9 the blocks' trained
+    weights are still their slices of the source: it is the source they started from."""
+    from safetensors.torch import load_file
+
+    from shared.assembly import load_assembled
+    from tests.test_pretrained import end_to_end_run
+
+    flow = {"axis": "flow", "p_mean": 0.0, "p_std": 1.0, "sigma_min": 0.001001, "sigma_max": 999.0}
+    model = {"num_layers": 2, "hidden_size": 32, "num_heads": 2, "patch_size": 7}
+    tiny = {"model": model, "blocks": {"num_blocks": 2}, "noise": flow}
+    source, ema = end_to_end_run(tmp_path, tiny)
+    run_dir = tmp_path / "blocks"
+    overrides = [f"init.checkpoint={source}", "train.lr=1e-9", "train.steps_per_block=4", "train.warmup_steps=0"]
+    overrides += [f"noise.{k}={v}" for k, v in flow.items()]
+    result = dblocks(
+        "train", str(TINY), "--out", str(run_dir), *(a for o in overrides for a in ("--set", o)), env=ray_env
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    denoiser, manifest = load_assembled(run_dir)
+    assert manifest["task_options"] == {"precond": "flow", "loss": "velocity"}
+    assert manifest["init"]["sha256"] == sha256_file(source / "block_0.safetensors")
+    assert manifest["init"]["format"] == "run" and (run_dir / "samples.png").is_file()
+    for index in (0, 1):  # block b holds source layer b as its layer 0, and its own copy of everything else
+        weights = load_file(str(run_dir / f"block_{index}.safetensors"))
+        assert torch.allclose(weights["model.layers.0.qkv.weight"], ema[f"layers.{index}.qkv.weight"], atol=1e-6)
+        assert torch.allclose(weights["model.head.weight"], ema["head.weight"], atol=1e-6)
 
 
 def test_dispatch_benchmark_reports_its_json(tmp_path, ray_env):
