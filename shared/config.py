@@ -193,6 +193,11 @@ class Config(Section):
                         "stream"
                     )
 
+    def layer_counts(self) -> list[int]:
+        """Layers of each planned block: the explicit `blocks.layers` split of a block-wise plan, else equal."""
+        n = self.planned_blocks
+        return split_layers(self.model.num_layers, n, self.blocks.layers if n == self.blocks.num_blocks else None)
+
     @property
     def planned_blocks(self) -> int:
         """Blocks this config trains: end_to_end is the B = 1 plan (one network, all layers, the whole range)."""

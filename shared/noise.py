@@ -51,7 +51,7 @@ def sample_sigmas(
 ) -> torch.Tensor:
     """Draw `num` sigmas from the log-normal truncated to [sigma_lo, sigma_hi] by inverse CDF.
 
-    Computed in float64 (the tails matter: q(0.002) ~ 1e-4) and returned as float32, shape (num,), on the
+    Computed in float64 (the tails matter: q(0.002) = 1.46e-5) and returned as float32, shape (num,), on the
     generator's device (a CUDA generator cannot draw into a CPU tensor).
     """
     q_lo = lognormal_cdf(sigma_lo, p_mean, p_std)

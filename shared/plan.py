@@ -9,7 +9,7 @@ import torch
 
 from shared.config import Config
 from shared.model import NetSpec
-from shared.partition import BlockSpec, plan_blocks, split_layers
+from shared.partition import BlockSpec, plan_blocks
 from shared.pretrained import describe, plan_init, source_layers
 from shared.tasks import task_for
 
@@ -25,20 +25,13 @@ def block_seed(run_seed: int, block_index: int) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def effective_num_blocks(config: Config) -> int:
-    """end_to_end is the B = 1 case: one network, all layers, the whole sigma range."""
-    return config.planned_blocks
-
-
 def boundaries(config: Config) -> list[float]:
     """B + 1 ascending noise levels on the task's axis (sigma for EDM tasks, t for masking)."""
     return task_for(config).boundaries(config)
 
 
 def block_specs(config: Config) -> list[BlockSpec]:
-    n = effective_num_blocks(config)
-    layers = config.blocks.layers if n == config.blocks.num_blocks else None
-    counts = split_layers(config.model.num_layers, n, layers)
+    counts = config.layer_counts()
     return plan_blocks(boundaries(config), counts, config.blocks.overlap_gamma, widen=task_for(config).widen)
 
 

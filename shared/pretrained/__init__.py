@@ -10,6 +10,7 @@ its fresh block: its slice of the layers and its own copies of the rest, read la
 from shared.pretrained.config import InitConfig
 from shared.pretrained.mapping import source_layers
 from shared.pretrained.resolve import (
+    IMPORTS,
     block_init_state,
     describe,
     init_sources,
@@ -20,6 +21,7 @@ from shared.pretrained.resolve import (
 from shared.pretrained.sources import InitError
 
 __all__ = [
+    "IMPORTS",
     "InitConfig",
     "InitError",
     "block_init_state",

@@ -10,7 +10,6 @@ import torch
 
 from shared.checkpoint import sha256_file
 from shared.model import NetSpec, sincos_2d
-from shared.partition import split_layers
 from shared.pretrained.config import InitConfig
 from shared.pretrained.mapping import DIFFUSERS_EMB, Take, UnmappedTensor, block_takes, convert, source_shape
 from shared.pretrained.sources import InitError, Source, open_source
@@ -71,10 +70,9 @@ def resolve_init(config, task_for: Callable):
 
 
 def block_layers(config) -> list[tuple[int, int]]:
-    """(first layer, layers) of each planned block (`shared.plan.block_specs`' split)."""
-    n = config.planned_blocks
-    counts = split_layers(config.model.num_layers, n, config.blocks.layers if n == config.blocks.num_blocks else None)
-    return [(sum(counts[:b]), counts[b]) for b in range(n)]
+    """(first layer, layers) of each planned block."""
+    counts = config.layer_counts()
+    return [(sum(counts[:b]), counts[b]) for b in range(len(counts))]
 
 
 def check_source(config, source: Source, task) -> None:

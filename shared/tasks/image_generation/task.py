@@ -11,6 +11,7 @@ from torch import nn
 
 from shared.model import BlockNet, NetSpec
 from shared.precond import AXIS, LOSSES, PRECONDITIONERS, Denoiser, denoising_loss
+from shared.pretrained import IMPORTS
 from shared.tasks.base import SAMPLES_PNG
 from shared.tasks.edm import EDMTask
 from shared.visualize import block_preview
@@ -79,9 +80,6 @@ def drop_labels(labels: torch.Tensor, rate: float, null_label: int, generator: t
     """Replace a `rate` fraction of labels with the null class (trains the unconditional model for CFG)."""
     drop = torch.rand(labels.shape, generator=generator, device=labels.device) < rate
     return torch.where(drop, torch.full_like(labels, null_label), labels)
-
-
-IMPORTS = ("diffusers", "dit")
 
 
 def precond_of(config) -> str:
