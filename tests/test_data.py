@@ -462,6 +462,9 @@ def test_the_api_reads_data_only_under_its_data_roots(rgb_files, tmp_path, redis
     # A text corpus can be learnt and sampled back: its source is confined by the same roots.
     response = client.post("/v1/runs", json={"task": "text", "text": {"source": "/etc/passwd"}})
     assert response.status_code == 422 and "text.source: outside the data roots" in response.text
+    # So is the checkpoint a run starts from (docs/pretrained.md): a file the service would open and read.
+    response = client.post("/v1/runs", json={"init": {"checkpoint": "/etc/passwd"}})
+    assert response.status_code == 422 and "init.checkpoint: outside the data roots" in response.text
     assert not redis_client.keys("t-roots*") and not (tmp_path / "runs").exists()
     inside = {"data": {"source": str(rgb_files / "folder"), "test_fraction": 0.1}, "model": {"patch_size": 4}}
     assert client.post("/v1/runs", json=inside).status_code == 201

@@ -256,3 +256,19 @@ def test_a_service_callers_checkpoint_is_confined_to_the_data_roots_like_its_dat
     with pytest.raises(DataError, match=r"^init.checkpoint: '.' and '..' segments"):
         resolve_data(parse_config({**SMALL, "init": {"checkpoint": f"{tmp_path}/elsewhere/../e2e"}}), roots=roots)
     assert resolve_data(parse_config(raw), roots=(str(tmp_path),)).init.format == "run"
+
+
+def test_dblocks_plan_shows_where_each_block_starts(tmp_path):
+    from typer.testing import CliRunner
+
+    from coordinator.cli import app
+
+    run_dir, _ = end_to_end_run(tmp_path, SMALL)
+    config_file = tmp_path / "small.yaml"
+    config_file.write_text(json.dumps(SMALL))  # JSON is YAML
+    result = CliRunner().invoke(app, ["plan", str(config_file), "--set", f"init.checkpoint={run_dir}"])
+    assert result.exit_code == 0, result.output
+    assert f"starts from {run_dir} (run, sha256 {sha256_file(run_dir / 'block_0.safetensors')[:12]})" in result.output
+    assert "starts from layers.4, layers.5 and its own copies of" in result.output  # block 2 of 3, 6 layers
+    refused = CliRunner().invoke(app, ["plan", str(config_file), "--set", f"init.checkpoint={tmp_path / 'none'}"])
+    assert refused.exit_code != 0 and "init.checkpoint:" in refused.output
