@@ -256,6 +256,15 @@ def test_a_service_callers_checkpoint_is_confined_to_the_data_roots_like_its_dat
     with pytest.raises(DataError, match=r"^init.checkpoint: '.' and '..' segments"):
         resolve_data(parse_config({**SMALL, "init": {"checkpoint": f"{tmp_path}/elsewhere/../e2e"}}), roots=roots)
     assert resolve_data(parse_config(raw), roots=(str(tmp_path),)).init.format == "run"
+    # a run folder under the roots whose manifest names a block file outside them is refused the same way
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "e2e").mkdir()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["blocks"][0]["file"] = "../../e2e/block_0.safetensors"
+    (tmp_path / "root" / "e2e" / "manifest.json").write_text(json.dumps(manifest))
+    escaping = {**SMALL, "init": {"checkpoint": str(tmp_path / "root" / "e2e")}}
+    with pytest.raises(DataError, match=r"^init.checkpoint: outside the data roots"):
+        resolve_data(parse_config(escaping), roots=(str(tmp_path / "root"),))
 
 
 def test_dblocks_plan_shows_where_each_block_starts(tmp_path):

@@ -3,12 +3,14 @@ docstring says the flow)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from shared.checkpoint import sha256_file
+from shared.data.paths import confine
 from shared.model import NetSpec, sincos_2d
 from shared.pretrained.config import InitConfig
 from shared.pretrained.mapping import DIFFUSERS_EMB, Take, UnmappedTensor, block_takes, convert, source_shape
@@ -36,10 +38,12 @@ def conventions(source: Source) -> dict:
     return {"pos_axes": "xy", "freq_shift": 0, "norm_eps": 1e-6}
 
 
-def resolve_init(config, task_for: Callable):
+def resolve_init(config, task_for: Callable, roots: tuple[str, ...] | None = None):
     """The config with its checkpoint's facts filled in (`init.*`), after checking the checkpoint fits every
     planned block; InitError naming the field and the reason otherwise. A config without one is returned as is.
-    `task_for(config)`: the run's task (`shared.tasks.task_for`; passed in: the tasks import this package)."""
+    `task_for(config)`: the run's task (`shared.tasks.task_for`; passed in: the tasks import this package).
+    `roots`: a service caller's data roots (the path itself is already confined): the weights file the path leads
+    to (a manifest's block file, a folder's weights, through symlinks) must lie under them too."""
     init = config.init
     if init.checkpoint is None:
         return config
@@ -47,6 +51,8 @@ def resolve_init(config, task_for: Callable):
         raise InitError("init.checkpoint: read from a local (or mounted) path; s3:// checkpoints are not read yet")
     path = Path(init.checkpoint).absolute()
     source = open_source(path, init.format, init.weights)
+    if roots is not None:
+        confine(os.path.realpath(source.weights_file), roots, "init.checkpoint")
     formats = task_for(config).init_formats
     if source.format not in formats:
         raise InitError(

@@ -62,4 +62,4 @@ def resolve_data(config, *, roots: tuple[str, ...] | None = None):
     cls = TASKS[config.task]
     if roots is not None:
         config = confine_sources(config, task_sources(config), roots)
-    return resolve_init(cls.resolve_data(config, confined=roots is not None), task_for)
+    return resolve_init(cls.resolve_data(config, confined=roots is not None), task_for, roots)
