@@ -159,7 +159,68 @@ def _plot_fd_vs_blocks(report: dict, path: Path) -> None:
 
 def write_pages(report: dict, folder: Path, command: str) -> None:
     budget = report["budget"]
+    if budget in COMPARISONS:
+        write_comparison_doc(report, folder / f"quality-{budget}.md", command, *COMPARISONS[budget])
+        return
     write_quality_doc(report, folder / f"quality-{budget}.md", folder / f"quality_fd_vs_b_{budget}.png", command)
+
+
+def _steps(label: str) -> str:
+    return label.rsplit(", ", 1)[-1]  # "B=3 from scratch, 200 steps" -> "200 steps"
+
+
+# Budgets that compare something other than block counts: (title, what they say, each row's reference row)
+COMPARISONS = {
+    "flow": (
+        "flow matching against EDM, from scratch",
+        "Both B = 3 on the quickstart model at 2,000 steps per block; the flow case is `configs/flow.yaml`'s noise "
+        "(logit-normal t at SD3's defaults, velocity MSE, t in [0.001, 0.999]). Compared with the EDM case.",
+        lambda row, rows: next((r for r in rows if r["label"] == "B=3 EDM"), None),
+    ),
+    "finetune": (
+        "block-wise fine-tuning from an end-to-end network, against blocks from scratch",
+        f"Blocks started from `{FINETUNE_SOURCE}` (the long budget's end-to-end case: 6,000 steps, all 6 layers; "
+        "its own evaluation in docs/quality.md) and fine-tuned for the given steps each, against blocks trained from "
+        "random weights for as many. Compared with from-scratch at the same steps.",
+        lambda row, rows: next(
+            (r for r in rows if r["label"] == f"B=3 from scratch, {_steps(row['label'])}" and r is not row), None
+        ),
+    ),
+}
+
+
+def write_comparison_doc(report: dict, doc_path: Path, command: str, title: str, intro: str, reference) -> None:
+    """The page of a budget that compares recipes at B = 3: EMA and raw, each row against its reference row."""
+    results = report["results"]
+    rows = [
+        "| run | steps per block | seeds | FD EMA | FD raw | accuracy EMA | accuracy raw | FD vs reference (EMA) | "
+        "accuracy vs reference (EMA) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        cells = [
+            f"{r[w][k]['mean']:.{p}f} ± {r[w][k]['std']:.{p}f}"
+            for k, p in (("fd", 2), ("class_accuracy", 3))
+            for w in WEIGHTS
+        ]
+        ref = reference(r, results)
+        rows.append(
+            f"| {r['label']} | {r['steps_per_block']:,} | {len(r['seeds'])} | {' | '.join(cells)} | "
+            f"{versus(r, ref, 'fd')} | {versus(r, ref, 'class_accuracy', 3)} |"
+        )
+    text = f"""# Quality, {title} (generated)
+
+Produced by `{command}` ({completion(report)}); {report["num_samples"]} class-balanced samples per run and weights,
+Euler {report.get("num_steps", 50)} steps (Karras spacing), CFG 2.0; {report.get("wall_s", 0.0) / 60:.0f} minutes of
+wall time on this project's 2-core CPU machine. {intro} FD: Frechet distance in the features of a small CNN trained
+on the training split only (held-out accuracy {report["classifier_test_accuracy"]:.3f}; floor, real train vs held-out:
+{report["fd_floor"]:.2f}); class accuracy: the fraction of samples that classifier recognises as the class asked
+for. Mean ± standard deviation over seeds; "vs reference" is the difference of means ± its standard error, and says
+whether it exceeds twice that.
+
+{chr(10).join(rows)}
+"""
+    doc_path.write_text(text)
 
 
 QUALITY = QualityBench(
