@@ -346,7 +346,7 @@ def test_the_served_schema_is_the_committed_one_and_types_every_route(api):
 
     assert set(by_task) == set(TASKS)  # one run config per registered task
     assert all(v["additionalProperties"] is False for v in variants.values())
-    shared = {"task", "name", "data", "model", "blocks", "noise", "train", "resources", "sample"}
+    shared = {"task", "name", "data", "model", "blocks", "noise", "train", "resources", "sample", "init"}
     for name, cls in TASKS.items():  # each carries its own task's section and no other
         assert by_task[name] == shared | ({cls.section} if cls.section else set()), name
     lr = served["components"]["schemas"]["TrainConfig"]["properties"]["lr"]

@@ -56,6 +56,13 @@ EXAMPLES = {
         None,
         [0.01, 0.1, 1.0, 10.0],
     ),
+    "recurrent_depth": (
+        {"tokenizer": "bytes", "seq_len": 12, "prelude_layers": 1, "coda_layers": 1},
+        NetSpec(num_classes=256, hidden_size=32, num_heads=2, mlp_ratio=2.0, num_layers=3, seq_len=12),
+        torch.randint(0, 256, (4, 12)),
+        None,
+        [0.01, 0.1, 1.0, 10.0],
+    ),
 }
 
 

@@ -151,6 +151,8 @@ def _targets(task, net_spec: NetSpec) -> dict[str, tuple[int, ...]]:
 
 def plan_init(config, task, layer_start: int, net_spec: NetSpec) -> list[Take]:
     """Which source tensors a block of `task` starting at source layer `layer_start` takes (no file is read)."""
+    if config.init.format == "auto":
+        raise InitError(f"init.checkpoint {config.init.checkpoint}: not resolved yet (shared.tasks.resolve_data)")
     try:
         return block_takes(config.init.format, list(_targets(task, net_spec)), layer_start)
     except UnmappedTensor as err:

@@ -15,10 +15,11 @@ from shared.tasks.autoregressive.task import Autoregressive
 from shared.tasks.base import PREDICT, PROMPTS, SAMPLES_PNG, SAMPLES_TXT, Task
 from shared.tasks.classification.task import Classification
 from shared.tasks.image_generation.task import ImageGeneration
+from shared.tasks.recurrent_depth.task import RecurrentDepth
 from shared.tasks.text.task import MaskedDiffusionText
 
 TASKS: dict[str, type[Task]] = {
-    cls.name: cls for cls in (ImageGeneration, Classification, MaskedDiffusionText, Autoregressive)
+    cls.name: cls for cls in (ImageGeneration, Classification, MaskedDiffusionText, Autoregressive, RecurrentDepth)
 }
 LEGACY_TASK = ImageGeneration.name  # the task of block files and manifests written before tasks existed
 

@@ -10,10 +10,18 @@ from shared.tasks.autoregressive.outputs import AutoregressiveOutputs
 from shared.tasks.base import Outputs
 from shared.tasks.classification.outputs import ClassificationOutputs
 from shared.tasks.image_generation.outputs import ImageGenerationOutputs
+from shared.tasks.recurrent_depth.outputs import RecurrentDepthOutputs
 from shared.tasks.text.outputs import TextOutputs
 
 OUTPUTS: dict[str, Outputs] = {
-    o.name: o for o in (ImageGenerationOutputs(), ClassificationOutputs(), TextOutputs(), AutoregressiveOutputs())
+    o.name: o
+    for o in (
+        ImageGenerationOutputs(),
+        ClassificationOutputs(),
+        TextOutputs(),
+        AutoregressiveOutputs(),
+        RecurrentDepthOutputs(),
+    )
 }
 
 

@@ -58,12 +58,12 @@ def generate_tokens(
     """(N, length) tokens continuing each row of `prompt` (N, P) (P may be 0 for a denoising model).
     `on_step(block_index)`, if given, is called at every denoising step (tests and cost accounting)."""
     blocks = list(assembled.blocks)
-    noise_free = blocks[0].noise_free
+    mode = blocks[0].mode
     n, device = prompt.shape[0], prompt.device
     window = blocks[0].net.spec.seq_len - 1
-    if noise_free and prompt.shape[1] == 0:
+    if mode == "lm" and prompt.shape[1] == 0:
         raise ValueError("an ordinary next-token LM (objective backprop) needs a prompt of at least one token")
-    caches = [PrefixCache(block.net, n, window) for block in (blocks[:1] if noise_free else blocks)]
+    caches = [PrefixCache(block.net, n, window) for block in (blocks[:1] if mode == "lm" else blocks)]
     generator = torch.Generator(device="cpu").manual_seed(seed)
     hidden = None
     for column in prompt[:, -window:].T if prompt.shape[1] else []:
@@ -71,8 +71,10 @@ def generate_tokens(
     width = blocks[0].net.spec.hidden_size
     out = []
     for _ in range(length):
-        if noise_free:
+        if mode == "lm":
             logits = caches[0].next_token_logits(hidden)
+        elif mode == "iterate":  # a recurrent-depth core iterated K = len(sigmas) - 1 times (the steps it is given)
+            logits = blocks[0].iterate_logits(caches[0], n, len(sigmas) - 1, generator, on_step)
         else:
             logits = denoise_next(assembled, caches, n, width, sigmas, generator, device, on_step)
         token = pick(logits, temperature, generator)

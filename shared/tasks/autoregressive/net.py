@@ -16,11 +16,13 @@ blocks in training; a learned embedding would drift apart block by block.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.model import AdaLNTrunk, NetSpec, fourier_features
+from shared.model import AdaLNTrunk, NetSpec, TransformerLayer, fourier_features
 
 TARGET_SEED = 0
 
@@ -68,15 +70,18 @@ class NextTokenNet(AdaLNTrunk):
     `c_in * z` and `c_noise`. `spec.num_classes` is the vocabulary size, `spec.seq_len` the training context.
     Zero-initialised adaLN gates and head: a fresh block predicts the uniform distribution."""
 
-    def __init__(self, spec: NetSpec, *, activation_checkpointing: bool = False):
+    def __init__(self, spec: NetSpec, *, prelude_layers: int = 0, activation_checkpointing: bool = False):
         super().__init__(spec, activation_checkpointing=activation_checkpointing)
         d = spec.hidden_size
         self.token_embed = nn.Embedding(spec.num_classes, d)  # the clean stream
+        # Layers over the clean stream alone, before the two streams meet (none here; the recurrent-depth task's
+        # prelude): `spec.num_layers` counts them too.
+        self.prelude = nn.ModuleList(TransformerLayer(d, spec.num_heads, spec.mlp_ratio) for _ in range(prelude_layers))
         self.noisy_in = nn.Linear(d, d)  # c_in * z -> the noisy stream's token
         self.noisy_pos = nn.Parameter(torch.zeros(1, 1, d, device="cpu"))  # marks the noisy stream
         self.clean_cond = nn.Parameter(torch.zeros(d, device="cpu"))  # the clean stream's (sigma-free) conditioning
         self.noise_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
-        self.build_trunk(spec, spec.num_classes)
+        self.build_trunk(replace(spec, num_layers=spec.num_layers - prelude_layers), spec.num_classes)
         self.register_buffer("targets", token_targets(spec.num_classes, d), persistent=False)
         self.register_buffer("slopes", alibi_slopes(spec.num_heads), persistent=False)
 
@@ -87,7 +92,7 @@ class NextTokenNet(AdaLNTrunk):
         if length > self.spec.seq_len:
             raise ValueError(f"sequence of {length} tokens: this model was trained on at most {self.spec.seq_len}")
         d = self.spec.hidden_size
-        clean = self.token_embed(tokens)
+        clean = self.clean_input(tokens)
         noisy = self.noisy_in(z_in) + self.noisy_pos
         noise = self.noise_embed(fourier_features(c_noise))[:, None, :].expand(n, length, d)
         cond = torch.cat([self.clean_cond.expand(n, length, d), noise], dim=1)
@@ -95,12 +100,23 @@ class NextTokenNet(AdaLNTrunk):
         hidden = self.run_layers(torch.cat([clean, noisy], dim=1), cond, bias)
         return self.project_out(hidden[:, length:], cond[:, length:])
 
+    def clean_input(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The clean stream as the two-stream layers read it: the tokens' embeddings through the prelude (causal)."""
+        x = self.token_embed(tokens)
+        if len(self.prelude):
+            n, length = tokens.shape
+            cond = self.clean_cond.expand(n, length, self.spec.hidden_size)
+            causal = two_stream_bias(self.slopes, length)[:, :length, :length].to(x.dtype)
+            for layer in self.prelude:
+                x = layer(x, cond, causal)
+        return x
+
     def clean_hidden(self, tokens: torch.Tensor) -> torch.Tensor:
         """The clean stream alone, causal: (N, T) -> the last layer's states (N, T, D)."""
         n, length = tokens.shape
         cond = self.clean_cond.expand(n, length, self.spec.hidden_size)
         causal = two_stream_bias(self.slopes, length)[:, :length, :length].to(self.clean_cond.dtype)
-        return self.run_layers(self.token_embed(tokens), cond, causal)
+        return self.run_layers(self.clean_input(tokens), cond, causal)
 
     def next_token_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """The clean stream alone as an ordinary causal LM: (N, T) -> (N, T, V), position i predicting token i + 1
@@ -117,20 +133,23 @@ class PrefixCache:
         self.net, self.window = net, window
         heads, width = net.spec.num_heads, net.spec.hidden_size
         empty = net.clean_cond.new_empty((batch, heads, 0, width // heads))  # on the block's device and dtype
-        self.keys = [empty] * len(net.layers)
-        self.values = [empty] * len(net.layers)
+        self.layers = [*net.prelude, *net.layers]  # the prelude's (if any), then the two-stream layers'
+        self.keys = [empty] * len(self.layers)
+        self.values = [empty] * len(self.layers)
 
     @property
     def length(self) -> int:
         return self.keys[0].shape[2]
 
-    def _attend(self, x: torch.Tensor, cond: torch.Tensor, *, store: bool) -> torch.Tensor:
+    def _attend(self, x: torch.Tensor, cond: torch.Tensor, *, store: bool, first: int = 0, stop=None) -> torch.Tensor:
+        """`x` through the cached layers [first, stop), each attending to its cache and to `x` itself."""
         bias = prefix_bias(self.net.slopes, self.length).to(x.dtype)
-        for index, layer in enumerate(self.net.layers):
-            q, k, v, mods = layer.attention_inputs(x, cond)
+        stop = len(self.layers) if stop is None else stop
+        for index in range(first, stop):
+            q, k, v, mods = self.layers[index].attention_inputs(x, cond)
             keys = torch.cat([self.keys[index], k], dim=2)
             values = torch.cat([self.values[index], v], dim=2)
-            x = layer.finish(x, F.scaled_dot_product_attention(q, keys, values, attn_mask=bias), mods)
+            x = self.layers[index].finish(x, F.scaled_dot_product_attention(q, keys, values, attn_mask=bias), mods)
             if store:
                 self.keys[index] = keys[:, :, -self.window :]
                 self.values[index] = values[:, :, -self.window :]
@@ -140,6 +159,13 @@ class PrefixCache:
         """Add one clean token per row, (N,), to the prefix; returns its last hidden state (N, 1, D)."""
         n, d = len(tokens), self.net.spec.hidden_size
         return self._attend(self.net.token_embed(tokens)[:, None, :], self.net.clean_cond.expand(n, 1, d), store=True)
+
+    def two_stream(self, x: torch.Tensor, cond: torch.Tensor, first: int = 0, stop: int | None = None):
+        """A noisy-stream token (N, 1, D) through two-stream layers [first, stop) (default: all), attending to the
+        cached clean prefix and itself; nothing is stored."""
+        offset = len(self.net.prelude)
+        stop = len(self.net.layers) if stop is None else stop
+        return self._attend(x, cond, store=False, first=offset + first, stop=offset + stop)
 
     def next_token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The ordinary LM's logits (N, V) from a clean token's last hidden state (`append`'s)."""
@@ -152,4 +178,4 @@ class PrefixCache:
         net = self.net
         x = net.noisy_in(z_in)[:, None, :] + net.noisy_pos
         cond = net.noise_embed(fourier_features(c_noise))[:, None, :]
-        return net.project_out(self._attend(x, cond, store=False), cond)[:, 0]
+        return net.project_out(self.two_stream(x, cond), cond)[:, 0]

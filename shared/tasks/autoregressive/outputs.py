@@ -98,7 +98,7 @@ def evaluate_lm(run_dir: Path, config: Config, options: EvalOptions, model=None)
     start = section.eval_prompt_tokens
     test = sequences(corpus.split("test"), section.seq_len)
     result = {
-        "task": "autoregressive",
+        "task": config.task,
         "mauve": mauve_score(
             features(reference, truth), features(reference, generated), scaling=section.mauve_scaling, seed=options.seed
         ),

@@ -43,6 +43,12 @@ class NextTokenDenoiser(nn.Module):
         self.sigma_data = sigma_data
         self.noise_free = noise_free
 
+    @property
+    def mode(self) -> str:
+        """How generation gets a token's logits from this block: "lm" (read from the clean stream), "denoise"
+        (Euler steps from noise through the blocks), or "iterate" (a recurrent-depth core, Huginn's way)."""
+        return "lm" if self.noise_free else "denoise"
+
     def scalings(self, sigma: torch.Tensor):
         """(c_in, c_noise) of per-row noise levels (N,): c_in (N, 1), c_noise (N,)."""
         _, _, c_in, c_noise = edm_scalings(sigma.reshape(-1, 1), self.sigma_data)
