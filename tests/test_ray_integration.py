@@ -354,6 +354,40 @@ def test_autoregressive_trains_four_blocks_through_ray_evaluates_and_continues_p
     assert too_long.status_code == 422 and "num x length" in too_long.text
 
 
+def test_recurrent_depth_trains_through_ray_evaluates_with_its_flops_and_samples_k_iterations(tmp_path, ray_env):
+    """`dblocks train configs/recurrent.yaml` through Ray (Huginn's recipe here: the denoising recipe's path is the
+    autoregressive task's, above), `dblocks eval` with the training FLOPs, and `dblocks sample --iterations K`."""
+    run_dir = tmp_path / "recurrent"
+    overrides = [
+        "model.num_layers=4", "model.hidden_size=32", "model.num_heads=2", "autoregressive.prelude_layers=1",
+        "autoregressive.coda_layers=1", "autoregressive.objective=backprop", "autoregressive.max_iterations=4",
+        "autoregressive.backprop_iterations=2", "autoregressive.tokenizer=bytes", "autoregressive.seq_len=16",
+        "autoregressive.sample_steps=3", "autoregressive.eval_prompts=8", "autoregressive.eval_prompt_tokens=4",
+        "autoregressive.eval_continuation_tokens=4", "autoregressive.reference_layers=1",
+        "autoregressive.reference_width=32", "autoregressive.reference_steps=10", "train.steps_per_block=10",
+        "train.batch_size=8", "train.warmup_steps=2", "train.checkpoint_every_steps=10",
+    ]  # fmt: skip
+    config = str(REPO / "configs" / "recurrent.yaml")
+    result = dblocks("train", config, "--out", str(run_dir), *(a for o in overrides for a in ("--set", o)), env=ray_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = load_manifest(run_dir)
+    assert manifest["task"] == "recurrent_depth" and len(manifest["blocks"]) == 1
+    assert manifest["task_options"]["prelude_layers"] == 1 and manifest["task_options"]["objective"] == "backprop"
+    env = {**ray_env, "DBLOCKS_CACHE": str(tmp_path / "cache")}
+    evaluated = dblocks("eval", str(run_dir), "--json", env=env)
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads(evaluated.stdout)
+    assert result["task"] == "recurrent_depth" and result["recipe"] == "backprop" and result["iterations"] == 3
+    assert 0 <= result["mauve"] <= 1 and result["train_flops"] == pytest.approx(10 * result["flops_per_step"])
+    out = tmp_path / "s.txt"
+    sampled = dblocks("sample", str(run_dir), "--prompt", "def ", "--iterations", "5", "--num", "2", "--out", str(out),
+                      env=env)  # fmt: skip
+    assert sampled.returncode == 0, sampled.stderr
+    assert [line[:4] for line in out.read_text().splitlines()] == ["def ", "def "]
+    refused = dblocks("sample", str(run_dir), "--iterations", "0", "--out", str(out), env=env)
+    assert refused.returncode != 0 and "steps 0: must be 1.." in refused.stdout + refused.stderr
+
+
 DETACHED_JOBS = """
 import sys, time
 import ray

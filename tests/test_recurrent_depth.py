@@ -116,3 +116,19 @@ def test_the_example_config_and_bad_recurrences_are_refused_naming_the_field():
     for bad in (0, 100_000):
         with pytest.raises(ConfigError, match="autoregressive.sample_steps"):
             load_config(RECURRENT, [f"autoregressive.sample_steps={bad}"])
+
+
+def test_training_flops_are_counted_per_recipe_and_grow_with_huginns_iterations():
+    from shared.tasks.recurrent_depth.flops import counted_step, training_flops
+
+    spec = SPEC
+    denoising = counted_step(recurrent("denoising"), spec)
+    huginn = recurrent("backprop", max_iterations=6, backprop_iterations=2)
+    one, four, six = (counted_step(huginn, spec, r) for r in (1, 4, 6))
+    assert 0 < one < four < six  # every iteration costs: a forward, and within the last k a backward too
+    assert (six - four) < (four - one) / 1.5  # past k, an extra iteration is forward only (about a third)
+    assert denoising < four  # the denoiser's step is one core pass
+    run = training_flops(huginn, spec, batch_size=8, steps=10)
+    assert run["train_flops"] == pytest.approx(10 * run["flops_per_step"])
+    mean = sum(counted_step(huginn, spec, r) for r in range(1, 7)) / 6
+    assert run["flops_per_step"] == pytest.approx(8 * mean)

@@ -125,6 +125,9 @@ def sample(
         typer.Option(help="Text runs: symbols per sample (default: text.seq_len); autoregressive: tokens generated."),
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Sampler steps.")] = None,
+    iterations: Annotated[
+        int | None, typer.Option(help="Recurrent-depth runs: core iterations K per generated token (= --steps).")
+    ] = None,
     cfg: Annotated[float | None, typer.Option("--cfg", help="Guidance scale.")] = None,
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
     weights: Annotated[str | None, typer.Option(help="ema or raw.")] = None,
@@ -150,8 +153,13 @@ def sample(
 
     Examples: dblocks sample runs/demo --num-per-class 8 --out grid.png;
     dblocks sample RUN_ID --server http://127.0.0.1:8000 --steps 30 --out grid.png;
-    dblocks sample runs/lm --prompt "The " --num 4 --length 32 --out continued.txt
+    dblocks sample runs/lm --prompt "The " --num 4 --length 32 --out continued.txt;
+    dblocks sample runs/recurrent --prompt "The " --iterations 8 --out continued.txt
     """
+    if iterations is not None:  # a recurrent-depth core's iterations are its sampler steps
+        if steps is not None and steps != iterations:
+            fail(f"--iterations {iterations} and --steps {steps}: give one (they are the same for recurrent depth)")
+        steps = iterations
     if out.suffix == ".txt":
         prompted = {k: v for k, v in {"prompt": prompt, "temperature": temperature}.items() if v is not None}
         _sample_text(
@@ -247,7 +255,7 @@ def _sample_text(run_dir: Path, out: Path, *, num, length, steps, seed, weights,
             **prompted,
         )
     except ValueError as err:
-        fail(f"--num/--length/--prompt: {err}")
+        fail(f"--num/--length/--steps/--prompt: {err}")
     except CheckpointError as err:
         fail(str(err), 1)
     out.write_text("".join(t + "\n" for t in texts))

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from shared.assembly import load_assembled
-from shared.config import Config
+from shared.config import MAX_SAMPLE_STEPS, Config
 from shared.data.corpus import sequences
 from shared.pictures import write_loss_curves
 from shared.tasks.autoregressive.bench import QUALITY
@@ -61,6 +61,8 @@ def sample_texts(
         raise ValueError(f"num {num}: must be 1..{MAX_SAMPLES}")
     if not 1 <= length <= MAX_LENGTH or num * length > MAX_TOKENS:
         raise ValueError(f"length {length}: must be 1..{MAX_LENGTH} tokens, and num x length at most {MAX_TOKENS:,}")
+    if steps is not None and not 1 <= steps <= MAX_SAMPLE_STEPS:
+        raise ValueError(f"steps {steps}: must be 1..{MAX_SAMPLE_STEPS} (recurrent depth: core iterations per token)")
     model = model if model is not None else load_assembled(run_dir, weights)[0]
     tokens = run_tokens(run_dir)
     prompt_ids = torch.as_tensor(tokens.encode(prompt or ""), dtype=torch.long).repeat(num, 1)
