@@ -279,9 +279,11 @@ def eval_(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Evaluate a finished run on its held-out split. Image generation: Frechet distance (classifier features) and
-    class accuracy of its samples. Classification: accuracy and calibration error (`{"task": "classification",
-    "accuracy": ...}`). Text: bits per character, the Monte-Carlo ELBO bound (`{"task": "text", "bpc": ...,
-    "bpc_stderr": ..., "unigram_bpc": ...}`).
+    class accuracy of its samples, with its noise axis and starting network. Classification: accuracy and
+    calibration error (`{"task": "classification", "accuracy": ...}`). Text: bits per character, the Monte-Carlo
+    ELBO bound (`{"task": "text", "bpc": ..., "bpc_stderr": ..., "unigram_bpc": ...}`). Autoregressive and
+    recurrent depth: MAUVE and generative perplexity of held-out prompts' continuations (recurrent depth: also the
+    training FLOPs, `train_flops`; --steps: its core iterations K).
 
     Example: dblocks eval runs/demo --num-samples 1000 --json
     """
