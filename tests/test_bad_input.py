@@ -62,6 +62,7 @@ FREE_TEXT = {
     "data.label_column",
     "text.source",
     "text.text_column",
+    "init.checkpoint",  # what it names is checked when the run is resolved (tests/test_pretrained.py)
 }
 
 RANGED = [(s, n, v) for s, n, f in FIELDS for v in [*lower_bounds(f), *upper_bounds(f)]]

@@ -15,11 +15,13 @@ def counted_step(task, spec: NetSpec, iterations: int | None = None) -> int:
     """FLOPs of one training step on one sequence of `spec.seq_len` tokens (`iterations`: Huginn's r)."""
     torch.manual_seed(0)
     model = task.denoiser(task.network(spec), 0.5).train()
-    tokens = torch.zeros((1, spec.seq_len), dtype=torch.long)
-    generator = torch.Generator().manual_seed(0)
+    tokens = torch.zeros((1, spec.seq_len), dtype=torch.long, device="cpu")
+    generator = torch.Generator(device="cpu").manual_seed(0)
     with FlopCounterMode(display=False) as counter:
         if iterations is None:
-            loss = task.loss(model, tokens, None, torch.ones(1), sigma_data=0.5, generator=generator, label_dropout=0)
+            loss = task.loss(
+                model, tokens, None, torch.ones(1, device="cpu"), sigma_data=0.5, generator=generator, label_dropout=0
+            )
         else:
             logits = model.iterate(tokens, iterations, task.backprop_iterations, generator)
             loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tokens)
