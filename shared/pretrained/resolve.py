@@ -89,12 +89,8 @@ def check_source(config, source: Source, task) -> None:
     if source.format == "dit" and "pos_embed" in source.names():
         spec = task.net_spec(config, 1)
         table = sincos_2d(spec.image_size // spec.patch_size, spec.hidden_size, "xy")
-        got = (
-            source.tensor("pos_embed").reshape(table.shape)
-            if source.tensor("pos_embed").numel() == table.numel()
-            else None
-        )
-        if got is None or not torch.allclose(got.float(), table, atol=1e-4):
+        got = source.tensor("pos_embed")
+        if got.numel() != table.numel() or not torch.allclose(got.reshape(table.shape).float(), table, atol=1e-4):
             raise InitError("init.checkpoint: pos_embed is not DiT's fixed sine-cosine table for this image size")
     if source.format == "diffusers":
         check_shared_conditioning(source)
