@@ -10,6 +10,7 @@ case uses the same K.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import time
@@ -46,7 +47,8 @@ def budget_spec(budget: str, task: str = LEGACY_TASK) -> Budget:
 
 
 def case_config(base_config: str | Path, spec: Budget, case: Case, seed: int) -> Config:
-    return load_config(base_config, [*BENCH_BASE, *spec.common, *case.overrides, f"train.seed={seed}", "name=bench"])
+    config = load_config(base_config, [*BENCH_BASE, *spec.common, *case.overrides, f"train.seed={seed}", "name=bench"])
+    return config.with_overrides(list(case.derive(resolve_data(config)))) if case.derive else config
 
 
 def train_case(
@@ -78,6 +80,21 @@ def _run_id(budget: str, case: Case, seed: int, config: Config) -> str:
     return f"bench-{slug}-{full_config_sha(config)[:8]}"
 
 
+# What a case's row copies from its first run (the same for every seed), and what differs by seed.
+CASE_KEYS = ("label", "mode", "objective", "num_blocks", "partition", "overlap_gamma", "layers", "steps_per_block",
+             "layer_updates")  # fmt: skip
+PER_RUN = {"seed", "config_sha", "num_samples", "wall_s", "by_steps", *WEIGHTS}
+
+
+SUMMARY_KEYS = {"budget", "task", "num_samples", "num_steps", "runs", "results", "wall_s", "complete", "runs_done",
+                "runs_expected"}  # fmt: skip
+
+
+def extras(report: dict) -> dict:
+    """A report's task fields (`QualityBench.report_fields`: e.g. the reference model's perplexity)."""
+    return {key: value for key, value in report.items() if key not in SUMMARY_KEYS}
+
+
 def summarise(budget: str, spec: Budget, runs: list[dict], base: dict) -> dict:
     """Per case: the task's metrics (FD and class accuracy; accuracy and ECE) over the seeds evaluated so far, raw
     and EMA."""
@@ -85,28 +102,19 @@ def summarise(budget: str, spec: Budget, runs: list[dict], base: dict) -> dict:
     metrics = quality.metrics
     results = []
     for case in spec.cases:
-        done = [r for r in runs if r["label"] == case.label]
+        done = sorted((r for r in runs if r["label"] == case.label), key=lambda r: r["seed"])
         if not done:
             continue
         first = done[0]
-        row = {
-            key: first.get(key)
-            for key in (
-                "label",
-                "mode",
-                "objective",
-                "num_blocks",
-                "partition",
-                "overlap_gamma",
-                "layers",
-                "steps_per_block",
-                "layer_updates",
-            )
-        }
+        row = {key: first.get(key) for key in CASE_KEYS} | {k: v for k, v in first.items() if k not in PER_RUN}
         row["seeds"] = [r["seed"] for r in done]
         for which in WEIGHTS:
             row[which] = {key: mean_std([r[which][key] for r in done]) for key in metrics}
         row.update({key: row["ema"][key] for key in metrics})  # the default weights
+        curves = [r["by_steps"] for r in done if "by_steps" in r]
+        if curves:  # each sampler-steps point over the seeds that have it
+            row["by_steps"] = {k: {key: mean_std([c[k][key] for c in curves if k in c]) for key in metrics}
+                               for k in curves[0]}  # fmt: skip
         paper = quality.paper.get(case.label)
         row[quality.paper_key], row["paper_setting"] = paper if paper else (None, None)
         results.append(row)
@@ -116,6 +124,7 @@ def summarise(budget: str, spec: Budget, runs: list[dict], base: dict) -> dict:
         **base,
         "runs": runs,
         "results": results,
+        "wall_s": sum(r.get("wall_s", 0.0) for r in runs),
         "complete": len(runs) == expected,
         "runs_done": len(runs),
         "runs_expected": expected,
@@ -133,26 +142,30 @@ def bench_quality(
     num_samples: int | None = None,
     log: Callable[[str], None] = print,
     previous: dict | None = None,
-    save: Callable[[dict], None] = lambda report: None,
+    save: Callable[[dict], object] = lambda report: None,
     task: str = LEGACY_TASK,
+    seeds: set[int] | None = None,
+    cases: set[str] | None = None,
 ) -> dict:
     """Train and evaluate every (case, seed) of a budget, seed by seed, so partial results cover every case.
 
     Runs already in `previous` (the committed JSON of an earlier, interrupted invocation) are kept, not redone;
-    `save` gets the report after every run, so an interruption loses at most one run.
+    `save` gets the report after every run, so an interruption loses at most one run. `seeds` and `cases` (labels)
+    restrict this invocation to part of the budget: invocations over disjoint parts may run side by side into one
+    file (`save_merged`).
     """
     quality, outputs = quality_of(task), OUTPUTS[task]
     spec = quality.budget(budget)
     num_samples = num_samples or spec.num_samples
     runs = [r for r in (previous or {}).get("runs", []) if r.get("num_samples") == num_samples]
-    base = {
-        "task": task,
-        "num_samples": num_samples,
-        "num_steps": spec.num_steps or 50,
-        "wall_s": (previous or {}).get("wall_s", 0.0),
-    }
+    base = {"task": task, "num_samples": num_samples, "num_steps": spec.num_steps or 50}
+    base |= extras(previous or {})
     for seed in spec.seeds:
+        if seeds is not None and seed not in seeds:
+            continue
         for case in spec.cases:
+            if cases is not None and case.label not in cases:
+                continue
             config = case_config(base_config, spec, case, seed)
             sha = full_config_sha(config)
             if recorded(runs, case.label, seed, sha):
@@ -173,7 +186,11 @@ def bench_quality(
             base.update(quality.report_fields(config, evals["ema"]))
             for which, ev in evals.items():
                 log(f"   {which}: " + "  ".join(f"{key} {ev[key]:.4f}" for key in quality.metrics))
-            base["wall_s"] += time.time() - started
+            curve = {}
+            for steps in quality.steps_curve:
+                ev = outputs.evaluate(run_dir, resolved, EvalOptions(**{**options, "num_steps": steps}))
+                curve[str(steps)] = {key: ev[key] for key in quality.metrics}
+                log(f"   {steps} steps: " + "  ".join(f"{key} {ev[key]:.4f}" for key in quality.metrics))
             runs.append(
                 {
                     "label": case.label,
@@ -190,10 +207,32 @@ def bench_quality(
                     "num_samples": num_samples,
                     "wall_s": time.time() - started,
                     **{which: {key: e[key] for key in quality.metrics} for which, e in evals.items()},
+                    **({"by_steps": curve} if curve else {}),
                 }
             )
             save(summarise(budget, spec, runs, base))
     return summarise(budget, spec, runs, base)
+
+
+def merge(budget: str, task: str, ours: dict, theirs: dict | None) -> dict:
+    """`ours` with the runs of `theirs` (the file as another invocation left it) that ours lacks."""
+    if theirs is None:
+        return ours
+    have = {(r["label"], r["seed"]) for r in ours["runs"]}
+    extra = [r for r in theirs.get("runs", []) if (r["label"], r["seed"]) not in have
+             and r.get("num_samples") == ours["num_samples"]]  # fmt: skip
+    base = extras(theirs) | {key: ours[key] for key in ("task", "num_samples", "num_steps")} | extras(ours)
+    return summarise(budget, budget_spec(budget, task), ours["runs"] + extra, base)
+
+
+def save_merged(budget: str, task: str, report: dict, path: Path) -> dict:
+    """Write `report` to `path`, keeping the runs another invocation wrote there meanwhile (under a file lock)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = merge(budget, task, report, json.loads(path.read_text()) if path.is_file() else None)
+        dump(merged, path)
+    return merged
 
 
 def dump(report: dict, path: Path) -> None:

@@ -26,8 +26,9 @@ def bench_quality_cmd(
     task: Annotated[
         str,
         typer.Option(
-            help="image_generation (FD vs end-to-end), classification (accuracy vs backprop) or text (BPC vs "
-            "end-to-end)."
+            help="image_generation (FD vs end-to-end), classification (accuracy vs backprop), text (BPC vs "
+            "end-to-end), autoregressive (MAUVE vs backprop) or recurrent_depth (MAUVE and FLOPs vs truncated "
+            "backprop)."
         ),
     ] = "image_generation",
     num_samples: Annotated[
@@ -37,6 +38,16 @@ def bench_quality_cmd(
     doc_dir: Annotated[Path | None, typer.Option(help="Folder for the generated quality-BUDGET.md.")] = Path(
         "docs/generated"
     ),
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Only these of the budget's seeds, comma-separated (invocations over disjoint parts may "
+            "run side by side: each merges into the one JSON)."
+        ),  # fmt: skip
+    ] = None,
+    cases: Annotated[
+        str | None, typer.Option(help="Only these of the budget's cases, by label, separated by ';'.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """End-to-end vs DiffusionBlocks at equal layer-updates; EMA and raw weights; resumable.
@@ -44,7 +55,7 @@ def bench_quality_cmd(
     Runs already in RESULTS_DIR/quality-BUDGET.json are kept: rerunning an interrupted budget continues it.
     Example: dblocks bench quality --budget medium --json
     """
-    from benchmarks.quality import BUDGETS, bench_quality, dump, quality_of
+    from benchmarks.quality import BUDGETS, bench_quality, quality_of, save_merged
     from coordinator.settings import Settings
 
     if budget not in BUDGETS:
@@ -54,6 +65,20 @@ def bench_quality_cmd(
         quality.budget(budget)
     except ValueError as err:
         fail(f"--task {task!r} --budget {budget!r}: {err}")
+    spec = quality.budget(budget)
+    only_seeds = only_cases = None
+    if seeds is not None:
+        try:
+            only_seeds = {int(s) for s in seeds.split(",")}
+        except ValueError:
+            fail(f"--seeds {seeds!r}: comma-separated integers, e.g. 0,2")
+        if not only_seeds <= set(spec.seeds):
+            fail(f"--seeds {seeds!r}: the {budget} budget's seeds are {', '.join(map(str, spec.seeds))}")
+    if cases is not None:
+        only_cases = {c.strip() for c in cases.split(";")}
+        labels = [c.label for c in spec.cases]
+        if not only_cases <= set(labels):
+            fail(f"--cases {cases!r}: the {budget} budget's cases are {'; '.join(labels)}")
     config = config or Path(quality.default_config)
     base_task = load(config, []).task
     if base_task != task:
@@ -66,10 +91,11 @@ def bench_quality_cmd(
     previous = json.loads(out.read_text()) if out.is_file() else None
     command = quality.command.format(budget=budget)
 
-    def save(report: dict) -> None:
-        dump(report, out)
+    def save(report: dict) -> dict:
+        merged = save_merged(budget, task, report, out)
         if doc_dir is not None:
-            quality.page(report, doc_dir, command)
+            quality.page(merged, doc_dir, command)
+        return merged
 
     try:
         report = bench_quality(
@@ -84,11 +110,13 @@ def bench_quality_cmd(
             previous=previous,
             save=save,
             task=task,
+            seeds=only_seeds,
+            cases=only_cases,
         )
     finally:
         dispatcher.shutdown()
         close_embedded(store.client)
-    save(report)
+    report = save(report)
     typer.echo(json.dumps(report, indent=2) if as_json else f"wrote {out}")
 
 

@@ -20,6 +20,9 @@ WEIGHTS = ("ema", "raw")
 class Case:
     label: str
     overrides: tuple[str, ...]
+    # Overrides computed from the case's resolved config (e.g. the steps that match another case's compute), applied
+    # after `overrides`.
+    derive: Callable[[Config], tuple[str, ...]] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class QualityBench:
     command: str  # the command that regenerates it (`{budget}`: the budget)
     page: Callable[[dict, Path, str], None]  # writes the generated page(s) into a folder: (report, folder, command)
     run_fields: Callable[[Config], dict] = field(default=lambda config: {})  # recorded with each run
+    # Sampler steps each run is also evaluated at (EMA weights, the budget's samples): quality as a function of the
+    # sampler's steps (recurrent depth: core iterations per token), recorded per run as `by_steps`.
+    steps_curve: tuple[int, ...] = ()
     report_fields: Callable[[Config, dict], dict] = field(default=lambda config, result: {})  # from an EMA eval
 
     def budget(self, name: str) -> Budget:
