@@ -142,3 +142,62 @@ def test_a_run_recorded_under_another_config_is_not_reused():
     assert recorded(runs, "end_to_end", 0, full_config_sha(base))
     assert not recorded(runs, "end_to_end", 0, full_config_sha(other)) and not recorded(runs, "end_to_end", 1, "x")
     assert recorded([{"label": "end_to_end", "seed": 0}], "end_to_end", 0, "any")  # older records are kept
+
+
+def test_invocations_over_disjoint_seeds_merge_into_one_report(tmp_path):
+    """Two `--seeds` invocations side by side: each save keeps the runs the other wrote meanwhile."""
+    from benchmarks.quality import save_merged
+
+    spec = budget_spec("medium")
+    labels = [c.label for c in spec.cases]
+    path = tmp_path / "quality-medium.json"
+    base = {"task": "image_generation", "num_samples": 100, "num_steps": 50}
+
+    def report(seed: int) -> dict:
+        return summarise("medium", spec, [fake_run(label, seed, 10.0 + seed, 0.9) for label in labels], base)
+
+    first = save_merged("medium", "image_generation", report(0), path)
+    assert first["runs_done"] == len(labels) and not first["complete"]
+    save_merged("medium", "image_generation", report(1), path)
+    last = save_merged("medium", "image_generation", report(2), path)
+    assert last["complete"] and last["runs_done"] == 3 * len(labels)
+    assert last["results"][0]["seeds"] == [0, 1, 2] and last["results"][0]["ema"]["fd"]["mean"] == pytest.approx(11)
+    assert last["wall_s"] == pytest.approx(3 * len(labels))  # the runs' own times, whoever wrote them
+    redone = summarise("medium", spec, [fake_run(labels[0], 0, 99.0, 0.5)], base)
+    merged = save_merged("medium", "image_generation", redone, path)  # a rerun of (case, seed) replaces the old one
+    assert [r["ema"]["fd"] for r in merged["runs"] if r["label"] == labels[0] and r["seed"] == 0] == [99.0]
+
+
+def test_recurrent_depths_cases_compare_equal_steps_and_equal_counted_flops(tmp_path):
+    """The equal-FLOPs case's steps come from the counted FLOPs of both recipes; each run records its FLOPs and
+    per-step memory, and the page answers both questions from the numbers."""
+    from shared.tasks.recurrent_depth.bench import ITERATIONS, compute_fields
+
+    quality, spec = quality_of("recurrent_depth"), budget_spec("small", "recurrent_depth")
+    configs = {c.label: case_config(quality.default_config, spec, c, seed=0) for c in spec.cases}
+    steps = {label: c.train.steps_per_block for label, c in configs.items()}
+    assert steps["denoising"] == steps["truncated backprop"] == 4 * steps["denoising, 1/4 steps"]
+    fields = {label: compute_fields(c) for label, c in configs.items()}
+    assert 1 < steps["truncated backprop, equal FLOPs"] < steps["denoising"] / 3  # Huginn's step costs more
+    per_step = fields["truncated backprop"]["flops_per_step"]
+    gap = fields["truncated backprop, equal FLOPs"]["train_flops"] - fields["denoising"]["train_flops"]
+    assert abs(gap) <= per_step / 2  # the nearest whole number of steps
+    assert fields["truncated backprop"]["saved_activation_bytes"] > 3 * fields["denoising"]["saved_activation_bytes"]
+    assert fields["truncated backprop"]["state_bytes"] == fields["denoising"]["state_bytes"]
+
+    runs = []
+    for index, (label, config) in enumerate(configs.items()):
+        for seed in spec.seeds:
+            mauve = 0.5 + 0.1 * index + 0.01 * seed if "backprop" in label else 0.9 + 0.01 * seed
+            scores = {"mauve": mauve, "gen_ppl": 100.0, "tokens_per_s": 1000.0}
+            runs.append({"label": label, "seed": seed, "mode": "blockwise", **fields[label], "num_blocks": 1,
+                         "steps_per_block": steps[label], "num_samples": 1000, "wall_s": 1.0, "ema": scores,
+                         "raw": scores, "by_steps": {str(k): scores for k in ITERATIONS}})  # fmt: skip
+    report = summarise("small", spec, runs, {"task": "recurrent_depth", "num_samples": 1000, "reference_ppl": 20.0})
+    row = {r["label"]: r for r in report["results"]}
+    assert row["truncated backprop"]["train_flops"] == fields["truncated backprop"]["train_flops"]
+    assert row["denoising"]["by_steps"]["64"]["mauve"]["mean"] == pytest.approx(0.91)
+    quality.page(report, tmp_path, "the command")
+    text = (tmp_path / "quality-recurrent-depth.md").read_text()
+    assert "At equal training FLOPs" in text and "denoising is better, beyond 2 SE" in text
+    assert "| 64 |" in text and "Training FLOPs each recipe needs for MAUVE" in text

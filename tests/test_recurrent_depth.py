@@ -132,3 +132,17 @@ def test_training_flops_are_counted_per_recipe_and_grow_with_huginns_iterations(
     assert run["train_flops"] == pytest.approx(10 * run["flops_per_step"])
     mean = sum(counted_step(huginn, spec, r) for r in range(1, 7)) / 6
     assert run["flops_per_step"] == pytest.approx(8 * mean)
+
+
+def test_a_step_keeps_activations_for_the_truncation_window_only():
+    """What a step keeps for backward: Huginn's grows with r up to backprop_iterations, then stays (the earlier
+    iterations keep nothing); the denoiser's one pass keeps less than Huginn's window."""
+    from shared.tasks.recurrent_depth.flops import saved_bytes, step_memory
+
+    huginn = recurrent("backprop", max_iterations=6, backprop_iterations=2)
+    one, two, six = (saved_bytes(huginn, SPEC, 4, r) for r in (1, 2, 6))
+    assert 0 < one < two == six
+    denoiser = saved_bytes(recurrent("denoising"), SPEC, 4)
+    assert denoiser < two
+    assert step_memory(huginn, SPEC, batch_size=4)["saved_activation_bytes"] == two
+    assert saved_bytes(huginn, SPEC, 8, 2) > 1.8 * two  # activations scale with the batch
