@@ -99,7 +99,7 @@ def summarise(budget: str, spec: Budget, runs: list[dict], base: dict) -> dict:
     """Per case: the task's metrics (FD and class accuracy; accuracy and ECE) over the seeds evaluated so far, raw
     and EMA."""
     quality = quality_of(base.get("task", LEGACY_TASK))  # reports written before tasks existed are image runs
-    metrics = quality.metrics
+    metrics = spec.metrics or quality.metrics
     results = []
     for case in spec.cases:
         done = sorted((r for r in runs if r["label"] == case.label), key=lambda r: r["seed"])
@@ -156,6 +156,7 @@ def bench_quality(
     """
     quality, outputs = quality_of(task), OUTPUTS[task]
     spec = quality.budget(budget)
+    metrics = spec.metrics or quality.metrics
     num_samples = num_samples or spec.num_samples
     runs = [r for r in (previous or {}).get("runs", []) if r.get("num_samples") == num_samples]
     base = {"task": task, "num_samples": num_samples, "num_steps": spec.num_steps or 50}
@@ -185,12 +186,12 @@ def bench_quality(
             }
             base.update(quality.report_fields(config, evals["ema"]))
             for which, ev in evals.items():
-                log(f"   {which}: " + "  ".join(f"{key} {ev[key]:.4f}" for key in quality.metrics))
+                log(f"   {which}: " + "  ".join(f"{key} {ev[key]:.4f}" for key in metrics))
             curve = {}
             for steps in quality.steps_curve:
                 ev = outputs.evaluate(run_dir, resolved, EvalOptions(**{**options, "num_steps": steps}))
-                curve[str(steps)] = {key: ev[key] for key in quality.metrics}
-                log(f"   {steps} steps: " + "  ".join(f"{key} {ev[key]:.4f}" for key in quality.metrics))
+                curve[str(steps)] = {key: ev[key] for key in metrics}
+                log(f"   {steps} steps: " + "  ".join(f"{key} {ev[key]:.4f}" for key in metrics))
             runs.append(
                 {
                     "label": case.label,
@@ -206,7 +207,7 @@ def bench_quality(
                     "layer_updates": layer_updates(config),
                     "num_samples": num_samples,
                     "wall_s": time.time() - started,
-                    **{which: {key: e[key] for key in quality.metrics} for which, e in evals.items()},
+                    **{which: {key: e[key] for key in metrics} for which, e in evals.items()},
                     **({"by_steps": curve} if curve else {}),
                 }
             )

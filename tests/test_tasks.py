@@ -13,11 +13,12 @@ from PIL import Image
 
 from shared.assembly import AssembledDenoiser, load_block_denoiser
 from shared.checkpoint import save_block_weights
-from shared.config import load_config
+from shared.config import ConfigError, load_config
 from shared.images import load_images
 from shared.model import AdaLNTrunk, NetSpec
 from shared.partition import equiprobable_boundaries, uniform_log_boundaries
-from shared.tasks import TASKS, get_task
+from shared.plan import boundaries as plan_boundaries
+from shared.tasks import TASKS, get_task, task_for
 from shared.tasks.classification.task import (
     LabelDenoiser,
     LabelDenoiserNet,
@@ -30,6 +31,7 @@ from shared.tasks.classification.task import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+CLASSIFY = REPO / "configs" / "classify.yaml"
 
 SPEC = NetSpec(
     image_size=28, channels=1, num_classes=10, patch_size=7, hidden_size=32, num_heads=2, mlp_ratio=2.0, num_layers=1
@@ -219,7 +221,11 @@ def test_the_backprop_baseline_is_the_same_network_blind_to_noise_and_plain_cros
     loss = task.loss(model, images, labels, torch.ones(3), sigma_data=0.5, generator=torch.Generator(), label_dropout=0)
     assert torch.allclose(loss, torch.nn.functional.cross_entropy(a, labels))
     rebuilt = get_task("classification", task.options)
-    assert type(rebuilt) is type(task) and rebuilt.options == {"objective": "backprop", "augment_shift": 0}
+    assert type(rebuilt) is type(task) and rebuilt.options == {
+        "objective": "backprop",
+        "augment_shift": 0,
+        "output": "features",
+    }
 
 
 def test_backprop_needs_end_to_end_and_a_bad_objective_is_named():
@@ -322,3 +328,42 @@ def test_the_classification_example_splits_its_blocks_where_the_image_decides():
     generator = torch.Generator().manual_seed(0)
     assert len(inner) == config.blocks.num_blocks - 1
     assert all(label_readability(s, targets, samples=4000, generator=generator) < 0.5 for s in inner)
+
+
+def test_the_official_output_form_reads_the_noisy_label_through_a_skip_path():
+    """`classification.output: skip`: logits = head(adaLN(c_out * F + c_skip * z)). With the label's input path cut,
+    the skip form still reads z (most at low noise, where c_skip is near 1), the features form does not."""
+    torch.manual_seed(0)
+    net = LabelDenoiserNet(SPEC)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    torch.nn.init.zeros_(net.label_in.weight)  # z reaches the label token's input no more
+    images = torch.randn(2, 1, 28, 28)
+    z, other = torch.randn(2, 32), torch.randn(2, 32)
+    low = torch.tensor([0.01, 0.01])
+    plain, skip = LabelDenoiser(net, 0.5), LabelDenoiser(net, 0.5, skip=True)
+    assert torch.allclose(plain(z, low, images), plain(other, low, images))
+    assert not torch.allclose(skip(z, low, images), skip(other, low, images), atol=1e-3)
+    assert LabelDenoiser(net, 0.5, noise_free=True, skip=True).skip is False  # the backprop baseline has no z
+    task = task_for(load_config(CLASSIFY, ["classification.output=skip"]))
+    assert task.options["output"] == "skip" and task.denoiser(task.network(SPEC), 0.5).skip
+    with pytest.raises(ConfigError, match="classification.output"):
+        load_config(CLASSIFY, ["classification.output=residual"])
+
+
+@pytest.mark.parametrize("num_blocks", [2, 3, 4])
+def test_the_official_grid_is_b_points_of_the_equal_probability_grid_each_block_called_once(num_blocks):
+    from shared.tasks.classification.outputs import inference_sigmas
+
+    config = load_config(CLASSIFY, [f"blocks.num_blocks={num_blocks}", "model.num_layers=12", "noise.p_mean=-1.2"])
+    sigmas = inference_sigmas(config)
+    assert config.classification.grid == "official" and len(sigmas) == num_blocks + 1
+    assert sigmas[0] == 80.0 and sigmas[-2] == pytest.approx(0.002) and sigmas[-1] == 0
+    if num_blocks == 3:  # the official code's default for B = 3: 80, 0.3012, 0.002
+        assert sigmas[1].item() == pytest.approx(0.3012, abs=1e-4)
+    boundaries = plan_boundaries(config)
+    calls = Counter()
+    assembled = AssembledDenoiser([CountingBlock(i, calls) for i in range(num_blocks)], boundaries)
+    classify(assembled, torch.zeros(3, 1, 28, 28), sigmas, seed=0)
+    assert [calls[i] for i in range(num_blocks)] == [1] * num_blocks
+    assert torch.equal(inference_sigmas(config, "boundaries"), boundary_sigmas(boundaries))

@@ -31,6 +31,7 @@ from shared.tasks.text.task import (
     mask_tokens,
     masked_mean_nats,
     masked_nats,
+    mean_over_masked_sequences,
     sample_text,
     stratified_times,
     unigram_bpc,
@@ -117,6 +118,11 @@ def test_the_masked_mean_loss_estimates_the_same_integrand_with_far_less_varianc
         assert mean[some].mean().item() == pytest.approx(entropy, rel=0.05)
         if t < 0.1:
             assert elbo.std().item() > 2 * mean[some].std().item()  # measured: 4.1 vs 1.3
+        # the training loss: the mean over masked sequences only, so small t is not weighted down by 1-(1-t)^L
+        loss = mean_over_masked_sequences(mean, masked).item()
+        assert loss == pytest.approx(entropy, rel=0.05)
+        if t < 0.1:
+            assert mean.mean().item() < 0.5 * loss  # counting the empty sequences as zeros would halve it here
     task = task_for(load_config(TEXT, ["text.train_weighting=masked_mean"]))
     assert task.train_weighting == "masked_mean" and "train_weighting" not in task.options  # training only
 
@@ -128,8 +134,38 @@ def test_bpc_estimate_of_a_fresh_model_is_log2_v_within_its_standard_error():
     tokens = torch.randint(0, 27, (64, 16), generator=torch.Generator().manual_seed(0))
     result = estimate_bpc(model, tokens, seed=0, target_stderr=0.05, min_samples=256, max_samples=20_000)
     assert result["bpc_stderr"] <= 0.05 and result["num_samples"] >= 256
+    assert result["coverage"] == 1.0 and result["passes"] >= 1
     assert abs(result["bpc"] - math.log2(27)) < 3 * result["bpc_stderr"] + 1e-6
     assert unigram_bpc(torch.tensor([0, 1, 0, 1]), 27) == pytest.approx(1.0)
+
+
+def test_bpc_reads_the_whole_test_text_before_it_may_stop_and_a_cut_pass_is_not_a_prefix(monkeypatch):
+    import shared.tasks.text.task as text_task
+
+    seen: list[int] = []
+
+    class Reader(torch.nn.Module):
+        mask_id = 27
+
+        @property
+        def blocks(self):
+            return [self]
+
+        def forward(self, z, t, labels=None):
+            seen.extend((z[:, 0] * 27 + z[:, 1]).tolist())  # the row each sequence is (written in its symbols)
+            return torch.zeros(*z.shape, 28)
+
+    # nothing masked, so the reader sees which sequences it is given
+    monkeypatch.setattr(text_task, "mask_tokens", lambda tokens, t, mask_id, g: (tokens, torch.zeros_like(tokens) > 0))
+    rows = torch.arange(700)
+    tokens = torch.stack([rows // 27, rows % 27, rows % 27], dim=1)
+    whole = estimate_bpc(Reader(), tokens, seed=0, target_stderr=10.0, min_samples=10, max_samples=5000,
+                         batch_size=128)  # fmt: skip
+    assert whole["coverage"] == 1.0 and set(seen) == set(range(700))  # a loose target does not stop it early
+    seen.clear()
+    cut = estimate_bpc(Reader(), tokens, seed=1, target_stderr=10.0, min_samples=10, max_samples=200, batch_size=100)
+    assert cut["coverage"] == pytest.approx(200 / 700) and len(set(seen)) == 200
+    assert max(seen) > 400  # a random part of the test text, not its first 200 sequences
 
 
 class Recorder(torch.nn.Module):

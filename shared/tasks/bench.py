@@ -32,6 +32,7 @@ class Budget:
     common: tuple[str, ...]  # overrides shared by every case
     num_samples: int = 1000  # evaluated samples per run and weights
     num_steps: int | None = None  # sampler steps for the evaluation (None: the config's, 50)
+    metrics: tuple[str, ...] | None = None  # what this budget's cases are compared by (None: the task's)
 
 
 # end_to_end is one job on one CPU, as each block is. Quality is compared at equal layer-updates, not equal wall

@@ -4,7 +4,9 @@ held-out accuracy (from both starts) and calibration error; the paper's Table 1 
 
 from __future__ import annotations
 
-from shared.tasks.bench import END_TO_END, Budget, Case, QualityBench, TaskDoc, equiprobable, task_page
+from pathlib import Path
+
+from shared.tasks.bench import END_TO_END, Budget, Case, QualityBench, TaskDoc, equiprobable, write_task_doc
 
 # Paper Table 1 (ViT, test accuracy %; shape only: CIFAR-100 there, 4,000 MNIST digits here).
 PAPER = {
@@ -14,6 +16,20 @@ PAPER = {
 BACKPROP = Case("backprop", ("train.mode=end_to_end", "classification.objective=backprop"))
 # At equal layer-updates, 3 seeds, 12 layers: 4 per block (2-layer blocks read the image too weakly).
 SMALL = Budget([BACKPROP, END_TO_END, equiprobable(3, 0.05)], [0, 1, 2], ("model.num_layers=12",))
+# The official code's output form against this project's first one, B = 3 as in SMALL, each run read from both
+# starts on both inference grids (issue 40; docs/method.md, "Departures").
+B3 = equiprobable(3, 0.05)
+FIDELITY_METRICS = ("accuracy_official_noise", "accuracy_official_zero", "accuracy_boundaries_noise",
+                    "accuracy_boundaries_zero", "ece")  # fmt: skip
+FIDELITY = Budget(
+    [
+        Case("B=3 features output", (*B3.overrides, "classification.output=features")),
+        Case("B=3 skip output", (*B3.overrides, "classification.output=skip")),
+    ],  # fmt: skip
+    [0, 1, 2],
+    ("model.num_layers=12",),
+    metrics=FIDELITY_METRICS,
+)
 
 DOC = TaskDoc(
     title="classification by label denoising",
@@ -38,15 +54,49 @@ accuracy.
     "within about a point of backprop), not the values.",
 )
 
+FIDELITY_DOC = TaskDoc(
+    title="classification, the official output form and inference grid",
+    page_name="quality-classification-fidelity.md",
+    metrics=(
+        ("accuracy_official_noise", "official grid, noise start"),
+        ("accuracy_official_zero", "official grid, zero start"),
+        ("accuracy_boundaries_noise", "boundary grid, noise start"),
+        ("accuracy_boundaries_zero", "boundary grid, zero start"),
+        ("ece", "ECE"),
+    ),
+    compared=FIDELITY_METRICS[:4],
+    reference=lambda r: r.get("label") == "B=3 features output",
+    reference_name="features output",
+    intro="""Base config `configs/classify.yaml` with 12 layers, B = 3 blocks of four layers, gamma 0.05, 1,500
+steps per block, batch 128, training noise at p_mean 0.8. Held-out accuracy of every run is read four ways: on the
+**official grid** (B points of the equal-probability grid, sigma_max down to sigma_min: two Euler steps and a last
+call at sigma_min, the official code's default and now `classification.grid`'s) and on the **boundary grid** (each
+block called at its upper boundary, the last logits read there: this project's former default), each from the
+**noise start** (the paper's) and the **zero start**. ECE is on the official grid from the noise start.
+
+- **features output**: `logits = head(adaLN(F))`, the noisy label entering only at the input (the project's first
+  form, `classification.output: features`).
+- **skip output**: `logits = head(adaLN(c_out * F + c_skip * z))`, the official code's (`classification.output:
+  skip`): the noisy label also reaches the output through the skip path, as `D = c_skip z + c_out F` for images.""",
+    paper_note="The paper reports no ablation of these; its Table 1 numbers come from the official code, i.e. the "
+    "skip output on the official grid from the noise start.",
+)
+
+
+def write_pages(report: dict, folder: Path, command: str) -> None:
+    doc = FIDELITY_DOC if report.get("budget") == "fidelity" else DOC
+    write_task_doc(doc, report, folder / doc.page_name, command)
+
+
 QUALITY = QualityBench(
     default_config="configs/classify.yaml",
     metrics=("accuracy", "ece", "accuracy_zero_start"),
-    budgets={"small": SMALL},
+    budgets={"small": SMALL, "fidelity": FIDELITY},
     paper=PAPER,
     paper_key="paper_accuracy",
     results_stem="quality-classification",
-    command="dblocks bench quality --task classification --json",
-    page=task_page(DOC),
+    command="dblocks bench quality --task classification --budget {budget} --json",
+    page=write_pages,
     run_fields=lambda config: {"objective": config.classification.objective},
     report_fields=lambda config, ema: {"num_test_examples": ema["num_examples"]},
 )

@@ -23,7 +23,21 @@ class ClassificationConfig(Section):
         le=16,
         description="Training images are shifted by up to this many pixels each way (edge padding); 0 = off.",
     )
-    num_steps: int = Field(0, ge=0, le=MAX_SAMPLE_STEPS, description="Euler steps at inference; 0 = one per block (B).")
+    output: Literal["features", "skip"] = Field(
+        "features",
+        description="How the label token's logits are read: features = head(adaLN(F)), the noisy label entering only "
+        "at the input (this project's first form); skip = head(adaLN(c_out * F + c_skip * z)), the official code's, "
+        "the noisy label also on a skip path as D = c_skip z + c_out F is for images (docs/method.md, departures).",
+    )
+    grid: Literal["official", "boundaries"] = Field(
+        "official",
+        description="Inference noise levels when num_steps is 0 (one call per block): official = B points of the "
+        "equal-probability grid, sigma_max down to sigma_min (the official code's default: B - 1 Euler steps and a "
+        "last call at sigma_min); boundaries = each block called at its upper boundary, the last logits read there.",
+    )
+    num_steps: int = Field(
+        0, ge=0, le=MAX_SAMPLE_STEPS, description="Calls at inference on the equal-probability grid; 0 = B (`grid`)."
+    )
     start: Literal["noise", "zero"] = Field(
         "noise",
         description="Where inference starts in label-embedding space: noise = sigma_max * randn (the paper's; the "

@@ -19,14 +19,22 @@ from shared.tasks.classification.bench import QUALITY
 from shared.tasks.classification.task import STARTS, boundary_sigmas, classify, expected_calibration_error
 from shared.visualize import figure
 
+GRIDS = ("official", "boundaries")
 
-def inference_sigmas(config: Config) -> torch.Tensor:
-    """One call per block by default (the plan's boundaries); `classification.num_steps` > 0: that many Euler steps
-    at equal log-normal mass."""
+
+def inference_sigmas(config: Config, grid: str | None = None) -> torch.Tensor:
+    """The noise levels of inference (`grid` defaults to the config's `classification.grid`). `num_steps` 0, one
+    call per block: `official`, B points of the equal-probability grid from sigma_max to sigma_min (B - 1 Euler
+    steps, the last call at sigma_min); `boundaries`, each block at its upper boundary. `num_steps` > 0: that many
+    calls on the equal-probability grid."""
+    grid = grid or config.classification.grid
+    if grid not in GRIDS:
+        raise ValueError(f"classification grid must be one of {GRIDS}, got {grid!r}")
     steps, noise = config.classification.num_steps, config.noise
-    if steps == 0:
+    if steps == 0 and grid == "boundaries":
         return boundary_sigmas(boundaries(config))
-    return equiprobable_sigmas(steps, noise.sigma_min, noise.sigma_max, noise.log_mean, noise.p_std)
+    calls = steps or config.planned_blocks
+    return equiprobable_sigmas(calls, noise.sigma_min, noise.sigma_max, noise.log_mean, noise.p_std)
 
 
 def predict_images(
@@ -39,11 +47,12 @@ def predict_images(
     model=None,
     batch_size: int = 500,
     start: str | None = None,
+    grid: str | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(final class probabilities (N, K), probabilities after each step) for images in [-1, 1]; `start` defaults to
-    the config's `classification.start`."""
+    """(final class probabilities (N, K), probabilities after each step) for images in [-1, 1]; `start` and `grid`
+    default to the config's `classification.start` and `classification.grid`."""
     model = model if model is not None else load_assembled(run_dir, weights)[0]
-    sigmas = inference_sigmas(config)
+    sigmas = inference_sigmas(config, grid)
     start = start or config.classification.start
     finals, per_step = [], []
     for first in range(0, len(images), batch_size):
@@ -55,17 +64,28 @@ def predict_images(
 
 def evaluate_classifier(run_dir: Path, config: Config, *, weights: str = "ema", seed: int = 0, model=None) -> dict:
     """Held-out accuracy, expected calibration error and confusion matrix of a finished classification run, at the
-    config's inference start; the accuracy from either start beside it (`accuracy_noise_start`,
-    `accuracy_zero_start`: what sampling the label costs against following the most probable one)."""
+    config's inference start and grid; the accuracy from either start beside it (`accuracy_noise_start`,
+    `accuracy_zero_start`: what sampling the label costs against following the most probable one), and from every
+    start on every grid (`accuracy_by_grid`; `accuracy_boundaries_grid`, `accuracy_official_grid`: the config's
+    start on each grid)."""
     d = config.data
     images, labels = load_split(d, "test", limit=MAX_EVAL_EXAMPLES)
     model = model if model is not None else load_assembled(run_dir, weights)[0]
-    by_start = {}
-    for start in STARTS:
-        probs, steps = predict_images(run_dir, config, images, weights=weights, seed=seed, model=model, start=start)
-        by_start[start] = probs, steps
-    accuracies = {start: float((p.argmax(dim=1) == labels).double().mean()) for start, (p, _) in by_start.items()}
-    probs, steps = by_start[config.classification.start]
+    section = config.classification
+    grids = GRIDS if section.num_steps == 0 else (section.grid,)  # with num_steps set, the grid is that
+    outcomes = {
+        (grid, start): predict_images(
+            run_dir, config, images, weights=weights, seed=seed, model=model, start=start, grid=grid
+        )  # fmt: skip
+        for grid in grids
+        for start in STARTS
+    }
+    by_grid = {
+        grid: {start: float((outcomes[grid, start][0].argmax(dim=1) == labels).double().mean()) for start in STARTS}
+        for grid in grids
+    }
+    accuracies = by_grid[section.grid]
+    probs, steps = outcomes[section.grid, section.start]
     predicted = probs.argmax(dim=1)
     num_classes = data_shape(config).num_classes
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device="cpu")
@@ -74,8 +94,14 @@ def evaluate_classifier(run_dir: Path, config: Config, *, weights: str = "ema", 
         "task": "classification",
         "accuracy": accuracies[config.classification.start],
         "ece": expected_calibration_error(probs, labels, config.classification.calibration_bins),
-        "start": config.classification.start,
+        "start": section.start,
+        "grid": section.grid,
+        "output": section.output,
         **{f"accuracy_{start}_start": accuracy for start, accuracy in accuracies.items()},
+        **{f"accuracy_{grid}_grid": by_grid[grid][section.start] for grid in grids},
+        **{f"accuracy_{grid}_{start}": by_grid[grid][start] for grid in grids for start in STARTS},
+        "accuracy_by_grid": by_grid,
+        "sigmas": inference_sigmas(config).tolist(),
         "num_examples": len(labels),
         "num_steps": len(steps),
         "weights": weights,
@@ -130,7 +156,7 @@ class ClassificationOutputs:
 
     def summary(self, result: dict, options: EvalOptions) -> str:
         return (
-            f"accuracy {result['accuracy']:.4f} from the {result['start']} start (noise "
+            f"accuracy {result['accuracy']:.4f} from the {result['start']} start on the {result['grid']} grid (noise "
             f"{result['accuracy_noise_start']:.4f}, zero {result['accuracy_zero_start']:.4f})  ECE "
             f"{result['ece']:.4f}  ({result['num_examples']} held-out examples, {result['num_steps']} steps, "
             f"{options.weights} weights)"

@@ -59,30 +59,44 @@ class LabelDenoiserNet(AdaLNTrunk):
         """The normalised class embeddings, (K, D): the clean targets y and the basis of the denoised estimate."""
         return F.normalize(self.class_embed, dim=1)
 
-    def forward(self, images: torch.Tensor, z_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        images: torch.Tensor,
+        z_in: torch.Tensor,
+        c_noise: torch.Tensor,
+        skip: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The label token's logits (N, K); `skip` = (c_out (N, 1), c_skip * z (N, D)): the output reads
+        `c_out * F + c_skip * z` instead of the token's features F alone."""
         patches = self.patch_embed(images).flatten(2).transpose(1, 2) + self.pos_embed  # (N, T, D)
         label = self.label_in(z_in)[:, None, :] + self.label_pos  # (N, 1, D)
         tokens = torch.cat([label, patches], dim=1)  # (N, 1 + T, D)
         cond = self.noise_embed(fourier_features(c_noise))  # (N, D)
-        return self.project_out(self.run_layers(tokens, cond)[:, :1], cond)[:, 0]  # the label token's logits (N, K)
+        features = self.run_layers(tokens, cond)[:, 0]  # (N, D)
+        if skip is not None:
+            c_out, skipped = skip
+            features = c_out * features + skipped
+        return self.project_out(features[:, None], cond)[:, 0]
 
 
 class LabelDenoiser(nn.Module):
     """EDM preconditioning of the label: `forward(z, sigma, images)` -> logits; `denoise` -> the estimate of y.
-    `noise_free`: the backprop baseline, which sees neither z nor sigma (an ordinary classifier)."""
+    `noise_free`: the backprop baseline, which sees neither z nor sigma (an ordinary classifier). `skip`: the output
+    reads `c_out * F + c_skip * z` (the official code's form, `classification.output: skip`)."""
 
-    def __init__(self, net: LabelDenoiserNet, sigma_data: float, *, noise_free: bool = False):
+    def __init__(self, net: LabelDenoiserNet, sigma_data: float, *, noise_free: bool = False, skip: bool = False):
         super().__init__()
         self.net = net
         self.sigma_data = sigma_data
         self.noise_free = noise_free
+        self.skip = skip and not noise_free
 
     def forward(self, z: torch.Tensor, sigma: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         if self.noise_free:
             return self.net(images, torch.zeros_like(z), torch.zeros(len(z), dtype=z.dtype, device=z.device))
         sigma = sigma.reshape(-1, 1).to(z.dtype)
-        _, _, c_in, c_noise = edm_scalings(sigma, self.sigma_data)
-        return self.net(images, c_in * z, c_noise.flatten())
+        c_skip, c_out, c_in, c_noise = edm_scalings(sigma, self.sigma_data)
+        return self.net(images, c_in * z, c_noise.flatten(), (c_out, c_skip * z) if self.skip else None)
 
     def denoise(self, z: torch.Tensor, sigma: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         return expected_embedding(self(z, sigma, images), self.net.targets())
@@ -118,6 +132,7 @@ def label_denoising_loss(
 
 
 OBJECTIVES = ("label_denoising", "backprop")
+OUTPUT_FORMS = ("features", "skip")
 
 
 class Classification(EDMTask):
@@ -127,19 +142,23 @@ class Classification(EDMTask):
     outputs = frozenset({PREDICT})
     progress_metric = "accuracy"  # the block's own predictions on its training batch, at its own noise levels
 
-    def __init__(self, objective: str = "label_denoising", augment_shift: int = 0):
+    def __init__(self, objective: str = "label_denoising", augment_shift: int = 0, output: str = "features"):
         if objective not in OBJECTIVES:
             raise ValueError(f"classification objective must be one of {OBJECTIVES}, got {objective!r}")
+        if output not in OUTPUT_FORMS:
+            raise ValueError(f"classification output must be one of {OUTPUT_FORMS}, got {output!r}")
         self.objective = objective
         self.augment_shift = augment_shift  # training only: random shifts of up to this many pixels
+        self.output = output
 
     @classmethod
     def options_from(cls, config) -> dict:
-        return {"objective": config.classification.objective, "augment_shift": config.classification.augment_shift}
+        section = config.classification
+        return {"objective": section.objective, "augment_shift": section.augment_shift, "output": section.output}
 
     @property
     def options(self) -> dict:
-        return {"objective": self.objective, "augment_shift": self.augment_shift}
+        return {"objective": self.objective, "augment_shift": self.augment_shift, "output": self.output}
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -156,7 +175,7 @@ class Classification(EDMTask):
         return LabelDenoiserNet(spec, activation_checkpointing=activation_checkpointing)
 
     def denoiser(self, net: nn.Module, sigma_data: float) -> nn.Module:
-        return LabelDenoiser(net, sigma_data, noise_free=self.objective == "backprop")
+        return LabelDenoiser(net, sigma_data, noise_free=self.objective == "backprop", skip=self.output == "skip")
 
     def loss(
         self, model, images, labels, sigma, *, sigma_data: float, generator: torch.Generator, label_dropout: float

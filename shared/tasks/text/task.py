@@ -116,6 +116,14 @@ def masked_mean_nats(logits: torch.Tensor, tokens: torch.Tensor, masked: torch.T
     return (symbol_nats(logits, tokens) * masked).sum(dim=1) / masked.sum(dim=1).clamp(min=1)
 
 
+def mean_over_masked_sequences(per_sequence: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """The batch mean of `masked_mean_nats` over the sequences with at least one masked symbol: a sequence with none
+    has no loss to give, and counting it as a zero would weight each t by its chance of a mask, 1 - (1 - t)^L (0.47
+    at t = 0.01, L = 64), where the ELBO weights every t alike."""
+    has_mask = masked.any(dim=1)
+    return (per_sequence * has_mask).sum() / has_mask.sum().clamp(min=1)
+
+
 def stratified_times(num: int, lo: float, hi: float, generator: torch.Generator) -> torch.Tensor:
     """`num` times in [lo, hi], one per equal stratum, in random order (MD4's low-variance draw of t), >= T_MIN."""
     device = generator.device
@@ -210,7 +218,7 @@ class MaskedDiffusionText:
         mask_id = getattr(model, "module", model).mask_id
         z, masked = mask_tokens(images, sigma, mask_id, generator)
         if self.train_weighting == "masked_mean":
-            return masked_mean_nats(model(z, sigma), images, masked).mean()
+            return mean_over_masked_sequences(masked_mean_nats(model(z, sigma), images, masked), masked)
         return masked_nats(model(z, sigma), images, masked, sigma).mean()
 
     def preview(self, denoiser, images, labels, sigma_lo, sigma_hi, generator) -> str:
@@ -269,15 +277,19 @@ def estimate_bpc(
     max_samples: int,
     batch_size: int = 256,
 ) -> dict:
-    """Monte-Carlo ELBO in bits per character on held-out sequences: rounds over the sequences, each with its own
-    t ~ U(0, 1) (stratified per batch) and mask, each t routed to the block that owns it, until the standard error
-    is at most `target_stderr` (after at least `min_samples`; at most `max_samples`)."""
+    """Monte-Carlo ELBO in bits per character on held-out sequences: passes over the whole test text, each sequence
+    with its own t ~ U(0, 1) (stratified per batch) and mask, each t routed to the block that owns it; at least one
+    whole pass (and `min_samples`), then on until the standard error is at most `target_stderr`; at most
+    `max_samples`. The sequences are visited in a seeded permutation, so a pass cut short by `max_samples` is a
+    random part of the test text, not its beginning; `coverage` says how much of it was read."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     mask_id = assembled.blocks[0].mask_id
+    order = torch.randperm(len(sequences), generator=generator, device="cpu")
+    min_samples = max(min_samples, len(sequences))
     values: list[torch.Tensor] = []
     count, start = 0, 0
     while count < max_samples:
-        rows = torch.arange(start, start + batch_size, device="cpu") % len(sequences)
+        rows = order[torch.arange(start, min(start + batch_size, max_samples), device="cpu") % len(sequences)]
         start += batch_size
         tokens = sequences[rows]
         t = stratified_times(len(tokens), 0.0, 1.0, generator)
@@ -295,6 +307,8 @@ def estimate_bpc(
         "bpc": float(all_bits.mean()),
         "bpc_stderr": float(all_bits.std() / math.sqrt(len(all_bits))),
         "num_samples": len(all_bits),
+        "coverage": min(len(all_bits), len(sequences)) / len(sequences),  # share of the test sequences read
+        "passes": len(all_bits) / len(sequences),
     }
 
 
