@@ -131,6 +131,22 @@ def summarise(budget: str, spec: Budget, runs: list[dict], base: dict) -> dict:
     }
 
 
+def evaluate_case(
+    task: str, run_dir: Path, config: Config, options: dict, metrics: tuple[str, ...], log: Callable[[str], None]
+) -> tuple[dict, dict]:
+    """A trained case's evaluations, raw and EMA weights, and its task's sampler-steps curve (EMA)."""
+    quality, outputs = quality_of(task), OUTPUTS[task]
+    evals = {which: outputs.evaluate(run_dir, config, EvalOptions(weights=which, **options)) for which in WEIGHTS}
+    for which, ev in evals.items():
+        log(f"   {which}: " + "  ".join(f"{key} {ev[key]:.4f}" for key in metrics))
+    curve = {}
+    for steps in quality.steps_curve:
+        ev = outputs.evaluate(run_dir, config, EvalOptions(**{**options, "num_steps": steps}))
+        curve[str(steps)] = {key: ev[key] for key in metrics}
+        log(f"   {steps} steps: " + "  ".join(f"{key} {ev[key]:.4f}" for key in metrics))
+    return evals, curve
+
+
 def bench_quality(
     budget: str,
     base_config: Path,
@@ -154,7 +170,7 @@ def bench_quality(
     restrict this invocation to part of the budget: invocations over disjoint parts may run side by side into one
     file (`save_merged`).
     """
-    quality, outputs = quality_of(task), OUTPUTS[task]
+    quality = quality_of(task)
     spec = quality.budget(budget)
     metrics = spec.metrics or quality.metrics
     num_samples = num_samples or spec.num_samples
@@ -181,17 +197,8 @@ def bench_quality(
             resolved = resolve_data(config)  # its data facts (a trained tokenizer); the sha stays the case's own
             train_case(resolved, run_id, run_dir, store=store, dispatcher=dispatcher, log=log)
             options = {"num_samples": num_samples, "seed": 0, "cache_dir": cache_dir, "num_steps": spec.num_steps}
-            evals = {
-                which: outputs.evaluate(run_dir, resolved, EvalOptions(weights=which, **options)) for which in WEIGHTS
-            }
+            evals, curve = evaluate_case(task, run_dir, resolved, options, metrics, log)
             base.update(quality.report_fields(config, evals["ema"]))
-            for which, ev in evals.items():
-                log(f"   {which}: " + "  ".join(f"{key} {ev[key]:.4f}" for key in metrics))
-            curve = {}
-            for steps in quality.steps_curve:
-                ev = outputs.evaluate(run_dir, resolved, EvalOptions(**{**options, "num_steps": steps}))
-                curve[str(steps)] = {key: ev[key] for key in metrics}
-                log(f"   {steps} steps: " + "  ".join(f"{key} {ev[key]:.4f}" for key in metrics))
             runs.append(
                 {
                     "label": case.label,

@@ -13,6 +13,22 @@ from coordinator.cli.common import ResultsOpt, SetOpt, fail, load, open_dispatch
 from coordinator.store import close_embedded
 from shared.config import EQUAL_STEPS
 
+TaskOpt = Annotated[
+    str,
+    typer.Option(
+        help="image_generation (FD vs end-to-end), classification (accuracy vs backprop), text (BPC vs end-to-end), "
+        "autoregressive (MAUVE vs backprop) or recurrent_depth (MAUVE and FLOPs vs truncated backprop)."
+    ),
+]
+SeedsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Only these of the budget's seeds, comma-separated (invocations over disjoint parts may run side by "
+        "side: each merges into the one JSON)."
+    ),
+]
+CasesOpt = Annotated[str | None, typer.Option(help="Only these of the budget's cases, by label, separated by ';'.")]
+
 
 @bench_app.command("quality")
 def bench_quality_cmd(
@@ -23,14 +39,7 @@ def bench_quality_cmd(
     config: Annotated[
         Path | None, typer.Option(help="Base config (default: configs/quickstart.yaml; classify.yaml for --task).")
     ] = None,
-    task: Annotated[
-        str,
-        typer.Option(
-            help="image_generation (FD vs end-to-end), classification (accuracy vs backprop), text (BPC vs "
-            "end-to-end), autoregressive (MAUVE vs backprop) or recurrent_depth (MAUVE and FLOPs vs truncated "
-            "backprop)."
-        ),
-    ] = "image_generation",
+    task: TaskOpt = "image_generation",
     num_samples: Annotated[
         int | None, typer.Option(help="Samples per evaluated run (default: the budget's, 1000; medium 500).")
     ] = None,
@@ -38,16 +47,8 @@ def bench_quality_cmd(
     doc_dir: Annotated[Path | None, typer.Option(help="Folder for the generated quality-BUDGET.md.")] = Path(
         "docs/generated"
     ),
-    seeds: Annotated[
-        str | None,
-        typer.Option(
-            help="Only these of the budget's seeds, comma-separated (invocations over disjoint parts may "
-            "run side by side: each merges into the one JSON)."
-        ),  # fmt: skip
-    ] = None,
-    cases: Annotated[
-        str | None, typer.Option(help="Only these of the budget's cases, by label, separated by ';'.")
-    ] = None,
+    seeds: SeedsOpt = None,
+    cases: CasesOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """End-to-end vs DiffusionBlocks at equal layer-updates; EMA and raw weights; resumable.
@@ -65,20 +66,7 @@ def bench_quality_cmd(
         quality.budget(budget)
     except ValueError as err:
         fail(f"--task {task!r} --budget {budget!r}: {err}")
-    spec = quality.budget(budget)
-    only_seeds = only_cases = None
-    if seeds is not None:
-        try:
-            only_seeds = {int(s) for s in seeds.split(",")}
-        except ValueError:
-            fail(f"--seeds {seeds!r}: comma-separated integers, e.g. 0,2")
-        if not only_seeds <= set(spec.seeds):
-            fail(f"--seeds {seeds!r}: the {budget} budget's seeds are {', '.join(map(str, spec.seeds))}")
-    if cases is not None:
-        only_cases = {c.strip() for c in cases.split(";")}
-        labels = [c.label for c in spec.cases]
-        if not only_cases <= set(labels):
-            fail(f"--cases {cases!r}: the {budget} budget's cases are {'; '.join(labels)}")
+    only_seeds, only_cases = budget_part(quality.budget(budget), budget, seeds, cases)
     config = config or Path(quality.default_config)
     base_task = load(config, []).task
     if base_task != task:
@@ -118,6 +106,24 @@ def bench_quality_cmd(
         close_embedded(store.client)
     report = save(report)
     typer.echo(json.dumps(report, indent=2) if as_json else f"wrote {out}")
+
+
+def budget_part(spec, budget: str, seeds: str | None, cases: str | None) -> tuple[set[int] | None, set[str] | None]:
+    """The seeds and case labels `--seeds` and `--cases` pick from a budget (None: all), refused if not in it."""
+    only_seeds = only_cases = None
+    if seeds is not None:
+        try:
+            only_seeds = {int(s) for s in seeds.split(",")}
+        except ValueError:
+            fail(f"--seeds {seeds!r}: comma-separated integers, e.g. 0,2")
+        if not only_seeds <= set(spec.seeds):
+            fail(f"--seeds {seeds!r}: the {budget} budget's seeds are {', '.join(map(str, spec.seeds))}")
+    if cases is not None:
+        only_cases = {c.strip() for c in cases.split(";")}
+        labels = [c.label for c in spec.cases]
+        if not only_cases <= set(labels):
+            fail(f"--cases {cases!r}: the {budget} budget's cases are {'; '.join(labels)}")
+    return only_seeds, only_cases
 
 
 @bench_app.command("memory")
