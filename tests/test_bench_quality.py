@@ -204,3 +204,24 @@ def test_recurrent_depths_cases_compare_equal_steps_and_equal_counted_flops(tmp_
     text = (tmp_path / "quality-recurrent-depth.md").read_text()
     assert "At equal training FLOPs" in text and "denoising is better, beyond 2 SE" in text
     assert "| 64 |" in text and "Training FLOPs each recipe needs for MAUVE" in text
+
+
+def test_the_classification_fidelity_budget_reads_both_grids_from_both_starts(tmp_path):
+    """The fidelity budget compares the official output form with the first one, each read on both inference grids
+    from both starts, on its own page."""
+    quality, spec = quality_of("classification"), budget_spec("fidelity", "classification")
+    assert [c.label for c in spec.cases] == ["B=3 features output", "B=3 skip output"] and spec.seeds == [0, 1, 2]
+    outputs = {
+        case.label: case_config(quality.default_config, spec, case, 0).classification.output for case in spec.cases
+    }
+    assert outputs == {"B=3 features output": "features", "B=3 skip output": "skip"}
+    runs = []
+    for index, case in enumerate(spec.cases):
+        for seed in spec.seeds:
+            scores = {key: 0.9 + 0.02 * index + 0.001 * seed for key in spec.metrics}
+            runs.append({**fake_run(case.label, seed, 0, 0), "ema": scores, "raw": scores})
+    report = summarise("fidelity", spec, runs, {"task": "classification", "num_samples": 1000})
+    quality.page(report, tmp_path, "the command")
+    text = (tmp_path / "quality-classification-fidelity.md").read_text()
+    assert "official grid, noise start" in text and "boundary grid, zero start" in text
+    assert text.count("+0.0200 ± 0.0008 (beyond 2 SE)") == 4  # each accuracy against the features output
