@@ -202,7 +202,7 @@ def test_recurrent_depths_cases_compare_equal_steps_and_equal_counted_flops(tmp_
     assert row["denoising"]["by_steps"]["64"]["mauve"]["mean"] == pytest.approx(0.91)
     quality.page(report, tmp_path, "the command")
     text = (tmp_path / "quality-recurrent-depth.md").read_text()
-    assert "At equal training FLOPs" in text and "denoising is better, beyond 2 SE" in text
+    assert "At equal training FLOPs" in text and "MAUVE +0.200 ± 0.008: denoising is better, beyond 2 SE" in text
     assert "| 64 |" in text and "Training FLOPs each recipe needs for MAUVE" in text
 
 

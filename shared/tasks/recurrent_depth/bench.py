@@ -71,22 +71,39 @@ def _cell(stat: dict, digits: int = 3) -> str:
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
-def flops_for_quality(results: list[dict]) -> list[str]:
-    """Per recipe, the least training FLOPs among its cases whose mean MAUVE reaches the level both recipes reach
-    (the lower of the two recipes' best means)."""
+QUALITY_KEYS = (("mauve", "MAUVE", True, 3), ("gen_ppl", "generative perplexity", False, 1))  # key, name, higher?
+
+
+def flops_for_quality(results: list[dict], key: str, name: str, higher: bool, digits: int) -> list[str]:
+    """Per recipe, the least training FLOPs among its cases whose mean `key` reaches the level both recipes reach
+    (the worse of the two recipes' best means)."""
     recipes: dict[str, list[dict]] = {}
     for r in results:
         recipes.setdefault(r["objective"], []).append(r)
     if len(recipes) < 2:
         return []
-    level = min(max(r["ema"]["mauve"]["mean"] for r in rows) for rows in recipes.values())
+    best, worst = (max, min) if higher else (min, max)
+    level = worst(best(r["ema"][key]["mean"] for r in rows) for rows in recipes.values())
     lines = []
     for objective, rows in recipes.items():
-        reach = min((r for r in rows if r["ema"]["mauve"]["mean"] >= level), key=lambda r: r["train_flops"])
-        lines.append(f"  - **{objective}**: {reach['train_flops']:.3g} FLOPs ({reach['label']}, MAUVE "
-                     f"{_cell(reach['ema']['mauve'])})")  # fmt: skip
-    return [f"- Training FLOPs each recipe needs for MAUVE {level:.3f} (the lower of the two recipes' best means; "
-            "the cheapest case that reaches it):", *lines]  # fmt: skip
+        reach = [r for r in rows if (r["ema"][key]["mean"] >= level if higher else r["ema"][key]["mean"] <= level)]
+        cheapest = min(reach, key=lambda r: r["train_flops"])
+        lines.append(f"  - **{objective}**: {cheapest['train_flops']:.3g} FLOPs ({cheapest['label']}: "
+                     f"{_cell(cheapest['ema'][key], digits)})")  # fmt: skip
+    return [f"- Training FLOPs each recipe needs for {name} {level:.{digits}f} (the worse of the two recipes' best "
+            "means; the cheapest case that reaches it):", *lines]  # fmt: skip
+
+
+def equal_flops(reference: dict, other: dict) -> list[str]:
+    """The denoiser against Huginn's recipe at the denoiser's training FLOPs, on each quality metric."""
+    lines = [f"- At equal training FLOPs (the denoiser's {reference['train_flops']:.3g}), denoising minus truncated "
+             "backprop:"]  # fmt: skip
+    for key, name, higher, digits in QUALITY_KEYS:
+        diff, se = difference(reference["ema"][key], other["ema"][key])
+        better = "denoising" if (diff > 0) == higher else "truncated backprop"
+        verdict = f"{better} is better, beyond 2 SE" if abs(diff) > 2 * se else "no difference beyond 2 SE"
+        lines.append(f"  - {name} {diff:+.{digits}f} ± {se:.{digits}f}: {verdict}")
+    return lines
 
 
 def write_page(report: dict, folder: Path, command: str) -> None:
@@ -110,18 +127,16 @@ def write_page(report: dict, folder: Path, command: str) -> None:
     curve_labels = [r["label"] for r in results if "by_steps" in r]
     curve = [f"| K | {' | '.join(curve_labels)} |", "|---|" + "---|" * len(curve_labels)]
     for k in ITERATIONS:
-        cells = [_cell(by_label[label]["by_steps"][str(k)]["mauve"]) if str(k) in by_label[label]["by_steps"]
-                 else "—" for label in curve_labels]  # fmt: skip
+        cells = [f"{_cell(by_label[label]['by_steps'][str(k)]['mauve'])} / "
+                 f"{_cell(by_label[label]['by_steps'][str(k)]['gen_ppl'], 0)}"
+                 if str(k) in by_label[label]["by_steps"] else "—" for label in curve_labels]  # fmt: skip
         curve.append(f"| {k} | {' | '.join(cells)} |")
     answers = []
     flops_case = by_label.get("truncated backprop, equal FLOPs")
     if reference and flops_case:
-        diff, se = difference(reference["ema"]["mauve"], flops_case["ema"]["mauve"])
-        better = "denoising" if diff > 0 else "truncated backprop"
-        verdict = f"{better} is better, beyond 2 SE" if abs(diff) > 2 * se else "no difference beyond 2 SE"
-        answers.append(f"- At equal training FLOPs (the denoiser's {reference['train_flops']:.3g}): denoising "
-                       f"minus truncated backprop, MAUVE {diff:+.3f} ± {se:.3f}: {verdict}.")  # fmt: skip
-    answers += flops_for_quality(results)
+        answers += equal_flops(reference, flops_case)
+    for key, name, higher, digits in QUALITY_KEYS:
+        answers += flops_for_quality(results, key, name, higher, digits)
     text = f"""# Quality, recurrent depth: one denoiser against truncated backpropagation (generated)
 
 Produced by `{command}` ({completion(report)}); {report.get("wall_s", 0.0) / 60:.0f} minutes of runs (training and
@@ -132,7 +147,10 @@ error, and says whether it exceeds twice that.
 Base config `configs/recurrent.yaml`: a prelude of 2 layers, a core of 4, a coda of 2, width 64, the autoregressive
 task's corpus (Python's documentation), 512-token BPE, contexts of 64; batch 32. MAUVE and generative perplexity are
 the autoregressive task's (256 held-out prompts of 16 tokens continued by 16; the reference LM's own perplexity:
-{report.get("reference_ppl", float("nan")):.1f}), at K = 32 core iterations per generated token.
+{report.get("reference_ppl", float("nan")):.1f}; the true continuations' under it:
+{report.get("true_continuation_ppl", float("nan")):.1f}), at K = 32 core iterations per generated token. MAUVE
+is computed from 256 continuations in 25 clusters: it separates little at this size, so generative perplexity is
+reported beside it (lower is better while it stays above the true continuations').
 
 - **denoising**: DiffusionBlocks' recipe, the core one denoiser over the whole noise range, one core pass per
   training example; each inference iteration an Euler step. **1/4 steps**: the same at a quarter of the steps.
@@ -147,7 +165,7 @@ at r >= 8, its peak); state: weights, gradients, AdamW's two moments and the EMA
 
 {chr(10).join(answers)}
 
-## Quality against K, the core iterations per generated token (MAUVE, EMA weights)
+## Quality against K, the core iterations per generated token (MAUVE / generative perplexity, EMA weights)
 
 {chr(10).join(curve)}
 
@@ -167,6 +185,9 @@ QUALITY = QualityBench(
     command="dblocks bench quality --task recurrent_depth --json",
     page=write_page,
     run_fields=compute_fields,
-    report_fields=lambda config, ema: {"reference_ppl": ema["reference_ppl"]},
+    report_fields=lambda config, ema: {
+        "reference_ppl": ema["reference_ppl"],
+        "true_continuation_ppl": ema["true_continuation_ppl"],
+    },
     steps_curve=ITERATIONS,
 )
