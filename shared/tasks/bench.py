@@ -119,6 +119,8 @@ class TaskDoc:
     reference_name: str
     intro: str  # after the common first paragraph
     paper_note: str
+    # How the report's numbers were produced where that changed over time (grid, start, weighting), from the report
+    provenance: Callable[[dict], str] = field(default=lambda report: "")
 
 
 def write_task_doc(doc: TaskDoc, report: dict, doc_path: Path, command: str) -> None:
@@ -143,7 +145,7 @@ project's 2-core CPU machine. Every case trains through the coordinator and Ray 
 is the difference of means ± its standard error, and says whether it exceeds twice that.
 
 {doc.intro}
-
+{doc.provenance(report)}
 {chr(10).join(rows)}
 
 {doc.paper_note}

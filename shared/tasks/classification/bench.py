@@ -40,11 +40,11 @@ DOC = TaskDoc(
     reference_name="backprop",
     intro="""Base config `configs/classify.yaml` with 12 layers (width 64, patch 4, 1,500 steps per block, batch
 128, training noise log-normal at p_mean 0.8, p_std 1.2: docs/tasks.md, "The noise"). Accuracy and expected
-calibration error (15 bins) on the held-out MNIST digits; inference for label denoising is one call per block (B
-Euler steps at the plan's boundaries). "accuracy" starts the chain from noise (the paper's, `classification.start:
-noise`), which draws the label from the model's posterior; "accuracy, zero start" follows the most probable label
-(`classification.start: zero`; docs/tasks.md). The backprop baseline sees no noise: both starts give it the same
-accuracy.
+calibration error (15 bins) on the held-out MNIST digits; inference for label denoising is one call per block,
+on the grid named below (`classification.grid`). "accuracy" starts the chain from noise (the paper's,
+`classification.start: noise`), which draws the label from the model's posterior; "accuracy, zero start" follows
+the most probable label (`classification.start: zero`; docs/tasks.md). The backprop baseline sees no noise: both
+starts give it the same accuracy.
 
 - **backprop**: the same network (`LabelDenoiserNet`) trained end to end as an ordinary classifier: the label token
   carries zeros, the noise conditioning is constant, plain cross-entropy (`classification.objective: backprop`).
@@ -52,7 +52,18 @@ accuracy.
 - **B=3**: DiffusionBlocks, three blocks of four layers trained independently, gamma 0.05.""",
     paper_note="The paper's column is a ViT on CIFAR-100 (Table 1, accuracy %): compare the *shape* (block-wise "
     "within about a point of backprop), not the values.",
+    provenance=lambda report: settings(report),
 )
+
+
+def settings(report: dict) -> str:
+    """Which grid and output form produced a report's numbers (reports before issue 40: boundaries, features)."""
+    grid = report.get("grid", "boundaries")
+    output = report.get("output", "features")
+    before = "" if "grid" in report else " (this report predates `classification.grid`: the then default)"
+    return (f"\nThese numbers: the **{grid}** inference grid{before}, the **{output}** output form, the noise start "
+            "for \"accuracy\".\n")  # fmt: skip
+
 
 FIDELITY_DOC = TaskDoc(
     title="classification, the official output form and inference grid",
@@ -98,5 +109,9 @@ QUALITY = QualityBench(
     command="dblocks bench quality --task classification --budget {budget} --json",
     page=write_pages,
     run_fields=lambda config: {"objective": config.classification.objective},
-    report_fields=lambda config, ema: {"num_test_examples": ema["num_examples"]},
+    report_fields=lambda config, ema: {
+        "num_test_examples": ema["num_examples"],
+        "grid": ema["grid"],
+        "output": config.classification.output,
+    },
 )
