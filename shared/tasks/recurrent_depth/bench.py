@@ -88,10 +88,17 @@ def flops_for_quality(results: list[dict], key: str, name: str, higher: bool, di
     for objective, rows in recipes.items():
         reach = [r for r in rows if (r["ema"][key]["mean"] >= level if higher else r["ema"][key]["mean"] <= level)]
         cheapest = min(reach, key=lambda r: r["train_flops"])
-        lines.append(f"  - **{objective}**: {cheapest['train_flops']:.3g} FLOPs ({cheapest['label']}: "
-                     f"{_cell(cheapest['ema'][key], digits)})")  # fmt: skip
+        short = [r for r in rows if r not in reach and r["train_flops"] < cheapest["train_flops"]]
+        line = (f"  - **{objective}**: at most {cheapest['train_flops']:.3g} FLOPs ({cheapest['label']}: "
+                f"{_cell(cheapest['ema'][key], digits)})")  # fmt: skip
+        if short:
+            below = max(short, key=lambda r: r["train_flops"])
+            line += (f", more than {below['train_flops']:.3g} ({below['label']}: "
+                     f"{_cell(below['ema'][key], digits)})")  # fmt: skip
+        lines.append(line)
     return [f"- Training FLOPs each recipe needs for {name} {level:.{digits}f} (the worse of the two recipes' best "
-            "means; the cheapest case that reaches it):", *lines]  # fmt: skip
+            "means), bracketed by its measured cases: the cheapest that reaches it, and the dearer of those below "
+            "that do not:", *lines]  # fmt: skip
 
 
 def equal_flops(reference: dict, other: dict) -> list[str]:
