@@ -150,9 +150,12 @@ def test_training_outlives_its_coordinators_and_a_paused_leader_is_fenced_out(se
         second = Service(service_env, free_port())  # a follower, ready to take over
         assert first.is_leader() == 1 and second.is_leader() == 0
         wait_for(lambda: all(b["step"] >= KILL_PAST for b in first.run(run_id)["blocks"]), 240, "blocks mid-way")
+        # one Train worker per block, both running (a process list read while a worker is being re-spawned or named
+        # may briefly miss it: wait for both, rather than read once)
+        wait_for(lambda: len(train_worker_pids()) == 2, 60, "both blocks' Train workers")
         steps_at_kill = {b["index"]: b["step"] for b in first.run(run_id)["blocks"]}
         pids = train_worker_pids()
-        assert len(pids) == 2  # one Train worker per block, both running
+        assert len(pids) == 2
         victim, *others = pids
         # The other block is held where it is while the killed one restarts: on a loaded machine a restart takes long
         # enough for tiny blocks to finish, and then no block would be left running for the coordinator changes.
