@@ -166,6 +166,10 @@ def test_bpc_reads_the_whole_test_text_before_it_may_stop_and_a_cut_pass_is_not_
     cut = estimate_bpc(Reader(), tokens, seed=1, target_stderr=10.0, min_samples=10, max_samples=200, batch_size=100)
     assert cut["coverage"] == pytest.approx(200 / 700) and len(set(seen)) == 200
     assert max(seen) > 400  # a random part of the test text, not its first 200 sequences
+    seen.clear()
+    before = estimate_bpc(Reader(), tokens, seed=0, target_stderr=10.0, min_samples=10, max_samples=5000,
+                          batch_size=100, prefix=True)  # fmt: skip
+    assert seen == list(range(100)) and before["coverage"] == pytest.approx(100 / 700)  # the old estimate: a prefix
 
 
 class Recorder(torch.nn.Module):

@@ -123,6 +123,11 @@ class TaskDoc:
     provenance: Callable[[dict], str] = field(default=lambda report: "")
 
 
+def cell(value: dict | None) -> str:
+    """A metric's mean ± std over seeds; a dash where the report predates the metric."""
+    return "—" if value is None else f"{value['mean']:.4f} ± {value['std']:.4f}"
+
+
 def write_task_doc(doc: TaskDoc, report: dict, doc_path: Path, command: str) -> None:
     """A task's generated page: its metrics, raw and EMA, each case against the reference case, the paper beside."""
     results = report["results"]
@@ -134,7 +139,7 @@ def write_task_doc(doc: TaskDoc, report: dict, doc_path: Path, command: str) -> 
     for r in results:
         paper_value = r.get("paper_accuracy", r.get("paper_fid"))
         paper = f"{paper_value:.2f} ({r['paper_setting']})" if paper_value else "—"
-        cells = [f"{r[w][k]['mean']:.4f} ± {r[w][k]['std']:.4f}" for k, _ in doc.metrics for w in WEIGHTS]
+        cells = [cell(r[w].get(k)) for k, _ in doc.metrics for w in WEIGHTS]
         cells += [versus(r, reference, key, digits=4) for key in doc.compared]
         rows.append(f"| {r['label']} | {r['num_blocks']} | {len(r['seeds'])} | {' | '.join(cells)} | {paper} |")
     text = f"""# Quality, {doc.title} (generated)

@@ -34,9 +34,21 @@ def evaluate_text(run_dir: Path, config: Config, *, weights: str = "ema", seed: 
         min_samples=MIN_EVAL_SAMPLES,
         max_samples=config.text.eval_max_samples,
     )
+    before = estimate_bpc(  # the estimate before issue 40 (a prefix of the test text), beside it to measure the change
+        model,
+        test,
+        seed=seed,
+        target_stderr=config.text.eval_stderr,
+        min_samples=MIN_EVAL_SAMPLES,
+        max_samples=config.text.eval_max_samples,
+        prefix=True,
+    )
     return {
         "task": "text",
         **estimate,
+        "bpc_prefix": before["bpc"],
+        "bpc_prefix_stderr": before["bpc_stderr"],
+        "prefix_coverage": before["coverage"],
         "unigram_bpc": unigram_bpc(test, len(corpus.vocabulary)),
         "num_test_sequences": len(test),
         "seq_len": config.text.seq_len,

@@ -276,16 +276,23 @@ def estimate_bpc(
     min_samples: int,
     max_samples: int,
     batch_size: int = 256,
+    prefix: bool = False,
 ) -> dict:
     """Monte-Carlo ELBO in bits per character on held-out sequences: passes over the whole test text, each sequence
     with its own t ~ U(0, 1) (stratified per batch) and mask, each t routed to the block that owns it; at least one
     whole pass (and `min_samples`), then on until the standard error is at most `target_stderr`; at most
     `max_samples`. The sequences are visited in a seeded permutation, so a pass cut short by `max_samples` is a
-    random part of the test text, not its beginning; `coverage` says how much of it was read."""
+    random part of the test text, not its beginning; `coverage` says how much of it was read.
+
+    `prefix=True` is the estimate before issue 40, kept to measure the change: the sequences in their order from
+    the first, stopping at `min_samples` once the standard error is small enough, so a prefix of the test text."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     mask_id = assembled.blocks[0].mask_id
-    order = torch.randperm(len(sequences), generator=generator, device="cpu")
-    min_samples = max(min_samples, len(sequences))
+    if prefix:
+        order = torch.arange(len(sequences), device="cpu")
+    else:
+        order = torch.randperm(len(sequences), generator=generator, device="cpu")
+        min_samples = max(min_samples, len(sequences))
     values: list[torch.Tensor] = []
     count, start = 0, 0
     while count < max_samples:
