@@ -108,9 +108,10 @@ def summarise(budget: str, spec: Budget, runs: list[dict], base: dict) -> dict:
         first = done[0]
         row = {key: first.get(key) for key in CASE_KEYS} | {k: v for k, v in first.items() if k not in PER_RUN}
         row["seeds"] = [r["seed"] for r in done]
-        for which in WEIGHTS:
-            row[which] = {key: mean_std([r[which][key] for r in done]) for key in metrics}
-        row.update({key: row["ema"][key] for key in metrics})  # the default weights
+        measured = [key for key in metrics if all(key in r[which] for r in done for which in WEIGHTS)]
+        for which in WEIGHTS:  # a metric some run predates is left out of the row (its page shows a dash)
+            row[which] = {key: mean_std([r[which][key] for r in done]) for key in measured}
+        row.update({key: row["ema"][key] for key in measured})  # the default weights
         curves = [r["by_steps"] for r in done if "by_steps" in r]
         if curves:  # each sampler-steps point over the seeds that have it
             row["by_steps"] = {k: {key: mean_std([c[k][key] for c in curves if k in c]) for key in metrics}

@@ -15,6 +15,7 @@ from shared.data import data_shape, load_split
 from shared.generate import step_sigmas
 from shared.images import save_grid
 from shared.job import HISTORY_PART, BlockJob, history_dir, legacy_history_path
+from shared.latent import decode_images
 from shared.plan import block_specs
 from shared.storage import Storage
 from shared.visualize import handover_trajectory, plot_loss_curves, plot_sigma_loss, sigma_loss_curve
@@ -53,6 +54,7 @@ def write_trajectory(run_dir: Path, config: Config, manifest: dict, num_samples:
     shape = (num_samples, info.channels, info.image_size, info.image_size)
     z = sigmas[0] * torch.randn(shape, generator=g, device="cpu")
     columns = handover_trajectory(denoiser, z, sigmas, labels, manifest["boundaries"], s.cfg_scale, info.num_classes)
+    columns = [decode_images(config, column) for column in columns]  # a latent run's columns, as images
     grid = torch.stack(columns, dim=1).flatten(0, 1)  # row per sample: noise, block 0 ... block B-1, final
     path = run_dir / "trajectory.png"
     save_grid(grid, len(columns), path, scale=3)

@@ -20,6 +20,7 @@ from coordinator.resolver import Resolver
 from coordinator.store import Store
 from shared.checkpoint import CheckpointError
 from shared.config import Config, ConfigError, parse_config
+from shared.data.errors import DataError
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,159}")  # what new_run_id and the benchmarks make; nothing else
 MAX_CONCURRENT_SAMPLING = 2  # on-demand sampling runs in the coordinator: beyond this, 429
@@ -73,6 +74,8 @@ class ApiContext:
             yield
         except CheckpointError as err:
             raise HTTPException(409, f"run {run_id} has no assembled model: {err}") from None
+        except DataError as err:  # a latent run whose VAE is no longer where the run recorded it
+            raise HTTPException(409, f"run {run_id} cannot be decoded: {err}") from None
         finally:
             self.sampling.release()
 

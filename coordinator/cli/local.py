@@ -13,7 +13,7 @@ from coordinator.cli.apps import app
 from coordinator.cli.common import SetOpt, answered, client, fail, load, open_dispatcher, open_store, run_config
 from coordinator.store import close_embedded
 from shared.checkpoint import CheckpointError
-from shared.data import data_shape
+from shared.data import DataError, data_shape
 from shared.tasks import PREDICT, PROMPTS, SAMPLES_PNG, SAMPLES_TXT, TASKS
 
 
@@ -217,6 +217,8 @@ def _sample_images(run_dir: Path, out: Path, *, server, num_per_class, steps, cf
         )
     except CheckpointError as err:
         fail(str(err), 1)
+    except DataError as err:  # a latent run whose VAE is not there to decode its samples
+        fail(str(err))
     if out.suffix == ".png":
         save_grid(samples, len(labels) // max(1, data_shape(config).num_classes), out)
     else:

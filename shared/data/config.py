@@ -24,8 +24,8 @@ class DataConfig(Section):
         description="Your data: an image folder, a .parquet file or folder of shards, a .npy/.npz file; a local "
         "path or s3://bucket/prefix. Unset: the built-in dataset.",
     )
-    format: Literal["auto", "folder", "parquet", "numpy"] = Field(
-        "auto", description="Format of the source; auto infers it from the path."
+    format: Literal["auto", "folder", "parquet", "numpy", "latents"] = Field(
+        "auto", description="Format of the source; auto infers it from the path (latents: a folder with latents.json)."
     )
     test_source: str | None = Field(
         None, min_length=1, max_length=4096, description="Held-out split from its own source (same format)."
@@ -44,8 +44,25 @@ class DataConfig(Section):
         max_length=256,
         description="Parquet column, .npz key or metadata.csv column of integer labels (default: label if present).",
     )
-    channels: Literal[1, 3] | None = Field(
-        None, description="1 (grayscale) or 3 (RGB): images are converted; unset: the data's own."
+    vae: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="The VAE (a diffusers AutoencoderKL folder) that encoded a latent source: samples, previews and "
+        "evaluation decode with it. Unset for a latent cache: the VAE its manifest names (local runs only).",
+    )
+    vae_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of data.vae's files, filled in from the latent cache's manifest; a VAE that differs is "
+        "refused.",
+    )
+    channels: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Images: 1 (grayscale) or 3 (RGB), converted; arrays and latents: their channels, checked; "
+        "unset: the data's own.",
     )
     image_size: int | None = Field(
         None, ge=2, le=4096, description="Side of the square images the model sees; unset: the data's own."
@@ -79,7 +96,7 @@ class DataConfig(Section):
         if self.source is None:
             given = [
                 f
-                for f in ("test_source", "channels", "image_size", "image_column", "label_column")
+                for f in ("test_source", "channels", "image_size", "image_column", "label_column", "vae")
                 if getattr(self, f) is not None
             ]
             if given:

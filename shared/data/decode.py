@@ -50,6 +50,8 @@ class Transform:
             image.load()  # decodes now: a truncated file fails here, not later
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
             raise DataError(f"{where}: corrupt or truncated image, or not PNG or JPEG ({err})") from None
+        if self.channels not in (None, 1, 3):
+            raise DataError(f"{where}: data.channels {self.channels}: an image converts to 1 (grayscale) or 3 (RGB)")
         channels = self.channels or (1 if image.mode in GRAY_MODES else 3)
         image = image.convert("L" if channels == 1 else "RGB")
         image = self._sized(image, where)

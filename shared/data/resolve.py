@@ -1,9 +1,10 @@
 """From a data config to the data's facts, once, before anything starts: `resolve_images(config)` opens the source,
 checks its metadata and a sample of records, and returns the config with the facts the rest of the system reads
 filled in (`data.channels`, `data.image_size`, `data.num_classes`, `data.loader`; `noise.sigma_data` of NumPy
-sources left unset). A run's stored config is the resolved one, so workers, sampling and evaluation never open
-the source to learn its shape. `data_shape(config)` reads those facts. (`shared.tasks.resolve_data` is the entry
-point: it confines a service caller's sources and lets the run's task pick its resolver.)"""
+sources and latent caches left unset; the VAE of a latent cache, `shared/latent/resolve.py`). A run's stored
+config is the resolved one, so workers, sampling and evaluation never open the source to learn its shape.
+`data_shape(config)` reads those facts. (`shared.tasks.resolve_data` is the entry point: it confines a service
+caller's sources and lets the run's task pick its resolver.)"""
 
 from __future__ import annotations
 
@@ -89,6 +90,9 @@ def resolve_images(config: Config, *, confined: bool = False) -> Config:
     limits = ReadLimits(confined=confined, max_read_bytes=d.memory_limit_mb * 2**20)
     options = {"format": d.format, "image_column": d.image_column, "label_column": d.label_column}
     source = open_source(d.source, **options, limits=limits)
+    from shared.latent.resolve import resolve_vae  # shared.latent reads shared.data: imported when used
+
+    vae = resolve_vae(config, source, confined=confined)  # before any record is decoded
     train = open_split(d, "train", source=source, limits=limits)
     test = open_split(d, "test", source=source, limits=limits)
     for name, reader in (("train", train), ("test", test)):
@@ -99,7 +103,7 @@ def resolve_images(config: Config, *, confined: bool = False) -> Config:
     first = train.decode(sample_records(train, 1)[0])
     channels, image_size = d.channels or first.shape[0], d.image_size or first.shape[1]
     # Local paths become absolute: workers run elsewhere (another cwd, another node with the same mount).
-    resolved = {"data.source": source.uri, "data.channels": channels, "data.image_size": image_size}
+    resolved = {"data.source": source.uri, "data.channels": channels, "data.image_size": image_size, **vae}
     resolved["data.format"] = source.format
     if d.test_source is not None:
         resolved["data.test_source"] = test.source.uri
@@ -121,7 +125,7 @@ def resolve_images(config: Config, *, confined: bool = False) -> Config:
     if d.loader == "auto":
         decoded_bytes = train.num_examples * channels * image_size**2 * 4
         resolved["data.loader"] = "memory" if decoded_bytes <= d.memory_limit_mb * 2**20 else "stream"
-    if source.format == "numpy" and "sigma_data" not in config.noise.model_fields_set:
+    if source.format in ("numpy", "latents") and "sigma_data" not in config.noise.model_fields_set:
         values = [train.decode(r) for r in sample_records(train, SIGMA_DATA_RECORDS)]
         resolved["noise.sigma_data"] = float(np.std(np.stack(values))) or 1.0
     return config.with_values(resolved)

@@ -17,17 +17,19 @@ from shared.data.arrays import ArraySource, NumpySource
 from shared.data.errors import DataError
 from shared.data.files import ReadLimits, file_info, list_files
 from shared.data.folders import FolderSource
+from shared.data.latents import MANIFEST, LatentSource
 from shared.data.parquet import ParquetSource
 from shared.data.shards import MAX_SOURCE_RECORDS, Record, Shard, Source
 from shared.storage import Storage, StorageError
 
-FORMATS = ("folder", "parquet", "numpy")
+FORMATS = ("folder", "parquet", "numpy", "latents")
 
 __all__ = [
     "FORMATS",
     "MAX_SOURCE_RECORDS",
     "ArraySource",
     "FolderSource",
+    "LatentSource",
     "NumpySource",
     "ParquetSource",
     "ReadLimits",
@@ -40,8 +42,8 @@ __all__ = [
 
 
 def infer_format(storage: Storage) -> str:
-    """The format of a source from its path: a .npy/.npz file, a .parquet file or a folder of them, else a folder
-    of images."""
+    """The format of a source from its path: a .npy/.npz file, a latent cache (a folder with latents.json), a
+    .parquet file or a folder of them, else a folder of images."""
     path = storage.root.lower()
     if path.endswith((".npy", ".npz")):
         return "numpy"
@@ -51,6 +53,8 @@ def infer_format(storage: Storage) -> str:
     if info.type == pafs.FileType.File:
         raise DataError(f"{storage.uri}: cannot tell the format of this file; expected .parquet, .npy or .npz")
     names = list_files(storage, storage.root)
+    if MANIFEST in names:
+        return "latents"
     if any(n.lower().endswith(".parquet") for n in names):
         return "parquet"
     return "folder"
@@ -76,4 +80,6 @@ def open_source(
         return ParquetSource(storage, image_column=image_column, label_column=label_column, limits=limits)
     if fmt == "numpy":
         return NumpySource(storage, image_column=image_column, label_column=label_column, limits=limits)
+    if fmt == "latents":
+        return LatentSource(storage, limits=limits)
     raise DataError(f"data.format {fmt!r}: expected one of {('auto', *FORMATS)}")

@@ -87,7 +87,8 @@ def open_split(
     total = sum(s.num_records for s in source.shards())
     if data.test_source is not None:
         return SplitReader(source, transform_of(data))
-    test = in_test_split(np.arange(total), data.split_seed, data.test_fraction)
+    group = getattr(source, "group", 1)  # records the split keeps together (a latent cache's image and its mirror)
+    test = in_test_split(np.arange(total) // group, data.split_seed, data.test_fraction)
     return SplitReader(source, transform_of(data), test if split == "test" else ~test)
 
 

@@ -46,7 +46,8 @@ class EDMTask(SigmaAxis):
 
     @classmethod
     def sources(cls, config) -> list[tuple[str, str]]:
-        fields = (("data.source", config.data.source), ("data.test_source", config.data.test_source))
+        d = config.data
+        fields = (("data.source", d.source), ("data.test_source", d.test_source), ("data.vae", d.vae))
         return [(field, uri) for field, uri in fields if uri is not None]
 
     @classmethod

@@ -18,6 +18,7 @@ from shared.evaluation import (
     rotation_views,
 )
 from shared.fid_inception import FIDInception, inception_features, load_fid_inception
+from shared.latent import decode_images
 from shared.tasks.image_generation.samples import sample_run
 
 
@@ -27,6 +28,8 @@ def reference_stats(config: Config, cache_dir: Path) -> dict:
     num_classes = data_shape(config).num_classes
     train_x, train_y = load_split(d, "train", limit=MAX_EVAL_EXAMPLES)
     test_x, test_y = load_split(d, "test", limit=MAX_EVAL_EXAMPLES)
+    # a latent run is judged on images: its references are the cache's latents decoded by the same VAE
+    train_x, test_x = decode_images(config, train_x), decode_images(config, test_x)
     if num_classes == 0:  # no classes: the features of a rotation predictor trained on the train split
         train_x, train_y = rotation_views(train_x[: MAX_EVAL_EXAMPLES // 4])
         test_views, test_y = rotation_views(test_x)

@@ -12,6 +12,7 @@ from shared.config import Config
 from shared.data import data_shape
 from shared.generate import class_labels, generate, step_sigmas
 from shared.images import grid_png
+from shared.latent import decode_images
 
 
 def sample_run(
@@ -25,8 +26,9 @@ def sample_run(
     weights: str | None = None,
     denoiser=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(samples, labels) from an assembled run, class-balanced (class by class); whatever is not given comes
-    from the run's `sample` config. `denoiser`: the run's assembled model when the caller has loaded it already."""
+    """(samples, labels) from an assembled run, class-balanced (class by class), as images (a latent run's decoded
+    by its VAE); whatever is not given comes from the run's `sample` config. `denoiser`: the run's assembled model
+    when the caller has loaded it already."""
     sample = config.sample
     pick = lambda value, default: default if value is None else value  # noqa: E731
     num_per_class, num_steps = pick(num_per_class, sample.num_per_class), pick(num_steps, sample.num_steps)
@@ -54,7 +56,7 @@ def sample_run(
         sampler=sample.sampler,
         seed=seed,
     )
-    return samples, labels
+    return decode_images(config, samples), labels
 
 
 def sample_grid_png(run_dir: Path, config: Config, **overrides) -> bytes:

@@ -1,0 +1,198 @@
+"""Latent space (docs/latent.md): a VAE the user holds encodes an image source once into a cache, training reads the
+cache as a source, and whatever a person looks at is decoded by that VAE. A tiny real `AutoencoderKL` (diffusers),
+made here, stands in for SD's: the same class, the same config keys, a few thousand weights."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL
+from PIL import Image
+from typer.testing import CliRunner
+
+import shared.latent.encode as encode_module
+from coordinator.cli import app as cli_app
+from shared.config import ConfigError, load_config, parse_config
+from shared.data import DataError, load_split
+from shared.data.decode import Transform
+from shared.latent import decode_images
+from shared.latent.encode import EncodeJob, encode_source
+from shared.latent.vae import LatentScale, Vae, cached_vae
+from shared.tasks import resolve_data
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "tests" / "tiny.yaml"
+
+
+def make_vae(folder: Path, *, seed: int = 0, scaling: float = 0.7, shift: float | None = 0.1) -> Path:
+    torch.manual_seed(seed)
+    model = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        norm_num_groups=4,
+        scaling_factor=scaling,
+        shift_factor=shift,
+        mid_block_add_attention=False,
+    )
+    model.save_pretrained(folder)
+    return folder
+
+
+def make_photos(folder: Path, count: int = 24, size: int = 20) -> Path:
+    """RGB photos of two classes in class sub-folders, not square (the encode crops them)."""
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        cls = f"class{i % 2}"
+        (folder / cls).mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (size, size + 4, 3), dtype=np.uint8)
+        pixels[..., i % 2] = 255  # the class shows in one channel
+        Image.fromarray(pixels).save(folder / cls / f"{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory) -> Path:
+    return make_vae(tmp_path_factory.mktemp("vae") / "tiny-vae")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    return make_photos(tmp_path_factory.mktemp("photos") / "photos")
+
+
+def test_the_scale_round_trips_and_matches_the_vaes_own_convention(vae_dir):
+    vae = Vae.load(vae_dir)
+    assert (vae.scale.scaling, vae.scale.shift, vae.channels, vae.downsample) == (0.7, (0.1,), 4, 2)
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    latents = vae.encode(x)
+    mean = vae.model.encode(x).latent_dist.mean
+    torch.testing.assert_close(latents, (mean - 0.1) * 0.7)  # SD3 / Flux: (z - shift) * scaling
+    torch.testing.assert_close(vae.decode(latents), vae.model.decode(mean).sample.clamp(-1, 1))
+    per_channel = LatentScale.from_config({"scaling_factor": 0.5, "latents_mean": [1, 2, 3, 4], "latents_std": [2] * 4})
+    z = torch.randn(2, 4, 3, 3)
+    torch.testing.assert_close(per_channel.from_latent(per_channel.to_latent(z)), z)
+    torch.testing.assert_close(per_channel.to_latent(z)[:, 1], (z[:, 1] - 2) * 0.5 / 2)
+
+
+def test_encode_then_the_cache_is_a_source_with_its_vae(vae_dir, photos, tmp_path):
+    out = tmp_path / "latents"
+    manifest = encode_source(EncodeJob(source=str(photos), image_size=16, flip=True, batch_size=5), Vae.load(vae_dir),
+                             out)  # fmt: skip
+    assert manifest["num_records"] == 48 and manifest["shape"] == [4, 8, 8] and manifest["group"] == 2
+    assert manifest["class_names"] == ["class0", "class1"] and manifest["vae"]["sha256"] == Vae.load(vae_dir).sha256
+    config = resolve_data(parse_config({"data": {"source": str(out), "test_fraction": 0.25}}))
+    d = config.data
+    assert (d.format, d.channels, d.image_size, d.num_classes) == ("latents", 4, 8, 2)
+    assert d.vae == str(vae_dir) and d.vae_sha256 == manifest["vae"]["sha256"]  # from the manifest (a local run)
+    train, _ = load_split(d, "train")
+    test, _ = load_split(d, "test")
+    assert len(train) + len(test) == 48 and len(test) % 2 == 0  # an image and its mirror stay in one split
+    part = np.load(out / manifest["parts"][0]["file"])
+    first = torch.from_numpy(part["images"][:2])
+    # a record and its mirror: the mirrored image's latent, not a mirrored latent (the VAE is not equivariant)
+    first_file = sorted((photos / "class0").iterdir())[0]
+    crop = torch.from_numpy(Transform(3, 16, "center_crop")(first_file.read_bytes(), "first"))[None]
+    torch.testing.assert_close(first[:1], Vae.load(vae_dir).encode(crop), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(first[1:2], Vae.load(vae_dir).encode(crop.flip(-1)), atol=1e-5, rtol=1e-4)
+
+
+def test_a_killed_encode_resumes_and_keeps_the_parts_it_wrote(vae_dir, photos, tmp_path, monkeypatch):
+    monkeypatch.setattr(encode_module, "PART_RECORDS", 4)
+    job = EncodeJob(source=str(photos), image_size=16, batch_size=4)
+    whole = tmp_path / "whole"
+    encode_source(job, Vae.load(vae_dir), whole)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after(done, total):
+        if done >= 10:
+            raise Killed
+
+    cut = tmp_path / "cut"
+    with pytest.raises(Killed):
+        encode_source(job, Vae.load(vae_dir), cut, progress=kill_after)
+    assert not (cut / "latents.json").exists()  # not a source until every part is written
+    kept = {p.name: p.stat().st_mtime_ns for p in cut.glob("part-*.npz")}
+    assert len(kept) == 2
+    manifest = encode_source(job, Vae.load(vae_dir), cut)
+    assert {p: (cut / p).stat().st_mtime_ns for p in kept} == kept  # not encoded again
+    assert manifest["parts"] == json.loads((whole / "latents.json").read_text())["parts"]
+    for part in manifest["parts"]:
+        a, b = np.load(cut / part["file"]), np.load(whole / part["file"])
+        np.testing.assert_array_equal(a["images"], b["images"])
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+    other = make_vae(tmp_path / "other-vae", seed=1)
+    with pytest.raises(DataError, match="holds an encode with another vae; use a new --out folder"):
+        encode_source(job, Vae.load(other), cut)
+
+
+@pytest.fixture(scope="module")
+def cache(vae_dir, photos, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cache") / "latents"
+    encode_source(EncodeJob(source=str(photos), image_size=16), Vae.load(vae_dir), out)
+    return out
+
+
+def test_a_vae_that_does_not_fit_is_refused_before_training(vae_dir, cache, photos, tmp_path):
+    other = make_vae(tmp_path / "other-vae", seed=1)
+    with pytest.raises(DataError, match=r"data.vae .*other-vae: its sha256 is .* the latents were encoded by"):
+        resolve_data(parse_config({"data": {"source": str(cache), "vae": str(other)}}))
+    with pytest.raises(DataError, match="4 channels, data.channels is 3"):
+        resolve_data(parse_config({"data": {"source": str(cache), "channels": 3}}))
+    with pytest.raises(ConfigError, match="model.patch_size 7 does not divide the image size 8"):
+        resolve_data(load_config(TINY, [f"data.source={cache}"]))  # 8x8 latents, 7x7 patches
+    with pytest.raises(DataError, match="data.vae: names the VAE of a latent cache, and data.source is not one"):
+        resolve_data(parse_config({"data": {"source": str(photos), "vae": str(vae_dir)}}))
+    with pytest.raises(DataError, match="the VAE downsamples by 2; use a multiple of it"):
+        encode_source(EncodeJob(source=str(cache), image_size=15), Vae.load(vae_dir), tmp_path / "x")
+
+
+def test_a_latent_run_trains_and_shows_decoded_images_and_needs_its_vae(vae_dir, cache, tmp_path):
+    """Trained for a few steps in this process (no Ray), assembled as the service does: samples, the trajectory and
+    the CLI's samples are images of the VAE's shape, not latents; without the VAE, sampling says what is missing."""
+    from benchmarks.local_run import main as local_run
+    from shared.pictures import write_trajectory
+    from shared.tasks.image_generation.samples import write_samples_png
+    from shared.tasks.outputs import outputs_for
+
+    vae_copy = tmp_path / "vae"
+    shutil.copytree(vae_dir, vae_copy)
+    run = tmp_path / "run"
+    sets = [f"data.source={cache}", f"data.vae={vae_copy}", "model.patch_size=2", "train.steps_per_block=3"]
+    code = local_run([str(TINY), "--out", str(run), "--device", "cpu", "--num-samples", "0",
+                      *[a for s in sets for a in ("--set", s)]])  # fmt: skip
+    assert code == 0
+    config = load_config(run / "config.yaml")
+    assert config.data.vae == str(vae_copy) and config.data.channels == 4
+    samples, labels = outputs_for(config).sample_images(run, config, num_per_class=2)
+    assert samples.shape == (4, 3, 16, 16) and samples.abs().max() <= 1  # decoded: RGB at the images' size
+    manifest = json.loads((run / "manifest.json").read_text())
+    for picture in (write_samples_png(run, config), write_trajectory(run, config, manifest)):  # as at assembly
+        assert Image.open(picture).mode == "RGB"
+    result = CliRunner().invoke(cli_app, ["sample", str(run), "--out", str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
+    shutil.rmtree(vae_copy)
+    cached_vae.cache_clear()
+    with pytest.raises(DataError, match=r"no such folder .* its samples need it to be decoded"):
+        decode_images(config, torch.zeros(1, 4, 8, 8))
+    result = CliRunner().invoke(cli_app, ["sample", str(run), "--out", str(tmp_path / "t.png")])
+    assert result.exit_code == 2 and "its samples need it to be decoded" in result.output
+
+
+def test_the_encode_command_reports_the_cache(vae_dir, photos, tmp_path):
+    out = tmp_path / "cli-latents"
+    args = ["data", "encode", str(photos), "--vae", str(vae_dir), "--out", str(out), "--size", "16", "--json"]
+    result = CliRunner().invoke(cli_app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{") :])
+    assert report["num_records"] == 24 and report["shape"] == [4, 8, 8] and report["cache_bytes"] > 24 * 4 * 64 * 4
+    result = CliRunner().invoke(cli_app, [*args[:4], str(tmp_path / "nowhere"), *args[5:]])
+    assert result.exit_code == 2 and "--vae" in result.output and "no such folder" in result.output
