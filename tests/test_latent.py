@@ -20,7 +20,7 @@ from coordinator.cli import app as cli_app
 from shared.config import ConfigError, load_config, parse_config
 from shared.data import DataError, load_split
 from shared.data.decode import Transform
-from shared.latent import decode_images
+from shared.latent import decode_images, viewable
 from shared.latent.encode import EncodeJob, encode_source
 from shared.latent.vae import LatentScale, Vae, cached_vae
 from shared.tasks import resolve_data
@@ -179,12 +179,14 @@ def test_a_latent_run_trains_and_shows_decoded_images_and_needs_its_vae(vae_dir,
         assert Image.open(picture).mode == "RGB"
     result = CliRunner().invoke(cli_app, ["sample", str(run), "--out", str(tmp_path / "s.png")])
     assert result.exit_code == 0, result.output
+    assert viewable(config, torch.zeros(2, 4, 8, 8)).shape == (2, 3, 16, 16)  # a worker's preview, decoded
     shutil.rmtree(vae_copy)
     cached_vae.cache_clear()
     with pytest.raises(DataError, match=r"no such folder .* its samples need it to be decoded"):
         decode_images(config, torch.zeros(1, 4, 8, 8))
     result = CliRunner().invoke(cli_app, ["sample", str(run), "--out", str(tmp_path / "t.png")])
     assert result.exit_code == 2 and "its samples need it to be decoded" in result.output
+    assert viewable(config, torch.zeros(2, 4, 8, 8)).shape == (2, 3, 8, 8)  # a preview never fails the block
 
 
 def test_the_encode_command_reports_the_cache(vae_dir, photos, tmp_path):

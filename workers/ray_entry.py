@@ -20,6 +20,7 @@ from ray.train.torch import TorchTrainer
 from shared.checkpoint import load_training_state
 from shared.images import grid_png
 from shared.job import BlockJob, history_dir, previews_dir, progress_path
+from shared.latent import viewable
 from shared.storage import Storage
 from shared.tasks import task_for
 from workers.reporting import ProgressFileReporter, TeeReporter
@@ -122,7 +123,8 @@ def preview_writer(job: BlockJob, storage: Storage, device: torch.device):
         if isinstance(grid, str):
             storage.write_text(f"{previews_dir(storage)}/{name}.txt", grid)
         else:
-            storage.write_bytes(f"{previews_dir(storage)}/{name}.png", grid_png(grid.cpu(), len(images)))
+            grid = viewable(job.config, grid.cpu())  # a latent run's preview, decoded by its VAE where it is here
+            storage.write_bytes(f"{previews_dir(storage)}/{name}.png", grid_png(grid, len(images)))
 
     return write
 

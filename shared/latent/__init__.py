@@ -9,7 +9,7 @@ import torch
 from shared.data.errors import DataError
 from shared.latent.vae import Vae, cached_vae, vae_sha256
 
-__all__ = ["Vae", "decode_images", "is_latent", "vae_sha256"]
+__all__ = ["Vae", "decode_images", "is_latent", "vae_sha256", "viewable"]
 
 
 def is_latent(config) -> bool:
@@ -26,3 +26,12 @@ def decode_images(config, latents: torch.Tensor) -> torch.Tensor:
     except DataError as err:
         raise DataError(f"{err} (this run trains on that VAE's latents: its samples need it to be decoded)") from None
     return vae.decode(latents)
+
+
+def viewable(config, latents: torch.Tensor) -> torch.Tensor:
+    """For pictures that must not fail a training job (the workers' previews): decoded where the run's VAE can be
+    read on this node, else the latents' first three channels as they are."""
+    try:
+        return decode_images(config, latents)
+    except DataError:
+        return latents[:, :3] if latents.shape[1] >= 3 else latents[:, :1]
