@@ -198,3 +198,29 @@ def test_the_encode_command_reports_the_cache(vae_dir, photos, tmp_path):
     assert report["num_records"] == 24 and report["shape"] == [4, 8, 8] and report["cache_bytes"] > 24 * 4 * 64 * 4
     result = CliRunner().invoke(cli_app, [*args[:4], str(tmp_path / "nowhere"), *args[5:]])
     assert result.exit_code == 2 and "--vae" in result.output and "no such folder" in result.output
+
+
+def test_the_shipped_latent_config_plans_on_an_encoded_cache(cache):
+    from shared.plan import plan_json
+
+    config = resolve_data(load_config(ROOT / "configs" / "shapes_latent.yaml", [f"data.source={cache}"]))
+    assert (config.data.channels, config.data.image_size, config.model.patch_size) == (4, 8, 2)
+    assert len(plan_json(config)["blocks"]) == 3 and config.data.vae_sha256 is not None
+
+
+def test_the_benchmark_vae_trains_and_loads_with_its_measured_scale(tmp_path, capsys):
+    """benchmarks/train_vae.py (a few steps here): a diffusers folder the encoder reads, whose scaling factor gives
+    its training latents unit std."""
+    from benchmarks.make_shapes import draw_shape
+    from benchmarks.train_vae import main as train_vae
+
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        (tmp_path / "shapes" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        draw_shape(("circle", "cross")[i % 2], rng, 16).save(tmp_path / "shapes" / f"c{i % 2}" / f"{i}.png")
+    assert train_vae([str(tmp_path / "shapes"), "--out", str(tmp_path / "vae"), "--size", "16", "--steps", "2",
+                      "--batch-size", "4", "--json"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert report["latent_shape"] == [4, 4, 4] and report["test_reconstruction"]["mse"] > 0
+    vae = Vae.load(tmp_path / "vae")
+    assert vae.downsample == 4 and vae.scale.scaling == pytest.approx(report["scaling_factor"])
