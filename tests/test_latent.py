@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from diffusers import AutoencoderKL
 from PIL import Image
 from typer.testing import CliRunner
@@ -224,3 +225,39 @@ def test_the_benchmark_vae_trains_and_loads_with_its_measured_scale(tmp_path, ca
     assert report["latent_shape"] == [4, 4, 4] and report["test_reconstruction"]["mse"] > 0
     vae = Vae.load(tmp_path / "vae")
     assert vae.downsample == 4 and vae.scale.scaling == pytest.approx(report["scaling_factor"])
+
+
+def test_a_service_caller_names_a_vae_under_the_data_roots(vae_dir, cache, tmp_path, redis_client, monkeypatch):
+    """Over the API the VAE is a path like any other: confined to the roots, never taken from a manifest (which a
+    caller may have written), and bounded in size; the run records the VAE's sha256."""
+    from fastapi.testclient import TestClient
+
+    import shared.latent.vae as vae_module
+    from coordinator.api import create_app
+    from coordinator.resolver import Resolver
+    from coordinator.store import Store
+
+    root = tmp_path / "data"
+    shutil.copytree(cache, root / "latents")
+    shutil.copytree(vae_dir, root / "vae")
+    store = Store(redis_client, prefix="t-latent")
+    app = create_app(store=store, runs_dir=tmp_path / "runs", api_token=None, ready=lambda: {},
+                     resolver=Resolver(roots=(str(root),)))  # fmt: skip
+    client = TestClient(app, base_url="http://localhost")
+    data = {"source": str(root / "latents"), "test_fraction": 0.25}
+    model = {"patch_size": 2, "num_layers": 3, "hidden_size": 32, "num_heads": 2}
+    refused = {
+        str(vae_dir): "data.vae: outside the data roots",  # where the manifest says it is: outside
+        None: "name that VAE's folder (under the data roots) in data.vae",
+    }
+    for vae, message in refused.items():
+        response = client.post("/v1/runs", json={"data": {**data, "vae": vae}, "model": model})
+        assert response.status_code == 422 and message in response.text, response.text
+    assert not redis_client.keys("t-latent*")
+    response = client.post("/v1/runs", json={"data": {**data, "vae": str(root / "vae")}, "model": model})
+    assert response.status_code == 201, response.text
+    stored = parse_config(yaml.safe_load(store.get_run(response.json()["id"]).config_yaml))
+    assert stored.data.vae == str(root / "vae") and stored.data.vae_sha256 == Vae.load(root / "vae").sha256
+    monkeypatch.setattr(vae_module, "MAX_VAE_BYTES", 1000)
+    with pytest.raises(DataError, match="bytes of config and weights, more than a VAE's 1,000"):
+        Vae.load(vae_dir)

@@ -19,6 +19,7 @@ from shared.data.errors import DataError
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 HASH_CHUNK = 1 << 20
 MAX_VAE_FILES = 64  # files hashed in one VAE folder
+MAX_VAE_BYTES = 4 << 30  # a VAE's files together (SD's, SDXL's and Flux's are about 335 MB): what one load may read
 
 
 def vae_files(folder: Path, field: str = "data.vae") -> list[Path]:
@@ -32,7 +33,11 @@ def vae_files(folder: Path, field: str = "data.vae") -> list[Path]:
         raise DataError(f"{field} {folder}: no weights (*.safetensors or *.bin) beside config.json")
     if len(weights) > MAX_VAE_FILES:
         raise DataError(f"{field} {folder}: {len(weights)} weight files, more than {MAX_VAE_FILES}")
-    return [folder / "config.json", *weights]
+    files = [folder / "config.json", *weights]
+    size = sum(p.stat().st_size for p in files)
+    if size > MAX_VAE_BYTES:
+        raise DataError(f"{field} {folder}: {size:,} bytes of config and weights, more than a VAE's {MAX_VAE_BYTES:,}")
+    return files
 
 
 def vae_sha256(folder: Path, field: str = "data.vae") -> str:
