@@ -261,3 +261,18 @@ def test_a_service_caller_names_a_vae_under_the_data_roots(vae_dir, cache, tmp_p
     monkeypatch.setattr(vae_module, "MAX_VAE_BYTES", 1000)
     with pytest.raises(DataError, match="bytes of config and weights, more than a VAE's 1,000"):
         Vae.load(vae_dir)
+
+
+def test_the_pixel_vs_latent_benchmark_runs_end_to_end(tmp_path):
+    """`python -m benchmarks.latent --quick`: every stage (shapes, VAE, encode, both trainings, one judge) on a
+    few images and steps; both models see 64 tokens, both are judged on 64 px RGB images."""
+    from benchmarks.latent import main as latent_bench
+
+    out = tmp_path / "latent.json"
+    assert latent_bench(["--quick", "--work", str(tmp_path / "work"), "--per-class", "8", "--vae-steps", "2",
+                         "--num-samples", "8", "--out", str(out)]) == 0  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["encode"]["images"] == 32 and report["encode"]["bytes_per_image"] > 4 * 16 * 16 * 4
+    assert {r["tokens"] for r in report["runs"].values()} == {64}
+    assert all(r["eval"]["num_samples"] == 8 and r["eval"]["fd"] > 0 for r in report["runs"].values())
+    assert report["vae_floor"]["num_samples"] == 6 and report["vae_floor"]["mse"] > 0
