@@ -276,3 +276,37 @@ def test_the_pixel_vs_latent_benchmark_runs_end_to_end(tmp_path):
     assert {r["tokens"] for r in report["runs"].values()} == {64}
     assert all(r["eval"]["num_samples"] == 8 and r["eval"]["fd"] > 0 for r in report["runs"].values())
     assert report["vae_floor"]["num_samples"] == 6 and report["vae_floor"]["mse"] > 0
+
+
+def test_a_cache_that_lies_is_refused_naming_the_file(vae_dir, cache, tmp_path):
+    """A latents.json or a part that does not hold what it says fails with the file named, before or while
+    training (never a pickle loaded, never a path outside the folder read)."""
+
+    def broken(edit) -> Path:
+        folder = tmp_path / f"c{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(cache, folder)
+        edit(folder, json.loads((folder / "latents.json").read_text()))
+        return folder
+
+    def write(folder: Path, manifest: dict) -> None:
+        (folder / "latents.json").write_text(json.dumps(manifest))
+
+    lying = {
+        "records that add up to another count": lambda f, m: write(f, {**m, "num_records": 99}),
+        "a part outside the folder": lambda f, m: write(f, {**m, "parts": [{"file": "../x.npz", "records": 1}]}),
+        "another format": lambda f, m: write(f, {**m, "format": "other"}),
+        "not JSON": lambda f, m: (f / "latents.json").write_text("{"),
+    }
+    messages = ["24 records in its parts, num_records says 99", "'parts' must list", "not a latent cache of format",
+                "latents.json: not JSON"]  # fmt: skip
+    for (what, edit), message in zip(lying.items(), messages):
+        with pytest.raises(DataError, match=message):
+            resolve_data(parse_config({"data": {"source": str(broken(edit)), "vae": str(vae_dir)}}))
+
+    def pickled(folder: Path, manifest: dict) -> None:
+        part = folder / manifest["parts"][0]["file"]
+        objects = np.empty(manifest["parts"][0]["records"], dtype=object)
+        np.savez(part, images=objects, labels=np.zeros(len(objects), dtype=np.int64))
+
+    with pytest.raises(DataError, match=r"part-00000-0000.npz: not a readable latent part .*pickle"):
+        resolve_data(parse_config({"data": {"source": str(broken(pickled)), "vae": str(vae_dir)}}))
