@@ -13,9 +13,11 @@ STEPS=40
 SAMPLE_BATCH=256
 SET=()
 CONFIGS=(configs/dit_s.yaml configs/dit_b.yaml)
+COMPILE_MODES=(default reduce-overhead)
 if [ "${TINY:-0}" = 1 ]; then
   CONFIGS=(configs/dit_s.yaml)  # the DiT-B run is the same commands at another width
   STEPS=4
+  COMPILE_MODES=(default)  # CUDA graphs need a GPU
   SAMPLE_BATCH=4
   SET=(--set model.num_layers=4 --set model.hidden_size=32 --set model.num_heads=2 --set model.patch_size=7
        --set train.batch_size=4 --set blocks.num_blocks=2)
@@ -31,6 +33,11 @@ for cfg in "${CONFIGS[@]}"; do
   $BIN/dblocks bench throughput "$cfg" "${SET[@]}" --steps "$STEPS" --results-dir "$OUT" --json > /dev/null
   $BIN/dblocks bench throughput "$cfg" "${SET[@]}" --set train.precision=bf16 --set name="$name-bf16" \
     --steps "$STEPS" --results-dir "$OUT" --json > /dev/null
+  for mode in "${COMPILE_MODES[@]}"; do  # torch.compile, then CUDA graphs for the launch-bound small blocks
+    $BIN/dblocks bench throughput "$cfg" "${SET[@]}" --set train.precision=bf16 --set train.compile=true \
+      --set train.compile_mode=$mode --set name="$name-bf16-compile-$mode" --steps "$STEPS" --results-dir "$OUT" \
+      --json > /dev/null
+  done
   $BIN/dblocks bench sampling --config "$cfg" "${SET[@]}" --batch "$SAMPLE_BATCH" --steps 10 --results-dir "$OUT" \
     --json > /dev/null
 done

@@ -200,6 +200,7 @@ def bench_throughput(config: Config, *, steps: int) -> dict:
         "machine": machine(),
         "precision": timed.train.precision,
         "compile": timed.train.compile,
+        "compile_mode": timed.train.compile_mode if timed.train.compile else None,
         "batch_size": timed.train.batch_size,
         "timed_steps": half,
     }
@@ -221,6 +222,7 @@ def bench_throughput(config: Config, *, steps: int) -> dict:
             "samples_per_s": steps_per_s * case_config.train.batch_size,
             "achieved_tflops": flops / 1e12,
             "mfu_vs_bf16_peak": flops / peak if peak else None,
+            "compile_s": reporter.metrics[-1].get("compile_s"),  # the first step's time, compile included
         }
     out["e2e_step_time_over_block"] = out["block"]["steps_per_s"] / out["e2e"]["steps_per_s"]
     return out

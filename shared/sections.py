@@ -136,7 +136,16 @@ class TrainConfig(Section):
         500, ge=0, le=MAX_STEPS, description="Steps between per-block preview images; 0 = off."
     )
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast forward/loss (use on GPU).")
-    compile: bool = Field(False, description="torch.compile the block (GPU; slow to start on CPU).")
+    compile: bool = Field(
+        False,
+        description="torch.compile the block; its cost is the first step's, reported as compile_s and left out of "
+        "steps/s (tens of seconds on CPU).",
+    )
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        "default",
+        description="torch.compile's mode: reduce-overhead replays CUDA graphs (small, launch-bound blocks on a GPU); "
+        "max-autotune also tunes kernels (a longer compile).",
+    )
 
     def steps_for(self, index: int) -> int:
         """Optimiser steps block `index` takes: steps_per_block times its scale (at least 1); end_to_end (the one

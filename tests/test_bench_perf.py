@@ -69,6 +69,8 @@ def test_device_check_runs_on_cpu_with_tiny_configs(tmp_path):
         assert any(name.startswith(kind) for name in results), (kind, sorted(results))
     throughput = next(v for k, v in results.items() if k.startswith("throughput-dit-s-cpu"))
     assert throughput["block"]["steps_per_s"] > 0 and throughput["e2e"]["layers"] == 4
+    compiled = next(v for k, v in results.items() if k.startswith("throughput-dit-s-bf16-compile-default"))
+    assert compiled["compile"] and compiled["block"]["compile_s"] > 0 and compiled["e2e"]["compile_s"] > 0
     for precision in ("bf16", "fp32"):
         quick = json.loads((tmp_path / f"local-run-quickstart-{precision}-cpu.json").read_text())
         assert quick["precision"] == precision and [b["block"] for b in quick["blocks"]] == [0, 1, 2]

@@ -193,3 +193,18 @@ def test_every_tasks_job_crosses_to_the_worker_as_it_left(task):
     broken = {**job.to_dict(), "config": {**job.to_dict()["config"], "nonsense": 1}}
     result = fit_block(broken, "/nonexistent", previews=False)
     assert result["ok"] is False and "nonsense" in result["error"]
+
+
+def test_a_compiled_block_trains_the_same_curve_and_reports_its_compile_cost():
+    """train.compile (torch.compile, inductor on CPU): the same losses as eager to float tolerance; the compile's
+    cost is reported as compile_s and kept out of steps/s."""
+    eager, compiled = ListReporter(), ListReporter()
+    for reporter, flag in ((eager, "false"), (compiled, "true")):
+        config = tiny("train.steps_per_block=12", "train.log_every_steps=4", f"train.compile={flag}")
+        final = train_block(BlockJob(run_id="t", config=config, block=block_specs(config)[0]), data=data(),
+                            reporter=reporter)  # fmt: skip
+    losses = lambda r: [m["loss"] for m in r.metrics]  # noqa: E731
+    assert losses(compiled) == pytest.approx(losses(eager), rel=1e-4) and len(losses(eager)) == 3
+    assert "compile_s" not in eager.metrics[0] and final["compile_s"] > 0
+    first = compiled.metrics[0]  # steps 2-4 after the compile: a rate no compile slows down
+    assert first["steps_per_s"] > 3 / first["compile_s"] and first["train_s"] > first["compile_s"]

@@ -203,7 +203,7 @@ def train_block(
     start_step, meta = state.step, block_meta(job, task)
     model = wrap_model(task.denoiser(state.net, noise.sigma_data))
     if cfg.compile:
-        model = torch.compile(model)
+        model = torch.compile(model, mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     # Until the first report, the metrics are those saved with the checkpoint we resumed from (if any).
     metrics: dict = {
@@ -219,28 +219,17 @@ def train_block(
     while state.step < total:
         loss, grad_norm, batch = train_step(job, task, model, state, batches, autocast)
         window.add(loss)
+        if first_step_at is None and cfg.compile:  # the compile's cost, left out of the first window's rate
+            metrics["compile_s"] = time.perf_counter() - window.started
+            window.started, window.step = time.perf_counter(), state.step
         first_step_at = first_step_at or time.time()
         done = state.step
         save_now = done % cfg.checkpoint_every_steps == 0 or done == total
         if save_now or done % cfg.log_every_steps == 0:
-            steps_per_s = window.steps_per_s(done)
-            metrics = {
-                "step": done,
-                "block": job.block.index,
-                "loss": window.loss(),
-                "grad_norm": float(grad_norm),
-                "lr": state.optimizer.param_groups[0]["lr"],
-                "steps_per_s": steps_per_s,
-                "samples_per_s": steps_per_s * cfg.batch_size,
-                "peak_memory_bytes": peak_memory_bytes(device),
-                "resumed_from_step": start_step,
-                "records_skipped": getattr(batches, "skipped", 0),
-                "checkpoint_s": checkpoint_s,
-                "train_s": time.perf_counter() - loop_start,
-                "started_at": started_at,
-                "entered_at": entered_at or started_at,
-                "first_step_at": first_step_at,
-            }
+            timing = {"checkpoint_s": checkpoint_s, "train_s": time.perf_counter() - loop_start,
+                      "started_at": started_at, "entered_at": entered_at or started_at, "first_step_at": first_step_at,
+                      **({"compile_s": metrics["compile_s"]} if "compile_s" in metrics else {})}  # fmt: skip
+            metrics = window_metrics(job, state, window, done, float(grad_norm), batches, device, start_step, timing)
             if task.progress_metric is not None:  # e.g. classification accuracy; its own generator
                 metrics[task.progress_metric] = progress(job, task, model, batch, done, autocast, device)
             if save_now:
@@ -256,6 +245,25 @@ def train_block(
     if start_step >= total:  # resumed after the last step: still leave a final checkpoint
         save_checkpoint(state, batches, meta, metrics, reporter, rank)
     return metrics
+
+
+def window_metrics(job, state, window: Window, done: int, grad_norm: float, batches, device, start_step: int,
+                   timing: dict) -> dict:  # fmt: skip
+    """What a report says of the steps since the last one, beside `timing` (the block's clocks)."""
+    steps_per_s = window.steps_per_s(done)
+    return {
+        "step": done,
+        "block": job.block.index,
+        "loss": window.loss(),
+        "grad_norm": grad_norm,
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "steps_per_s": steps_per_s,
+        "samples_per_s": steps_per_s * job.config.train.batch_size,
+        "peak_memory_bytes": peak_memory_bytes(device),
+        "resumed_from_step": start_step,
+        "records_skipped": getattr(batches, "skipped", 0),
+        **timing,
+    }
 
 
 def progress(job: BlockJob, task, model: nn.Module, batch: tuple, done: int, autocast, device) -> float:
