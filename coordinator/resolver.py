@@ -41,9 +41,14 @@ def _private_memory_bytes() -> int:
         return int(re.search(r"VmData:\s+(\d+) kB", status.read()).group(1)) * 1024
 
 
-def _child(conn, raw: dict, roots: tuple[str, ...] | None, memory_bytes: int) -> None:
+def _child(conn, raw: dict, roots: tuple[str, ...] | None, memory_bytes: int, latent_cache: str | None) -> None:
     """In the child: cap private memory (RLIMIT_DATA: heap and anonymous mappings; a memory-mapped .npy is not
-    counted), resolve, send ("ok", config) or (kind, message)."""
+    counted), resolve, send ("ok", config) or (kind, message). `latent_cache`: where the caches of the runs the
+    service encodes go (shared/latent/cache.py), as this service was configured."""
+    if latent_cache:
+        from shared.latent.cache import use_cache_root
+
+        use_cache_root(latent_cache)
     limit = _private_memory_bytes() + memory_bytes
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     try:
@@ -80,8 +85,10 @@ class Resolver:
         memory_mb: int = MEMORY_MB,
         timeout_s: float = TIMEOUT_S,
         max_concurrent: int = MAX_CONCURRENT,
+        latent_cache: str | None = None,
     ):
         self.roots, self.memory_mb, self.timeout_s = roots, memory_mb, timeout_s
+        self.latent_cache = latent_cache
         # The forkserver inherits this environment when it starts: Arrow there allocates from malloc, because its
         # default (mimalloc) reserves a GiB of address space at the first allocation, all of the children's limit.
         os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
@@ -105,7 +112,7 @@ class Resolver:
     def _resolve_in_child(self, config: Config, sources: list[tuple[str, str]]) -> dict:
         field = sources[0][0]
         receive, send = self._context.Pipe(duplex=False)
-        args = (send, config.model_dump(), self.roots, self.memory_mb << 20)
+        args = (send, config.model_dump(), self.roots, self.memory_mb << 20, self.latent_cache)
         child = self._context.Process(target=_child, args=args, daemon=True)
         child.start()
         send.close()

@@ -30,6 +30,9 @@ class Settings:
     ray_auth_mode: str  # passed to Ray explicitly (2.61 turns token auth on by default)
     key_prefix: str  # every Redis key lives under "<prefix>:"
     cache_dir: Path  # evaluation classifier and other derived, re-creatable files
+    # DBLOCKS_LATENT_CACHE: where the latents of runs the service encodes go (docs/latent.md): a folder every Ray
+    # node mounts at the same path. Unset: <cache_dir>/latents (one machine).
+    latent_cache: Path | None = None
     api_token: str | None  # DBLOCKS_API_TOKEN: when set, every /v1 request needs "Authorization: Bearer <token>"
     lease_ttl_s: float  # leader lease of `dblocks serve` in Redis; a dead coordinator is replaced after this
     poll_s: float  # reconcile tick
@@ -67,7 +70,8 @@ class Settings:
             checkpoint_uri=checkpoint_uri,
             ray_auth_mode=env.get("RAY_AUTH_MODE", "disabled"),
             key_prefix=env.get("DBLOCKS_KEY_PREFIX", "dblocks"),
-            cache_dir=Path(env.get("DBLOCKS_CACHE", Path.home() / ".cache" / "dblocks")).absolute(),
+            cache_dir=(cache := Path(env.get("DBLOCKS_CACHE", Path.home() / ".cache" / "dblocks")).absolute()),
+            latent_cache=Path(env.get("DBLOCKS_LATENT_CACHE") or cache / "latents").absolute(),
             api_token=env.get("DBLOCKS_API_TOKEN") or None,
             lease_ttl_s=float(env.get("DBLOCKS_LEASE_TTL_S", "10")),
             poll_s=float(env.get("DBLOCKS_POLL_S", "1.0")),

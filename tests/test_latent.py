@@ -150,7 +150,7 @@ def test_a_vae_that_does_not_fit_is_refused_before_training(vae_dir, cache, phot
         resolve_data(parse_config({"data": {"source": str(cache), "channels": 3}}))
     with pytest.raises(ConfigError, match="model.patch_size 7 does not divide the image size 8"):
         resolve_data(load_config(TINY, [f"data.source={cache}"]))  # 8x8 latents, 7x7 patches
-    with pytest.raises(DataError, match="data.vae: names the VAE of a latent cache, and data.source is not one"):
+    with pytest.raises(DataError, match="data.image_size: with data.vae and a source of images, the side in pixels"):
         resolve_data(parse_config({"data": {"source": str(photos), "vae": str(vae_dir)}}))
     with pytest.raises(DataError, match="the VAE downsamples by 2; use a multiple of it"):
         encode_source(EncodeJob(source=str(cache), image_size=15), Vae.load(vae_dir), tmp_path / "x")
@@ -227,7 +227,8 @@ def test_the_benchmark_vae_trains_and_loads_with_its_measured_scale(tmp_path, ca
     assert vae.downsample == 4 and vae.scale.scaling == pytest.approx(report["scaling_factor"])
 
 
-def test_a_service_caller_names_a_vae_under_the_data_roots(vae_dir, cache, tmp_path, redis_client, monkeypatch):
+def test_a_service_caller_names_a_vae_under_the_data_roots(vae_dir, cache, photos, tmp_path, redis_client,
+                                                           monkeypatch):  # fmt: skip
     """Over the API the VAE is a path like any other: confined to the roots, never taken from a manifest (which a
     caller may have written), and bounded in size; the run records the VAE's sha256."""
     from fastapi.testclient import TestClient
@@ -240,9 +241,10 @@ def test_a_service_caller_names_a_vae_under_the_data_roots(vae_dir, cache, tmp_p
     root = tmp_path / "data"
     shutil.copytree(cache, root / "latents")
     shutil.copytree(vae_dir, root / "vae")
+    shutil.copytree(photos, root / "photos")
     store = Store(redis_client, prefix="t-latent")
     app = create_app(store=store, runs_dir=tmp_path / "runs", api_token=None, ready=lambda: {},
-                     resolver=Resolver(roots=(str(root),)))  # fmt: skip
+                     resolver=Resolver(roots=(str(root),), latent_cache=str(tmp_path / "svc-cache")))  # fmt: skip
     client = TestClient(app, base_url="http://localhost")
     data = {"source": str(root / "latents"), "test_fraction": 0.25}
     model = {"patch_size": 2, "num_layers": 3, "hidden_size": 32, "num_heads": 2}
@@ -258,6 +260,16 @@ def test_a_service_caller_names_a_vae_under_the_data_roots(vae_dir, cache, tmp_p
     assert response.status_code == 201, response.text
     stored = parse_config(yaml.safe_load(store.get_run(response.json()["id"]).config_yaml))
     assert stored.data.vae == str(root / "vae") and stored.data.vae_sha256 == Vae.load(root / "vae").sha256
+    # photos and a VAE: the service encodes them, into a cache in its own folder (not one the caller names)
+    photos_run = {"source": str(root / "photos"), "vae": str(root / "vae"), "image_size": 16, "resize": "center_crop",
+                  "test_fraction": 0.25}  # fmt: skip
+    response = client.post("/v1/runs", json={"data": photos_run, "model": model})
+    assert response.status_code == 201, response.text
+    stored = parse_config(yaml.safe_load(store.get_run(response.json()["id"]).config_yaml)).data
+    assert Path(stored.source).parent == tmp_path / "svc-cache" and stored.encoded_from == str(root / "photos")
+    response = client.post("/v1/runs", json={"data": {**photos_run, "encoded_from": "/etc", "encoded_size": 16},
+                                             "model": model})  # fmt: skip
+    assert response.status_code == 422 and "data.encoded_from: outside the data roots" in response.text
     monkeypatch.setattr(vae_module, "MAX_VAE_BYTES", 1000)
     with pytest.raises(DataError, match="bytes of config and weights, more than a VAE's 1,000"):
         Vae.load(vae_dir)
@@ -310,3 +322,66 @@ def test_a_cache_that_lies_is_refused_naming_the_file(vae_dir, cache, tmp_path):
 
     with pytest.raises(DataError, match=r"part-00000-0000.npz: not a readable latent part .*pickle"):
         resolve_data(parse_config({"data": {"source": str(broken(pickled)), "vae": str(vae_dir)}}))
+
+
+def test_a_run_on_images_and_a_vae_is_encoded_once_by_its_first_job(vae_dir, photos, tmp_path, monkeypatch):
+    """Images and data.vae: the run's data is a cache named by what it depends on, in the service's folder, built by
+    the first job that reads it while the others wait (one encode for two blocks started together), shared by
+    every run on the same images and VAE."""
+    import threading
+
+    import shared.latent.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "_ROOT", [tmp_path / "cache"])
+    encodes = []
+    real = cache_module.encode_source
+    monkeypatch.setattr(cache_module, "encode_source", lambda *a, **k: encodes.append(1) or real(*a, **k))
+    data = {"source": str(photos), "vae": str(vae_dir), "image_size": 16, "resize": "center_crop", "flip": True,
+            "test_fraction": 0.25}  # fmt: skip
+    config = resolve_data(parse_config({"data": data, "model": {"patch_size": 2}}))
+    d = config.data
+    assert (d.format, d.channels, d.image_size, d.num_classes, d.encoded_size) == ("latents", 4, 8, 2, 16)
+    assert Path(d.source).parent == tmp_path / "cache" and d.encoded_from == str(photos)
+    assert config.noise.sigma_data == 1.0 and not Path(d.source).exists()  # nothing encoded at submit
+    assert resolve_data(config).model_dump() == config.model_dump()  # a resolved config resolves to itself
+    splits = []
+    readers = [threading.Thread(target=lambda: splits.append(load_split(d, "train"))) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    assert len(encodes) == 1 and len(splits) == 2 and torch.equal(splits[0][0], splits[1][0])
+    assert len(splits[0][0]) + len(load_split(d, "test")[0]) == 48  # 24 images and their mirrors
+    other = resolve_data(parse_config({"data": data, "model": {"patch_size": 2, "num_layers": 6}}))
+    assert other.data.source == d.source  # another run on the same images and VAE: the same cache
+    unflipped = resolve_data(parse_config({"data": {**data, "flip": False}, "model": {"patch_size": 2}}))
+    assert unflipped.data.source != d.source
+
+
+@pytest.mark.slow
+def test_dblocks_train_on_a_photo_folder_and_a_vae_encodes_on_a_worker_and_samples_images(
+    vae_dir, photos, tmp_path, ray_env
+):
+    """Through Ray as a user runs it: `dblocks train` on photos with data.vae; a block job builds the cache (the
+    other waits for it), both train on the latents, and the run's samples are decoded RGB images."""
+    import subprocess
+    import sys
+
+    cache_root = tmp_path / "latent-cache"
+    run_dir = tmp_path / "run"
+    sets = [f"data.source={photos}", f"data.vae={vae_dir}", "data.image_size=16", "data.resize=center_crop",
+            "data.test_fraction=0.25", "model.patch_size=2", "train.steps_per_block=3"]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "train", str(TINY), "--out", str(run_dir),
+         *(a for s in sets for a in ("--set", s))],
+        capture_output=True, text=True, cwd=ROOT, timeout=400,
+        env={**ray_env, "DBLOCKS_LATENT_CACHE": str(cache_root)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    config = load_config(run_dir / "config.yaml")
+    (cache,) = [p for p in cache_root.iterdir() if p.is_dir()]
+    assert config.data.source == str(cache) and config.data.encoded_from == str(photos)
+    assert json.loads((cache / "latents.json").read_text())["num_records"] == 24
+    with Image.open(run_dir / "samples.png") as samples:
+        assert samples.mode == "RGB"
+    assert np.load(cache / "part-00000-0000.npz")["images"].shape[1:] == (4, 8, 8)

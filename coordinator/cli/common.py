@@ -34,9 +34,12 @@ def load(path: Path, overrides: list[str] | None, *, resolve: bool = True) -> Co
     """The config, validated; with `resolve`, its data source opened and checked too (shared/data/resolve.py), so
     bad data stops here, before anything is written or started. A client submitting to a service leaves that to
     the service, which may see data this machine does not."""
+    from coordinator.settings import Settings
     from shared.data import DataError
+    from shared.latent.cache import use_cache_root
     from shared.tasks import resolve_data
 
+    use_cache_root(Settings.from_env().latent_cache)  # where a run on images and a VAE keeps its latents
     try:
         config = load_config(path, overrides or [])
         return resolve_data(config) if resolve else config

@@ -136,7 +136,7 @@ def data_resolver(settings):
         )
     elif settings.data_roots == (str(Path(DEFAULT_DATA_ROOT).absolute()),):
         Path(DEFAULT_DATA_ROOT).mkdir(exist_ok=True)
-    resolver = Resolver(settings.data_roots)
+    resolver = Resolver(settings.data_roots, latent_cache=str(settings.latent_cache))
     resolver.warm()
     return resolver
 

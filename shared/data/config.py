@@ -57,6 +57,24 @@ class DataConfig(Section):
         description="sha256 of data.vae's files, filled in from the latent cache's manifest; a VAE that differs is "
         "refused.",
     )
+    flip: bool = Field(
+        False,
+        description="With data.vae and a source of images (the service encodes it): also encode each image's mirror "
+        "as its own record.",
+    )
+    encoded_from: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="Filled in at resolve when the service encodes a source of images with data.vae: those images "
+        "(data.source is then their latent cache, built once by the first job that needs it).",
+    )
+    encoded_size: int | None = Field(
+        None,
+        ge=8,
+        le=4096,
+        description="Filled in with data.encoded_from: the side in pixels the images are encoded at.",
+    )
     channels: int | None = Field(
         None,
         ge=1,
@@ -96,11 +114,23 @@ class DataConfig(Section):
         if self.source is None:
             given = [
                 f
-                for f in ("test_source", "channels", "image_size", "image_column", "label_column", "vae")
+                for f in (
+                    "test_source",
+                    "channels",
+                    "image_size",
+                    "image_column",
+                    "label_column",
+                    "vae",
+                    "encoded_from",
+                )
                 if getattr(self, f) is not None
             ]
             if given:
                 raise ValueError(f"data.{given[0]} applies to data.source; the built-in {self.dataset} has its own")
+        if (self.encoded_from is not None or self.flip) and self.vae is None:
+            raise ValueError("data.flip and data.encoded_from apply to a source of images encoded with data.vae")
+        if (self.encoded_from is None) != (self.encoded_size is None):
+            raise ValueError("data.encoded_from and data.encoded_size are filled in together (at resolve)")
         if self.resize != "none" and self.image_size is None:
             raise ValueError(f"data.resize {self.resize!r} needs data.image_size")
         return self

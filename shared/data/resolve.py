@@ -84,14 +84,18 @@ def confine_sources(config: Config, sources: list[tuple[str, str]], roots: tuple
 def resolve_images(config: Config, *, confined: bool = False) -> Config:
     """The config with its image data facts filled in, after validating the source; DataError names what is wrong.
     `confined`: a service caller's source, already confined to the roots (symlinks out of its folder refused)."""
+    from shared.latent.resolve import resolve_encoded, resolve_vae  # shared.latent reads shared.data: when used
+
     d = config.data
     if d.source is None:
         return config
+    if d.encoded_from is not None:  # a run the service encodes, resolved before: its images, checked again
+        return resolve_encoded(config, confined=confined, resolve_images=resolve_images)
     limits = ReadLimits(confined=confined, max_read_bytes=d.memory_limit_mb * 2**20)
     options = {"format": d.format, "image_column": d.image_column, "label_column": d.label_column}
     source = open_source(d.source, **options, limits=limits)
-    from shared.latent.resolve import resolve_vae  # shared.latent reads shared.data: imported when used
-
+    if d.vae is not None and source.format != "latents":  # images and a VAE: the service encodes them
+        return resolve_encoded(config, confined=confined, resolve_images=resolve_images)
     vae = resolve_vae(config, source, confined=confined)  # before any record is decoded
     train = open_split(d, "train", source=source, limits=limits)
     test = open_split(d, "test", source=source, limits=limits)

@@ -79,6 +79,10 @@ def open_split(
     if data.source is None:
         images, labels = load_builtin(data.dataset, split, num_test=data.num_test, split_seed=data.split_seed)
         return SplitReader(ArraySource(images.numpy(), labels.numpy(), data.dataset), Transform())
+    if data.encoded_from is not None:  # a latent cache the service builds: the first job to read it builds it
+        from shared.latent.cache import ensure_latents  # shared.latent reads shared.data: imported when used
+
+        ensure_latents(data)
     options = {"format": data.format, "image_column": data.image_column, "label_column": data.label_column}
     options["limits"] = limits
     if split == "test" and data.test_source is not None:

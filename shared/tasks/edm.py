@@ -48,6 +48,8 @@ class EDMTask(SigmaAxis):
     def sources(cls, config) -> list[tuple[str, str]]:
         d = config.data
         fields = (("data.source", d.source), ("data.test_source", d.test_source), ("data.vae", d.vae))
+        if d.encoded_from is not None:  # a resolved config sent again: its images, not its cache, are the caller's
+            fields = (("data.encoded_from", d.encoded_from), ("data.vae", d.vae))
         return [(field, uri) for field, uri in fields if uri is not None]
 
     @classmethod
