@@ -125,6 +125,28 @@ def trained(name: str, config_path: Path, overrides: list[str], work: Path, minu
     }
 
 
+def dit_xl2_memory(batch_sizes: tuple[int, ...] = (32, 256), num_blocks: int = 4) -> dict:
+    """DiT-XL/2 on 256 px latents (32x32x4, 256 tokens, 1,000 classes): the analytic training memory (fp32 weights,
+    grads, 2 AdamW moments, EMA, and the activations kept for backward; benchmarks/memory_probe.py) of the whole
+    network and of one of `num_blocks` blocks. No data is read: the shape is the latents'."""
+    from benchmarks.memory_probe import analytic_bytes
+    from shared.config import parse_config
+    from shared.plan import block_params
+
+    model = {"num_layers": 28, "hidden_size": 1152, "num_heads": 16, "patch_size": 2}
+    data = {"source": "/latents", "format": "latents", "channels": 4, "image_size": 32, "num_classes": 1000}
+    config = parse_config({"data": data, "model": model, "blocks": {"num_blocks": num_blocks}})
+    out = {"model": model, "latents": [4, 32, 32], "tokens": 256, "num_blocks": num_blocks, "cases": []}
+    for batch in batch_sizes:
+        for name, layers in (("end_to_end", 28), ("block", 28 // num_blocks)):
+            params = block_params(config, layers)
+            account = analytic_bytes(params, batch=batch, tokens=256, width=1152, heads=16, num_layers=layers,
+                                     mlp_ratio=4.0, checkpointed=False)  # fmt: skip
+            out["cases"].append({"case": name, "batch": batch, "layers": layers, **account,
+                                 "total_gib": account["total_bytes"] / 2**30})  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "latent-bench")
@@ -135,7 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run: a few steps of everything")
     parser.add_argument("--out", type=Path, default=None, help="JSON result (default benchmarks/results/...)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--dit-xl2-memory", action="store_true", help="only the analytic DiT-XL/2 latent memory")
     args = parser.parse_args(argv)
+    if args.dit_xl2_memory:
+        report = dit_xl2_memory()
+        out = args.out or ROOT / "benchmarks" / "results" / "memory-dit-xl2-latent-analytic.json"
+        out.write_text(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2) if args.json else f"wrote {out}")
+        return 0
     args.work.mkdir(parents=True, exist_ok=True)
     shapes, vae, vae_report = made(args.work, args.per_class, args.vae_steps)
     latents, encode_report = encoded(args.work, shapes, vae)

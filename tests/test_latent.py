@@ -288,6 +288,11 @@ def test_the_pixel_vs_latent_benchmark_runs_end_to_end(tmp_path):
     assert {r["tokens"] for r in report["runs"].values()} == {64}
     assert all(r["eval"]["num_samples"] == 8 and r["eval"]["fd"] > 0 for r in report["runs"].values())
     assert report["vae_floor"]["num_samples"] == 6 and report["vae_floor"]["mse"] > 0
+    from benchmarks.latent import dit_xl2_memory
+
+    cases = {(c["case"], c["batch"]): c for c in dit_xl2_memory()["cases"]}
+    assert cases["end_to_end", 32]["params"] == pytest.approx(675e6, rel=0.005)  # DiT-XL/2 as the paper counts it
+    assert 3.5 < cases["end_to_end", 32]["total_bytes"] / cases["block", 32]["total_bytes"] < 4.1
 
 
 def test_a_cache_that_lies_is_refused_naming_the_file(vae_dir, cache, tmp_path):
