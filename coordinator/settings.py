@@ -71,7 +71,7 @@ class Settings:
             ray_auth_mode=env.get("RAY_AUTH_MODE", "disabled"),
             key_prefix=env.get("DBLOCKS_KEY_PREFIX", "dblocks"),
             cache_dir=(cache := Path(env.get("DBLOCKS_CACHE", Path.home() / ".cache" / "dblocks")).absolute()),
-            latent_cache=Path(env.get("DBLOCKS_LATENT_CACHE") or cache / "latents").absolute(),
+            latent_cache=_local_folder(env, "DBLOCKS_LATENT_CACHE", cache / "latents"),
             api_token=env.get("DBLOCKS_API_TOKEN") or None,
             lease_ttl_s=float(env.get("DBLOCKS_LEASE_TTL_S", "10")),
             poll_s=float(env.get("DBLOCKS_POLL_S", "1.0")),
@@ -104,6 +104,13 @@ def _data_roots(raw: str) -> tuple[str, ...] | None:
         return None
     roots = tuple(r.strip().rstrip("/") or "/" for r in raw.split(",") if r.strip())
     return check_roots(roots) if roots else (str(Path(DEFAULT_DATA_ROOT).absolute()),)
+
+
+def _local_folder(env: dict[str, str], name: str, default: Path) -> Path:
+    raw = env.get(name) or ""
+    if "://" in raw or (raw and not raw.startswith("/")):
+        raise ValueError(f"{name}={raw!r}: expected an absolute local folder (one every Ray node mounts there)")
+    return Path(raw) if raw else default
 
 
 def _count(env: dict[str, str], name: str, limit: int = 1_000_000) -> int | None:

@@ -1,5 +1,7 @@
 """Environment settings are read once and refuse bad values, naming the variable."""
 
+from pathlib import Path
+
 import pytest
 
 from coordinator.settings import Settings
@@ -24,3 +26,11 @@ def test_run_retention_is_days_bounded_and_named_when_wrong():
     for bad in ("0", "-1", "nan", "inf", "a week", "1e9"):
         with pytest.raises(ValueError, match="DBLOCKS_RUN_RETENTION_DAYS"):
             Settings.from_env({"DBLOCKS_RUN_RETENTION_DAYS": bad})
+
+
+def test_the_latent_cache_is_an_absolute_local_folder():
+    assert Settings.from_env({"DBLOCKS_CACHE": "/c"}).latent_cache == Path("/c/latents")
+    assert Settings.from_env({"DBLOCKS_LATENT_CACHE": "/shared/latents"}).latent_cache == Path("/shared/latents")
+    for raw in ("s3://bucket/latents", "relative/latents"):
+        with pytest.raises(ValueError, match=f"DBLOCKS_LATENT_CACHE={raw!r}: expected an absolute local folder"):
+            Settings.from_env({"DBLOCKS_LATENT_CACHE": raw})
