@@ -226,9 +226,13 @@ def test_the_classification_fidelity_budget_reads_both_grids_from_both_starts(tm
     for index, case in enumerate(spec.cases):
         for seed in spec.seeds:
             scores = {key: 0.9 + 0.02 * index + 0.001 * seed for key in spec.metrics}
+            scores["accuracy_official_zero"] += 0.01 + 0.001 * seed  # the zero start ahead on the official grid
             runs.append({**fake_run(case.label, seed, 0, 0), "ema": scores, "raw": scores})
     report = summarise("fidelity", spec, runs, {"task": "classification", "num_samples": 1000})
     quality.page(report, tmp_path, "the command")
     text = (tmp_path / "quality-classification-fidelity.md").read_text()
     assert "official grid, noise start" in text and "boundary grid, zero start" in text
-    assert text.count("+0.0200 ± 0.0008 (beyond 2 SE)") == 4  # each accuracy against the features output
+    assert text.count("+0.0200 ± 0.0008 (beyond 2 SE)") == 3  # each accuracy against the features output
+    # within each case, paired by seed: the zero start's lead on the official grid, none on the boundary grid
+    assert text.count("| +0.0000 ± 0.0000 (within 2 SE) | +0.0110 ± 0.0006 (beyond 2 SE) | +0.0110 ± 0.0006 (beyond "
+                      "2 SE) | +0.0000 ± 0.0000 (within 2 SE) |") == 2  # fmt: skip

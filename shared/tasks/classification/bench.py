@@ -4,6 +4,8 @@ held-out accuracy (from both starts) and calibration error; the paper's Table 1 
 
 from __future__ import annotations
 
+import math
+import statistics
 from pathlib import Path
 
 from shared.tasks.bench import END_TO_END, Budget, Case, QualityBench, TaskDoc, equiprobable, write_task_doc
@@ -91,7 +93,37 @@ block called at its upper boundary, the last logits read there: this project's f
   skip`): the noisy label also reaches the output through the skip path, as `D = c_skip z + c_out F` for images.""",
     paper_note="The paper reports no ablation of these; its Table 1 numbers come from the official code, i.e. the "
     "skip output on the official grid from the noise start.",
+    provenance=lambda report: paired_effects(report),
 )
+
+# Within-run effects: (name, metric minus metric), each paired by seed (the same trained blocks read two ways).
+PAIRED = (
+    ("official - boundary grid, noise start", "accuracy_official_noise", "accuracy_boundaries_noise"),
+    ("official - boundary grid, zero start", "accuracy_official_zero", "accuracy_boundaries_zero"),
+    ("zero - noise start, official grid", "accuracy_official_zero", "accuracy_official_noise"),
+    ("zero - noise start, boundary grid", "accuracy_boundaries_zero", "accuracy_boundaries_noise"),
+)
+
+
+def paired(values: list[float]) -> str:
+    """Mean ± standard error of per-seed differences, and whether the mean exceeds twice it."""
+    if len(values) < 2:
+        return f"{statistics.fmean(values):+.4f} (1 seed: no spread)" if values else "—"
+    mean, se = statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
+    return f"{mean:+.4f} ± {se:.4f} ({'beyond' if abs(mean) > 2 * se else 'within'} 2 SE)"
+
+
+def paired_effects(report: dict) -> str:
+    """The grid's and the start's effect on each case's own runs (EMA), paired by seed: a table for the page."""
+    rows = [f"| case | {' | '.join(name for name, _, _ in PAIRED)} |", "|---|" + "---|" * len(PAIRED)]
+    for case in FIDELITY.cases:
+        runs = [r["ema"] for r in report.get("runs", []) if r["label"] == case.label]
+        if runs:
+            cells = [paired([r[a] - r[b] for r in runs]) for _, a, b in PAIRED]
+            rows.append(f"| {case.label} | {' | '.join(cells)} |")
+    head = ("\nThe grid's and the start's effects within each case (the same blocks read two ways; per-seed "
+            "differences, mean ± standard error):\n\n")  # fmt: skip
+    return head + "\n".join(rows) + "\n\nAgainst the features output:\n"
 
 
 def write_pages(report: dict, folder: Path, command: str) -> None:
