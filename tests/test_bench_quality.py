@@ -1,6 +1,8 @@
 """The quality benchmark's bookkeeping: paper rows match case labels, raw and EMA both reported, partial
 results summarised honestly, differences carry their uncertainty (no training here: synthetic run records)."""
 
+import json
+
 import pytest
 
 from benchmarks.quality import BUDGETS, budget_spec, case_config, quality_of, summarise
@@ -236,3 +238,25 @@ def test_the_classification_fidelity_budget_reads_both_grids_from_both_starts(tm
     # within each case, paired by seed: the zero start's lead on the official grid, none on the boundary grid
     assert text.count("| +0.0000 ± 0.0000 (within 2 SE) | +0.0110 ± 0.0006 (beyond 2 SE) | +0.0110 ± 0.0006 (beyond "
                       "2 SE) | +0.0000 ± 0.0000 (within 2 SE) |") == 2  # fmt: skip
+
+
+def test_the_text_page_measures_each_issue_40_change_alone(tmp_path, monkeypatch):
+    """The estimate's change on the same models (whole text - prefix, paired by seed) and the loss's change (the
+    prefix estimate now against the report from before, both estimated the same way)."""
+    import shared.tasks.text.bench as text_bench
+
+    quality, spec = quality_of("text"), budget_spec("small", "text")
+    runs, before = [], []
+    for case in spec.cases:
+        for seed in spec.seeds:
+            now = {"bpc": 3.0 + 0.01 * seed, "bpc_prefix": 3.02 + 0.012 * seed}
+            runs.append({**fake_run(case.label, seed, 0, 0), "ema": now, "raw": now})
+            then = {"bpc": 3.1 + 0.01 * seed}
+            before.append({**fake_run(case.label, seed, 0, 0), "ema": then, "raw": then})
+    old = summarise("small", spec, before, {"task": "text", "num_samples": 1000})
+    (tmp_path / "before.json").write_text(json.dumps(old))
+    monkeypatch.setattr(text_bench, "BEFORE_40", tmp_path / "before.json")
+    report = summarise("small", spec, runs, {"task": "text", "num_samples": 1000, "coverage": 1.0})
+    quality.page(report, tmp_path, "the command")
+    text = (tmp_path / "quality-text.md").read_text()
+    assert text.count("| -0.0220 ± 0.0012 | -0.0780 ± 0.0090 (beyond 2 SE) |") == 2, text
