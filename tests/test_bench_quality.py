@@ -259,4 +259,4 @@ def test_the_text_page_measures_each_issue_40_change_alone(tmp_path, monkeypatch
     report = summarise("small", spec, runs, {"task": "text", "num_samples": 1000, "coverage": 1.0})
     quality.page(report, tmp_path, "the command")
     text = (tmp_path / "quality-text.md").read_text()
-    assert text.count("| -0.0220 ± 0.0012 | -0.0780 ± 0.0090 (beyond 2 SE) |") == 2, text
+    assert text.count("| -0.0220 ± 0.0012 (beyond 2 SE) | -0.0780 ± 0.0090 (beyond 2 SE) |") == 2, text
