@@ -24,10 +24,11 @@ class ClassificationConfig(Section):
         description="Training images are shifted by up to this many pixels each way (edge padding); 0 = off.",
     )
     output: Literal["features", "skip"] = Field(
-        "features",
-        description="How the label token's logits are read: features = head(adaLN(F)), the noisy label entering only "
-        "at the input (this project's first form); skip = head(adaLN(c_out * F + c_skip * z)), the official code's, "
-        "the noisy label also on a skip path as D = c_skip z + c_out F is for images (docs/method.md, departures).",
+        "skip",
+        description="How the label token's logits are read: skip = head(adaLN(c_out * F + c_skip * z)), the official "
+        "code's (the default since issue 40: as accurate as features within 0.002-0.006 over 3 seeds, "
+        "docs/quality.md), the noisy label also on a skip path as D = c_skip z + c_out F is for images; features = "
+        "head(adaLN(F)), the noisy label entering only at the input (this project's first form).",
     )
     grid: Literal["official", "boundaries"] = Field(
         "official",

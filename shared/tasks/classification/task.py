@@ -142,6 +142,7 @@ class Classification(EDMTask):
     outputs = frozenset({PREDICT})
     progress_metric = "accuracy"  # the block's own predictions on its training batch, at its own noise levels
 
+    # `output` defaults to features here, not the config's skip: a block file from before the option was features
     def __init__(self, objective: str = "label_denoising", augment_shift: int = 0, output: str = "features"):
         if objective not in OBJECTIVES:
             raise ValueError(f"classification objective must be one of {OBJECTIVES}, got {objective!r}")
