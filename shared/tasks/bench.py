@@ -86,6 +86,15 @@ def difference(a: dict, b: dict) -> tuple[float, float]:
     return a["mean"] - b["mean"], math.sqrt(a["std"] ** 2 / na + b["std"] ** 2 / nb)
 
 
+def paired(deltas: list[float]) -> str:
+    """Mean ± standard error of per-seed differences (the same runs read two ways), and whether the mean exceeds
+    twice it."""
+    if len(deltas) < 2:
+        return f"{statistics.fmean(deltas):+.4f} (1 seed: no spread)" if deltas else "—"
+    mean, se = statistics.fmean(deltas), statistics.stdev(deltas) / math.sqrt(len(deltas))
+    return f"{mean:+.4f} ± {se:.4f} ({'beyond' if abs(mean) > 2 * se else 'within'} 2 SE)"
+
+
 def versus(row: dict, ref: dict | None, key: str, digits: int = 2) -> str:
     """`row`'s EMA `key` minus the reference's, with its standard error and whether it exceeds twice that."""
     if ref is None or ref is row:

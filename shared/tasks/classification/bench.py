@@ -4,11 +4,18 @@ held-out accuracy (from both starts) and calibration error; the paper's Table 1 
 
 from __future__ import annotations
 
-import math
-import statistics
 from pathlib import Path
 
-from shared.tasks.bench import END_TO_END, Budget, Case, QualityBench, TaskDoc, equiprobable, write_task_doc
+from shared.tasks.bench import (
+    END_TO_END,
+    Budget,
+    Case,
+    QualityBench,
+    TaskDoc,
+    equiprobable,
+    paired,
+    write_task_doc,
+)
 
 # Paper Table 1 (ViT, test accuracy %; shape only: CIFAR-100 there, 4,000 MNIST digits here).
 PAPER = {
@@ -103,14 +110,6 @@ PAIRED = (
     ("zero - noise start, official grid", "accuracy_official_zero", "accuracy_official_noise"),
     ("zero - noise start, boundary grid", "accuracy_boundaries_zero", "accuracy_boundaries_noise"),
 )
-
-
-def paired(values: list[float]) -> str:
-    """Mean ± standard error of per-seed differences, and whether the mean exceeds twice it."""
-    if len(values) < 2:
-        return f"{statistics.fmean(values):+.4f} (1 seed: no spread)" if values else "—"
-    mean, se = statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
-    return f"{mean:+.4f} ± {se:.4f} ({'beyond' if abs(mean) > 2 * se else 'within'} 2 SE)"
 
 
 def paired_effects(report: dict) -> str:

@@ -4,11 +4,9 @@ configs/text.yaml, compared by test bits per character; the paper's Table 3 besi
 from __future__ import annotations
 
 import json
-import math
-import statistics
 from pathlib import Path
 
-from shared.tasks.bench import END_TO_END, Budget, QualityBench, TaskDoc, equiprobable, task_page, versus
+from shared.tasks.bench import END_TO_END, Budget, QualityBench, TaskDoc, equiprobable, paired, task_page, versus
 
 # Paper Table 3 (MD4 on text8, 12 layers, test BPC; shape only: a small model on Python's documentation here).
 PAPER = {"end_to_end": (1.56, "Table 3, text8"), "B=3 equiprobable gamma=0.05": (1.45, "Table 3, text8")}
@@ -30,14 +28,6 @@ def estimate(report: dict) -> str:
             "scored the way before issue 40 (the test sequences from the first until the standard error is 0.01), "
             "to measure that change alone.\n")  # fmt: skip
     return text + changes(report)
-
-
-def paired(deltas: list[float]) -> str:
-    """Mean ± standard error of per-seed differences, and whether the mean exceeds twice it."""
-    if len(deltas) < 2:
-        return "—"
-    mean, se = statistics.fmean(deltas), statistics.stdev(deltas) / math.sqrt(len(deltas))
-    return f"{mean:+.4f} ± {se:.4f} ({'beyond' if abs(mean) > 2 * se else 'within'} 2 SE)"
 
 
 def changes(report: dict) -> str:
