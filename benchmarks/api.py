@@ -113,6 +113,25 @@ def _tick_totals(metrics_url: str) -> tuple[float, float]:
     return total, count
 
 
+def _idle_ticks(metrics_url: str, idle_s: float, cap_s: float = 30.0) -> dict:
+    """The tick's mean work time over at least `idle_s` of no load, extended (up to `cap_s`) until a tick has
+    finished: a tick lasts a poll interval plus its work, so a window as short as the interval can hold none."""
+    before = _tick_totals(metrics_url)
+    time.sleep(idle_s)
+    return _ticks_since(metrics_url, before, cap_s)
+
+
+def _ticks_since(metrics_url: str, before: tuple[float, float], cap_s: float = 30.0) -> dict:
+    """The tick's mean work time since `before`, waiting (up to `cap_s`) for the tick under way to finish if none
+    has finished since."""
+    deadline = time.monotonic() + cap_s
+    after = _tick_totals(metrics_url)
+    while after[1] == before[1] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        after = _tick_totals(metrics_url)
+    return _mean_tick_ms(before, after)
+
+
 def _mean_tick_ms(before: tuple[float, float], after: tuple[float, float]) -> dict:
     ticks = after[1] - before[1]
     return {"ticks": int(ticks), "mean_ms": round(1000 * (after[0] - before[0]) / ticks, 2) if ticks else None}
@@ -221,9 +240,7 @@ def load_test(
     submit_config = submit_config or TINY_RUN
     idle = None
     if metrics_url:
-        idle_before = _tick_totals(metrics_url)
-        time.sleep(idle_s)
-        idle = _mean_tick_ms(idle_before, _tick_totals(metrics_url))
+        idle = _idle_ticks(metrics_url, idle_s)
     log(f"load: {clients} status pollers, a submit every {submit_every_s:g} s, 3 samplers, for {duration_s:g} s")
     recorder, stop = _Recorder(), threading.Event()
     load_before = _tick_totals(metrics_url) if metrics_url else None
@@ -249,7 +266,7 @@ def load_test(
     for w in workers:
         w.join(timeout=180)
     elapsed = time.monotonic() - started
-    during = _mean_tick_ms(load_before, _tick_totals(metrics_url)) if metrics_url else None
+    during = _ticks_since(metrics_url, load_before) if metrics_url else None
     routes = recorder.report()
     return {
         "benchmark": "api",
