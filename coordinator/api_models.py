@@ -32,6 +32,7 @@ ERROR_TYPES = {
     421: "misdirected_request",
     422: "invalid_request",
     429: "too_many_requests",
+    503: "worker_lost",
 }
 
 ERROR_DESCRIPTIONS = {
@@ -43,6 +44,7 @@ ERROR_DESCRIPTIONS = {
     421: "Without a token, the Host header names neither this service nor loopback (DBLOCKS_ALLOWED_HOSTS).",
     422: "The request names a bad field (path, message, type in `detail`).",
     429: "Too many sampling, prediction or data-reading requests at once; retry after `Retry-After` seconds.",
+    503: "The worker process drawing from the model died (killed, out of memory); retry after `Retry-After` seconds.",
 }
 
 

@@ -144,6 +144,23 @@ def test_oversized_bodies_are_413(redis_client, tmp_path):
     assert response.status_code == 413 and not redis_client.keys("t-bad*")
 
 
+def test_a_chunked_body_is_bounded_too_and_read_whole_when_small(redis_client, tmp_path):
+    """Without a Content-Length the edge reads the body itself, up to the limit, and hands the route all of it."""
+    client = TestClient(
+        create_app(store=Store(redis_client, prefix="t-bad"), runs_dir=tmp_path, api_token=None, ready=lambda: {}),
+        base_url=LOCAL,
+    )
+
+    def chunks(parts):
+        yield from parts
+
+    headers = {"content-type": "application/json"}
+    huge = client.post("/v1/runs", content=chunks([b"{"] + [b" " * 65536] * 20 + [b"}"]), headers=headers)
+    assert huge.status_code == 413 and not redis_client.keys("t-bad*")
+    small = client.post("/v1/runs", content=chunks([b'{"train": ', b'{"lr": -1}}']), headers=headers)
+    assert small.status_code == 422 and small.json()["detail"][0]["loc"] == ["body", "train", "lr"], small.text
+
+
 @pytest.mark.parametrize(
     "field", [(s, n) for s, n, f in FIELDS if f.annotation in (int, float, int | None, float | None)][:40]
 )

@@ -21,7 +21,6 @@ from shared.data import data_shape
 from shared.images import grid_png
 from shared.job import previews_dir
 from shared.tasks import PREDICT, PROMPTS, SAMPLES_PNG, SAMPLES_TXT, TASKS
-from shared.tasks.outputs import outputs_for
 
 PREVIEW_NAME = re.compile(r"^block_\d+_step_\d+\.(png|txt)$")
 MAX_TEXTS = 1000  # texts per sampling request (each task bounds its own work further)
@@ -45,7 +44,7 @@ router = APIRouter()
     "/v1/runs/{run_id}/samples.png",
     dependencies=[Depends(authorised)],
     response_class=Response,
-    responses=PNG | errors(401, 404, 409, 422, 429),
+    responses=PNG | errors(401, 404, 409, 422, 429, 503),
 )
 def samples(
     ctx: Context,
@@ -74,9 +73,8 @@ def samples(
         msg = f"{count:,} samples (classes x num_per_class), at most {MAX_SAMPLES_PER_RUN:,}"
         raise refuse(422, msg, loc=["query", "num_per_class"])
     params = {"num_per_class": num_per_class, "num_steps": steps, "cfg_scale": cfg, "seed": seed, "weights": weights}
-    with ctx.assembled_model_slot(run_id):
-        images, labels = outputs_for(config).sample_images(Path(run.run_dir), config, **params)
-        png = grid_png(images, len(labels) // max(1, data_shape(config).num_classes))  # a row per class
+    images, labels = ctx.on_assembled_model(run, config.task, "sample_images", **params)
+    png = grid_png(images, len(labels) // max(1, data_shape(config).num_classes))  # a row per class
     return Response(png, media_type="image/png")
 
 
@@ -84,7 +82,7 @@ def samples(
     "/v1/runs/{run_id}/samples.txt",
     dependencies=[Depends(authorised)],
     response_class=Response,
-    responses=TEXT | errors(401, 404, 409, 422, 429),
+    responses=TEXT | errors(401, 404, 409, 422, 429, 503),
 )
 def text_samples(
     ctx: Context,
@@ -115,20 +113,20 @@ def text_samples(
         if not path.is_file():
             raise HTTPException(404, f"run {run_id} has no samples yet")
         return FileResponse(path, media_type="text/plain; charset=utf-8")
-    with ctx.assembled_model_slot(run_id):
-        try:  # the task checks what only it knows (a length within the run's sequences)
-            texts = outputs_for(config).sample_texts(
-                Path(run.run_dir),
-                config,
-                num=num or 8,
-                length=length,
-                steps=steps,
-                seed=config.sample.seed if seed is None else seed,
-                weights=weights or config.sample.weights,
-                **prompted,
-            )
-        except ValueError as err:
-            raise HTTPException(422, str(err)) from None
+    try:  # the task checks what only it knows (a length within the run's sequences)
+        texts = ctx.on_assembled_model(
+            run,
+            config.task,
+            "sample_texts",
+            num=num or 8,
+            length=length,
+            steps=steps,
+            seed=config.sample.seed if seed is None else seed,
+            weights=weights or config.sample.weights,
+            **prompted,
+        )
+    except ValueError as err:
+        raise HTTPException(422, str(err)) from None
     return Response("".join(t + "\n" for t in texts), media_type="text/plain; charset=utf-8")
 
 
@@ -136,7 +134,7 @@ def text_samples(
     "/v1/runs/{run_id}/predict",
     dependencies=[Depends(authorised)],
     response_model=Predictions,
-    responses=errors(400, 401, 404, 409, 413, 422, 429),
+    responses=errors(400, 401, 404, 409, 413, 422, 429, 503),
 )
 def predict(ctx: Context, run_id: str, body: PredictRequest) -> dict:
     """Labels for images, from a finished classification run (same limits as sampling: at most 2 at once)."""
@@ -165,10 +163,9 @@ def predict(ctx: Context, run_id: str, body: PredictRequest) -> dict:
         raise HTTPException(422, f"images: shape {list(images.shape)}, expected N x {' x '.join(map(str, expected))}")
     if not torch.isfinite(images).all():
         raise HTTPException(422, "images: NaN or infinite values")
-    with ctx.assembled_model_slot(run_id):
-        probs = outputs_for(config).predict(
-            Path(run.run_dir), config, images.clamp(-1, 1), weights="ema", seed=body.seed
-        )
+    probs = ctx.on_assembled_model(
+        run, config.task, "predict", images=images.clamp(-1, 1), weights="ema", seed=body.seed
+    )
     return {"labels": probs.argmax(dim=1).tolist(), "probabilities": probs.max(dim=1).values.tolist()}
 
 

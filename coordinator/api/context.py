@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +13,7 @@ from typing import Annotated
 import yaml
 from fastapi import Depends, HTTPException, Request
 
+from coordinator.api.model_work import ModelWork, WorkerLost, shared_model_work
 from coordinator.api_models import ERROR_TYPES
 from coordinator.records import RunRecord
 from coordinator.resolver import Resolver
@@ -23,7 +23,7 @@ from shared.config import Config, ConfigError, parse_config
 from shared.data.errors import DataError
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,159}")  # what new_run_id and the benchmarks make; nothing else
-MAX_CONCURRENT_SAMPLING = 2  # on-demand sampling runs in the coordinator: beyond this, 429
+MAX_CONCURRENT_SAMPLING = 2  # on-demand sampling and prediction at once (in worker processes): beyond this, 429
 
 
 def refuse(status: int, msg: str, *, loc: list | None = None, kind: str | None = None, headers=None) -> HTTPException:
@@ -47,6 +47,7 @@ class ApiContext:
     sampling: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(MAX_CONCURRENT_SAMPLING)
     )
+    model_work: ModelWork = field(default_factory=shared_model_work)  # where that work runs
 
     def run_or_404(self, run_id: str) -> RunRecord:
         if not RUN_ID.fullmatch(run_id):  # never reaches Redis: ids with ':' would name other keys
@@ -60,10 +61,10 @@ class ApiContext:
     def config_of(run: RunRecord) -> Config:
         return parse_config(yaml.safe_load(run.config_yaml), stored=True)  # bounded like any config
 
-    @contextmanager
-    def assembled_model_slot(self, run_id: str):
-        """One of the MAX_CONCURRENT_SAMPLING slots for work on a run's assembled model (sampling, prediction):
-        429 when none is free; 409 when the run has no assembled model."""
+    def on_assembled_model(self, run: RunRecord, task: str, method: str, **kwargs):
+        """`method` of the run's task's outputs on its assembled model, in a worker process (model_work.py), in one
+        of the MAX_CONCURRENT_SAMPLING slots: 429 when none is free; 409 when the run has no assembled model or it
+        cannot be decoded; 503 when the worker died."""
         if not self.sampling.acquire(blocking=False):
             raise HTTPException(
                 429,
@@ -71,11 +72,13 @@ class ApiContext:
                 headers={"Retry-After": "5"},
             )
         try:
-            yield
+            return self.model_work.call(Path(run.run_dir), run.config_yaml, task, method, **kwargs)
         except CheckpointError as err:
-            raise HTTPException(409, f"run {run_id} has no assembled model: {err}") from None
+            raise HTTPException(409, f"run {run.id} has no assembled model: {err}") from None
         except DataError as err:  # a latent run whose VAE is no longer where the run recorded it
-            raise HTTPException(409, f"run {run_id} cannot be decoded: {err}") from None
+            raise HTTPException(409, f"run {run.id} cannot be decoded: {err}") from None
+        except WorkerLost as err:
+            raise refuse(503, str(err), headers={"Retry-After": "5"}) from None
         finally:
             self.sampling.release()
 

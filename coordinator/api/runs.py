@@ -104,7 +104,8 @@ def list_runs(
 
 @router.get("/v1/runs/{run_id}", dependencies=[Depends(authorised)], response_model=RunView, responses=errors(401, 404))
 def get_run(ctx: Context, run_id: str) -> dict:
-    return run_view(ctx.run_or_404(run_id), ctx.store.get_blocks(run_id))
+    run = ctx.run_or_404(run_id)
+    return run_view(run, ctx.store.get_blocks(run_id, run.num_blocks))  # two round trips
 
 
 @router.get(

@@ -2,4 +2,5 @@
 
 from coordinator.cli import main
 
-main()
+if __name__ == "__main__":  # not again in a process spawned from this one (the API's model workers)
+    main()

@@ -79,6 +79,7 @@ def serve(
         uvicorn.run(api, host=host, port=port, log_level="warning")
     finally:
         stop.set()
+        api.state.context.model_work.shutdown()
         loop.join(timeout=30)
         dispatcher.shutdown()
         if node is not None:
