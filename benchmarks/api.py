@@ -138,11 +138,17 @@ def _mean_tick_ms(before: tuple[float, float], after: tuple[float, float]) -> di
 
 
 def bench_api(
-    *, duration_s: float = 60, clients: int = 50, submit_every_s: float = 2.0, idle_s: float = 10, log=print
+    *,
+    duration_s: float = 60,
+    clients: int = 50,
+    submit_every_s: float = 2.0,
+    poll_every_s: float = 1.0,
+    idle_s: float = 10,
+    log=print,
 ) -> dict:
     """The load test against a service of its own (RAY_ADDRESS, when set, is the cluster that service uses; else
     it starts its own), after training one tiny run to sample from."""
-    _check_bounds(duration_s, clients, submit_every_s)
+    _check_bounds(duration_s, clients, submit_every_s, poll_every_s)
     workdir = Path(tempfile.mkdtemp(prefix="dblocks-bench-api-"))
     port, metrics_port, token = _free_port(), _free_port(), secrets.token_hex(16)
     env = {
@@ -177,6 +183,7 @@ def bench_api(
             duration_s=duration_s,
             clients=clients,
             submit_every_s=submit_every_s,
+            poll_every_s=poll_every_s,
             idle_s=idle_s,
             log=log,
         )
@@ -189,14 +196,21 @@ def bench_api(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _check_bounds(duration_s: float, clients: int, submit_every_s: float) -> None:
-    if not (1 <= duration_s <= 3600 and 1 <= clients <= 500 and 0.1 <= submit_every_s <= 600):
-        raise ValueError("duration_s in [1, 3600], clients in [1, 500], submit_every_s in [0.1, 600]")
+def _check_bounds(duration_s: float, clients: int, submit_every_s: float, poll_every_s: float = 1.0) -> None:
+    if not (
+        1 <= duration_s <= 3600 and 1 <= clients <= 500 and 0.1 <= submit_every_s <= 600 and 0.01 <= poll_every_s <= 60
+    ):
+        raise ValueError(
+            "duration_s in [1, 3600], clients in [1, 500], submit_every_s in [0.1, 600], poll_every_s in [0.01, 60]"
+        )
 
 
-def request_plan(recorder, run_id: str, *, clients: int, submit_every_s: float, config: dict) -> list[tuple]:
-    """(kind, pause between requests, request) per client thread: `clients` status pollers, one submitter, three
-    samplers of `run_id`'s assembled model, a liveness probe and a listing."""
+def request_plan(
+    recorder, run_id: str, *, clients: int, submit_every_s: float, config: dict, poll_every_s: float = 1.0
+) -> list[tuple]:
+    """(kind, pause between requests, request) per client thread: `clients` status pollers (each pausing
+    `poll_every_s` between its requests), one submitter, three samplers of `run_id`'s assembled model, a liveness
+    probe and a listing."""
     seeds = iter(range(10**9))
 
     def status(h):
@@ -215,7 +229,7 @@ def request_plan(recorder, run_id: str, *, clients: int, submit_every_s: float, 
     def listing(h):
         recorder.call("list", h, "GET", "/v1/runs")
 
-    plan = [("status", 1.0, status)] * clients + [("submit", submit_every_s, submit)]
+    plan = [("status", poll_every_s, status)] * clients + [("submit", submit_every_s, submit)]
     return plan + [("sample", 0.2, sample)] * 3 + [("healthz", 1.0, healthz), ("list", 5.0, listing)]
 
 
@@ -228,6 +242,7 @@ def load_test(
     duration_s: float = 60,
     clients: int = 50,
     submit_every_s: float = 2.0,
+    poll_every_s: float = 1.0,
     idle_s: float = 10,
     submit_config: dict | None = None,
     log=print,
@@ -235,13 +250,14 @@ def load_test(
     """Drive the service at `url` (any running one): status pollers on `run_id`, submissions of `submit_config`
     (default: a tiny run), samplers of `run_id`'s assembled model, a liveness probe and a listing. With
     `metrics_url` (the service's /metrics), the tick's work time `idle_s` before and during the load."""
-    _check_bounds(duration_s, clients, submit_every_s)
+    _check_bounds(duration_s, clients, submit_every_s, poll_every_s)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     submit_config = submit_config or TINY_RUN
     idle = None
     if metrics_url:
         idle = _idle_ticks(metrics_url, idle_s)
-    log(f"load: {clients} status pollers, a submit every {submit_every_s:g} s, 3 samplers, for {duration_s:g} s")
+    plan_text = f"{clients} status pollers (each every {poll_every_s:g} s), a submit every {submit_every_s:g} s"
+    log(f"load: {plan_text}, 3 samplers, for {duration_s:g} s")
     recorder, stop = _Recorder(), threading.Event()
     load_before = _tick_totals(metrics_url) if metrics_url else None
 
@@ -256,7 +272,14 @@ def load_test(
                 request(http)
                 stop.wait(pause_s)
 
-    plan = request_plan(recorder, run_id, clients=clients, submit_every_s=submit_every_s, config=submit_config)
+    plan = request_plan(
+        recorder,
+        run_id,
+        clients=clients,
+        submit_every_s=submit_every_s,
+        config=submit_config,
+        poll_every_s=poll_every_s,
+    )
     workers = [threading.Thread(target=loop, args=args, daemon=True) for args in plan]
     started = time.monotonic()
     for w in workers:
@@ -273,6 +296,7 @@ def load_test(
         "duration_s": round(elapsed, 1),
         "clients": clients,
         "submit_every_s": submit_every_s,
+        "poll_every_s": poll_every_s,
         "requests": sum(r["requests"] for r in routes.values()),
         "requests_per_s": round(sum(r["requests"] for r in routes.values()) / elapsed, 1),
         "errors": recorder.errors(),

@@ -277,8 +277,11 @@ def bench_data_cmd(
 @bench_app.command("api")
 def bench_api_cmd(
     duration: Annotated[float, typer.Option(min=1, max=3600, help="Seconds of load.")] = 60,
-    clients: Annotated[int, typer.Option(min=1, max=500, help="Clients polling a run's status once a second.")] = 50,
+    clients: Annotated[int, typer.Option(min=1, max=500, help="Clients polling a run's status.")] = 50,
     submit_every: Annotated[float, typer.Option(min=0.1, max=600, help="Seconds between run submissions.")] = 2.0,
+    poll_every: Annotated[
+        float, typer.Option(min=0.01, max=60, help="Seconds each status poller waits between its requests.")
+    ] = 1.0,
     server: Annotated[
         str | None, typer.Option(help="Load this running service instead of one of its own (token: DBLOCKS_API_TOKEN).")
     ] = None,
@@ -309,12 +312,16 @@ def bench_api_cmd(
             duration_s=duration,
             clients=clients,
             submit_every_s=submit_every,
+            poll_every_s=poll_every,
             log=log,
         )
     else:
-        result = bench_api(duration_s=duration, clients=clients, submit_every_s=submit_every, log=log)
+        result = bench_api(
+            duration_s=duration, clients=clients, submit_every_s=submit_every, poll_every_s=poll_every, log=log
+        )
     result["machine"] = machine()
-    path = write_result(result, f"api-{result['machine']['device'].replace(' ', '_')}", results_dir)
+    crowd = "" if poll_every == 1.0 else f"-poll{poll_every:g}s"
+    path = write_result(result, f"api{crowd}-{result['machine']['device'].replace(' ', '_')}", results_dir)
     summary = f"{result['requests']} requests, {result['errors']} errors"
     typer.echo(json.dumps(result, indent=2) if as_json else f"{summary} -> {path}")
 
