@@ -149,7 +149,9 @@ def make_trainer(job: BlockJob, *, storage_uri: str, previews: bool = True) -> T
             **storage.ray_storage(),
             failure_config=FailureConfig(max_failures=job.config.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
-            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(resources.cpus)))}},
+            # No per-block worker runtime env: one that differs from the job's keeps Ray from handing the worker an
+            # idle pooled process (benchmarks/dispatch_profile.py). Ray sets OMP_NUM_THREADS to the worker's CPUs
+            # when the job does not, and the training function sets torch's threads itself.
         ),
     )
 
