@@ -1,4 +1,4 @@
-"""Where a block job's start goes, piece by piece, on a warm local Ray cluster (issue 41):
+"""Where a block job's start goes, piece by piece, on the cluster the service's dispatcher makes (issue 41):
 `python -m benchmarks.dispatch_profile --json` (about a minute on 2 cores; prints JSON).
 
 Each piece is timed alone, in the order a block meets them:
@@ -98,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true")
     parser.parse_args(argv)
-    ray.init(address=os.environ.get("RAY_ADDRESS", "local"), num_cpus=None if "RAY_ADDRESS" in os.environ else 2,
-             log_to_driver=False, configure_logging=False, include_dashboard=False)  # fmt: skip
+    from coordinator.dispatch import RayDispatcher
+
+    # the cluster the service's dispatcher makes (RAY_ADDRESS's, or a local one with its State API on loopback)
+    RayDispatcher(address=os.environ.get("RAY_ADDRESS")).connect()
     try:
         report = profile()
     finally:

@@ -50,6 +50,7 @@ class RunReconciler:
         self.specs = block_specs(self.config)
         self.num_blocks = len(self.specs)
         self._blocks: list[BlockRecord] | None = None  # read once per tick (see blocks())
+        self._status: tuple[State, bool] | None = None  # likewise: (state, cancel requested)
         self.demands = [block_demand(self.config, spec.index) for spec in self.specs]
         self.metrics = metrics or Metrics()
 
@@ -60,8 +61,19 @@ class RunReconciler:
             self._blocks = self.store.get_blocks(self.run_id, self.num_blocks)
         return self._blocks
 
+    def status(self) -> tuple[State, bool]:
+        """The run's state and whether a cancel was requested, read at most once between changes (as `blocks`)."""
+        if self._status is None:
+            self._status = self.store.run_status(self.run_id)
+        return self._status
+
     def refresh(self) -> None:
-        self._blocks = None
+        self._blocks = self._status = None
+
+    def prime(self, status: tuple[State, bool] | None, blocks: list[BlockRecord]) -> None:
+        """This tick's reads, made for every run at once (`Store.run_snapshots`); a run gone meanwhile (no status)
+        is read again on its own, and fails as before."""
+        self._status, self._blocks = status, (blocks if status is not None else None)
 
     def job(self, block: BlockRecord) -> BlockJob:
         return BlockJob(
@@ -77,7 +89,8 @@ class RunReconciler:
     ) -> tuple[Resources, int]:
         """Launch what fits in `available` (at most `max_new`); return what is still available, and how many
         were launched."""
-        if self.store.run_status(self.run_id)[0] == State.PENDING:
+        if self.status()[0] == State.PENDING:
+            self._status = None
             self.store.set_run_state(self.run_id, State.RUNNING)
         blocks = self.blocks()
         for index, reason in too_big(self.demands, capacity).items():  # say why it waits, once
@@ -208,6 +221,8 @@ class RunReconciler:
         if updates:
             self.refresh()
             self.store.update_progress_many(self.run_id, updates)
+            # what was written, kept: the rest of the tick needs no second read (only the leader writes these)
+            self._blocks = [replace(b, **updates[b.index]) if b.index in updates else b for b in blocks]
 
     def progress_line(self) -> str:
         parts = []
@@ -219,7 +234,7 @@ class RunReconciler:
 
     def outcome(self) -> State | None:
         """Terminal state the run should reach now, if any (a cancel request counts)."""
-        if self.store.run_status(self.run_id)[1]:
+        if self.status()[1]:
             return State.CANCELLED
         return run_outcome(self.blocks())
 

@@ -164,9 +164,10 @@ class Coordinator:
             if run_id not in self.reconcilers:
                 self._isolated(run_id, "loading the run", self._add_reconciler, run_id)
         active = list(self.reconcilers)
-        for run_id in active:
-            if run_id not in self.assembling:  # (an assembling run's reconciler belongs to the assembly thread)
-                self.reconcilers[run_id].refresh()
+        live = [r for r in active if r not in self.assembling]  # (an assembling run's reconciler is the assembler's)
+        snapshots = self.store.run_snapshots({r: self.reconcilers[r].num_blocks for r in live})  # one round trip
+        for run_id in live:
+            self.reconcilers[run_id].prime(*snapshots[run_id])
         capacity = self.dispatcher.capacity()
         self._observe(active, capacity)
         available = free(capacity, self.dispatcher.held())
@@ -279,9 +280,10 @@ class Coordinator:
         m.in_flight.set(sum(len(self.dispatcher.in_flight(r)) for r in active))
         runs = self.store.run_counts()
         blocks = {state: 0 for state in State}
-        for state in self.store.block_states(
-            {r: self.reconcilers[r].num_blocks for r in active if r in self.reconcilers}
-        ):
+        assembling = {r: self.reconcilers[r].num_blocks for r in active if r in self.assembling}
+        states = [b.state for r in active if r in self.reconcilers and r not in assembling
+                  for b in self.reconcilers[r].blocks()]  # fmt: skip
+        for state in states + self.store.block_states(assembling):  # the tick's own reads; assembling ones anew
             blocks[state] += 1
         for state in State:
             m.runs.labels(str(state)).set(runs[state])
