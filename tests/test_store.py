@@ -143,6 +143,33 @@ def test_a_tick_costs_nothing_per_finished_run(redis_client, tmp_path):
     assert store.active_runs() == ["live0", "live1", "live2"]
 
 
+def test_a_tick_reads_every_queued_run_in_the_same_round_trip(redis_client, tmp_path):
+    """Runs waiting for room cost a tick no round trip each: their states and blocks come in one pipelined read
+    (`Store.run_snapshots`), and nothing is read twice within the tick."""
+    from coordinator.runs import create_run
+    from coordinator.service import Coordinator
+    from coordinator.store import RoundTrips
+    from shared.config import load_config
+    from tests.conftest import TINY
+
+    store = Store(RoundTrips.counting(redis_client), prefix="t-queue")
+    coordinator = Coordinator(store=store, dispatcher=Idle(), log=lambda _: None, poll_s=0)
+
+    def tick_cost(runs: int) -> int:
+        for i in range(len(coordinator.reconcilers), runs):
+            create_run(load_config(TINY), store=store, run_id=f"q{i}", run_dir=tmp_path / f"q{i}")
+        coordinator.tick()  # new reconcilers, and each run's one-off "waiting" note (no room: capacity 0)
+        coordinator.tick()
+        before = RoundTrips.sent
+        coordinator.tick()
+        assert len(coordinator.reconcilers) == runs
+        return RoundTrips.sent - before
+
+    few, many = tick_cost(3), tick_cost(13)
+    assert few == many <= 8, (few, many)
+    assert all(b.error.startswith("waiting") for r in ("q0", "q12") for b in store.get_blocks(r))
+
+
 def test_runs_written_before_the_indexes_are_indexed_once(redis_client):
     store = Store(redis_client, prefix="t-index")
     make_run(store, "a")
