@@ -18,14 +18,14 @@ from pathlib import Path
 import yaml
 
 from coordinator.artefacts.assemble import assemble, collect_block, collect_previews
-from coordinator.artefacts.finish import write_run_artefacts
+from coordinator.artefacts.finish import artefacts_from_files
 from coordinator.jobs import Dispatcher, JobResult
 from coordinator.metrics import Metrics
+from coordinator.model_work import ModelWork, WorkerLost, shared_model_work
 from coordinator.reconcile import NOTHING, Resources, after_failure, free, launches, run_outcome, too_big
 from coordinator.records import BlockRecord, State
 from coordinator.runs import block_demand, run_storage
 from coordinator.store import Store
-from shared.assembly import load_assembled
 from shared.checkpoint import CheckpointError
 from shared.config import parse_config
 from shared.job import BlockJob, progress_path
@@ -38,7 +38,14 @@ class RunReconciler:
     """Reconciles one run. Holds only in-process handles; all state is in Redis."""
 
     def __init__(
-        self, run_id: str, *, store: Store, dispatcher: Dispatcher, log: Log = print, metrics: Metrics | None = None
+        self,
+        run_id: str,
+        *,
+        store: Store,
+        dispatcher: Dispatcher,
+        log: Log = print,
+        metrics: Metrics | None = None,
+        model_work: ModelWork | None = None,
     ):
         run = store.get_run(run_id)
         if run is None:
@@ -46,7 +53,9 @@ class RunReconciler:
         self.run_id, self.store, self.dispatcher, self.log = run_id, store, dispatcher, log
         self.run_dir = Path(run.run_dir)
         self.storage = run_storage(run)
+        self.config_yaml = run.config_yaml
         self.config = parse_config(yaml.safe_load(run.config_yaml), stored=True)
+        self.model_work = model_work or shared_model_work()  # where the finished run's artefacts are made
         self.specs = block_specs(self.config)
         self.num_blocks = len(self.specs)
         self._blocks: list[BlockRecord] | None = None  # read once per tick (see blocks())
@@ -243,7 +252,7 @@ class RunReconciler:
         if final_state == State.SUCCEEDED:
             try:
                 return self._assemble_and_sample()
-            except (CheckpointError, OSError) as err:
+            except (CheckpointError, OSError, WorkerLost) as err:
                 final_state, error = State.FAILED, f"assembly failed: {err}"
         else:
             error = "; ".join(f"block {b.index}: {b.error}" for b in self.blocks() if b.error)
@@ -265,11 +274,11 @@ class RunReconciler:
     def _assemble_and_sample(self) -> State:
         started = time.perf_counter()
         manifest = assemble(self.config, self.specs, boundaries(self.config), self.blocks(), self.run_dir)
-        model, _ = load_assembled(self.run_dir, self.config.sample.weights)  # verified once, used by all below
         collect_previews(self.storage, self.run_dir)
-        summary = write_run_artefacts(
-            self.run_dir, self.config, manifest, self.storage, self.run_id, self.blocks(), model
-        )
+        summary = self.model_work.run(  # the model loaded, verified and sampled in a worker process
+            self.config.task, artefacts_from_files, str(self.run_dir), self.config_yaml, manifest,
+            self.storage.uri, self.run_id, self.blocks(),
+        )  # fmt: skip
         elapsed = time.perf_counter() - started
         self.metrics.assembly.observe(elapsed)
         self.store.set_run_state(self.run_id, State.SUCCEEDED, error="", assembly_s=elapsed)

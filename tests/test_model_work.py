@@ -1,4 +1,4 @@
-"""Work on assembled models runs in worker processes of its own (coordinator/api/model_work.py): at a lower CPU
+"""Work on assembled models runs in worker processes of its own (coordinator/model_work.py): at a lower CPU
 priority than the service, and a worker that dies costs its own request a 503, not the service or the next
 request."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import psutil
 import pytest
@@ -13,7 +14,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from coordinator.api import create_app
-from coordinator.api.model_work import NICENESS, ModelWork
+from coordinator.model_work import NICENESS, ModelWork
 from coordinator.store import Store
 from tests.conftest import SERVICE_TOKEN, TINY
 from tests.test_checkpoint import write_run
@@ -63,3 +64,21 @@ def test_a_dead_worker_costs_its_request_a_503_and_the_next_is_served(client_and
     assert client.get("/healthz").status_code == 200
     assert client.get(f"/v1/runs/{run_id}/samples.png", params=PARAMS).status_code == 200  # a fresh pool
     assert work.pids() and not {w.pid for w in workers} & set(work.pids())
+
+
+def test_a_finished_runs_artefacts_are_made_in_a_worker_process(client_and_work, redis_client):
+    """What `RunReconciler.finish` hands the workers: the model loaded, verified and sampled there, the files
+    written into the run directory."""
+    from coordinator.artefacts.finish import artefacts_from_files
+    from shared.checkpoint import load_manifest
+
+    client, work, run_id = client_and_work
+    run = Store(redis_client, prefix="t-work").get_run(run_id)
+    (Path(run.run_dir) / "samples.png").unlink(missing_ok=True)
+    blocks = Store(redis_client, prefix="t-work").get_blocks(run_id)
+    summary = work.run(
+        "image_generation", artefacts_from_files, run.run_dir, run.config_yaml, load_manifest(run.run_dir),
+        run.run_dir, run_id, blocks,
+    )  # fmt: skip
+    assert "samples.png" in summary and (Path(run.run_dir) / "samples.png").stat().st_size > 0
+    assert work.pids() and os.getpid() not in work.pids()

@@ -13,8 +13,8 @@ from typing import Annotated
 import yaml
 from fastapi import Depends, HTTPException, Request
 
-from coordinator.api.model_work import ModelWork, WorkerLost, shared_model_work
 from coordinator.api_models import ERROR_TYPES
+from coordinator.model_work import ModelWork, WorkerLost, shared_model_work
 from coordinator.records import RunRecord
 from coordinator.resolver import Resolver
 from coordinator.store import Store

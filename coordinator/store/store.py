@@ -113,29 +113,21 @@ class Store(LeaderLease, IdempotencyKeys):
             if run is None:
                 return []
             num_blocks = run.num_blocks
-        pipe = self.client.pipeline(transaction=False)
-        for index in range(num_blocks):
-            pipe.hgetall(self.block_key(run_id, index))
-        return [_decode(BlockRecord, raw) for raw in pipe.execute() if raw]
+        return self.run_snapshots({run_id: num_blocks})[run_id][1]
 
-    def run_snapshots(
-        self, blocks_of: dict[str, int]
-    ) -> dict[str, tuple[tuple[State, bool] | None, list[BlockRecord]]]:
-        """What a tick reads of each active run, for every run in `blocks_of` (run id -> number of blocks) in one
-        round trip: its state and whether a cancel was requested (None for a run gone meanwhile; see `run_status`),
-        and its block records."""
+    def run_snapshots(self, blocks_of: dict[str, int]) -> dict[str, tuple[tuple[State, bool] | None, list]]:
+        """What a tick reads of each run in `blocks_of` (run id -> number of blocks), in one round trip: its
+        (state, cancel requested) as `run_status` (None: gone meanwhile), and its block records."""
         pipe = self.client.pipeline(transaction=False)
         for run_id, num_blocks in blocks_of.items():
             pipe.hmget(self.run_key(run_id), ["state", "cancel_requested"])
             for index in range(num_blocks):
                 pipe.hgetall(self.block_key(run_id, index))
-        replies = iter(pipe.execute())
-        snapshots = {}
+        replies, snapshots = iter(pipe.execute()), {}
         for run_id, num_blocks in blocks_of.items():
-            state, cancel = next(replies)
-            raw_blocks = [next(replies) for _ in range(num_blocks)]
+            (state, cancel), raw = next(replies), [next(replies) for _ in range(num_blocks)]
             status = None if state is None else (State(json.loads(state)), bool(json.loads(cancel or "false")))
-            snapshots[run_id] = (status, [_decode(BlockRecord, raw) for raw in raw_blocks if raw])
+            snapshots[run_id] = (status, [_decode(BlockRecord, r) for r in raw if r])
         return snapshots
 
     def run_status(self, run_id: str) -> tuple[State, bool]:

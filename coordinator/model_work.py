@@ -1,9 +1,11 @@
-"""Work on assembled models (fresh samples, predictions) in worker processes of its own, never in the service's.
+"""Work on assembled models in worker processes, never in the coordinator's: the API's fresh samples and
+predictions, and a finished run's artefacts (its samples and pictures, `RunReconciler.finish`).
 
 Sampling a model is thousands of small torch calls, each holding the GIL for its Python part: run in the service's
 threads, two of them starved the event loop and the reconcile loop (`dblocks bench api`: a status read's p99 and the
 tick's time grew with every sampler). Here each runs in one of `slots` spawned processes at a lower CPU priority
-(nice 10), with at most half the host's cores between them, so training and the service's own work come first.
+(nice 10), with at most half the host's cores between them, so training and the service's own work come first; and
+a model too big for memory takes down a worker, not the coordinator.
 
 A worker loads the model from the run's directory, as the service did; what it returns (tensors, texts) is small.
 Tasks registered in the service at run time (plugins, tests) travel with each call, by reference to their classes,
@@ -35,19 +37,26 @@ def _background(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _call(registered: tuple, run_dir: str, config_yaml: str, method: str, kwargs: dict):
-    """In a worker: the run's task's `Outputs.<method>(run_dir, config, **kwargs)`."""
-    import yaml
-
-    from shared.config import parse_config
+def _in_worker(registered: tuple, fn, args: tuple, kwargs: dict):
+    """In a worker: `fn(*args, **kwargs)`, with the task of the work registered first (a plugin's, a test's)."""
     from shared.tasks import TASKS
     from shared.tasks.outputs import OUTPUTS
 
     task_cls, outputs = registered
     TASKS.setdefault(task_cls.name, task_cls)
     OUTPUTS.setdefault(outputs.name, outputs)
+    return fn(*args, **kwargs)
+
+
+def outputs_call(run_dir: str, config_yaml: str, method: str, kwargs: dict):
+    """The run's task's `Outputs.<method>(run_dir, config, **kwargs)`."""
+    import yaml
+
+    from shared.config import parse_config
+    from shared.tasks.outputs import outputs_for
+
     config = parse_config(yaml.safe_load(config_yaml), stored=True)
-    return getattr(OUTPUTS[config.task], method)(Path(run_dir), config, **kwargs)
+    return getattr(outputs_for(config), method)(Path(run_dir), config, **kwargs)
 
 
 class ModelWork:
@@ -68,22 +77,25 @@ class ModelWork:
                 )  # fmt: skip
             return self._pool
 
-    def call(self, run_dir: Path, config_yaml: str, task: str, method: str, **kwargs):
-        """`method` of the outputs of `task` (a registered name) on the run in `run_dir`, in a worker; its
-        exceptions are raised here as they were there."""
+    def run(self, task: str, fn, *args, **kwargs):
+        """`fn(*args, **kwargs)` (a module-level function) in a worker, where `task` (a registered name) is known;
+        its exceptions are raised here as they were there, `WorkerLost` if the worker died."""
         from shared.tasks import TASKS
         from shared.tasks.outputs import OUTPUTS
 
         pool = self._executor()
         try:
-            future = pool.submit(_call, (TASKS[task], OUTPUTS[task]), str(run_dir), config_yaml, method, kwargs)
-            return future.result()
+            return pool.submit(_in_worker, (TASKS[task], OUTPUTS[task]), fn, args, kwargs).result()
         except BrokenProcessPool:
             with self._lock:
                 if self._pool is pool:
                     self._pool = None
             pool.shutdown(wait=False, cancel_futures=True)
-            raise WorkerLost("the worker process sampling this model died; retry") from None
+            raise WorkerLost("the worker process working on this model died; retry") from None
+
+    def call(self, run_dir: Path, config_yaml: str, task: str, method: str, **kwargs):
+        """`method` of the outputs of `task` on the run in `run_dir`, in a worker."""
+        return self.run(task, outputs_call, str(run_dir), config_yaml, method, kwargs)
 
     def pids(self) -> list[int]:
         """The worker processes running now (none before the first call)."""
