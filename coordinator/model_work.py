@@ -103,10 +103,13 @@ class ModelWork:
             return sorted((self._pool._processes or {}).keys()) if self._pool is not None else []
 
     def shutdown(self) -> None:
-        """Stop the workers (a later call starts new ones)."""
+        """Stop the workers now, work in progress too (as the service's own threads stopped with it: a run whose
+        artefacts were being made is assembled again by the next coordinator); a later call starts new ones."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
+            for process in list((pool._processes or {}).values()):
+                process.terminate()
             pool.shutdown(wait=True, cancel_futures=True)
 
 

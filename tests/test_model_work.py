@@ -82,3 +82,27 @@ def test_a_finished_runs_artefacts_are_made_in_a_worker_process(client_and_work,
     )  # fmt: skip
     assert "samples.png" in summary and (Path(run.run_dir) / "samples.png").stat().st_size > 0
     assert work.pids() and os.getpid() not in work.pids()
+
+
+def test_shutdown_stops_the_workers_at_once_even_mid_work(client_and_work):
+    import threading
+    import time
+
+    client, work, run_id = client_and_work
+    assert client.get(f"/v1/runs/{run_id}/samples.png", params=PARAMS).status_code == 200
+    workers = [psutil.Process(pid) for pid in work.pids()]
+    answers = []
+    slow = threading.Thread(  # a long draw in flight when the service stops
+        target=lambda: answers.append(
+            client.get(f"/v1/runs/{run_id}/samples.png", params={**PARAMS, "steps": 1000, "num_per_class": 64})
+        )
+    )
+    slow.start()
+    time.sleep(1)
+    started = time.monotonic()
+    work.shutdown()
+    assert time.monotonic() - started < 10
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive and work.pids() == []
+    slow.join(30)
+    assert answers and answers[0].status_code == 503  # its worker stopped under it: retry later
