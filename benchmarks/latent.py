@@ -100,11 +100,14 @@ def vae_floor(vae: Path, pixel_config, ref: dict) -> dict:
             "mse": float(((recon - test) ** 2).mean())}  # fmt: skip
 
 
-def trained(name: str, config_path: Path, overrides: list[str], work: Path, minutes: float, quick: bool) -> dict:
+def trained(
+    name: str, config_path: Path, overrides: list[str], work: Path, minutes: float, quick: bool, seed: int = 0
+) -> dict:
+    overrides = [*overrides, f"train.seed={seed}", f"sample.seed={seed}"]
     config = resolve_data(load_config(config_path, overrides))
     rate = step_rate(config, steps=3 if quick else 20)
     steps = 2 if quick else max(10, round(minutes * 60 * rate))
-    run_dir = work / f"run-{name}"
+    run_dir = work / (f"run-{name}" if seed == 0 else f"run-{name}-s{seed}")
     sets = [*overrides, f"train.steps_per_block={steps}"]
     started = time.perf_counter()
     code = local_run([str(config_path), "--out", str(run_dir), "--device", "cpu", "--num-samples", "0",
@@ -155,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-steps", type=int, default=1500)
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="a smoke run: a few steps of everything")
+    parser.add_argument("--seed", type=int, default=0, help="the runs' seed (train and sample); data and VAE shared")
     parser.add_argument("--out", type=Path, default=None, help="JSON result (default benchmarks/results/...)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--dit-xl2-memory", action="store_true", help="only the analytic DiT-XL/2 latent memory")
@@ -171,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     pixel_sets = [f"data.source={shapes}", "model.patch_size=8"]
     runs = {
         "pixel": trained(
-            "pixel", ROOT / "configs/shapes.yaml", pixel_sets, args.work, args.minutes_per_block, args.quick
+            "pixel", ROOT / "configs/shapes.yaml", pixel_sets, args.work, args.minutes_per_block, args.quick, args.seed
         ),  # fmt: skip
         "latent": trained(
             "latent",
@@ -180,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             args.work,
             args.minutes_per_block,
             args.quick,
+            args.seed,
         ),  # fmt: skip
     }
     pixel_config = runs["pixel"]["resolved"]
@@ -190,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "latent",
         "image_size": SIZE,
         "minutes_per_block": args.minutes_per_block,
+        "seed": args.seed,
         "quick": args.quick,
         "vae": vae_report,
         "encode": encode_report,
@@ -198,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         "classifier_test_accuracy": ref["classifier_test_accuracy"],
         "runs": runs,
     }
-    out = args.out or ROOT / "benchmarks" / "results" / ("latent-shapes64-quick-cpu.json" if args.quick else
-                                                          "latent-shapes64-cpu.json")  # fmt: skip
+    name = "latent-shapes64-quick" if args.quick else "latent-shapes64" + (f"-seed{args.seed}" if args.seed else "")
+    out = args.out or ROOT / "benchmarks" / "results" / f"{name}-cpu.json"
     out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2) if args.json else f"wrote {out}")
     return 0
