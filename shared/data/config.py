@@ -10,6 +10,13 @@ from pydantic import Field, field_validator, model_validator
 from shared.config_base import MAX_SEED, Section
 from shared.data.builtin import DATASETS
 
+MAX_PATH_CHARS = 4096  # a local path or an s3:// URI
+
+
+def path_field(description: str):
+    """An optional path or s3:// URI field of the data section."""
+    return Field(None, min_length=1, max_length=MAX_PATH_CHARS, description=description)
+
 
 class DataConfig(Section):
     dataset: str = Field(
@@ -17,19 +24,14 @@ class DataConfig(Section):
         description=f"Built-in dataset, used when no source is given; one of {sorted(DATASETS)}.",
         json_schema_extra={"enum": sorted(DATASETS)},  # the schema says it; the validator names a wrong one
     )
-    source: str | None = Field(
-        None,
-        min_length=1,
-        max_length=4096,
-        description="Your data: an image folder, a .parquet file or folder of shards, a .npy/.npz file; a local "
-        "path or s3://bucket/prefix. Unset: the built-in dataset.",
+    source: str | None = path_field(
+        "Your data: an image folder, a .parquet file or folder of shards, a .npy/.npz file; a local "
+        "path or s3://bucket/prefix. Unset: the built-in dataset."
     )
     format: Literal["auto", "folder", "parquet", "numpy", "latents"] = Field(
         "auto", description="Format of the source; auto infers it from the path (latents: a folder with latents.json)."
     )
-    test_source: str | None = Field(
-        None, min_length=1, max_length=4096, description="Held-out split from its own source (same format)."
-    )
+    test_source: str | None = path_field("Held-out split from its own source (same format).")
     test_fraction: float = Field(
         0.05, gt=0, lt=1, description="Without test_source: share of the source held out (by a hash of the index)."
     )
@@ -44,12 +46,9 @@ class DataConfig(Section):
         max_length=256,
         description="Parquet column, .npz key or metadata.csv column of integer labels (default: label if present).",
     )
-    vae: str | None = Field(
-        None,
-        min_length=1,
-        max_length=4096,
-        description="The VAE (a diffusers AutoencoderKL folder) that encoded a latent source: samples, previews and "
-        "evaluation decode with it. Unset for a latent cache: the VAE its manifest names (local runs only).",
+    vae: str | None = path_field(
+        "The VAE (a diffusers AutoencoderKL folder) that encoded a latent source: samples, previews and "
+        "evaluation decode with it. Unset for a latent cache: the VAE its manifest names (local runs only)."
     )
     vae_sha256: str | None = Field(
         None,
@@ -62,12 +61,9 @@ class DataConfig(Section):
         description="With data.vae and a source of images (the service encodes it): also encode each image's mirror "
         "as its own record.",
     )
-    encoded_from: str | None = Field(
-        None,
-        min_length=1,
-        max_length=4096,
-        description="Filled in at resolve when the service encodes a source of images with data.vae: those images "
-        "(data.source is then their latent cache, built once by the first job that needs it).",
+    encoded_from: str | None = path_field(
+        "Filled in at resolve when the service encodes a source of images with data.vae: those images "
+        "(data.source is then their latent cache, built once by the first job that needs it)."
     )
     encoded_size: int | None = Field(
         None,
