@@ -228,9 +228,10 @@ class RunReconciler:
                 node=metrics.get("node", ""),
             )
         if updates:
-            self.refresh()
+            self._blocks = None  # (if the write fails, read afresh)
             self.store.update_progress_many(self.run_id, updates)
-            # what was written, kept: the rest of the tick needs no second read (only the leader writes these)
+            # what was written, kept, and the run's status too: the rest of the tick needs no second read (only the
+            # leader writes these; a progress write changes no state)
             self._blocks = [replace(b, **updates[b.index]) if b.index in updates else b for b in blocks]
 
     def progress_line(self) -> str:
