@@ -1,11 +1,12 @@
 """The only module that talks to Ray: cluster connection, capacity, and block jobs in flight.
 
-Each block job is a named, detached Ray actor (`num_cpus=0`, so it holds no CPU itself; workers/ray_entry.py
-`BlockJobActor`) that runs one block's TorchTrainer.fit() to completion; the Train workers it starts hold the block's
-CPUs/GPUs. Detached, it outlives the coordinator that launched it: a coordinator that starts later `attach`es to it
-by name (namespace: the service's key prefix; name: the block's Ray run name and attempt) and collects its result;
-a dispatcher that steps down `forget`s its jobs without stopping them. Cancelling kills the actor, and with it the
-Train controller and workers it owns.
+Each block job is a named, detached Ray actor (workers/ray_entry.py `job_actor`). A single-worker block's actor
+(`BlockActor`) holds the block's CPUs/GPUs and trains it in its own process; Ray restarts it after a crash or a lost
+node and it resumes from the block's newest checkpoint. A data-parallel block's actor (`BlockJobActor`, `num_cpus=0`)
+runs the block's TorchTrainer.fit() to completion, and the Train workers it starts hold the resources. Detached, a
+job outlives the coordinator that launched it: a coordinator that starts later `attach`es to it by name (namespace:
+the service's key prefix; name: the block's Ray run name and attempt) and collects its result; a dispatcher that
+steps down `forget`s its jobs without stopping them. Cancelling kills the actor, and with it what it trains.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from coordinator.jobs import JobResult
 from coordinator.reconcile import NOTHING, Resources
 from shared.job import BlockJob
-from workers.ray_entry import BlockJobActor
+from workers.ray_entry import BlockJobActor, job_actor
 
 # Variables a local cluster's processes must inherit (Ray Train reads its own from the driver's environment).
 # AWS_*: credentials and endpoint of an S3-compatible checkpoint store, needed wherever a block trains.
@@ -42,7 +43,7 @@ def _free_loopback_port() -> int:
 
 
 def _on_head_node() -> str | NodeAffinitySchedulingStrategy:
-    """Where block job actors go: the head node (soft: anywhere if it cannot take one). Ray Train V2 starts a run's
+    """Where Ray Train job actors go: the head node (soft: anywhere if it cannot take one). Ray Train V2 starts a run's
     controller on the node of the process that calls fit(), i.e. beside the job actor; left to the default
     scheduler, a zero-CPU actor may land on a worker node, and losing that node then fails *another* block's run
     too (its controller dies with it) instead of only the blocks whose workers trained there. The head node lives as
@@ -64,9 +65,7 @@ class RayDispatcher:
         self._refs: dict[ray.ObjectRef, tuple[str, int]] = {}
         self._demand: dict[ray.ObjectRef, Resources] = {}
         self._actors: dict[ray.ObjectRef, ray.actor.ActorHandle] = {}
-        # max_concurrency: the `result` calls of coordinators that died may still be waiting inside the actor; the
-        # next coordinator's call must not queue behind them
-        self._actor_class = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)(BlockJobActor)
+        self._actor_classes: dict[type[BlockJobActor], ray.actor.ActorClass] = {}
         self._placement: str | NodeAffinitySchedulingStrategy = "DEFAULT"
 
     def connect(self, num_cpus: int | None = None) -> None:
@@ -139,9 +138,18 @@ class RayDispatcher:
         collected, is stopped first: a new attempt starts afresh from the block's checkpoint)."""
         name = actor_name(job, attempt)
         self._kill_named(name)
-        actor = self._actor_class.options(
-            name=name, namespace=self.namespace, lifetime="detached", scheduling_strategy=self._placement
-        ).remote(job.to_dict(), storage_uri, previews)
+        cls, options = job_actor(job)
+        if cls not in self._actor_classes:
+            # max_concurrency: the `result` calls of coordinators that died may still be waiting inside the actor;
+            # the next coordinator's call must not queue behind them
+            self._actor_classes[cls] = ray.remote(max_concurrency=64)(cls)
+        # a Train run's actor beside its controller, on the head; an actor that trains goes where its resources are
+        placement = self._placement if cls is BlockJobActor else "DEFAULT"
+        actor = (
+            self._actor_classes[cls]
+            .options(name=name, namespace=self.namespace, lifetime="detached", scheduling_strategy=placement, **options)
+            .remote(job.to_dict(), storage_uri, previews)
+        )
         self._track(actor, job, demand)
         return name
 

@@ -100,6 +100,28 @@ class Storage:
         selector = pafs.FileSelector(directory, allow_not_found=True, recursive=False)
         return sorted(info.base_name for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.File)
 
+    def list_dirs(self, directory: str) -> list[str]:
+        """Directory names directly inside `directory` (empty when it does not exist)."""
+        selector = pafs.FileSelector(directory, allow_not_found=True, recursive=False)
+        infos = self.fs.get_file_info(selector)
+        return sorted(info.base_name for info in infos if info.type == pafs.FileType.Directory)
+
+    def upload_dir(self, source: Path, path: str) -> None:
+        """Copy a local directory's files (not its subdirectories) to `path`, each file whole (`write_bytes`)."""
+        for file in sorted(Path(source).iterdir()):
+            if file.is_file():
+                self.write_bytes(f"{path}/{file.name}", file.read_bytes())
+
+    def download_dir(self, path: str, target: Path) -> None:
+        """Copy the files directly inside `path` into the local directory `target`."""
+        for name in self.list_names(path):
+            self.download(f"{path}/{name}", Path(target) / name)
+
+    def delete_dir(self, path: str) -> None:
+        """Remove `path` and everything under it (nothing if it does not exist)."""
+        if self.exists(path):
+            self.fs.delete_dir(path)
+
     def download(self, path: str, target: Path) -> None:
         """Copy one file to a local path, atomically (a temporary name, then rename)."""
         target.parent.mkdir(parents=True, exist_ok=True)
