@@ -129,7 +129,13 @@ class TrainConfig(Section):
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Run seed; each block's seed derives from (seed, block index).")
     checkpoint_every_steps: int = Field(500, ge=1, le=MAX_STEPS, description="Steps between resumable checkpoints.")
     log_every_steps: int = Field(50, ge=1, le=MAX_STEPS, description="Steps between metric reports.")
-    max_failures: int = Field(2, ge=0, le=100, description="Ray Train restarts of a block's workers on failure.")
+    max_failures: int = Field(
+        2,
+        ge=0,
+        le=100,
+        description="In-place restarts of a block's training (its job actor, or Ray Train's workers) after a crash "
+        "or an error, each resuming from the block's newest checkpoint within the same attempt.",
+    )
     max_attempts: int = Field(3, ge=1, le=100, description="Coordinator attempts per block before the run fails.")
     activation_checkpointing: bool = Field(False, description="Recompute layer activations in backward.")
     preview_every_steps: int = Field(
