@@ -208,3 +208,51 @@ def test_a_compiled_block_trains_the_same_curve_and_reports_its_compile_cost():
     assert "compile_s" not in eager.metrics[0] and final["compile_s"] > 0
     first = compiled.metrics[0]  # steps 2-4 after the compile: a rate no compile slows down
     assert first["steps_per_s"] > 3 / first["compile_s"] and first["train_s"] > first["compile_s"]
+
+
+def test_a_block_actors_checkpoints_keep_the_newest_two_and_resume_exactly(tmp_path):
+    """workers/checkpoints.py: every checkpoint lands whole before the pointer moves to it; the newest two stay; a
+    resume from what the pointer names continues the uninterrupted run exactly; a directory written without its
+    pointer (a crash between the two) is never read."""
+    from shared.storage import Storage
+    from workers.checkpoints import ActorCheckpoints
+
+    config = tiny("train.steps_per_block=30", "train.checkpoint_every_steps=10", "train.log_every_steps=10")
+    job = BlockJob(run_id="t", config=config, block=block_specs(config)[0])
+    storage = Storage.from_uri(tmp_path / "ckpt")
+    checkpoints = ActorCheckpoints(storage, job, keep=2)
+    assert checkpoints.latest() is None and checkpoints.load() is None
+
+    class ToStorage(ListReporter):
+        def checkpoint(self, metrics: dict, directory: str | None) -> None:
+            super().checkpoint(metrics, directory)
+            if directory is not None and metrics["step"] <= 20:  # the "process" dies after step 20's checkpoint
+                checkpoints.save(directory, metrics["step"])
+
+    whole = ToStorage()
+    train_block(job, data=data(), reporter=whole)
+    names = storage.list_dirs(storage.path(job.name, "actor"))
+    assert names == ["checkpoint_000000010", "checkpoint_000000020"]
+    assert checkpoints.latest() == storage.path(job.name, "actor", "checkpoint_000000020")
+
+    resumed = ListReporter()
+    final = train_block(job, data=data(), reporter=resumed, resume=checkpoints.load())
+    assert final["resumed_from_step"] == 20 and final["step"] == 30
+    assert final["loss"] == pytest.approx(whole.metrics[-1]["loss"], rel=1e-6)
+
+    # step 30's files written, the pointer not yet: a resume still starts from step 20
+    storage.upload_dir(whole.latest_checkpoint, storage.path(job.name, "actor", "checkpoint_000000030"))
+    assert checkpoints.load()["step"] == 20
+    checkpoints.save(str(whole.latest_checkpoint), 30)
+    assert checkpoints.load()["step"] == 30
+    assert storage.list_dirs(storage.path(job.name, "actor")) == ["checkpoint_000000020", "checkpoint_000000030"]
+
+
+def test_a_block_actor_fails_its_job_cleanly_when_it_cannot_read_it():
+    from workers.ray_entry import train_in_actor
+
+    config = tiny()
+    job = BlockJob(run_id="r", config=config, block=block_specs(config)[0])
+    broken = {**job.to_dict(), "config": {**job.to_dict()["config"], "nonsense": 1}}
+    result = train_in_actor(broken, "/nonexistent", previews=False)
+    assert result["ok"] is False and "nonsense" in result["error"] and result["checkpoint_path"] is None
