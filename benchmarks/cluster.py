@@ -55,7 +55,8 @@ def timed_run(
         "job_start_s": [b.entered_at - b.launched_at for b in blocks],
         "worker_setup_s": [b.first_step_at - b.entered_at for b in blocks],
         "overhead_s": [(b.finished_at - b.launched_at) - b.train_s for b in blocks],
-        "teardown_s": [b.finished_at - (b.first_step_at + b.train_s) for b in blocks],
+        # the training loop's clock (train_s) starts at loop_started_at, before the first step
+        "teardown_s": [b.finished_at - ((b.loop_started_at or b.first_step_at) + b.train_s) for b in blocks],
     }
 
 

@@ -52,6 +52,7 @@ class BlockRecord:
     launched_at: float = 0.0  # wall clock when this attempt was submitted
     entered_at: float = 0.0  # wall clock when the worker entered its entry point (from the worker)
     first_step_at: float = 0.0  # wall clock of this block's first training step (from the worker)
+    loop_started_at: float = 0.0  # wall clock when the worker's training loop began, before that step (from the worker)
     train_s: float = 0.0  # seconds the worker spent in its training loop (last attempt)
     finished_at: float = 0.0
     updated_at: float = 0.0

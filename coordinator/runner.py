@@ -178,6 +178,7 @@ class RunReconciler:
                     finished_at=time.time(),
                     train_s=m.get("train_s", 0.0),
                     first_step_at=m.get("first_step_at") or 0.0,
+                    loop_started_at=m.get("started_at") or 0.0,
                     entered_at=m.get("entered_at") or 0.0,
                     resumed_from_step=m.get("resumed_from_step", block.resumed_from_step),
                 )
@@ -224,6 +225,7 @@ class RunReconciler:
                 accuracy=accuracy,
                 resumed_from_step=metrics.get("resumed_from_step", 0),
                 first_step_at=metrics.get("first_step_at") or 0.0,
+                loop_started_at=metrics.get("started_at") or 0.0,
                 entered_at=metrics.get("entered_at") or 0.0,
                 node=metrics.get("node", ""),
             )
