@@ -431,6 +431,60 @@ print("DETACHED-OK")
 """
 
 
+FLAKY_BLOCK = """
+import sys
+import ray
+import workers.ray_entry as entry
+from shared.config import load_config
+from shared.job import BlockJob
+from shared.plan import block_specs
+
+ray.init(address=sys.argv[2], log_to_driver=False)
+real, resumed_from = entry.train_here, []
+
+def once_failing(job, storage, reporter, **kw):
+    # the first try raises right after its step-20 checkpoint (a storage hiccup, a bad batch): later tries run clean
+    resumed_from.append(kw["resume"]["step"] if kw["resume"] else 0)
+    if len(resumed_from) == 1:
+        save = reporter.checkpoint
+        def checkpoint(metrics, directory):
+            save(metrics, directory)
+            if metrics["step"] == 20:
+                raise OSError("storage hiccup")
+        reporter.checkpoint = checkpoint
+    return real(job, storage, reporter, **kw)
+
+entry.train_here = once_failing
+for failures in (1, 0):
+    resumed_from.clear()
+    config = load_config(sys.argv[1], ["train.steps_per_block=40", "train.checkpoint_every_steps=10",
+                                       "train.log_every_steps=10", f"train.max_failures={failures}"])
+    job = BlockJob(run_id=f"flaky{failures}", config=config, block=block_specs(config)[0])
+    result = entry.train_in_actor(job.to_dict(), sys.argv[3], previews=False)
+    if failures:  # retried in place from the newest checkpoint
+        assert result["ok"] and resumed_from == [0, 20], (result, resumed_from)
+        assert result["metrics"]["step"] == 40 and result["metrics"]["resumed_from_step"] == 20
+        assert result["checkpoint_path"].endswith("/actor/checkpoint_000000040"), result
+    else:  # no restart allowed: the job fails and says why
+        assert not result["ok"] and "storage hiccup" in result["error"] and resumed_from == [0], result
+print("FLAKY-OK")
+"""
+
+
+def test_a_block_actor_retries_a_failed_try_from_its_newest_checkpoint(tmp_path, ray_env):
+    """`train.max_failures` in a block actor: an exception mid-training is retried in place from the block's newest
+    checkpoint (the same attempt), and with no failures allowed the job fails with the error."""
+    out = subprocess.run(
+        [sys.executable, "-c", FLAKY_BLOCK, str(TINY), ray_env["RAY_ADDRESS"], str(tmp_path / "ckpt")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ray_env,
+        timeout=300,
+    )
+    assert "FLAKY-OK" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+
+
 def test_block_jobs_are_detached_actors_that_a_later_dispatcher_attaches_to_and_cancel_stops(tmp_path, ray_env):
     out = subprocess.run(
         [sys.executable, "-c", DETACHED_JOBS, str(TINY), ray_env["RAY_ADDRESS"], str(tmp_path / "ckpt")],
