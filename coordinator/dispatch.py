@@ -28,12 +28,7 @@ from workers.ray_entry import BlockJobActor, job_actor
 _PROPAGATED_PREFIXES = ("RAY_TRAIN_", "OMP_NUM_THREADS", "AWS_")
 
 
-_WARM_WORKERS = 8
 HEAD_RESOURCE = "node:__internal_head__"  # the resource Ray gives the head node alone
-
-
-def _import_entry_point() -> None:
-    import workers.ray_entry  # noqa: F401
 
 
 def _free_loopback_port() -> int:
@@ -84,7 +79,6 @@ class RayDispatcher:
         else:
             self._start_local_cluster(num_cpus, env_vars)
         self._placement = _on_head_node()
-        self._warm_task_workers()
 
     def _start_local_cluster(self, num_cpus: int | None, env_vars: dict[str, str]) -> None:
         # "local": always start our own cluster; address=None would join whatever `ray start` left recorded
@@ -104,14 +98,6 @@ class RayDispatcher:
             configure_logging=False,
             runtime_env={"env_vars": env_vars},
         )
-
-    def _warm_task_workers(self) -> None:
-        """Import the block entry point (Ray Train + torch, ~2.5 s in a fresh process) in as many pooled task
-        workers as blocks can start at once, so the first blocks do not pay it (measured: first step 13.3 -> 10.9 s,
-        docs/benchmarks.md). Ray reuses an idle worker of the same job for the next task."""
-        count = max(1, min(_WARM_WORKERS, int(ray.cluster_resources().get("CPU", 1))))
-        warm = ray.remote(num_cpus=0)(_import_entry_point)
-        ray.get([warm.remote() for _ in range(count)])
 
     def capacity(self) -> Resources:
         total = ray.cluster_resources()

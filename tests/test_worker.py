@@ -184,7 +184,7 @@ def test_every_tasks_job_crosses_to_the_worker_as_it_left(task):
     from shared.config import parse_config
     from shared.job import BlockJob
     from shared.plan import block_specs
-    from workers.ray_entry import fit_block
+    from workers.ray_train import fit_block
 
     overrides = {"autoregressive": {"tokenizer": "bytes"}} if task == "autoregressive" else {}
     config = parse_config({"task": task, **overrides, "model": {"num_layers": 6}})

@@ -1,6 +1,6 @@
 """Where a training loop sends metrics and checkpoints: a tiny protocol with null and list implementations.
 
-The Ray implementation lives in `workers/ray_entry.py` (the only Ray-aware module).
+The Ray implementations: `workers/ray_entry.py` (a block actor's), `workers/ray_train.py` (Ray Train's).
 """
 
 from __future__ import annotations
