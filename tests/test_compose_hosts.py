@@ -196,6 +196,7 @@ def test_a_run_submitted_to_the_published_api_trains_on_the_worker_hosts(stack):
         ),
         90,
         "Prometheus to scrape every worker node",
+        lambda: f"seen: {query('ray_node_cpu_count')}\ntargets: {prom.get('/api/v1/targets').text[:6000]}",
     )
     wait_until(lambda: query("ray_dblocks_worker_step"), 90, "Prometheus to scrape the block workers' metrics")
 
