@@ -474,24 +474,22 @@ print("FLAKY-OK")
 def test_a_block_actor_retries_a_failed_try_from_its_newest_checkpoint(tmp_path, ray_env):
     """`train.max_failures` in a block actor: an exception mid-training is retried in place from the block's newest
     checkpoint (the same attempt), and with no failures allowed the job fails with the error."""
-    out = subprocess.run(
-        [sys.executable, "-c", FLAKY_BLOCK, str(TINY), ray_env["RAY_ADDRESS"], str(tmp_path / "ckpt")],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=ray_env,
-        timeout=300,
-    )
-    assert "FLAKY-OK" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+    run_script(FLAKY_BLOCK, "FLAKY-OK", tmp_path, ray_env)
 
 
 def test_block_jobs_are_detached_actors_that_a_later_dispatcher_attaches_to_and_cancel_stops(tmp_path, ray_env):
+    run_script(DETACHED_JOBS, "DETACHED-OK", tmp_path, ray_env)
+
+
+def run_script(script: str, done: str, tmp_path, ray_env) -> None:
+    """Run `script` as a driver of the shared cluster (argv: the tiny config, the Ray address, a checkpoint folder);
+    it prints `done` when every assertion in it held."""
     out = subprocess.run(
-        [sys.executable, "-c", DETACHED_JOBS, str(TINY), ray_env["RAY_ADDRESS"], str(tmp_path / "ckpt")],
+        [sys.executable, "-c", script, str(TINY), ray_env["RAY_ADDRESS"], str(tmp_path / "ckpt")],
         capture_output=True,
         text=True,
         cwd=REPO,
         env=ray_env,
         timeout=300,
     )
-    assert "DETACHED-OK" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+    assert done in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
