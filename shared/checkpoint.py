@@ -4,7 +4,7 @@ Block weights file (safetensors), `block_<i>.safetensors`:
     tensors  `model.<param>` (raw weights) and `ema.<param>` (EMA weights)
     metadata {"format": "dblocks-block", "format_version": "2", "block": BlockSpec JSON, "net": NetSpec JSON,
               "sigma_data", "step", "config_hash" (each JSON-encoded)}
-Training state (a Ray Train checkpoint directory, used to resume one block):
+Training state (a checkpoint directory, a block actor's or a Ray Train run's, used to resume one block):
     block.safetensors      as above
     optimizer.safetensors  AdamW moments `state.<i>.<key>`, the data generator state `rng.data`
     state.json             {"format_version", "step", "param_groups", "metrics"}

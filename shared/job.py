@@ -58,7 +58,8 @@ class BlockJob:
 
 
 def run_name(run_id: str, block_index: int, generation: int = 0) -> str:
-    """Ray Train run name of a block: deterministic, so re-submitting it resumes from its checkpoints."""
+    """Job name of a block (its checkpoint folder; its Ray Train run name when data-parallel): deterministic, so
+    re-submitting it resumes from its checkpoints."""
     return f"{run_id}-block{block_index}" + (f"-g{generation}" if generation else "")
 
 

@@ -53,7 +53,7 @@ def train(
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<run id>).")] = None,
 ) -> None:
-    """Train every block as its own Ray Train job, assemble them, write the task's artefacts (samples.png; eval.json).
+    """Train every block as its own Ray job, assemble them, write the task's artefacts (samples.png; eval.json).
 
     Example: dblocks train configs/quickstart.yaml --out runs/demo
     """
