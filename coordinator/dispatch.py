@@ -129,8 +129,7 @@ class RayDispatcher:
             # max_concurrency: the `result` calls of coordinators that died may still be waiting inside the actor;
             # the next coordinator's call must not queue behind them
             self._actor_classes[cls] = ray.remote(max_concurrency=64)(cls)
-        # a Train run's actor beside its controller, on the head; an actor that trains goes where its resources are
-        placement = self._placement if cls is BlockJobActor else "DEFAULT"
+        placement = self._placement if cls.on_head_node else "DEFAULT"
         actor = (
             self._actor_classes[cls]
             .options(name=name, namespace=self.namespace, lifetime="detached", scheduling_strategy=placement, **options)

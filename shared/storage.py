@@ -107,10 +107,12 @@ class Storage:
         return sorted(info.base_name for info in infos if info.type == pafs.FileType.Directory)
 
     def upload_dir(self, source: Path, path: str) -> None:
-        """Copy a local directory's files (not its subdirectories) to `path`, each file whole (`write_bytes`)."""
-        for file in sorted(Path(source).iterdir()):
-            if file.is_file():
-                self.write_bytes(f"{path}/{file.name}", file.read_bytes())
+        """Copy a local directory to `path`, streamed (a checkpoint's files are not read into memory whole). Not
+        atomic: a reader must learn of the directory only afterwards (workers/checkpoints.py writes a pointer)."""
+        self.fs.create_dir(path, recursive=True)
+        pafs.copy_files(
+            str(Path(source).absolute()), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs
+        )
 
     def download_dir(self, path: str, target: Path) -> None:
         """Copy the files directly inside `path` into the local directory `target`."""

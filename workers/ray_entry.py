@@ -25,11 +25,12 @@ from workers.ray_block import CHECKPOINTS_KEPT, GaugeReporter, failed, this_node
 
 
 class ActorReporter(GaugeReporter):
-    """Checkpoints go to the run's storage (`ActorCheckpoints`); the last one's path is the block's result."""
+    """Checkpoints go to the run's storage (`ActorCheckpoints`); the last one's path is the block's result (a
+    training always ends with a checkpoint, a resume after the last step too)."""
 
     def __init__(self, block_index: int, node: str, checkpoints: ActorCheckpoints):
         super().__init__(block_index, node)
-        self.checkpoints, self.latest = checkpoints, checkpoints.latest()
+        self.checkpoints, self.latest = checkpoints, None
 
     def checkpoint(self, metrics: dict, directory: str | None) -> None:
         self.report(metrics)
@@ -94,6 +95,7 @@ class BlockJobActor:
 
     train = staticmethod(fit_with_ray_train)
     keep_s = UNCOLLECTED_RESULT_KEEP_S
+    on_head_node = True  # beside the Train controller it starts (coordinator/dispatch.py `_on_head_node`)
 
     def __init__(self, job_dict: dict, storage_uri: str, previews: bool = True):
         self._result: dict | None = None
@@ -121,6 +123,7 @@ class BlockActor(BlockJobActor):
 
     train = staticmethod(train_in_actor)
     keep_s = UNCOLLECTED_ACTOR_KEEP_S
+    on_head_node = False  # wherever its resources are free
 
 
 def job_actor(job: BlockJob) -> tuple[type[BlockJobActor], dict]:
